@@ -1,0 +1,3 @@
+from neosft.cli import main
+
+main()

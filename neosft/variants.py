@@ -1,0 +1,84 @@
+"""The one table of SFT variants: how each dataset is cut from a conversation and how it is trained.
+
+Everything else (data builder, trainer, chart values, CLI, docs) reads this module; no other file
+repeats a number from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+Round = tuple[str, str]  # (human, gpt)
+Pair = tuple[str, str]  # (instruction, output)
+
+
+def _conversations(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+    history: list[str] = []
+    for human, gpt in rounds:
+        history.append(human)
+        yield joiner.join(history), gpt
+        history.append(gpt)
+
+
+def _multi(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+    yield joiner.join(h for h, _ in rounds), joiner.join(g for _, g in rounds)
+
+
+def _single(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+    if len(rounds) == 1:
+        yield rounds[0]
+
+
+def _all_pair(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+    yield from rounds
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    rule: str
+    learning_rate: float
+    cutoff_len: int
+    pairs: Callable[[Sequence[Round], str], Iterator[Pair]]
+
+    def hyperparameters(self) -> dict:
+        """Every training hyper-parameter of this variant, named as in `transformers.TrainingArguments`."""
+        return {"learning_rate": self.learning_rate, "cutoff_len": self.cutoff_len, **SHARED}
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("conversations", "a row per round; the instruction holds every earlier round", 5e-6, 8192, _conversations),
+        Variant("multi", "a row per record: all questions joined -> all answers joined", 5e-5, 8192, _multi),
+        Variant("single", "single-round records only: question -> answer", 5e-5, 4096, _single),
+        Variant("all_pair", "a row per round: question -> answer, no history", 2e-5, 4096, _all_pair),
+    )
+}
+
+NUM_DEVICES = 8
+
+SHARED: dict = {
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 8,
+    "num_train_epochs": 5,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.1,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.999,
+    "adam_epsilon": 1e-8,
+    "seed": 42,
+}
+
+TOTAL_TRAIN_BATCH = SHARED["per_device_train_batch_size"] * SHARED["gradient_accumulation_steps"] * NUM_DEVICES
+TOTAL_EVAL_BATCH = SHARED["per_device_eval_batch_size"] * NUM_DEVICES
+
+
+def get(name: str) -> Variant:
+    """The variant called `name`; a `KeyError` names the valid choices."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None

@@ -1,0 +1,46 @@
+"""Shared fixtures: a real S3-compatible server on 127.0.0.1 and helpers to write corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neosft.local_s3 import LocalS3
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One rclone S3 server for the session; each test gets its own bucket through `s3`."""
+    with LocalS3(tmp_path_factory.mktemp("s3root"), access_key="test-access", secret_key="test-secret-value") as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """An empty bucket on the session server, with the environment pointing at it; yields 's3://bucket'."""
+    bucket = "b-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    (s3_server.root / bucket).mkdir()
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{bucket}"
+
+
+def write_json(path: Path, records) -> Path:
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def neosft(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `neosft` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "neosft", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
