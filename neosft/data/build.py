@@ -5,29 +5,28 @@ Output under DEST: `<variant>/part-NNNNN.jsonl`, `dataset_info.json` (LLaMA-Fact
 source parsed: a failed build leaves DEST as it was, a killed publish leaves no manifest (the
 old one is removed before any part is replaced), and the manifest is always written last.
 
-Speed: ijson's C parser, orjson for the rows, and hashing and writing on a background thread.
+Speed: a reader process parses and escapes records (see `reader`) while this one assembles rows
+from the escaped turns, and a thread hashes and writes them: three stages on two cores.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-import json
 import shutil
 import tempfile
 import uuid
 from array import array
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
 from neosft import __version__
-from neosft.data.records import SKIP_REASONS, Conversation, parse_record
-from neosft.data.source import Source
-from neosft.data.stats import TokenCounter, summary
+from neosft.data.reader import Reader, escape
+from neosft.data.records import SKIP_REASONS
+from neosft.data.stats import LengthJoiner, TokenCounter, summary
 from neosft.errors import UserError
 from neosft.progress import Progress, log
 from neosft.storage import LocalLocation, Location, location
@@ -54,29 +53,28 @@ def build(
         raise UserError("--shard-rows must be at least 1")
     out = location(dest)
     out.check()
-    src = Source(source)
+    total_bytes = location(source).size()  # fails early, before any work, if the source is missing
+    reader = Reader(source)
 
     staging = _staging_dir(out)
     writer = _Writer()
     try:
         outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
         skipped = dict.fromkeys(SKIP_REASONS, 0)
-        with Progress(f"building {', '.join(names)}", src.total_bytes) as progress:
-            for record in src.records():
-                conv = parse_record(record)
-                if isinstance(conv, str):
-                    skipped[conv] += 1
-                else:
-                    for o in outputs:
-                        o.add(conv)
-                if not src.count & 1023:
-                    progress.update(src.bytes, src.count)
-            progress.update(src.bytes, src.count)
+        with Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            for batch in reader:
+                for item in batch:
+                    if isinstance(item, str):
+                        skipped[item] += 1
+                    else:
+                        for o in outputs:
+                            o.add(*item)
+                progress.update(reader.bytes, reader.count)
         manifest = {
-            "source": {"uri": source, "sha256": src.sha256, "bytes": src.bytes, "records": src.count},
+            "source": {"uri": source, "sha256": reader.sha256, "bytes": reader.bytes, "records": reader.count},
             "options": {"joiner": joiner, "input_prompt": input_prompt},
             "skipped": skipped,
-            "kept": src.count - sum(skipped.values()),
+            "kept": reader.count - sum(skipped.values()),
             "variants": {o.variant.name: o.finish() for o in outputs},
             "neosft_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -100,13 +98,15 @@ def _staging_dir(out: Location) -> Path:
 
 
 class _VariantOutput:
-    """One variant's rows: serialised, measured, and handed to the writer thread in 1 MB blocks."""
+    """One variant's rows: assembled from escaped turns, measured, and handed to the writer thread in 1 MB blocks."""
 
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
                  tokenizer: str | None, writer: "_Writer"):
-        self.variant, self.joiner, self.input_prompt = variant, joiner, input_prompt
+        self.variant = variant
+        self.escaped_joiner, self.length_joiner = escape(joiner), LengthJoiner(joiner)
+        self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
         self.shard_rows, self.writer = shard_rows, writer
@@ -116,30 +116,29 @@ class _VariantOutput:
         self.instruction_chars, self.output_chars = array("I"), array("I")
         self.tokens = TokenCounter(tokenizer, variant.cutoff_len) if tokenizer else None
 
-    def add(self, conv: Conversation) -> None:
-        system = conv.system
-        for instruction, output in self.variant.pairs(conv.rounds, self.joiner):
-            row = {"instruction": instruction, "input": self.input_prompt, "output": output}
-            if system is not None:
-                row["system"] = system
+    def add(self, system: bytes | None, rounds: list[tuple[bytes, bytes]], lengths: list[tuple[int, int]]) -> None:
+        """Add the rows of one conversation, given as escaped JSON string bodies and lengths (see `reader`)."""
+        tail = b'"}\n' if system is None else b'","system":"' + system + b'"}\n'
+        block, rows = self.block, self.variant.pairs(rounds, self.escaped_joiner)
+        for (instruction, output), (n_instruction, n_output) in zip(rows, self.variant.pairs(lengths, self.length_joiner)):
             if self.rows % self.shard_rows == 0:
                 self._next_part()
             self.rows += 1
-            data = _dumps(row)
-            self.block.append(data)
-            self.block_bytes += len(data)
-            if self.block_bytes >= self.BLOCK_BYTES:
-                self._flush()
-            self.instruction_chars.append(len(instruction))
-            self.output_chars.append(len(output))
+            block += (b'{"instruction":"', instruction, self.middle, output, tail)  # joined once per block
+            self.block_bytes += len(instruction) + len(output)
+            self.instruction_chars.append(n_instruction)
+            self.output_chars.append(n_output)
             if self.tokens:
-                self.tokens.add(instruction, self.input_prompt, output, system)
+                self.tokens.add(**orjson.loads(b"".join(block[-5:])))
+        if self.block_bytes >= self.BLOCK_BYTES:
+            self._flush()
         self.has_system |= system is not None
 
     def _flush(self) -> None:
         if self.block:
             self.writer.submit(self._write_block, b"".join(self.block))
-            self.block, self.block_bytes = [], 0
+            self.block.clear()
+            self.block_bytes = 0
 
     def _next_part(self) -> None:
         self._flush()
@@ -176,14 +175,6 @@ class _VariantOutput:
             stats["tokens"] = self.tokens.stats()
         return {"rows": self.rows, "files": self.files, "sha256": self.hash.hexdigest(),
                 "has_system": self.has_system, "stats": stats}
-
-
-def _dumps(row: dict) -> bytes:
-    """One JSONL line: compact, UTF-8, non-ASCII kept as is, keys in order."""
-    try:
-        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:  # lone surrogates, which UTF-8 cannot hold: keep them as \\u escapes
-        return json.dumps(row, separators=(",", ":")).encode() + b"\n"
 
 
 class _Writer:

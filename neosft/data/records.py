@@ -32,29 +32,23 @@ def parse_record(record: object) -> Conversation | str:
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         return "malformed"
-    roles, values = [], []
-    for turn in turns:
-        if not isinstance(turn, dict):
-            return "malformed"
-        role, value = turn.get("from"), turn.get("value")
-        if not isinstance(role, str) or not isinstance(value, str):
-            return "malformed"
-        role = _ROLES.get(role.lower())
-        if role is None:
-            return "malformed"
-        roles.append(role)
-        values.append(value)
+    try:  # a turn that is not an object, lacks a key, has a non-string role or an unknown one
+        roles = [_ROLES[turn["from"].lower()] for turn in turns]
+        values = [turn["value"] for turn in turns]
+    except (TypeError, KeyError, AttributeError):
+        return "malformed"
+    if not all(isinstance(v, str) for v in values):
+        return "malformed"
 
-    system = None
-    if roles[0] == "system":
-        system = values[0]
-        roles, values = roles[1:], values[1:]
-    if len(roles) % 2 == 1 and roles[-1] == "human":
-        roles, values = roles[:-1], values[:-1]
-    if not roles:
+    start = 1 if roles[0] == "system" else 0
+    end = len(roles)
+    if (end - start) % 2 and roles[-1] == "human":
+        end -= 1
+    n = end - start
+    if n == 0:
         return "no_rounds"
-    if len(roles) % 2 or any(role != ("human", "gpt")[i % 2] for i, role in enumerate(roles)):
+    if n % 2 or roles[start:end] != ["human", "gpt"] * (n // 2):
         return "bad_turn_order"
-    if any(not v.strip() for v in values):
+    if any(not v or v.isspace() for v in values[start:end]):
         return "empty_turn"
-    return Conversation(list(zip(values[::2], values[1::2])), system)
+    return Conversation(list(zip(values[start:end:2], values[start + 1 : end : 2])), values[0] if start else None)

@@ -40,7 +40,7 @@ class TokenCounter:
         self.lengths = array("I")
         self.pending: list[str] = []
 
-    def add(self, instruction: str, input: str, output: str, system: str | None) -> None:
+    def add(self, instruction: str, input: str, output: str, system: str | None = None) -> None:
         self.pending.append("".join(segments(instruction, input, output, system)))
         if len(self.pending) >= self.BATCH:
             self.flush()

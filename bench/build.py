@@ -1,0 +1,87 @@
+"""Benchmark `neosft data build` against a naive baseline on a synthetic corpus (>= 200 MB).
+
+The baseline is what one writes first: json.load of the whole file, one loop per variant over
+the records, json.dumps per row. Both run as subprocesses, one after the other, and must write
+the same rows. Prints wall time, peak RSS and their ratios.
+
+    python bench/build.py [--mb 200] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus  # noqa: E402
+
+NAIVE = r'''
+import json, os, sys
+from neosft.data.records import parse_record
+from neosft.variants import VARIANTS
+source, out = sys.argv[1], sys.argv[2]
+with open(source, encoding="utf-8") as f:
+    records = json.load(f)
+for name, variant in VARIANTS.items():
+    os.makedirs(f"{out}/{name}", exist_ok=True)
+    with open(f"{out}/{name}/part-00000.jsonl", "w", encoding="utf-8") as f:
+        for record in records:
+            conv = parse_record(record)
+            if isinstance(conv, str):
+                continue
+            for instruction, output in variant.pairs(conv.rounds, "\n\n"):
+                row = {"instruction": instruction, "input": "", "output": output}
+                if conv.system is not None:
+                    row["system"] = conv.system
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+'''
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `cmd`, run as the only child of a fresh interpreter."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter();"
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True)
+    wall, peak_kb = out.stdout.split()
+    return float(wall), int(peak_kb) / 1024
+
+
+def rows(folder: Path, variant: str) -> list:
+    lines = []
+    for part in sorted((folder / variant).glob("part-*.jsonl")):
+        lines += [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=200, help="corpus size in MB (default 200)")
+    ap.add_argument("--keep", help="work in this folder and keep it")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="neosft-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "corpus.json"
+    if not source.exists() or source.stat().st_size < args.mb * 1e6:
+        print(f"writing a {args.mb:.0f} MB synthetic corpus ...", flush=True)
+        corpus.write(str(source), args.mb)
+    size_mb = source.stat().st_size / 1e6
+
+    naive_s, naive_mb = measure([sys.executable, "-c", NAIVE, str(source), str(work / "naive")])
+    neosft_s, neosft_mb = measure([sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(work / "neosft")])
+
+    for variant in ("single", "all_pair"):
+        assert rows(work / "naive", variant) == rows(work / "neosft", variant), f"{variant} rows differ"
+    print(f"corpus: {size_mb:.0f} MB, {json.loads((work / 'neosft' / 'manifest.json').read_text())['source']['records']:,} records")
+    print(f"{'':<8}{'wall s':>9}{'MB/s':>8}{'peak RSS MB':>13}")
+    print(f"{'naive':<8}{naive_s:>9.2f}{size_mb / naive_s:>8.1f}{naive_mb:>13.0f}")
+    print(f"{'neosft':<8}{neosft_s:>9.2f}{size_mb / neosft_s:>8.1f}{neosft_mb:>13.0f}")
+    print(f"speed-up: {naive_s / neosft_s:.2f}x (target >= 3x); neosft peak RSS {neosft_mb:.0f} MB (target <= 300 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""A reader process that parses, checks and JSON-escapes records while the main process writes.
+
+Parsing and writing are both Python-bound, so the build runs them on two cores. Each record crosses
+the pipe as its skip reason or as `(system, rounds, lengths)`: system and turns already escaped
+as JSON string bodies (bytes, cheap to pickle; JSON escaping commutes with concatenation, so the
+variant rules join them directly) and the turns' lengths in characters.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import traceback
+from typing import Iterator
+
+import orjson
+
+from neosft.data.records import parse_record
+from neosft.data.source import Source
+from neosft import storage
+from neosft.errors import UserError
+
+BATCH = 512
+
+Escaped = tuple[bytes | None, list[tuple[bytes, bytes]], list[tuple[int, int]]]
+
+
+def escape(s: str) -> bytes:
+    """The JSON string body of `s` (no quotes): UTF-8, non-ASCII kept as is."""
+    try:
+        return orjson.dumps(s)[1:-1]
+    except orjson.JSONEncodeError:  # lone surrogates, which UTF-8 cannot hold: keep them as \u escapes
+        return json.dumps(s)[1:-1].encode()
+
+
+class Reader:
+    """Iterate to get batches of records (skip reason or `Escaped`); then read the source's
+    `sha256`, `bytes` and `count`. `bytes`/`count` follow the stream for progress."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.sha256, self.bytes, self.count = "", 0, 0
+
+    def __iter__(self) -> Iterator[list[str | Escaped]]:
+        # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script);
+        # the build forks before it starts any thread of its own
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_read, args=(self.uri, sender), name="neosft-reader", daemon=True)
+        process.start()
+        sender.close()
+        try:
+            while True:
+                try:
+                    kind, *payload = receiver.recv()
+                except EOFError:
+                    raise RuntimeError(f"the reader process died (exit code {process.exitcode})") from None
+                if kind == "batch":
+                    items, self.bytes, self.count = payload
+                    yield items
+                elif kind == "done":
+                    self.sha256, self.bytes, self.count = payload
+                    return
+                elif kind == "error":
+                    raise UserError(payload[0])
+                else:
+                    raise RuntimeError(f"the reader process failed:\n{payload[0]}")
+        finally:
+            receiver.close()
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def _read(uri: str, sender) -> None:
+    storage.forget_clients()  # never share the parent's pooled S3 connections
+    try:
+        source = Source(uri)
+        batch: list = []
+        for record in source.records():
+            conv = parse_record(record)
+            if isinstance(conv, str):
+                batch.append(conv)
+            else:
+                batch.append((
+                    None if conv.system is None else escape(conv.system),
+                    [(escape(h), escape(g)) for h, g in conv.rounds],
+                    [(len(h), len(g)) for h, g in conv.rounds],
+                ))
+            if len(batch) == BATCH:
+                sender.send(("batch", batch, source.bytes, source.count))
+                batch = []
+        sender.send(("batch", batch, source.bytes, source.count))
+        sender.send(("done", source.sha256, source.bytes, source.count))
+    except UserError as e:
+        sender.send(("error", str(e)))
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        sender.send(("crash", traceback.format_exc()))
+    finally:
+        sender.close()

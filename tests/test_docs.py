@@ -1,0 +1,30 @@
+"""The README stays true: its commands are the ones CI runs, its table is the variant table."""
+
+import re
+from pathlib import Path
+
+from neosft.variants import VARIANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def setup_commands() -> list[str]:
+    section = README.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_gives_exactly_two_setup_commands_into_dot_venv():
+    commands = setup_commands()
+    assert len(commands) == 2
+    assert all(c.startswith("python3 -m venv .venv && ") and "torch==2.13.0" in c for c in commands)
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    assert setup_commands()[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_variant_table_is_the_variant_table():
+    rows = re.findall(r"^\| (\w+) \| .+? \| ([0-9.e+-]+) \| (\d+) \|$", README, re.M)
+    assert {name: (float(lr), int(cutoff)) for name, lr, cutoff in rows} == {
+        name: (v.learning_rate, v.cutoff_len) for name, v in VARIANTS.items()}

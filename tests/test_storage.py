@@ -1,0 +1,85 @@
+"""Storage and the builder against a real S3-compatible server (rclone) on 127.0.0.1."""
+
+import json
+import os
+
+import pytest
+from conftest import neosft
+
+from neosft import storage
+from neosft.data.build import build
+from neosft.errors import UserError
+from neosft.sample import SAMPLE_CORPUS
+from neosft.storage import location
+
+
+def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):
+    location(f"{s3}/raw/corpus.json").write_bytes(SAMPLE_CORPUS.read_bytes())
+    remote = build(f"{s3}/raw/corpus.json", f"{s3}/neosft/data")
+    local = build(str(SAMPLE_CORPUS), str(tmp_path / "out"))
+    assert remote["source"]["sha256"] == local["source"]["sha256"]
+    assert {n: v["sha256"] for n, v in remote["variants"].items()} == {n: v["sha256"] for n, v in local["variants"].items()}
+    data = location(f"{s3}/neosft/data")
+    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote["variants"].values() for f in v["files"])])
+    assert json.loads((data / "manifest.json").read_bytes()) == remote
+    assert (data / "single/part-00000.jsonl").read_bytes() == (tmp_path / "out/single/part-00000.jsonl").read_bytes()
+
+
+def test_rebuild_on_s3_removes_stale_parts(s3):
+    build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
+    build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
+    assert location(f"{s3}/d/all_pair").list() == ["part-00000.jsonl"]
+
+
+def test_large_objects_go_up_in_parts_and_come_back_whole(s3, tmp_path, monkeypatch):
+    from boto3.s3.transfer import TransferConfig
+
+    monkeypatch.setattr(storage, "_transfer_config", lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    blob = os.urandom(12 << 20)
+    (tmp_path / "blob").write_bytes(blob)
+    parts = []
+    storage._client().meta.events.register("before-call.s3.UploadPart", lambda **kw: parts.append(kw["params"]["query_string"]["partNumber"]))
+    target = location(f"{s3}/big/blob")
+    target.upload(tmp_path / "blob")
+    assert sorted(parts) == [1, 2, 3]
+    with target.open() as f:
+        assert f.read() == blob
+
+
+def test_exists_and_missing_objects(s3):
+    assert not location(f"{s3}/nothing").exists()
+    with pytest.raises(UserError, match="does not exist"):
+        location(f"{s3}/nothing").size()
+    with pytest.raises(UserError, match="bucket 'no-such-bucket' does not exist"):
+        location("s3://no-such-bucket/x.json").size()
+
+
+def assert_one_line_error(result, needle, secret=None):
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
+    if secret:
+        assert secret not in result.stderr + result.stdout
+
+
+def test_cli_missing_bucket(s3):
+    assert_one_line_error(neosft("data", "build", SAMPLE_CORPUS, "--out", "s3://no-such-bucket/data"), "bucket 'no-such-bucket' does not exist")
+    assert_one_line_error(neosft("data", "build", "s3://no-such-bucket/c.json", "--out", f"{s3}/d"), "does not exist")
+
+
+def test_cli_wrong_credentials_never_show_the_secret(s3):
+    secret = "wrong-secret-never-printed"
+    result = neosft("data", "build", SAMPLE_CORPUS, "--out", f"{s3}/data", env={"AWS_SECRET_ACCESS_KEY": secret})
+    assert_one_line_error(result, "S3 refused access", secret)
+    assert not location(f"{s3}/data").list()
+
+
+def test_cli_unreachable_endpoint(s3):
+    result = neosft("data", "build", SAMPLE_CORPUS, "--out", f"{s3}/data", env={"NEOSFT_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    assert_one_line_error(result, "cannot reach the S3 endpoint http://127.0.0.1:9")
+
+
+def test_bad_uris():
+    with pytest.raises(UserError, match="needs a bucket"):
+        location("s3:///key")
+    with pytest.raises(UserError, match="unsupported storage scheme"):
+        location("gs://s3/key")

@@ -1,0 +1,63 @@
+"""The variant table is the one source of truth: pin every number, and the CLI prints it."""
+
+import json
+
+from conftest import neosft
+from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS, get
+
+SEED_TABLE = {  # variant: (learning_rate, cutoff_len), as the seed run used them
+    "conversations": (5e-6, 8192),
+    "multi": (5e-5, 8192),
+    "single": (5e-5, 4096),
+    "all_pair": (2e-5, 4096),
+}
+
+
+def test_every_variant_has_the_seed_learning_rate_and_cutoff():
+    assert {n: (v.learning_rate, v.cutoff_len) for n, v in VARIANTS.items()} == SEED_TABLE
+
+
+def test_shared_hyperparameters_are_the_seed_ones():
+    assert SHARED == {
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 8,
+        "gradient_accumulation_steps": 8,
+        "num_train_epochs": 5,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.1,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "adam_epsilon": 1e-8,
+        "seed": 42,
+    }
+    assert NUM_DEVICES == 8
+    assert (TOTAL_TRAIN_BATCH, TOTAL_EVAL_BATCH) == (64, 64)
+
+
+def test_hyperparameters_merge_the_variant_and_shared_values():
+    hp = VARIANTS["single"].hyperparameters()
+    assert hp["learning_rate"] == 5e-5 and hp["cutoff_len"] == 4096 and hp["seed"] == 42
+
+
+def test_unknown_variant_names_the_choices():
+    try:
+        get("pairs")
+    except KeyError as e:
+        assert "conversations, multi, single, all_pair" in str(e)
+    else:
+        raise AssertionError("no KeyError")
+
+
+def test_cli_prints_the_table():
+    out = neosft("variants")
+    assert out.returncode == 0
+    lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:5]}
+    assert {n: (float(l[1]), int(l[2])) for n, l in lines.items()} == SEED_TABLE
+    assert "total train batch 64" in out.stdout
+
+
+def test_cli_prints_the_table_as_json():
+    table = json.loads(neosft("variants", "--json").stdout)
+    assert {n: (v["learning_rate"], v["cutoff_len"]) for n, v in table["variants"].items()} == SEED_TABLE
+    assert table["variants"]["multi"]["warmup_ratio"] == 0.1
+    assert table["total_train_batch_size"] == 64
