@@ -83,3 +83,20 @@ def test_bad_uris():
         location("s3:///key")
     with pytest.raises(UserError, match="unsupported storage scheme"):
         location("gs://s3/key")
+
+
+def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
+    import gzip
+
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    good = [r for r in json.loads(SAMPLE_CORPUS.read_text(encoding="utf-8")) if isinstance(r, dict) and isinstance(r.get("conversations"), list)
+            and all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in r["conversations"])]
+    pq.write_table(Dataset.from_list([{"conversations": r["conversations"]} for r in good]).data.table, tmp_path / "c.parquet")
+    location(f"{s3}/c.parquet").write_bytes((tmp_path / "c.parquet").read_bytes())
+    location(f"{s3}/c.json.gz").write_bytes(gzip.compress(json.dumps(good, ensure_ascii=False).encode()))
+    from_parquet = build(f"{s3}/c.parquet", f"{s3}/p")
+    from_gzip = build(f"{s3}/c.json.gz", f"{s3}/g")
+    assert from_parquet["source"]["records"] == from_gzip["source"]["records"] == len(good)
+    assert {n: v["sha256"] for n, v in from_parquet["variants"].items()} == {n: v["sha256"] for n, v in from_gzip["variants"].items()}

@@ -54,11 +54,7 @@ class Source:
         if stream.peek(4)[:4] == b"PAR1":
             return _parquet_records(stream, self.loc)
         text, name = self._text(stream)
-        head = text.peek(CHUNK)
-        if head.startswith(b"\xef\xbb\xbf"):
-            text.read(3)
-            head = head[3:]
-        first = head.lstrip()[:1]
+        first = text.peek(CHUNK).lstrip()[:1]
         if first == b"[":
             return self._array_records(text, name)
         if first == b"{":
@@ -68,9 +64,13 @@ class Source:
         raise UserError(f"{name}: unsupported format (starts with {first!r}); expected a JSON array, JSON lines, gzip or Parquet")
 
     def _text(self, stream: io.BufferedReader) -> tuple[io.BufferedReader, str]:
+        """The JSON text, gunzipped and past any UTF-8 byte order mark, and its name for errors."""
+        name = self.uri
         if stream.peek(2)[:2] == b"\x1f\x8b":
-            return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), CHUNK), f"{self.uri} (after gunzip)"
-        return stream, self.uri
+            stream, name = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), CHUNK), f"{self.uri} (after gunzip)"
+        if stream.peek(3)[:3] == b"\xef\xbb\xbf":
+            stream.read(3)
+        return stream, name
 
     def _array_records(self, text: io.BufferedReader, name: str) -> Iterator[object]:
         import ijson
@@ -84,8 +84,6 @@ class Source:
         """ijson (C, fast) reads the array but cannot say where it failed: rescan with the exact reader."""
         with self.loc.open() as raw:
             text, _ = self._text(io.BufferedReader(raw, CHUNK))
-            if text.peek(3)[:3] == b"\xef\xbb\xbf":
-                text.read(3)
             try:
                 for _ in _ArrayReader(text, name).records():
                     pass
@@ -150,8 +148,8 @@ _SPACE = re.compile(rb"\s*")
 
 
 class _ArrayReader:
-    """Splits a top-level JSON array into its elements with a fast bracket scan, then parses each
-    element with orjson: flat memory (one buffer, one record) and exact byte offsets in errors."""
+    """Splits a top-level JSON array into its elements with a bracket scan and parses each with
+    orjson: slower than ijson, but it knows the exact byte offset of every syntax error."""
 
     def __init__(self, stream: BinaryIO, name: str):
         self.stream, self.name = stream, name
