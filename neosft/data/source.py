@@ -40,23 +40,33 @@ class Source:
         return self._hash.hexdigest()
 
     def records(self) -> Iterator[object]:
+        try:
+            for record in self._read(exact=False):
+                self.count += 1
+                yield record
+        except _RetryExact:  # ijson refused it: find the exact error, or read on past ijson's limits
+            for i, record in enumerate(self._read(exact=True)):
+                if i >= self.count:
+                    self.count += 1
+                    yield record
+
+    def _read(self, exact: bool) -> Iterator[object]:
+        self.bytes, self._hash = 0, hashlib.sha256()
         with self.loc.open() as raw:
             stream = io.BufferedReader(_Tap(raw, self), CHUNK)
             try:
-                for record in self._parse(stream):
-                    self.count += 1
-                    yield record
+                yield from self._parse(stream, exact)
                 _drain(stream)  # hash every stored byte, also those after the last record
             except (EOFError, OSError, zlib.error) as e:  # a truncated or corrupt gzip stream
                 raise UserError(f"{self.uri}: cannot read: {e}") from None
 
-    def _parse(self, stream: io.BufferedReader) -> Iterator[object]:
+    def _parse(self, stream: io.BufferedReader, exact: bool) -> Iterator[object]:
         if stream.peek(4)[:4] == b"PAR1":
             return _parquet_records(stream, self.loc)
         text, name = self._text(stream)
         first = text.peek(CHUNK).lstrip()[:1]
         if first == b"[":
-            return self._array_records(text, name)
+            return _ArrayReader(text, name).records() if exact else _fast_array_records(text)
         if first == b"{":
             return _jsonl_records(text, name)
         if not first:
@@ -72,24 +82,20 @@ class Source:
             stream.read(3)
         return stream, name
 
-    def _array_records(self, text: io.BufferedReader, name: str) -> Iterator[object]:
-        import ijson
 
-        try:
-            yield from ijson.items(text, "item", use_float=True, buf_size=CHUNK)
-        except ijson.JSONError as e:
-            raise self._locate_error(name, str(e)) from None
+class _RetryExact(Exception):
+    """ijson failed: reread with the exact reader."""
 
-    def _locate_error(self, name: str, message: str) -> UserError:
-        """ijson (C, fast) reads the array but cannot say where it failed: rescan with the exact reader."""
-        with self.loc.open() as raw:
-            text, _ = self._text(io.BufferedReader(raw, CHUNK))
-            try:
-                for _ in _ArrayReader(text, name).records():
-                    pass
-            except UserError as e:
-                return e
-        return UserError(f"{name}: invalid JSON: {message.splitlines()[0]}")
+
+def _fast_array_records(text: BinaryIO) -> Iterator[object]:
+    """ijson's C parser: fast, but it cannot say where JSON is invalid and overflows on integers
+    beyond 64 bits; either way the `Source` rereads the array with `_ArrayReader`."""
+    import ijson
+
+    try:
+        yield from ijson.items(text, "item", use_float=True, buf_size=CHUNK)
+    except ijson.JSONError:
+        raise _RetryExact() from None
 
 
 class _Tap(io.RawIOBase):
