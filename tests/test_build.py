@@ -97,7 +97,7 @@ def test_manifest_counts_hashes_and_stats(tmp_path):
         assert v["rows"] == v["stats"]["rows"] == len(EXPECTED[name])
     stats = m["variants"]["conversations"]["stats"]
     assert stats["instruction_chars"]["max"] == len("2+2?\n\n4\n\nand \"3+3\"?")
-    assert stats["output_chars"] == {"p50": 2, "p90": 11, "p99": 11, "max": 11}
+    assert stats["output_chars"] == {"p50": 2, "p90": 11, "p99": 11, "max": 11, "total": 2 + 11 + 1}
 
 
 def test_dataset_info_maps_system_only_where_present(tmp_path):
@@ -278,27 +278,46 @@ def test_unwritable_destination(tmp_path):
 
 # ---- killed builds ---------------------------------------------------------------------------------
 
-def test_a_killed_build_never_leaves_a_manifest_over_partial_data(tmp_path):
+def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identical(tmp_path):
+    import random
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     import corpus
 
     source = tmp_path / "big.json"
-    corpus.write(str(source), 8)
-    reference = build(str(source), str(tmp_path / "reference"), shard_rows=2000)
-    dest = tmp_path / "out"
-    for delay in (0.3, 0.6, 0.9, 1.2, 1.5):
-        proc = subprocess.Popen([sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(dest),
-                                 "--shard-rows", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+    corpus.write(str(source), 4)
+    command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000"]
+    reference = build(str(source), str(tmp_path / "reference"), shard_rows=1000)
+    expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference["variants"].values() for f in v["files"]}
+    dest, rng = tmp_path / "out", random.Random(0)
+    for _ in range(20):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.2))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        if (dest / "manifest.json").exists():  # whatever a reader sees must be whole
+        if (dest / "manifest.json").exists():  # whatever a reader can see must be whole
             m = json.loads((dest / "manifest.json").read_text())
             for v in m["variants"].values():
                 data = b"".join((dest / f).read_bytes() for f in v["files"])
                 assert hashlib.sha256(data).hexdigest() == v["sha256"]
-    assert neosft("data", "build", source, "--out", dest, "--shard-rows", "2000").returncode == 0
-    for name, v in reference["variants"].items():
-        for f in v["files"]:
-            assert (dest / f).read_bytes() == (tmp_path / "reference" / f).read_bytes()
-    assert not list(dest.glob(".neosft-staging-*"))
+        assert subprocess.run(command, capture_output=True).returncode == 0
+        assert {f: (dest / f).read_bytes() for f in expected} == expected
+        assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jsonl")) == sorted(expected)
+        assert not list(dest.glob(".neosft-staging-*"))
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import corpus
+
+    corpus.write(str(tmp_path / "c.json"), 2)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        result = neosft("data", "build", tmp_path / "c.json", "--out", disk / "out")
+        assert_user_error(result, "No space left on device")
+        assert list((disk / "out").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -100,3 +100,40 @@ def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
     from_gzip = build(f"{s3}/c.json.gz", f"{s3}/g")
     assert from_parquet["source"]["records"] == from_gzip["source"]["records"] == len(good)
     assert {n: v["sha256"] for n, v in from_parquet["variants"].items()} == {n: v["sha256"] for n, v in from_gzip["variants"].items()}
+
+
+def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, monkeypatch):
+    import threading
+
+    from neosft.storage import S3Location
+
+    upload, uploads = S3Location.move_from, []
+
+    def flaky_server(self, src):  # the server dies before the second part and is back a second later
+        if len(uploads) == 1:
+            s3_server.stop(kill=True)
+            threading.Timer(1.0, s3_server.start).start()
+        uploads.append(self.uri)
+        upload(self, src)
+
+    monkeypatch.setattr(S3Location, "move_from", flaky_server)
+    remote = build(str(SAMPLE_CORPUS), f"{s3}/d", shard_rows=100)
+    local = build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
+    assert len(uploads) == len(set(uploads)) > 2
+    for v in remote["variants"].values():
+        for f in v["files"]:
+            assert location(f"{s3}/d/{f}").read_bytes() == (tmp_path / "out" / f).read_bytes()
+    assert json.loads(location(f"{s3}/d/manifest.json").read_bytes()) == remote
+
+
+def test_a_read_resumes_where_it_broke_off_when_the_server_restarts(s3_server, s3, monkeypatch):
+    connect, connects = storage._S3Reader._connect, []
+    monkeypatch.setattr(storage._S3Reader, "_connect", lambda self: (connects.append(self.pos), connect(self)))
+    blob = os.urandom(48 << 20)  # more than the socket buffers hold
+    location(f"{s3}/blob").write_bytes(blob)
+    with location(f"{s3}/blob").open() as f:
+        head = f.read(1 << 20)
+        s3_server.stop(kill=True)
+        s3_server.start()
+        assert head + f.read() == blob
+    assert connects[0] == 0 and len(connects) == 2 and connects[1] >= 1 << 20

@@ -57,7 +57,7 @@ def build(
     reader = Reader(source)
 
     staging = _staging_dir(out)
-    writer = _Writer()
+    writer = _Writer(staging)
     try:
         outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
         skipped = dict.fromkeys(SKIP_REASONS, 0)
@@ -120,7 +120,7 @@ class _VariantOutput:
         """Add the rows of one conversation, given as escaped JSON string bodies and lengths (see `reader`)."""
         tail = b'"}\n' if system is None else b'","system":"' + system + b'"}\n'
         block, rows = self.block, self.variant.pairs(rounds, self.escaped_joiner)
-        for (instruction, output), (n_instruction, n_output) in zip(rows, self.variant.pairs(lengths, self.length_joiner)):
+        for (instruction, output), (n_instruction, n_output) in zip(rows, self.variant.pairs(lengths, self.length_joiner), strict=True):
             if self.rows % self.shard_rows == 0:
                 self._next_part()
             self.rows += 1
@@ -183,18 +183,25 @@ class _Writer:
 
     MAX_PENDING = 32
 
-    def __init__(self):
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neosft-writer")
         self.pending: deque[Future] = deque()
 
     def submit(self, fn, *args) -> None:
         while self.pending and (self.pending[0].done() or len(self.pending) >= self.MAX_PENDING):
-            self.pending.popleft().result()  # re-raises a failed write
+            self._result(self.pending.popleft())
         self.pending.append(self.pool.submit(fn, *args))
 
     def wait(self) -> None:
         while self.pending:
-            self.pending.popleft().result()
+            self._result(self.pending.popleft())
+
+    def _result(self, future: Future) -> None:
+        try:
+            future.result()
+        except OSError as e:  # a full disk, most likely
+            raise UserError(f"cannot write to {self.folder}: {e.strerror or e}") from None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

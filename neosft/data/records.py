@@ -51,4 +51,4 @@ def parse_record(record: object) -> Conversation | str:
         return "bad_turn_order"
     if any(not v or v.isspace() for v in values[start:end]):
         return "empty_turn"
-    return Conversation(list(zip(values[start:end:2], values[start + 1 : end : 2])), values[0] if start else None)
+    return Conversation(list(zip(values[start:end:2], values[start + 1 : end : 2], strict=True)), values[0] if start else None)

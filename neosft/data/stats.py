@@ -10,12 +10,12 @@ from neosft.errors import UserError
 
 
 def summary(values: array) -> dict:
-    """p50/p90/p99/max by nearest rank (zeros for no values)."""
+    """p50/p90/p99 by nearest rank, max and total (zeros for no values)."""
     ordered = sorted(values)
     if not ordered:
-        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
-    rank = lambda q: ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * q // 100) - 1))]  # noqa: E731
-    return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0, "total": 0}
+    rank = lambda q: ordered[-(-len(ordered) * q // 100) - 1]  # noqa: E731
+    return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1], "total": sum(ordered)}
 
 
 class LengthJoiner:
