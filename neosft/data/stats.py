@@ -52,8 +52,9 @@ class TokenCounter:
 
     def stats(self) -> dict:
         self.flush()
-        return {**summary(self.lengths), "cutoff_len": self.cutoff_len,
-                "over_cutoff": sum(n > self.cutoff_len for n in self.lengths)}
+        cutoff = self.cutoff_len
+        return {**summary(self.lengths), "cutoff_len": cutoff, "over_cutoff": sum(n > cutoff for n in self.lengths),
+                "total_within_cutoff": sum(min(n, cutoff) for n in self.lengths)}
 
 
 def load_tokenizer(path: str):
