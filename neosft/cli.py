@@ -8,6 +8,7 @@ import click
 
 from neosft import __version__
 from neosft.errors import UserError
+from neosft.storage import EMBEDDED_DATA
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
 
@@ -99,6 +100,23 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     for name, v in manifest["variants"].items():
         click.echo(f"  {name:<13} {v['rows']:>10,} rows  in {len(v['files'])} part(s)")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
+
+
+@cli.command()
+@click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
+@click.option("--data", "data_uri", default=EMBEDDED_DATA, show_default=True, help="Dataset folder (local or s3://).")
+@click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1), help="Training throughput per GPU [default: 3000].")
+def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
+    """Estimate steps, tokens, GPU-hours and checkpoint size before spending GPU money.
+
+    \b
+    Example:
+      neosft plan --variant all --data s3://my-bucket/neosft/data
+    """
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render
+
+    speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
+    click.echo(render(make_plan(data_uri, list(VARIANTS) if variant == "all" else [variant], speed), speed))
 
 
 def main() -> None:

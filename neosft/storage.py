@@ -19,6 +19,9 @@ from typing import BinaryIO, Iterator
 
 from neosft.errors import UserError
 
+EMBEDDED_STORE = ".neosft/store"  # the embedded default's object store: a local folder, one sub-folder per bucket
+EMBEDDED_DATA = f"{EMBEDDED_STORE}/neosft/data"
+
 
 def location(uri: str | os.PathLike) -> "Location":
     """The `Location` for a local path, a `file://` URI or an `s3://bucket/key` URI."""
