@@ -54,14 +54,13 @@ def build(
     out = location(dest)
     out.check()
     total_bytes = location(source).size()  # fails early, before any work, if the source is missing
-    reader = Reader(source)
 
     staging = _staging_dir(out)
     writer = _Writer(staging)
     try:
         outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
         skipped = dict.fromkeys(SKIP_REASONS, 0)
-        with Progress(f"building {', '.join(names)}", total_bytes) as progress:
+        with Reader(source) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
             for batch in reader:
                 for item in batch:
                     if isinstance(item, str):

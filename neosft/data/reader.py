@@ -34,42 +34,45 @@ def escape(s: str) -> bytes:
 
 
 class Reader:
-    """Iterate to get batches of records (skip reason or `Escaped`); then read the source's
-    `sha256`, `bytes` and `count`. `bytes`/`count` follow the stream for progress."""
+    """`with Reader(uri) as reader:` starts the process (before the caller starts any thread);
+    iterate for batches of records (a skip reason or `Escaped` each), then read the source's
+    `sha256`, `bytes` and `count`; `bytes` and `count` follow the stream for progress."""
 
     def __init__(self, uri: str):
         self.uri = uri
         self.sha256, self.bytes, self.count = "", 0, 0
 
-    def __iter__(self) -> Iterator[list[str | Escaped]]:
-        # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script);
-        # the build forks before it starts any thread of its own
+    def __enter__(self) -> "Reader":
+        # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        receiver, sender = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_read, args=(self.uri, sender), name="neosft-reader", daemon=True)
-        process.start()
+        self.receiver, sender = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_read, args=(self.uri, sender), name="neosft-reader", daemon=True)
+        self.process.start()
         sender.close()
-        try:
-            while True:
-                try:
-                    kind, *payload = receiver.recv()
-                except EOFError:
-                    raise RuntimeError(f"the reader process died (exit code {process.exitcode})") from None
-                if kind == "batch":
-                    items, self.bytes, self.count = payload
-                    yield items
-                elif kind == "done":
-                    self.sha256, self.bytes, self.count = payload
-                    return
-                elif kind == "error":
-                    raise UserError(payload[0])
-                else:
-                    raise RuntimeError(f"the reader process failed:\n{payload[0]}")
-        finally:
-            receiver.close()
-            if process.is_alive():
-                process.terminate()
-            process.join()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.receiver.close()
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+    def __iter__(self) -> Iterator[list[str | Escaped]]:
+        while True:
+            try:
+                kind, *payload = self.receiver.recv()
+            except EOFError:
+                raise RuntimeError(f"the reader process died (exit code {self.process.exitcode})") from None
+            if kind == "batch":
+                items, self.bytes, self.count = payload
+                yield items
+            elif kind == "done":
+                self.sha256, self.bytes, self.count = payload
+                return
+            elif kind == "error":
+                raise UserError(payload[0])
+            else:
+                raise RuntimeError(f"the reader process failed:\n{payload[0]}")
 
 
 def _read(uri: str, sender) -> None:
