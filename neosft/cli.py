@@ -234,8 +234,8 @@ def status(run, namespace) -> None:
 
     rows = runs.status_rows(objects, loss)
     click.echo(runs.table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
-    for problem in dict.fromkeys(problems):
-        click.secho(f"latest loss unavailable: {problem}", err=True, fg="yellow")
+    if problems:
+        click.secho(f"latest loss unavailable: {problems[0]}", err=True, fg="yellow")
 
 
 @cli.command()

@@ -19,8 +19,9 @@ COMPONENT_LABEL = "neosft.io/component"
 OUTPUT_ANNOTATION = "neosft.io/output"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 TIMEOUT_S = 30
-INSTALL_OPERATOR = ("kubectl apply --server-side -k "
-                    "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (see k8s/)")
+CRD_MISSING = ("the PyTorchJob CRD is not installed in this cluster: install the Kubeflow training operator v1.9 with "
+               "kubectl apply --server-side -k "
+               "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (k8s/training-operator)")
 KINDS = ("ServiceAccount", "Job", "PyTorchJob")  # the order objects are created in
 
 
@@ -62,8 +63,7 @@ class Cluster:
                     raise
                 resources = []
         if PLURAL not in {r.name for r in resources}:
-            raise UserError(f"the PyTorchJob CRD is not installed in this cluster; install the Kubeflow "
-                            f"training operator v1.9: {INSTALL_OPERATOR}")
+            raise UserError(CRD_MISSING)
 
     def create(self, objects: list[dict]) -> list[str]:
         """Create `objects` in order; when one fails, remove those already created and raise."""
@@ -186,7 +186,7 @@ class Cluster:
         if e.status == 404 and details.get("kind") == "namespaces":
             return f"namespace {self.namespace!r} does not exist: kubectl create namespace {self.namespace}"
         if e.status == 404 and what == "PyTorchJobs":
-            return f"the PyTorchJob CRD is not installed in this cluster; install the training operator: {INSTALL_OPERATOR}"
+            return CRD_MISSING
         if e.status == 409:
             return f"{what} already exists in namespace {self.namespace!r}: pick another --run-id or neosft delete it"
         return f"{what}: {message or e.status}"

@@ -31,8 +31,8 @@ def load_values(values_file: str | None, sets: tuple[str, ...], overrides: dict)
             raise UserError(f"{values_file} must hold a YAML mapping of values")
         values = loaded
     for expression in sets:
-        values = _merge(values, _parse_set(expression))
-    return _merge(values, overrides)
+        values = merge(values, _parse_set(expression))
+    return merge(values, overrides)
 
 
 def render(values: dict, release: str, namespace: str) -> list[dict]:
@@ -53,10 +53,11 @@ def to_yaml(objects: list[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, recursively for mappings (as Helm merges values)."""
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
 
 
