@@ -132,10 +132,11 @@ def data_wait(folder, variant, timeout, interval) -> None:
 
     manifest = location(folder) / "manifest.json"
     deadline = time.monotonic() + timeout
+    if not manifest.exists():
+        click.echo(f"waiting for {manifest}", err=True)
     while not manifest.exists():
         if timeout and time.monotonic() > deadline:
             raise UserError(f"{manifest} did not appear within {timeout:g} s")
-        click.echo(f"waiting for {manifest}", err=True)
         time.sleep(interval)
     if variant and variant not in json.loads(manifest.read_bytes())["variants"]:
         raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")

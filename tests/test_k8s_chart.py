@@ -188,7 +188,7 @@ def test_rendered_yaml_matches_the_golden_snapshot(name):
     ({"train": {"nodes": "two"}}, "at '/train/nodes'"),
     ({"train": {"nodes": 0}}, "at '/train/nodes'"),
     ({"train": {"packing": "yes"}}, "at '/train/packing'"),
-    ({"train": {"env": {"AWS_SECRET_ACCESS_KEY": "literal"}}}, "at '/train/env'"),
+    ({"train": {"env": {"AWS_SECRET_ACCESS_KEY": "literal"}}}, "at '/train/env/AWS_SECRET_ACCESS_KEY'"),
     ({"train": {"valSize": 1.5}}, "at '/train/valSize'"),
     ({"runId": "Has_Capitals"}, "at '/runId'"),
     ({"s3": {"bucket": "s3://bucket"}}, "at '/s3/bucket'"),

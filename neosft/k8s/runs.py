@@ -142,7 +142,7 @@ def _container_statuses(pod: dict) -> list[dict]:
 
 
 def _pod_summary(pods: list[dict]) -> str:
-    """e.g. 'Running 2' or 'Pending 1 (CreateContainerConfigError)'."""
+    """e.g. '2 Running' or '1 Pending (CreateContainerConfigError)'."""
     phases = []
     for pod in pods:
         reasons = {c["state"]["waiting"].get("reason") for c in _container_statuses(pod)
@@ -156,4 +156,4 @@ def _count(items) -> str:
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+    return ", ".join(f"{n} {item}" for item, n in counts.items())
