@@ -163,7 +163,7 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a chart value (Helm syntax); repeatable.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
 @click.option("--skip-data", is_flag=True, help="Train on the datasets already in S3.")
-@click.option("--run-id", help="Name of the run; default: a new time-stamped id.")
+@click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and PyTorchJob has finished.")
 def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, dry_run, wait) -> None:
@@ -186,8 +186,8 @@ def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, 
         overrides["train"] = {"enabled": False}
     if skip_data:
         overrides["data"] = {"enabled": False}
-    run_id = runs.check_run_id(run_id) if run_id else runs.new_run_id()
     values = load_values(values_file, sets, overrides)
+    run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
     if dry_run:
         click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
         return

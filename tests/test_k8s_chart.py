@@ -276,3 +276,14 @@ def test_helm_lint_passes_and_ci_values_render_valid_objects(values_file):
     report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
     assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
     validate(render(values, "ci", "ml"))
+
+
+def test_the_package_ships_the_whole_chart_and_the_crd_schema():
+    import glob
+    import tomllib
+
+    patterns = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["neosft"]
+    package = CHART.parent.parent
+    shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
+    files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
+    assert files - shipped == set()

@@ -241,5 +241,6 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}}))
     assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
     assert_user_error(neosft("data", "wait", folder, "--variant", "multi"), "holds no multi dataset")
-    assert neosft("check-storage", s3).stdout == f"{s3} is reachable\n"
+    checked = neosft("check-storage", s3)
+    assert checked.stdout == f"{s3} is reachable\n", checked.stderr
     assert_user_error(neosft("check-storage", "s3://no-such-bucket-here"), "does not exist")
