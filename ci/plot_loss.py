@@ -8,9 +8,9 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from neosft.storage import location  # noqa: E402
+from neosft.storage import location
 
 
 def main(run_uri: str, out: str) -> None:

@@ -280,6 +280,7 @@ def test_helm_lint_passes_and_ci_values_render_valid_objects(values_file):
 
 def test_the_package_ships_the_whole_chart_and_the_crd_schema():
     import glob
+
     import tomllib
 
     patterns = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["neosft"]

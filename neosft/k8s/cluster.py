@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from neosft.errors import UserError
 

@@ -1,12 +1,8 @@
-"""Render the neosft chart with the real Helm engine: the embedded Helm SDK, or a `helm` binary on PATH."""
+"""Render the neosft chart with the real Helm engine (Helm v4, embedded by helm-python-sdk: no binary needed)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -37,7 +33,11 @@ def load_values(values_file: str | None, sets: tuple[str, ...], overrides: dict)
 
 def render(values: dict, release: str, namespace: str) -> list[dict]:
     """Every object the chart renders for `values` (hooks included), in a stable order."""
-    manifests = _render_with_binary(values, release, namespace) if _use_binary() else _render_embedded(values, release, namespace)
+    helm = _helm()
+    try:
+        manifests = helm.Chart.load(CHART).render(values, name=release, namespace=namespace, is_install=True)
+    except helm.HelmError as e:
+        raise UserError(f"chart values: {_one_line(e)}") from None
     objects = []
     for name in sorted(manifests):
         if name.endswith(".yaml"):
@@ -74,35 +74,6 @@ def _helm():
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the Go runtime takes SIGINT over
     return helm_python
-
-
-def _use_binary() -> bool:
-    try:
-        _helm()
-    except ImportError:
-        if shutil.which("helm"):
-            return True
-        raise UserError("no Helm engine: pip install helm-python-sdk, or put a helm binary on PATH") from None
-    return False
-
-
-def _render_embedded(values: dict, release: str, namespace: str) -> dict[str, str]:
-    helm = _helm()
-    try:
-        return helm.Chart.load(CHART).render(values, name=release, namespace=namespace, is_install=True)
-    except helm.HelmError as e:
-        raise UserError(f"chart values: {_one_line(e)}") from None
-
-
-def _render_with_binary(values: dict, release: str, namespace: str) -> dict[str, str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump(values, f)
-        f.flush()
-        done = subprocess.run(["helm", "template", release, str(CHART), "--namespace", namespace, "--values", f.name],
-                              capture_output=True, text=True)
-    if done.returncode:
-        raise UserError(f"chart values: {_one_line(done.stderr)}")
-    return {"rendered.yaml": done.stdout}
 
 
 def _one_line(error: object) -> str:

@@ -6,8 +6,8 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 from neosft.errors import UserError
 from neosft.k8s.cluster import COMPONENT_LABEL, OUTPUT_ANNOTATION, RUN_LABEL, VARIANT_LABEL, Cluster
