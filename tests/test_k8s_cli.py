@@ -57,7 +57,8 @@ def test_dry_run_prints_validated_yaml_fast_without_a_cluster(monkeypatch):
     assert elapsed < 2.0
     objects = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "ServiceAccount"]
-    assert objects[1] == golden_pytorchjob() | {"metadata": objects[1]["metadata"], "spec": objects[1]["spec"]}
+    [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
+    assert single == golden_pytorchjob()
     assert_no_secret(result)
 
 
@@ -169,7 +170,7 @@ def test_submit_wait_reports_the_outcome(kube):
 
 # --- status, logs, delete ------------------------------------------------------------------------
 
-def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3):
+def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_server, monkeypatch):
     from neosft.storage import location
 
     bucket = s3[5:]
@@ -187,7 +188,13 @@ def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3):
                                         "1.2346 @ step 20"]
     assert rows["neosft-r1-multi"][4:] == ["1 Pending (CreateContainerConfigError)", "0", "-"]
     assert rows["neosft-r1-data"] == ["Job", "neosft-r1-data", "data", "Pending", "-", "0", "-"]
-    assert SECRET not in result.stdout
+    assert s3_server.secret_key not in result.stdout + result.stderr
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # a wrong key: the loss cannot be read
+    refused = neosft("status", "r1")
+    assert refused.returncode == 0
+    assert "latest loss unavailable: S3 refused access" in refused.stderr
+    assert_no_secret(refused)
 
     listing = neosft("status")
     assert listing.returncode == 0
@@ -244,3 +251,32 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     checked = neosft("check-storage", s3)
     assert checked.stdout == f"{s3} is reachable\n", checked.stderr
     assert_user_error(neosft("check-storage", "s3://no-such-bucket-here"), "does not exist")
+
+
+@pytest.mark.parametrize("kind, status, expected", [
+    ("PyTorchJob", {}, "Pending"),
+    ("PyTorchJob", {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}, "Running"),
+    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Restarting", "status": "True"}]},
+     "Restarting"),
+    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]},
+     "Succeeded"),
+    ("Job", {"active": 1}, "Running"),
+    ("Job", {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
+    ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
+])
+def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
+    from neosft.k8s.runs import state
+
+    assert state({"kind": kind, "status": status}) == expected
+
+
+def test_logs_of_a_pod_still_waiting_for_its_dataset(kube):
+    waiting = pod("neosft-r1-single-master-0", "single", phase="Pending")
+    waiting["status"]["initContainerStatuses"] = [{"name": "wait-for-data", "image": "i", "imageID": "", "ready": False,
+                                                   "restartCount": 0, "state": {"running": {}}}]
+    kube.add("ml", "pods", waiting)
+    kube.logs = {"neosft-r1-single-master-0": "waiting for s3://b/p/data/manifest.json\n"}
+    result = neosft("logs", "r1")
+    assert result.stdout == "waiting for s3://b/p/data/manifest.json\n"
+    [request] = [r for r in kube.requests if r.path.endswith("/log")]
+    assert request.query["container"] == ["wait-for-data"]
