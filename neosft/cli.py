@@ -118,6 +118,166 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
     speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
     click.echo(render(make_plan(data_uri, list(VARIANTS) if variant == "all" else [variant], speed), speed))
 
+@data.command("wait")
+@click.argument("folder")
+@click.option("--variant", type=click.Choice(list(VARIANTS)), help="Also require this variant in the manifest.")
+@click.option("--timeout", default=0.0, type=float, help="Give up after this many seconds; 0: wait forever.")
+@click.option("--interval", default=15.0, show_default=True, type=float, help="Seconds between checks.")
+def data_wait(folder, variant, timeout, interval) -> None:
+    """Wait until FOLDER/manifest.json exists: training pods run this before they start."""
+    import json
+    import time
+
+    from neosft.storage import location
+
+    manifest = location(folder) / "manifest.json"
+    deadline = time.monotonic() + timeout
+    if not manifest.exists():
+        click.echo(f"waiting for {manifest}", err=True)
+    while not manifest.exists():
+        if timeout and time.monotonic() > deadline:
+            raise UserError(f"{manifest} did not appear within {timeout:g} s")
+        time.sleep(interval)
+    if variant and variant not in json.loads(manifest.read_bytes())["variants"]:
+        raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")
+    click.echo(f"{manifest} is ready")
+
+
+@cli.command("check-storage")
+@click.argument("uri")
+def check_storage(uri) -> None:
+    """Check that URI (s3://bucket/prefix or a folder) is reachable with the configured credentials."""
+    from neosft.storage import location
+
+    location(uri).check()
+    click.echo(f"{uri} is reachable")
+
+
+_namespace = click.option("--namespace", "-n", help="Kubernetes namespace; default: the kubeconfig context's.")
+
+
+@cli.command()
+@click.option("--variant", type=click.Choice([*VARIANTS, "all"]), help="Variant to train; default: the values' `variants`.")
+@_namespace
+@click.option("--values", "values_file", type=click.Path(dir_okay=False), help="A Helm values file for the chart.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a chart value (Helm syntax); repeatable.")
+@click.option("--data-only", is_flag=True, help="Only build the datasets.")
+@click.option("--skip-data", is_flag=True, help="Train on the datasets already in S3.")
+@click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
+@click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
+@click.option("--wait", is_flag=True, help="Wait until every Job and PyTorchJob has finished.")
+def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, dry_run, wait) -> None:
+    """Render the chart for one run, validate it, and create it on the cluster.
+
+    \b
+    Example:
+      neosft submit --variant single --set s3.bucket=my-bucket --dry-run
+      neosft submit --variant all --values my-values.yaml --wait
+    """
+    from neosft.k8s import runs
+    from neosft.k8s.render import load_values, to_yaml
+
+    if data_only and skip_data:
+        raise UserError("--data-only and --skip-data exclude each other")
+    overrides: dict = {}
+    if variant:
+        overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
+    if data_only:
+        overrides["train"] = {"enabled": False}
+    if skip_data:
+        overrides["data"] = {"enabled": False}
+    values = load_values(values_file, sets, overrides)
+    run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
+    if dry_run:
+        click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
+        return
+    from neosft.k8s.cluster import Cluster
+
+    cluster = Cluster(namespace)
+    objects = runs.manifests(values, run_id, cluster.namespace)
+    if any(o["kind"] == "PyTorchJob" for o in objects):
+        cluster.require_pytorchjob_crd()
+    created = cluster.create(objects)
+    click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
+    for what, uri in runs.outputs(objects):
+        click.echo(f"  {what:<13} -> {uri}")
+    click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
+    if wait:
+        runs.wait(cluster, run_id, click.echo)
+        click.echo(f"run {run_id} succeeded")
+
+
+@cli.command()
+@click.argument("run", required=False)
+@_namespace
+def status(run, namespace) -> None:
+    """Show a run's Jobs and PyTorchJobs, their pods and latest loss; without RUN, list the runs."""
+    from neosft.k8s import runs
+    from neosft.k8s.cluster import Cluster
+
+    cluster = Cluster(namespace)
+    objects = cluster.objects(run)
+    if run is None:
+        rows = runs.run_rows(objects)
+        click.echo(runs.table(["RUN", "HOLDS", "STATE", "CREATED"], rows) if rows
+                   else f"no neosft runs in namespace {cluster.namespace}")
+        return
+    if not objects["Job"] and not objects["PyTorchJob"]:
+        raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
+    problems: list[str] = []
+
+    def loss(uri: str) -> str:
+        try:
+            return runs.latest_loss(uri)
+        except UserError as e:
+            problems.append(str(e))
+            return "?"
+
+    rows = runs.status_rows(objects, loss)
+    click.echo(runs.table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
+    if problems:
+        click.secho(f"latest loss unavailable: {problems[0]}", err=True, fg="yellow")
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--variant", type=click.Choice([*VARIANTS, "data"]), help="Only this variant's pods ('data': the data Job).")
+@click.option("--follow", "-f", is_flag=True, help="Stream the logs of one pod (the master) as they grow.")
+@_namespace
+def logs(run, variant, follow, namespace) -> None:
+    """Print the logs of a run's pods."""
+    from neosft.k8s import runs
+    from neosft.k8s.cluster import Cluster
+
+    cluster = Cluster(namespace)
+    pods = runs.select_pods(cluster.objects(run), variant)
+    if not pods:
+        raise UserError(f"run {run} has no {variant + ' ' if variant else ''}pods in namespace {cluster.namespace!r} yet")
+    if follow:
+        if variant is None and len({runs.variant_of(p) for p in pods}) > 1:
+            raise UserError("--follow streams one pod: pick it with --variant data|" + "|".join(VARIANTS))
+        pods = pods[:1]
+    for pod in pods:
+        if len(pods) > 1:
+            click.echo(f"==> {pod['metadata']['name']} <==")
+        for line in cluster.logs(pod, follow):
+            click.echo(line)
+
+
+@cli.command()
+@click.argument("run")
+@_namespace
+def delete(run, namespace) -> None:
+    """Delete a run's Jobs, PyTorchJobs, pods and ServiceAccount; its data in S3 stays."""
+    from neosft.k8s.cluster import Cluster
+
+    cluster = Cluster(namespace)
+    deleted = cluster.delete(run)
+    if not deleted:
+        raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
+    for name in deleted:
+        click.echo(f"deleted {name}")
+
 
 def main() -> None:
     cli(prog_name="neosft")

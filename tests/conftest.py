@@ -55,3 +55,26 @@ def neosft(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `neosft` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "neosft", *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, **kwargs)
+
+
+KUBE_TOKEN = "kube-token-that-must-never-be-printed"
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    """A local HTTP server answering like the Kubernetes API, and a kubeconfig (namespace `ml`) pointing at it."""
+    from kube_api import KubeAPI, serve
+
+    api = KubeAPI()
+    server = serve(api)
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+        "users": [{"name": "test", "user": {"token": KUBE_TOKEN}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "ml"}}],
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield api
+    server.shutdown()

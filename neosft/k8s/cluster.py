@@ -1,0 +1,209 @@
+"""A run on the cluster, through the official `kubernetes` client: apply, list, logs, delete.
+
+Every object of a run carries the label `neosft.io/run-id`; PyTorchJobs go through CustomObjectsApi.
+Each API failure the user can fix becomes one `UserError` line that never holds a credential.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+
+from neosft.errors import UserError
+
+RUN_LABEL = "neosft.io/run-id"
+VARIANT_LABEL = "neosft.io/variant"
+COMPONENT_LABEL = "neosft.io/component"
+OUTPUT_ANNOTATION = "neosft.io/output"
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
+TIMEOUT_S = 30
+CRD_MISSING = ("the PyTorchJob CRD is not installed in this cluster: install the Kubeflow training operator v1.9 with "
+               "kubectl apply --server-side -k "
+               "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (k8s/training-operator)")
+KINDS = ("ServiceAccount", "Job", "PyTorchJob")  # the order objects are created in
+
+
+class Cluster:
+    """One namespace of the cluster named by the kubeconfig (or the pod's service account)."""
+
+    def __init__(self, namespace: str | None = None):
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not _kubeconfig_exists():
+                config.load_incluster_config(client_configuration=configuration)
+                default_namespace = _incluster_namespace()
+            else:
+                config.load_kube_config(client_configuration=configuration)
+                default_namespace = config.list_kube_config_contexts()[1].get("context", {}).get("namespace")
+        except (config.ConfigException, OSError) as e:
+            if not _kubeconfig_exists():
+                raise UserError("no Kubernetes configuration: set KUBECONFIG or create ~/.kube/config") from None
+            raise UserError(f"unusable kubeconfig: {str(e).splitlines()[0]}") from None
+        configuration.retries = 1
+        self.host = configuration.host
+        self.namespace = namespace or default_namespace or "default"
+        api = client.ApiClient(configuration)
+        self.serialize = api.sanitize_for_serialization
+        self.core, self.batch, self.custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def require_pytorchjob_crd(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        with self.errors("the kubeflow.org/v1 API"):
+            try:
+                resources = self.custom.get_api_resources(GROUP, VERSION, _request_timeout=TIMEOUT_S).resources
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                resources = []
+        if PLURAL not in {r.name for r in resources}:
+            raise UserError(CRD_MISSING)
+
+    def create(self, objects: list[dict]) -> list[str]:
+        """Create `objects` in order; when one fails, remove those already created and raise."""
+        created: list[dict] = []
+        try:
+            for obj in sorted(objects, key=lambda o: KINDS.index(o["kind"])):
+                with self.errors(f"{obj['kind']}/{obj['metadata']['name']}"):
+                    self._create(obj)
+                created.append(obj)
+        except UserError as e:
+            for obj in reversed(created):
+                with contextlib.suppress(UserError):
+                    self._delete(obj["kind"], obj["metadata"]["name"])
+            note = "; nothing was left behind" if created else ""
+            raise UserError(f"{e}{note}") from None
+        return [f"{o['kind']}/{o['metadata']['name']}" for o in created]
+
+    def _create(self, obj: dict) -> None:
+        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
+        match obj["kind"]:
+            case "ServiceAccount":
+                self.core.create_namespaced_service_account(ns, obj, **kw)
+            case "Job":
+                self.batch.create_namespaced_job(ns, obj, **kw)
+            case "PyTorchJob":
+                self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, **kw)
+            case kind:
+                raise UserError(f"neosft does not create {kind} objects")
+
+    # --- read -----------------------------------------------------------------------------------
+
+    def objects(self, run_id: str | None = None) -> dict[str, list[dict]]:
+        """The run's Jobs, PyTorchJobs, Pods and ServiceAccounts as plain dicts (every run's without `run_id`)."""
+        selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+        ns, kw = self.namespace, {"label_selector": selector, "_request_timeout": TIMEOUT_S}
+        with self.errors("Jobs"):
+            jobs = self.serialize(self.batch.list_namespaced_job(ns, **kw))["items"]
+        with self.errors("PyTorchJobs"):
+            pytorchjobs = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw)["items"]
+        with self.errors("Pods"):
+            pods = self.serialize(self.core.list_namespaced_pod(ns, **kw))["items"]
+        with self.errors("ServiceAccounts"):
+            accounts = self.serialize(self.core.list_namespaced_service_account(ns, **kw))["items"]
+        return {"Job": jobs, "PyTorchJob": pytorchjobs, "Pod": pods, "ServiceAccount": accounts}
+
+    def logs(self, pod: dict, follow: bool) -> Iterator[str]:
+        """Lines of the pod's main container (its init container while that one still runs)."""
+        name = pod["metadata"]["name"]
+        container = _running_container(pod)
+        with self.errors(f"logs of pod {name}"):
+            response = self.core.read_namespaced_pod_log(name, self.namespace, container=container, follow=follow,
+                                                         _preload_content=False,
+                                                         _request_timeout=None if follow else TIMEOUT_S)
+            pending = b""
+            for chunk in response.stream(1 << 16):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                yield from (line.decode("utf-8", "replace") for line in lines)
+            if pending:
+                yield pending.decode("utf-8", "replace")
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    def delete(self, run_id: str) -> list[str]:
+        """Delete every object of the run (pods go with their Jobs); returns 'Kind/name' of each."""
+        found = self.objects(run_id)
+        deleted = []
+        for kind in reversed(KINDS):
+            for obj in found[kind]:
+                name = obj["metadata"]["name"]
+                with self.errors(f"{kind}/{name}"):
+                    self._delete(kind, name)
+                deleted.append(f"{kind}/{name}")
+        return deleted
+
+    def _delete(self, kind: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
+        try:
+            match kind:
+                case "ServiceAccount":
+                    self.core.delete_namespaced_service_account(name, ns, **kw)
+                case "Job":
+                    self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", **kw)
+                case "PyTorchJob":
+                    self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
+                                                                propagation_policy="Background", **kw)
+        except ApiException as e:
+            if e.status != 404:  # already gone is what we wanted
+                raise
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Turn client failures about `what` into one `UserError` line."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except ApiException as e:
+            raise UserError(self._explain(e, what)) from None
+        except HTTPError:
+            raise UserError(f"cannot reach the Kubernetes API at {self.host}: is the cluster up and the "
+                            f"kubeconfig context right?") from None
+
+    def _explain(self, e, what: str) -> str:
+        try:
+            status = json.loads(e.body or "{}")
+        except ValueError:
+            status = {}
+        message = status.get("message") or e.reason or ""
+        details = status.get("details") or {}
+        if e.status == 401:
+            return "the cluster rejected the credentials of your kubeconfig (401 Unauthorized)"
+        if e.status == 403:
+            return f"forbidden: {message} (grant the submitter the Role in k8s/rbac.yaml)"
+        if e.status == 404 and details.get("kind") == "namespaces":
+            return f"namespace {self.namespace!r} does not exist: kubectl create namespace {self.namespace}"
+        if e.status == 404 and what == "PyTorchJobs":
+            return CRD_MISSING
+        if e.status == 409:
+            return f"{what} already exists in namespace {self.namespace!r}: pick another --run-id or neosft delete it"
+        return f"{what}: {message or e.status}"
+
+
+def _running_container(pod: dict) -> str:
+    for status in pod.get("status", {}).get("initContainerStatuses") or []:
+        if "running" in (status.get("state") or {}):
+            return status["name"]
+    return pod["spec"]["containers"][0]["name"]
+
+
+def _kubeconfig_exists() -> bool:
+    paths = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)
+    return any(os.path.isfile(os.path.expanduser(p)) for p in paths if p)
+
+
+def _incluster_namespace() -> str | None:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    return open(path).read().strip() if os.path.exists(path) else None

@@ -1,0 +1,159 @@
+"""Runs: what `neosft submit` renders for one, and what `status`, `logs` and `--wait` report about it."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from neosft.errors import UserError
+from neosft.k8s.cluster import COMPONENT_LABEL, OUTPUT_ANNOTATION, RUN_LABEL, VARIANT_LABEL, Cluster
+from neosft.k8s.render import is_hook, render
+from neosft.k8s.validate import validate
+
+RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
+FINAL = ("Succeeded", "Failed")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as 20261126-120501-k3x9."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise UserError(f"run id {run_id!r}: use 1-30 lower-case letters, digits and '-', starting and ending "
+                        "with a letter or digit")
+    return run_id
+
+
+def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
+    """The validated objects `neosft submit` creates for a run (the chart's test hook is left to `helm test`)."""
+    objects = render({**values, "runId": run_id}, run_id, namespace)
+    validate(objects)
+    return [obj for obj in objects if not is_hook(obj)]
+
+
+def outputs(objects: list[dict]) -> list[tuple[str, str]]:
+    """(what, URI) of each object that writes to storage: 'data' or a variant."""
+    return [(variant_of(obj), obj["metadata"]["annotations"][OUTPUT_ANNOTATION])
+            for obj in objects if OUTPUT_ANNOTATION in (obj["metadata"].get("annotations") or {})]
+
+
+def state(obj: dict) -> str:
+    """Succeeded, Failed, Running, Restarting, Created, Suspended or Pending."""
+    status = obj.get("status") or {}
+    true = [c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"]
+    true = ["Succeeded" if t == "Complete" else t for t in true]
+    for final in FINAL:
+        if final in true:
+            return final
+    if obj.get("kind") == "Job":
+        return "Running" if status.get("active") else "Pending"
+    return true[-1] if true else "Pending"
+
+
+def status_rows(objects: dict[str, list[dict]], loss: Callable[[str], str]) -> list[list[str]]:
+    """One row per Job/PyTorchJob: kind, name, variant, state, pods, restarts, latest loss."""
+    rows = []
+    for kind in ("Job", "PyTorchJob"):
+        for obj in objects[kind]:
+            pods = [p for p in objects["Pod"] if _owned(p, obj)]
+            restarts = sum(c.get("restartCount", 0) for p in pods for c in _container_statuses(p))
+            output = (obj["metadata"].get("annotations") or {}).get(OUTPUT_ANNOTATION)
+            rows.append([kind, obj["metadata"]["name"], variant_of(obj), state(obj), _pod_summary(pods) or "-",
+                         str(restarts), loss(output) if kind == "PyTorchJob" and output else "-"])
+    return rows
+
+
+def run_rows(objects: dict[str, list[dict]]) -> list[list[str]]:
+    """One row per run: run id, what it holds, states, creation time."""
+    runs: dict[str, list[dict]] = {}
+    for obj in objects["Job"] + objects["PyTorchJob"]:
+        runs.setdefault(obj["metadata"]["labels"][RUN_LABEL], []).append(obj)
+    return [[run_id, ",".join(variant_of(o) for o in objs), _count(state(o) for o in objs),
+             min(o["metadata"].get("creationTimestamp") or "-" for o in objs)]
+            for run_id, objs in sorted(runs.items())]
+
+
+def latest_loss(output_uri: str) -> str:
+    """'1.2345 @ step 120' from the last line of <output>/loss.jsonl; '-' before the first logging step."""
+    from neosft.storage import location
+
+    log = location(output_uri) / "loss.jsonl"
+    if not log.exists():
+        return "-"
+    lines = log.read_bytes().decode("utf-8", "replace").strip().splitlines()
+    try:
+        last = json.loads(lines[-1])
+        return f"{float(last['loss']):.4f} @ step {last['step']}"
+    except (IndexError, ValueError, KeyError, TypeError):
+        return "-"
+
+
+def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], poll_s: float = 15) -> None:
+    """Report each state change until every Job and PyTorchJob of the run has finished; raise if one failed."""
+    seen: dict[str, str] = {}
+    while True:
+        objects = cluster.objects(run_id)
+        current = {f"{o['kind']}/{o['metadata']['name']}": state(o) for o in objects["Job"] + objects["PyTorchJob"]}
+        if not current:
+            raise UserError(f"run {run_id} has no Jobs or PyTorchJobs in namespace {cluster.namespace!r} (deleted?)")
+        for name, now in current.items():
+            if seen.get(name) != now:
+                echo(f"{datetime.now(timezone.utc):%H:%M:%S} {name}: {now}")
+        seen = current
+        if all(s in FINAL for s in current.values()):
+            failed = sorted(name for name, s in current.items() if s == "Failed")
+            if failed:
+                raise UserError(f"run {run_id} failed: {', '.join(failed)}; see neosft logs {run_id}")
+            return
+        time.sleep(poll_s)
+
+
+def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dict]:
+    """The run's pods for `variant` ('data' for the data Job; all without it), masters first, newest first."""
+    pods = [p for p in objects["Pod"] if variant is None or variant_of(p) == variant]
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    pods.sort(key=lambda p: p["metadata"].get("labels", {}).get("training.kubeflow.org/replica-type") != "master")
+    return pods
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows])
+
+
+def variant_of(obj: dict) -> str:
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get(VARIANT_LABEL) or labels.get(COMPONENT_LABEL, "?")
+
+
+def _owned(pod: dict, obj: dict) -> bool:
+    return variant_of(pod) == variant_of(obj)
+
+
+def _container_statuses(pod: dict) -> list[dict]:
+    status = pod.get("status") or {}
+    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+
+
+def _pod_summary(pods: list[dict]) -> str:
+    """e.g. '2 Running' or '1 Pending (CreateContainerConfigError)'."""
+    phases = []
+    for pod in pods:
+        reasons = {c["state"]["waiting"].get("reason") for c in _container_statuses(pod)
+                   if (c.get("state") or {}).get("waiting")} - {None, "PodInitializing"}
+        phase = (pod.get("status") or {}).get("phase", "Unknown")
+        phases.append(f"{phase} ({', '.join(sorted(reasons))})" if reasons else phase)
+    return _count(phases)
+
+
+def _count(items) -> str:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return ", ".join(f"{n} {item}" for item, n in counts.items())

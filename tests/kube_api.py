@@ -1,0 +1,120 @@
+"""A small HTTP server that answers like the Kubernetes API for the paths neosft uses, and records requests.
+
+Objects live in memory per collection path; POST creates (409 when the name exists, 404 for an unknown
+namespace), GET lists with `labelSelector` or reads one object, DELETE removes. `fail` forces an answer
+for a (method, path) pair; `crd=False` makes the kubeflow.org/v1 API unknown, as without the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+COLLECTION = re.compile(r"^/(api/v1|apis/batch/v1|apis/kubeflow\.org/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
+KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob"}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict
+    body: dict | None
+
+
+@dataclass
+class KubeAPI:
+    namespaces: set = field(default_factory=lambda: {"default", "ml"})
+    crd: bool = True
+    objects: dict = field(default_factory=dict)  # collection path -> {name: object}
+    logs: dict = field(default_factory=dict)  # pod name -> text
+    fail: dict = field(default_factory=dict)  # (method, path) -> (status, Status dict or text)
+    on_create: dict = field(default_factory=dict)  # kind -> status set on creation
+    requests: list = field(default_factory=list)
+
+    def add(self, namespace: str, plural: str, obj: dict) -> None:
+        group = {"pods": "api/v1", "serviceaccounts": "api/v1", "jobs": "apis/batch/v1"}.get(plural, "apis/kubeflow.org/v1")
+        self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})[obj["metadata"]["name"]] = obj
+
+    def sent(self, method: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method]
+
+    def answer(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, object]:
+        self.requests.append(Request(method, path, query, body))
+        if (method, path) in self.fail:
+            return self.fail[(method, path)]
+        if path == "/apis/kubeflow.org/v1":
+            if not self.crd:
+                return 404, "404 page not found"
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "kubeflow.org/v1",
+                         "resources": [{"name": "pytorchjobs", "singularName": "pytorchjob", "namespaced": True,
+                                        "kind": "PyTorchJob", "verbs": ["create", "delete", "get", "list", "watch"]}]}
+        match = COLLECTION.match(path)
+        if not match or (not self.crd and "kubeflow" in path):
+            return 404, "404 page not found"
+        group, namespace, plural, name, log = match.groups()
+        collection = self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})
+        if namespace not in self.namespaces:
+            return 404, status(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces", name=namespace)
+        if method == "POST":
+            obj = dict(body, metadata={**body["metadata"], "namespace": namespace, "uid": f"uid-{len(self.requests)}",
+                                       "creationTimestamp": "2026-11-26T12:00:00Z"})
+            if obj["metadata"]["name"] in collection:
+                return 409, status(409, "AlreadyExists", f'{plural} "{obj["metadata"]["name"]}" already exists')
+            if obj["kind"] in self.on_create:
+                obj["status"] = self.on_create[obj["kind"]]
+            collection[obj["metadata"]["name"]] = obj
+            return 201, obj
+        if name is None:
+            items = [o for o in collection.values() if selects(query.get("labelSelector", [""])[0], o)]
+            return 200, {"kind": f"{KINDS[plural]}List", "apiVersion": group.split("/", 1)[-1], "metadata": {}, "items": items}
+        if name not in collection:
+            return 404, status(404, "NotFound", f'{plural} "{name}" not found', kind=plural, name=name)
+        if log:
+            return 200, self.logs.get(name, "")
+        if method == "DELETE":
+            del collection[name]
+            return 200, status(200, "", "", kind=plural, name=name) | {"status": "Success"}
+        return 200, collection[name]
+
+
+def status(code: int, reason: str, message: str, **details) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "details": details, "code": code}
+
+
+def selects(selector: str, obj: dict) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if key not in labels or (value and labels[key] != value):
+            return False
+    return True
+
+
+def serve(api: KubeAPI) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, payload = api.answer(self.command, url.path, parse_qs(url.query), body)
+            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _handle
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

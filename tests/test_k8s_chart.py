@@ -1,0 +1,290 @@
+"""The chart, rendered by the real Helm engine and checked against the real Kubernetes and PyTorchJob schemas."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neosft.errors import UserError
+from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
+from neosft.k8s.runs import manifests
+from neosft.k8s.validate import KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
+from neosft.variants import NUM_DEVICES, VARIANTS
+
+GOLDEN = Path(__file__).with_name("golden")
+SHARED_CRD = Path(__file__).resolve().parents[1].parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def kinds(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def pod_specs(obj):
+    if obj["kind"] == "Pod":
+        yield obj["spec"]
+    elif obj["kind"] == "Job":
+        yield obj["spec"]["template"]["spec"]
+    elif obj["kind"] == "PyTorchJob":
+        for replica in obj["spec"]["pytorchReplicaSpecs"].values():
+            yield replica["template"]["spec"]
+
+
+def containers(obj):
+    for spec in pod_specs(obj):
+        yield from spec.get("initContainers", []) + spec["containers"]
+
+
+def command(job):
+    return job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+
+
+# --- one table --------------------------------------------------------------------------------
+
+def test_variant_names_and_gpu_count_come_from_the_variant_table():
+    assert SCHEMA["definitions"]["variant"]["enum"] == list(VARIANTS)
+    assert set(DEFAULTS["variants"]) <= set(VARIANTS)
+    assert DEFAULTS["train"]["gpusPerNode"] * DEFAULTS["train"]["nodes"] == NUM_DEVICES
+
+
+def test_no_hyperparameter_is_repeated_in_the_chart():
+    text = "\n".join(p.read_text() for p in CHART.rglob("*") if p.is_file())
+    for name in ("learning_rate", "cutoff_len", "gradient_accumulation", "warmup", "num_train_epochs"):
+        assert name not in text
+
+
+# --- every combination, rendered and validated ---------------------------------------------------
+
+OPTIONS = [
+    {},
+    {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10, "saveSteps": 5,
+               "valSize": 0.1, "set": {"logging_steps": 1, "bf16": True}, "modelCacheClaim": "cache",
+               "priorityClassName": "high", "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                   "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}},
+     "huggingface": {"tokenSecret": {"name": "hf"}}, "s3": {"endpoint": "http://minio:9000", "prefix": ""},
+     "image": {"pullSecrets": ["regcred"]}, "serviceAccount": {"create": False, "name": "runner"}},
+]
+SELECTIONS = [[v] for v in VARIANTS] + [list(VARIANTS)]
+STAGES = [{}, {"data": {"enabled": False}}, {"train": {"enabled": False}}]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=["defaults", "every-option"])
+def test_every_variant_and_option_combination_renders_valid_objects(options):
+    for variants, nodes, stage in itertools.product(SELECTIONS, (1, 2, 4), STAGES):
+        values = merge(merge(options, {"variants": variants, "train": {"nodes": nodes}}), stage)
+        objects = render(values, "combo", "ml")
+        validate(objects)
+        jobs = kinds(objects, "PyTorchJob")
+        assert len(jobs) == (0 if stage.get("train") else len(variants))
+        assert len(kinds(objects, "Job")) == (0 if stage.get("data") else 1)
+        for job in jobs:
+            workers = job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0)
+            assert (job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"], workers) == (1, nodes - 1)
+
+
+def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemption():
+    objects = render({"variants": ["all_pair"], "train": {"nodes": 2}}, "r1", "ml")
+    [job] = kinds(objects, "PyTorchJob")
+    assert job["metadata"]["name"] == "neosft-r1-all-pair"
+    assert job["metadata"]["labels"]["neosft.io/variant"] == "all_pair"
+    assert job["spec"]["nprocPerNode"] == str(NUM_DEVICES)
+    assert job["spec"]["runPolicy"]["backoffLimit"] > 0
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        assert replica["restartPolicy"] == "OnFailure"
+        spec = replica["template"]["spec"]
+        [main] = spec["containers"]
+        assert main["name"] == "pytorch"  # the operator injects its environment into this container
+        assert main["resources"]["limits"]["nvidia.com/gpu"] == NUM_DEVICES
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in spec["volumes"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
+        assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
+        [init] = spec["initContainers"]
+        assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "all_pair"]
+    assert command(job) == [
+        "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
+        "--variant=all_pair", "--data=s3://neosft/neosft/data", "--output=s3://neosft/neosft/runs/r1/all_pair"]
+
+
+def test_training_options_become_trainer_flags():
+    values = {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10,
+                        "saveSteps": 5, "valSize": 0.05, "set": {"logging_steps": 1}}}
+    [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
+    assert command(job)[-8:] == ["--model=Qwen/Qwen2-0.5B", "--deepspeed=zero2", "--packing", "--max-steps=10",
+                                 "--save-steps=5", "--val-size=0.05", "--set", "logging_steps=1"]
+
+
+def test_data_job_builds_every_dataset_on_cpu():
+    objects = render({"data": {"source": "s3://corpora/chat.json"}}, "r1", "ml")
+    [job] = kinds(objects, "Job")
+    assert job["spec"]["backoffLimit"] == 3 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    [build] = job["spec"]["template"]["spec"]["containers"]
+    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data"]
+    assert not any("gpu" in str(k) for k in build["resources"]["limits"])
+
+
+def test_pods_are_locked_down_and_sized():
+    objects = render(OPTIONS[1] | {"variants": list(VARIANTS)}, "r1", "ml")
+    assert {o["kind"] for o in objects} == {"Job", "PyTorchJob", "Pod"}
+    for obj in objects:
+        for spec in pod_specs(obj):
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert spec["serviceAccountName"] == "runner"
+        for c in containers(obj):
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
+                                            "capabilities": {"drop": ["ALL"]}}
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def test_s3_keys_reach_pods_only_through_secret_key_refs():
+    objects = render({"variants": list(VARIANTS), "huggingface": {"tokenSecret": {"name": "hf"}}}, "r1", "ml")
+    secret_envs = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
+    for obj in objects:
+        for c in containers(obj):
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if e["name"] in secret_envs}
+            assert set(refs) >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+            assert all("value" not in e for e in c["env"] if e["name"] in secret_envs)
+    assert "kind: Secret" not in to_yaml(objects)
+
+
+def test_service_account_and_helm_test_pod():
+    objects = render({}, "r1", "ml")
+    [account] = kinds(objects, "ServiceAccount")
+    assert account["metadata"]["name"] == "neosft-r1"
+    [test] = kinds(objects, "Pod")
+    assert is_hook(test) and test["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test["spec"]["containers"][0]["args"] == ["check-storage", "s3://neosft/neosft"]
+    assert not any(is_hook(o) for o in manifests({}, "r1", "ml"))
+
+
+# --- golden snapshots ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["default", "multinode"])
+def test_rendered_yaml_matches_the_golden_snapshot(name):
+    values = load_values(str(CHART / "ci" / "multinode-values.yaml"), (), {}) if name == "multinode" else {}
+    rendered = to_yaml(render(values, "golden", "ml"))
+    golden = GOLDEN / f"{name}.yaml"
+    if os.environ.get("NEOSFT_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), "rendering changed: check it, then NEOSFT_UPDATE_GOLDEN=1 pytest"
+
+
+# --- values that must be refused ------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, named", [
+    ({"trian": {}}, "additional properties 'trian' not allowed"),
+    ({"train": {"nodez": 2}}, "at '/train': additional properties 'nodez' not allowed"),
+    ({"train": {"resources": {"limits": {"gpu": 8}}}}, "at '/train/resources/limits'"),
+    ({"image": {"train": {"tagg": "x"}}}, "at '/image/train'"),
+    ({"s3": {"secretname": "x"}}, "at '/s3'"),
+    ({"variants": ["pairs"]}, "at '/variants/0'"),
+    ({"train": {"nodes": "two"}}, "at '/train/nodes'"),
+    ({"train": {"nodes": 0}}, "at '/train/nodes'"),
+    ({"train": {"packing": "yes"}}, "at '/train/packing'"),
+    ({"train": {"env": {"AWS_SECRET_ACCESS_KEY": "literal"}}}, "at '/train/env/AWS_SECRET_ACCESS_KEY'"),
+    ({"train": {"valSize": 1.5}}, "at '/train/valSize'"),
+    ({"runId": "Has_Capitals"}, "at '/runId'"),
+    ({"s3": {"bucket": "s3://bucket"}}, "at '/s3/bucket'"),
+])
+def test_schema_rejects_bad_values_and_names_the_key(values, named):
+    with pytest.raises(UserError, match="chart values: ") as caught:
+        render(values, "r1", "ml")
+    assert named in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_schema_closes_every_object():
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                assert "additionalProperties" in node, f"{path} accepts unknown keys"
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+    walk(SCHEMA, "#")
+
+
+def test_release_name_too_long_for_a_run_id():
+    with pytest.raises(UserError, match="longer than 30 characters"):
+        render({}, "a-release-name-much-too-long-for-object-names", "ml")
+
+
+def test_values_file_and_sets_and_flags_merge_in_order(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text("train: {nodes: 2, packing: true}\nvariants: [multi]\n")
+    values = load_values(str(path), ("train.nodes=3", "s3.bucket=b1"), {"variants": ["single"]})
+    assert values == {"train": {"nodes": 3, "packing": True}, "variants": ["single"], "s3": {"bucket": "b1"}}
+    path.write_text("- a list\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_values(str(path), (), {})
+    with pytest.raises(UserError, match="cannot read values file"):
+        load_values(str(tmp_path / "missing.yaml"), (), {})
+
+
+# --- validation itself ------------------------------------------------------------------------------
+
+def test_validation_rejects_unknown_fields_in_builtin_kinds_and_pytorchjobs():
+    objects = render({}, "r1", "ml")
+    [job] = kinds(objects, "Job")
+    job["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
+    with pytest.raises(UserError, match=r"Job/neosft-r1-data is invalid: spec.template.spec.containers.0: .*resourcez"):
+        validate(objects)
+    objects = render({}, "r1", "ml")
+    [ptj] = kinds(objects, "PyTorchJob")
+    ptj["spec"]["runPolicy"]["backofLimit"] = 3
+    with pytest.raises(UserError, match=r"PyTorchJob/neosft-r1-single is invalid: spec.runPolicy: .*backofLimit"):
+        validate(objects)
+    ptj["spec"]["runPolicy"].pop("backofLimit")
+    ptj["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = "one"
+    with pytest.raises(UserError, match="replicas: 'one' is not of type 'integer'"):
+        validate(objects)
+
+
+def test_strict_keeps_open_maps_open():
+    schema = strict({"type": "object", "properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}},
+                                                      "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                                            "properties": {}}}})
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["a"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in schema["properties"]["b"]
+
+
+@pytest.mark.skipif(not SHARED_CRD.exists(), reason="../shared/crds is not beside this clone")
+def test_shipped_pytorchjob_schema_is_the_v1_9_crd():
+    crd = yaml.load(SHARED_CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    assert json.loads(PYTORCHJOB_SCHEMA.read_text()) == version["schema"]["openAPIV3Schema"]
+    assert (PYTORCHJOB_SCHEMA.parent / "LICENSE.kubeflow-training-operator").read_text() == \
+        (SHARED_CRD.parent / "LICENSE.kubeflow-training-operator").read_text()
+
+
+# --- helm lint and the CI values files ---------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", [None, *sorted(p.name for p in (CHART / "ci").glob("*.yaml"))])
+def test_helm_lint_passes_and_ci_values_render_valid_objects(values_file):
+    import helm_python
+
+    values = load_values(str(CHART / "ci" / values_file), (), {}) if values_file else {}
+    report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+    validate(render(values, "ci", "ml"))
+
+
+def test_the_package_ships_the_whole_chart_and_the_crd_schema():
+    import glob
+
+    import tomllib
+
+    patterns = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["neosft"]
+    package = CHART.parent.parent
+    shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
+    files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
+    assert files - shipped == set()

@@ -1,0 +1,282 @@
+"""`neosft submit|status|logs|delete` against a local server that answers like the Kubernetes API."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import KUBE_TOKEN, neosft
+
+from neosft.variants import VARIANTS
+
+GOLDEN = Path(__file__).with_name("golden")
+SECRET = "aws-secret-that-must-never-be-printed"
+
+
+def golden_pytorchjob() -> dict:
+    return next(d for d in yaml.safe_load_all((GOLDEN / "default.yaml").read_text()) if d["kind"] == "PyTorchJob")
+
+
+def assert_no_secret(result) -> None:
+    for text in (result.stdout, result.stderr):
+        assert KUBE_TOKEN not in text and SECRET not in text
+
+
+def assert_user_error(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def pod(name: str, variant: str, phase="Running", restarts=0, waiting=None, master=True) -> dict:
+    labels = {"neosft.io/run-id": "r1", "neosft.io/variant" if variant != "data" else "neosft.io/component": variant}
+    if master and variant != "data":
+        labels["training.kubeflow.org/replica-type"] = "master"
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels,
+                                                            "creationTimestamp": "2026-11-26T12:00:00Z"},
+            "spec": {"containers": [{"name": "pytorch" if variant != "data" else "build", "image": "i"}]},
+            "status": {"phase": phase, "containerStatuses": [
+                {"name": "main", "image": "i", "imageID": "", "ready": True, "restartCount": restarts, "state": state}]}}
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+def test_dry_run_prints_validated_yaml_fast_without_a_cluster(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    start = time.perf_counter()
+    result = neosft("submit", "--variant", "all", "--run-id", "golden", "--dry-run")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 2.0
+    objects = list(yaml.safe_load_all(result.stdout))
+    assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "ServiceAccount"]
+    [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
+    assert single == golden_pytorchjob()
+    assert_no_secret(result)
+
+
+def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    result = neosft("submit", "--variant", "single", "--run-id", "golden")
+    assert result.returncode == 0, result.stderr
+    posts = kube.sent("POST")
+    assert [p.path for p in posts] == ["/api/v1/namespaces/ml/serviceaccounts", "/apis/batch/v1/namespaces/ml/jobs",
+                                       "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]
+    assert posts[2].body == golden_pytorchjob()
+    assert posts[1].body["metadata"]["labels"]["neosft.io/run-id"] == "golden"
+    assert "run golden submitted to namespace ml" in result.stdout
+    assert "single        -> s3://neosft/neosft/runs/golden/single" in result.stdout
+    assert_no_secret(result)
+    assert all(KUBE_TOKEN not in json.dumps(r.body) for r in kube.requests)
+
+
+def test_submit_flags_choose_what_runs(kube):
+    result = neosft("submit", "--variant", "multi", "--skip-data", "--namespace", "default", "--set", "train.nodes=2")
+    assert result.returncode == 0, result.stderr
+    [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
+    assert kube.sent("POST")[0].path.startswith("/api/v1/namespaces/default/")
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert not [p for p in kube.sent("POST") if p.body["kind"] == "Job"]
+    run_id = job["metadata"]["labels"]["neosft.io/run-id"]
+    assert job["metadata"]["annotations"]["neosft.io/output"] == f"s3://neosft/neosft/runs/{run_id}/multi"
+
+    kube.requests.clear()
+    result = neosft("submit", "--data-only")
+    assert result.returncode == 0, result.stderr
+    assert [p.body["kind"] for p in kube.sent("POST")] == ["ServiceAccount", "Job"]
+    assert not kube.sent("GET")  # no PyTorchJob: no need for the CRD
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--data-only", "--skip-data"), "--data-only and --skip-data exclude each other"),
+    (("--run-id", "Bad_Id"), "run id 'Bad_Id'"),
+    (("--set", "train.nodez=2"), "chart values: at '/train': additional properties 'nodez' not allowed"),
+    (("--values", "/nonexistent.yaml"), "cannot read values file /nonexistent.yaml"),
+])
+def test_submit_mistakes_get_one_line(kube, args, message):
+    assert_user_error(neosft("submit", "--dry-run", *args), message)
+    assert not kube.requests
+
+
+def test_forbidden_is_reported_and_nothing_is_left_behind(kube):
+    kube.fail[("POST", "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs")] = (403, {
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": 'pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create resource "pytorchjobs"'})
+    result = neosft("submit", "--run-id", "r1")
+    assert_user_error(result, 'forbidden: pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create')
+    assert "k8s/rbac.yaml" in result.stderr and "nothing was left behind" in result.stderr
+    assert [r.path for r in kube.sent("DELETE")] == ["/apis/batch/v1/namespaces/ml/jobs/neosft-r1-data",
+                                                     "/api/v1/namespaces/ml/serviceaccounts/neosft-r1"]
+    assert not any(kube.objects.values())
+    assert_no_secret(result)
+
+
+def test_existing_run_is_a_conflict(kube):
+    assert neosft("submit", "--run-id", "r1").returncode == 0
+    assert_user_error(neosft("submit", "--run-id", "r1"), "ServiceAccount/neosft-r1 already exists in namespace 'ml'")
+
+
+def test_missing_crd_says_how_to_install_the_operator(kube):
+    kube.crd = False
+    result = neosft("submit", "--run-id", "r1")
+    assert_user_error(result, "the PyTorchJob CRD is not installed")
+    assert "training-operator" in result.stderr and "v1.9.0" in result.stderr
+    assert not kube.sent("POST")
+    assert_user_error(neosft("status", "r1"), "the PyTorchJob CRD is not installed")
+
+
+def test_missing_namespace(kube):
+    assert_user_error(neosft("submit", "-n", "nope"), "namespace 'nope' does not exist: kubectl create namespace nope")
+
+
+def test_unauthorized(kube):
+    kube.fail[("GET", "/apis/kubeflow.org/v1")] = (401, {"kind": "Status", "code": 401, "message": "Unauthorized"})
+    result = neosft("submit")
+    assert_user_error(result, "rejected the credentials of your kubeconfig (401 Unauthorized)")
+    assert_no_secret(result)
+
+
+def test_no_kubeconfig_and_unreachable_cluster(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert_user_error(neosft("status"), "no Kubernetes configuration: set KUBECONFIG or create ~/.kube/config")
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+              "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    (tmp_path / "missing").write_text(json.dumps(config))
+    result = neosft("status")
+    assert_user_error(result, "cannot reach the Kubernetes API at http://127.0.0.1:9")
+    assert_no_secret(result)
+
+
+def test_submit_wait_reports_the_outcome(kube):
+    kube.on_create = {"Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+                      "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    result = neosft("submit", "--run-id", "r1", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "PyTorchJob/neosft-r1-single: Succeeded" in result.stdout and "run r1 succeeded" in result.stdout
+    kube.on_create["PyTorchJob"] = {"conditions": [{"type": "Running", "status": "False"},
+                                                   {"type": "Failed", "status": "True"}]}
+    assert_user_error(neosft("submit", "--run-id", "r2", "--wait"), "run r2 failed: PyTorchJob/neosft-r2-single")
+
+
+# --- status, logs, delete ------------------------------------------------------------------------
+
+def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_server, monkeypatch):
+    from neosft.storage import location
+
+    bucket = s3[5:]
+    assert neosft("submit", "--variant", "all", "--run-id", "r1", "--set", f"s3.bucket={bucket}").returncode == 0
+    kube.add("ml", "pods", pod("neosft-r1-single-master-0", "single", restarts=2))
+    kube.add("ml", "pods", pod("neosft-r1-multi-master-0", "multi", phase="Pending", waiting="CreateContainerConfigError"))
+    loss = location(f"{s3}/neosft/runs/r1/single/loss.jsonl")
+    loss.write_bytes(b'{"step": 10, "epoch": 0.1, "loss": 2.5}\n{"step": 20, "epoch": 0.2, "loss": 1.23456}\n')
+    result = neosft("status", "r1")
+    assert result.returncode == 0, result.stderr
+    header, *lines = [re.split(r"\s{2,}", line) for line in result.stdout.splitlines()]
+    assert header == ["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"]
+    rows = {row[1]: row for row in lines}
+    assert rows["neosft-r1-single"] == ["PyTorchJob", "neosft-r1-single", "single", "Pending", "1 Running", "2",
+                                        "1.2346 @ step 20"]
+    assert rows["neosft-r1-multi"][4:] == ["1 Pending (CreateContainerConfigError)", "0", "-"]
+    assert rows["neosft-r1-data"] == ["Job", "neosft-r1-data", "data", "Pending", "-", "0", "-"]
+    assert s3_server.secret_key not in result.stdout + result.stderr
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # a wrong key: the loss cannot be read
+    refused = neosft("status", "r1")
+    assert refused.returncode == 0
+    assert "latest loss unavailable: S3 refused access" in refused.stderr
+    assert_no_secret(refused)
+
+    listing = neosft("status")
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[1].split()[:4] == ["r1", "data,conversations,multi,single,all_pair", "5", "Pending"]
+
+
+def test_status_of_an_unknown_run(kube):
+    assert_user_error(neosft("status", "nope"), "no run nope in namespace 'ml'")
+    assert neosft("status").stdout == "no neosft runs in namespace ml\n"
+
+
+def test_logs(kube):
+    kube.add("ml", "pods", pod("neosft-r1-single-master-0", "single"))
+    kube.add("ml", "pods", pod("neosft-r1-data-abcde", "data"))
+    kube.logs = {"neosft-r1-single-master-0": "step 1 loss 2.0\nstep 2 loss 1.9\n", "neosft-r1-data-abcde": "built\n"}
+    result = neosft("logs", "r1", "--variant", "single", "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "step 1 loss 2.0\nstep 2 loss 1.9\n"
+    [request] = [r for r in kube.requests if r.path.endswith("/log")]
+    assert request.query == {"container": ["pytorch"], "follow": ["true"]}
+    both = neosft("logs", "r1")
+    assert "==> neosft-r1-data-abcde <==\nbuilt\n" in both.stdout and "==> neosft-r1-single-master-0 <==" in both.stdout
+    assert_user_error(neosft("logs", "r1", "-f"), "--follow streams one pod: pick it with --variant data|")
+    assert_user_error(neosft("logs", "r1", "--variant", "multi"), "run r1 has no multi pods in namespace 'ml' yet")
+
+
+def test_delete_removes_every_object_of_the_run(kube):
+    assert neosft("submit", "--variant", "all", "--run-id", "r1").returncode == 0
+    assert neosft("submit", "--run-id", "r2").returncode == 0
+    kube.requests.clear()
+    result = neosft("delete", "r1")
+    assert result.returncode == 0, result.stderr
+    deleted = [r.path.rsplit("/", 2)[-2:] for r in kube.sent("DELETE")]
+    assert deleted == [["pytorchjobs", f"neosft-r1-{v.replace('_', '-')}"] for v in VARIANTS] + \
+        [["jobs", "neosft-r1-data"], ["serviceaccounts", "neosft-r1"]]
+    assert all(r.body is None or r.body.get("propagationPolicy") in (None, "Background") for r in kube.sent("DELETE"))
+    assert result.stdout.count("deleted ") == len(VARIANTS) + 2
+    assert_user_error(neosft("delete", "r1"), "no run r1 in namespace 'ml'")
+    assert len(kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]) == 1  # r2 stays
+
+
+# --- commands the pods run -------------------------------------------------------------------------
+
+def test_data_wait_and_check_storage(tmp_path, s3):
+    folder = tmp_path / "data"
+    result = neosft("data", "wait", folder, "--timeout", "0.2", "--interval", "0.1")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"waiting for {folder}/manifest.json",
+                                          f"error: {folder}/manifest.json did not appear within 0.2 s"]
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}}))
+    assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
+    assert_user_error(neosft("data", "wait", folder, "--variant", "multi"), "holds no multi dataset")
+    checked = neosft("check-storage", s3)
+    assert checked.stdout == f"{s3} is reachable\n", checked.stderr
+    assert_user_error(neosft("check-storage", "s3://no-such-bucket-here"), "does not exist")
+
+
+@pytest.mark.parametrize("kind, status, expected", [
+    ("PyTorchJob", {}, "Pending"),
+    ("PyTorchJob", {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}, "Running"),
+    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Restarting", "status": "True"}]},
+     "Restarting"),
+    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]},
+     "Succeeded"),
+    ("Job", {"active": 1}, "Running"),
+    ("Job", {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
+    ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
+])
+def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
+    from neosft.k8s.runs import state
+
+    assert state({"kind": kind, "status": status}) == expected
+
+
+def test_logs_of_a_pod_still_waiting_for_its_dataset(kube):
+    waiting = pod("neosft-r1-single-master-0", "single", phase="Pending")
+    waiting["status"]["initContainerStatuses"] = [{"name": "wait-for-data", "image": "i", "imageID": "", "ready": False,
+                                                   "restartCount": 0, "state": {"running": {}}}]
+    kube.add("ml", "pods", waiting)
+    kube.logs = {"neosft-r1-single-master-0": "waiting for s3://b/p/data/manifest.json\n"}
+    result = neosft("logs", "r1")
+    assert result.stdout == "waiting for s3://b/p/data/manifest.json\n"
+    [request] = [r for r in kube.requests if r.path.endswith("/log")]
+    assert request.query["container"] == ["wait-for-data"]
