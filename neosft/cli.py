@@ -77,7 +77,8 @@ def data() -> None:
 @click.option("--input-prompt", default="", help="Value of every row's `input` field.")
 @click.option("--shard-rows", default=100_000, show_default=True, type=int, help="Rows per part file.")
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
-def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer) -> None:
+@click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
+def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
     SOURCE is a local path or s3://bucket/key holding a JSON array, JSON lines (either may be
@@ -94,7 +95,7 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
         source = str(SAMPLE_CORPUS)
         click.echo(f"no SOURCE given: using the sample corpus {source}", err=True)
     names = [n.strip() for n in variants.split(",") if n.strip()]
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer)
+    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
     click.echo(f"{manifest['source']['records']:,} records read, {manifest['kept']:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest["skipped"].items()))
     for name, v in manifest["variants"].items():
@@ -123,7 +124,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
 @click.option("--variant", type=click.Choice(list(VARIANTS)), help="Also require this variant in the manifest.")
 @click.option("--timeout", default=0.0, type=float, help="Give up after this many seconds; 0: wait forever.")
 @click.option("--interval", default=15.0, show_default=True, type=float, help="Seconds between checks.")
-def data_wait(folder, variant, timeout, interval) -> None:
+@click.option("--build-id", help="Wait for the manifest of the build run with this --build-id, not an older one.")
+def data_wait(folder, variant, timeout, interval, build_id) -> None:
     """Wait until FOLDER/manifest.json exists: training pods run this before they start."""
     import json
     import time
@@ -132,9 +134,13 @@ def data_wait(folder, variant, timeout, interval) -> None:
 
     manifest = location(folder) / "manifest.json"
     deadline = time.monotonic() + timeout
-    if not manifest.exists():
-        click.echo(f"waiting for {manifest}", err=True)
-    while not manifest.exists():
+
+    def ready() -> bool:
+        return manifest.exists() and (build_id is None or json.loads(manifest.read_bytes()).get("build_id") == build_id)
+
+    if not ready():
+        click.echo(f"waiting for {manifest}" + (f" of build {build_id}" if build_id else ""), err=True)
+    while not ready():
         if timeout and time.monotonic() > deadline:
             raise UserError(f"{manifest} did not appear within {timeout:g} s")
         time.sleep(interval)

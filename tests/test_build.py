@@ -91,6 +91,8 @@ def test_manifest_counts_hashes_and_stats(tmp_path):
     assert m["skipped"] == {"malformed": 1, "no_rounds": 1, "bad_turn_order": 1, "empty_turn": 1}
     assert m["kept"] + sum(m["skipped"].values()) == m["source"]["records"]
     assert m["options"] == {"joiner": "\n\n", "input_prompt": ""}
+    assert m["build_id"] is None
+    assert build(str(source), str(tmp_path / "again"), build_id="r7")["build_id"] == "r7"
     for name, v in m["variants"].items():
         data = b"".join((tmp_path / "out" / f).read_bytes() for f in v["files"])
         assert v["sha256"] == hashlib.sha256(data).hexdigest()

@@ -105,7 +105,8 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
         assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
         assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
         [init] = spec["initContainers"]
-        assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "all_pair"]
+        # waits for the dataset this release builds, not one an earlier build left there
+        assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "all_pair", "--build-id", "r1"]
     assert command(job) == [
         "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
@@ -125,7 +126,7 @@ def test_data_job_builds_every_dataset_on_cpu():
     [job] = kinds(objects, "Job")
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["ttlSecondsAfterFinished"] > 0
     [build] = job["spec"]["template"]["spec"]["containers"]
-    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data"]
+    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data", "--build-id", "r1"]
     assert not any("gpu" in str(k) for k in build["resources"]["limits"])
 
 
@@ -288,3 +289,9 @@ def test_the_package_ships_the_whole_chart_and_the_crd_schema():
     shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
     files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
     assert files - shipped == set()
+
+
+def test_with_data_skipped_training_waits_for_any_existing_dataset():
+    [job] = kinds(render({"variants": ["single"], "data": {"enabled": False}}, "r1", "ml"), "PyTorchJob")
+    [init] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["initContainers"]
+    assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "single"]

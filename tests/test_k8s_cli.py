@@ -248,6 +248,10 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}}))
     assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
     assert_user_error(neosft("data", "wait", folder, "--variant", "multi"), "holds no multi dataset")
+    stale = neosft("data", "wait", folder, "--build-id", "r2", "--timeout", "0.2", "--interval", "0.1")
+    assert stale.returncode == 2  # an older build's manifest is not this run's data
+    (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}, "build_id": "r2"}))
+    assert neosft("data", "wait", folder, "--build-id", "r2").returncode == 0
     checked = neosft("check-storage", s3)
     assert checked.stdout == f"{s3} is reachable\n", checked.stderr
     assert_user_error(neosft("check-storage", "s3://no-such-bucket-here"), "does not exist")

@@ -43,6 +43,7 @@ def build(
     input_prompt: str = "",
     shard_rows: int = 100_000,
     tokenizer: str | None = None,
+    build_id: str | None = None,
 ) -> dict:
     """Build the datasets; returns the manifest that was written to DEST/manifest.json."""
     names = variants or list(VARIANTS)
@@ -75,6 +76,7 @@ def build(
             "skipped": skipped,
             "kept": reader.count - sum(skipped.values()),
             "variants": {o.variant.name: o.finish() for o in outputs},
+            "build_id": build_id,
             "neosft_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
