@@ -306,6 +306,9 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
         assert {f: (dest / f).read_bytes() for f in expected} == expected
         assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jsonl")) == sorted(expected)
         assert not list(dest.glob(".neosft-staging-*"))
+    time.sleep(0.5)
+    survivors = subprocess.run(["pgrep", "-f", f"neosft data build {source}"], capture_output=True, text=True).stdout
+    assert not survivors, "a reader process outlived its killed build"
 
 
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path):

@@ -46,7 +46,7 @@ class Reader:
         # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self.receiver, sender = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_read, args=(self.uri, sender), name="neosft-reader", daemon=True)
+        self.process = ctx.Process(target=_read, args=(self.uri, sender, self.receiver), name="neosft-reader", daemon=True)
         self.process.start()
         sender.close()
         return self
@@ -75,7 +75,8 @@ class Reader:
                 raise RuntimeError(f"the reader process failed:\n{payload[0]}")
 
 
-def _read(uri: str, sender) -> None:
+def _read(uri: str, sender, receiver) -> None:
+    receiver.close()  # the parent's end: if the parent dies, sending fails and this process ends
     storage.forget_clients()  # never share the parent's pooled S3 connections
     try:
         source = Source(uri)
