@@ -21,7 +21,7 @@ import orjson
 from neosft.errors import UserError
 from neosft.storage import LocalLocation, location
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # 64 KiB: measured faster than 1 MiB for ijson (cache-friendly)
 
 
 class Source:
