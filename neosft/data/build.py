@@ -150,11 +150,13 @@ class _VariantOutput:
     # these three run on the writer thread
     def _open_part(self, path: Path) -> None:
         self._close_part()
-        self.file = open(path, "wb")
+        self.file = open(path, "wb", buffering=0)  # 1 MB blocks need no buffer; raw writes measured faster
 
     def _write_block(self, data: bytes) -> None:
         self.hash.update(data)
-        self.file.write(data)
+        view = memoryview(data)
+        while view:  # a raw write may take less than all
+            view = view[self.file.write(view) :]
 
     def _close_part(self) -> None:
         if self.file:
