@@ -154,6 +154,9 @@ class LocalLocation(Location):
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def delete_dir(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def _local_errors(uri: str) -> Iterator[None]:

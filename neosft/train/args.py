@@ -51,7 +51,8 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
                        save_steps: int, evaluate: bool):
     """`transformers.TrainingArguments`: the table, neosft's defaults, then every override.
 
-    On GPU: bf16 and gradient checkpointing. On CPU: `use_cpu`, without which DDP may skip the gradient sync.
+    On GPU: bf16 and gradient checkpointing. On CPU without DeepSpeed: `use_cpu`, without which DDP may skip the
+    gradient sync (with DeepSpeed it would keep DeepSpeed's process group from starting).
     """
     import torch
     from transformers import TrainingArguments
@@ -78,7 +79,7 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
         "bf16": gpu,
         "gradient_checkpointing": gpu,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
-        "use_cpu": not gpu,
+        "use_cpu": not gpu and not deepspeed,
         **{k: v for k, v in overrides.items() if k in fields},
     }
     try:

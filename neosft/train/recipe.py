@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def setup(options: Options) -> Run:
     from neosft.train.losslog import LossLog, from_jsonl
     from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset
 
+    warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     if not 0 <= options.val_size < 1:
         raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
     overrides = parse_overrides(options.overrides)
