@@ -11,6 +11,8 @@ from neosft.errors import UserError
 from neosft.variants import get
 
 DEEPSPEED_CONFIGS = ("zero3", "zero2")
+TOKENIZER_KEYS = {"cutoff_len"}  # table keys that the tokenizer applies, not TrainingArguments
+RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmup_steps < 1 as the ratio
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -61,9 +63,13 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
     unknown = sorted(set(overrides) - fields - set(hp))
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
+    renamed = {old: new for old, new in RENAMED.items() if old not in fields}
+    table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
+    assert table.keys() <= fields, f"table keys unknown to TrainingArguments: {sorted(table.keys() - fields)}"
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     gpu = torch.cuda.is_available()
     settings = {
-        **{k: v for k, v in hp.items() if k in fields},
+        **table,
         "output_dir": str(output_dir),
         "deepspeed": deepspeed,
         "max_steps": max_steps,
@@ -77,8 +83,8 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
         "remove_unused_columns": False,
         "report_to": "none",
         "bf16": gpu,
-        "gradient_checkpointing": gpu,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        checkpointing: gpu,
+        f"{checkpointing}_kwargs": {"use_reentrant": False},
         "use_cpu": not gpu and not deepspeed,
         **{k: v for k, v in overrides.items() if k in fields},
     }

@@ -115,7 +115,7 @@ def setup(options: Options) -> Run:
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
     model = AutoModelForCausalLM.from_pretrained(options.model, dtype=dtype,
                                                  attn_implementation="flash_attention_2" if flash else "sdpa")
-    model.config.use_cache = False
+    model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set if n_eval else None,
                       data_collator=collator, processing_class=tokenizer, callbacks=[loss_log, uploader])
     return Run(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, title,
