@@ -74,6 +74,10 @@ class CheckpointUploader(TrainerCallback):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neosft-upload")
         self.pending: Future | None = None
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:  # the last step goes to final/: a resume never starts at the end
+            control.should_save = False
+
     def on_save(self, args, state, control, **kwargs):
         dist.barrier()  # every rank has written its part of the checkpoint
         if not state.is_local_process_zero:
@@ -113,6 +117,7 @@ class CheckpointUploader(TrainerCallback):
         for file, data in beside.items():
             (self.output / file).write_bytes(data)
         (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode())
+        log(f"{remote} complete")
         self._prune(_step(name))
 
     def _prune(self, newest: int) -> None:
