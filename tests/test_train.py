@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -13,7 +14,8 @@ from conftest import neosft
 from neosft.chat import segments
 from neosft.errors import UserError
 from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
-from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset, pack
+from neosft.train.packing import (VARLEN_ATTENTION, FlattenCollator, PackedDataset, SampleDataset, pack,
+                                  register_varlen_attention)
 from neosft.train.tokenize import IGNORE_INDEX, tokenize, truncated_lengths
 from neosft.variants import VARIANTS
 
@@ -109,15 +111,19 @@ def test_packing_places_every_sample_once_within_capacity(lengths):
     assert all(sum(lengths[i] for i in b) <= 100 for b in bins)
 
 
-def test_packed_loss_equals_unpacked_loss(tiny_model, tokenizer, sample_dataset):
+@pytest.mark.parametrize("attention", ["sdpa", "eager", VARLEN_ATTENTION])
+def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, sample_dataset):
     from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq
 
+    register_varlen_attention()
     rows = [json.loads(line) for line in (sample_dataset / "single" / "part-00000.jsonl").open()][:12]
     tokens = tokenize(rows, tokenizer, cutoff_len=256)
     torch.manual_seed(0)  # large random weights, so that what a token attends to shows in the loss
     # as the recipe loads it: without a KV cache, which would hide the sample borders from the mask
     config = AutoConfig.from_pretrained(tiny_model, initializer_range=0.5, use_cache=False)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    unpacked_model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=attention).eval()
+    model.load_state_dict(unpacked_model.state_dict())
     packed_set = PackedDataset(tokens, np.arange(len(tokens)), capacity=1024)
     assert len(packed_set) < len(tokens)  # several samples per sequence
     packed = FlattenCollator()([packed_set[i] for i in range(len(packed_set))])
@@ -126,8 +132,8 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, tokenizer, sample_dataset)
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     with torch.no_grad():
         packed_loss = model(**packed).loss
-        padded_loss = model(**padded).loss
-        leaky = model(input_ids=packed["input_ids"], labels=packed["labels"]).loss  # one long sequence
+        padded_loss = unpacked_model(**padded).loss
+        leaky = unpacked_model(input_ids=packed["input_ids"], labels=packed["labels"]).loss  # one long sequence
     assert packed_loss.item() == pytest.approx(padded_loss.item(), rel=1e-5)
     assert abs(leaky.item() - padded_loss.item()) > 1e-2  # attention across samples would change it
 

@@ -2,13 +2,15 @@
 
 Samples are grouped by best-fit decreasing. A packed batch is flattened into one row whose
 `position_ids` restart at every sample: flash-attention turns them into variable-length attention,
-and SDPA/eager into a block-diagonal causal mask, so each sample sees only itself.
+SDPA/eager into a block-diagonal causal mask, and `varlen_sdpa` (used where flash-attention is not
+installed) into one causal SDPA per sample, so each sample sees only itself at the cost of its own length.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from neosft.train.tokenize import Tokens
 
@@ -71,3 +73,28 @@ class FlattenCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         return self.flatten([sample for item in items for sample in item["samples"]])
+
+
+VARLEN_ATTENTION = "neosft_varlen_sdpa"
+
+
+def varlen_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                position_ids=None, **kwargs):
+    """Causal SDPA over each packed sample on its own (a transformers attention function, for batches of one row)."""
+    assert query.shape[0] == 1, "packed batches are flattened into one row"
+    starts = (torch.diff(position_ids[0]) != 1).nonzero().flatten() + 1
+    bounds = [0, *starts.tolist(), query.shape[2]]
+    out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
+                                                    dropout_p=dropout, scale=scaling, enable_gqa=True)
+                     for a, b in zip(bounds, bounds[1:])], dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_varlen_attention() -> str:
+    """Make `attn_implementation=VARLEN_ATTENTION` available; its samples' borders replace the attention mask."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa)
+    AttentionMaskInterface.register(VARLEN_ATTENTION, lambda *args, **kwargs: None)
+    return VARLEN_ATTENTION

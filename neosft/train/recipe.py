@@ -71,7 +71,7 @@ def setup(options: Options) -> Run:
     from neosft.train.checkpoints import CheckpointUploader, resume_point
     from neosft.train.data import manifest_entry, tokenized
     from neosft.train.losslog import LossLog, from_jsonl
-    from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset
+    from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset, register_varlen_attention
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     if not 0 <= options.val_size < 1:
@@ -111,10 +111,12 @@ def setup(options: Options) -> Run:
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
     uploader = CheckpointUploader(output, args.save_total_limit or 2, lambda: _publish(loss_log, title))
 
-    flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        attention = "flash_attention_2"
+    else:
+        attention = register_varlen_attention() if options.packing else "sdpa"
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
-    model = AutoModelForCausalLM.from_pretrained(options.model, dtype=dtype,
-                                                 attn_implementation="flash_attention_2" if flash else "sdpa")
+    model = AutoModelForCausalLM.from_pretrained(options.model, dtype=dtype, attn_implementation=attention)
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set if n_eval else None,
                       data_collator=collator, processing_class=tokenizer, callbacks=[loss_log, uploader])
@@ -171,6 +173,7 @@ def run_record(run: Run, result) -> dict:
         "steps": state.global_step,
         "tokens": state.num_input_tokens_seen,
         "wall_time_s": round(run.loss_log.elapsed_before + time.monotonic() - run.started, 3),
+        "train_runtime_s": result.metrics["train_runtime"],
         "train_loss": result.training_loss,
         "final_loss": losses[-1] if losses else None,
     }
