@@ -8,14 +8,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
-
 from conftest import neosft
+from hypothesis import given
+from hypothesis import strategies as st
+
 from neosft.chat import segments
 from neosft.errors import UserError
 from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
-from neosft.train.packing import (VARLEN_ATTENTION, FlattenCollator, PackedDataset, SampleDataset, pack,
-                                  register_varlen_attention)
+from neosft.train.packing import (
+    VARLEN_ATTENTION,
+    FlattenCollator,
+    PackedDataset,
+    SampleDataset,
+    pack,
+    register_varlen_attention,
+)
 from neosft.train.tokenize import IGNORE_INDEX, tokenize, truncated_lengths
 from neosft.variants import VARIANTS
 

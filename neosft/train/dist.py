@@ -7,23 +7,23 @@ import socket
 
 
 def rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    return int(os.environ.get("RANK", "0"))
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def node() -> int:
-    return rank() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return rank() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def nodes() -> int:
-    return world_size() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return world_size() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def barrier() -> None:

@@ -8,6 +8,8 @@ installed) into one causal SDPA per sample, so each sample sees only itself at t
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,7 +88,7 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     bounds = [0, *starts.tolist(), query.shape[2]]
     out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
                                                     dropout_p=dropout, scale=scaling, enable_gqa=True)
-                     for a, b in zip(bounds, bounds[1:])], dim=2)
+                     for a, b in itertools.pairwise(bounds)], dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -64,14 +64,12 @@ def run(options: Options) -> dict:
 
 
 def setup(options: Options) -> Run:
-    import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer
+    """Check the inputs, tokenize (once), build the datasets, model and Trainer, and find the resume point."""
+    from transformers import AutoTokenizer, Trainer
 
     from neosft.train.checkpoints import CheckpointUploader, resume_point
     from neosft.train.data import manifest_entry, tokenized
     from neosft.train.losslog import LossLog, from_jsonl
-    from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset, register_varlen_attention
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     if not 0 <= options.val_size < 1:
@@ -92,24 +90,44 @@ def setup(options: Options) -> Run:
     tokens = tokenized(options.data, options.variant, entry, tokenizer, hp["cutoff_len"], output, work_dir)
     if not len(tokens):
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows")
-
-    order = np.random.default_rng(args.seed).permutation(len(tokens))
-    n_eval = round(len(tokens) * options.val_size)
-    splits = order[n_eval:], order[:n_eval]
-    if options.packing:
-        train_set, eval_set = (PackedDataset(tokens, s, hp["cutoff_len"]) for s in splits)
-        collator = FlattenCollator()
-    else:
-        train_set, eval_set = (SampleDataset(tokens, s) for s in splits)
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+    train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
 
     resume = resume_point(output, work_dir)
-    records = from_jsonl((resume / "loss.jsonl").read_bytes()) if resume and (resume / "loss.jsonl").exists() else []
-    loss_log = LossLog(records)
+    loss_log = LossLog(from_jsonl((resume / "loss.jsonl").read_bytes()) if resume else [])
     title = (f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
              f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
     uploader = CheckpointUploader(output, args.save_total_limit or 2, lambda: _publish(loss_log, title))
+    trainer = Trainer(model=_model(options, args, ds_config), args=args, train_dataset=train_set,
+                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
+                      callbacks=[loss_log, uploader])
+    return Run(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, title,
+               len(tokens), tokens.truncated)
+
+
+def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
+    """(train set, eval set or None, collator): a seeded `--val-size` split, packed or one sample per item."""
+    import numpy as np
+    from transformers import DataCollatorForSeq2Seq
+
+    from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset
+    from neosft.train.tokenize import IGNORE_INDEX
+
+    order = np.random.default_rng(seed).permutation(len(tokens))
+    n_eval = round(len(tokens) * options.val_size)
+    if options.packing:
+        make, collator = (lambda idx: PackedDataset(tokens, idx, cutoff_len)), FlattenCollator()
+    else:
+        make, collator = (lambda idx: SampleDataset(tokens, idx)), DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
+
+
+def _model(options: Options, args, ds_config: str | None):
+    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from neosft.train.packing import register_varlen_attention
 
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         attention = "flash_attention_2"
@@ -118,10 +136,7 @@ def setup(options: Options) -> Run:
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
     model = AutoModelForCausalLM.from_pretrained(options.model, dtype=dtype, attn_implementation=attention)
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set if n_eval else None,
-                      data_collator=collator, processing_class=tokenizer, callbacks=[loss_log, uploader])
-    return Run(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, title,
-               len(tokens), tokens.truncated)
+    return model
 
 
 def _publish(loss_log, title: str) -> dict[str, bytes]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Tokens:
             np.save(folder / f"{name}.npy", getattr(self, name))
 
     @classmethod
-    def load(cls, folder: Path, truncated: int) -> "Tokens":
+    def load(cls, folder: Path, truncated: int) -> Tokens:
         """Memory-mapped, so every rank of a node shares the pages."""
         return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in FILES), truncated=truncated)
 
