@@ -86,7 +86,10 @@ def setup(options: Options) -> Run:
         dist.single_process_env()
     args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
                               max_steps=options.max_steps, save_steps=options.save_steps, evaluate=options.val_size > 0)
-    tokenizer = AutoTokenizer.from_pretrained(options.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(options.model)
+    except OSError as e:  # no such folder or model ID, no network, no access
+        raise UserError(f"--model {options.model}: {str(e).splitlines()[0]}") from None
     tokens = tokenized(options.data, options.variant, entry, tokenizer, hp["cutoff_len"], output, work_dir)
     if not len(tokens):
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows")
