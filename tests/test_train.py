@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from neosft.chat import segments
+from neosft.data.build import build
 from neosft.errors import UserError
+from neosft.sample import SAMPLE_CORPUS
 from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
 from neosft.train.packing import (
     VARLEN_ATTENTION,
@@ -160,13 +163,8 @@ def test_plot_compares_runs(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_refuses_a_dataset_that_does_not_match(tmp_path, sample_dataset, tiny_model):
-    import shutil
-
+def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     only_single = tmp_path / "data"
-    from neosft.data.build import build
-    from neosft.sample import SAMPLE_CORPUS
-
     build(str(SAMPLE_CORPUS), str(only_single), ["single"])
     common = ["--output", tmp_path / "out", "--model", tiny_model, "--deepspeed", "none", "--max-steps", "1",
               "--work-dir", tmp_path / "work"]

@@ -127,7 +127,6 @@ def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tin
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    print(f"killed at {time.monotonic():.2f}:", (tmp_path / "log-1").read_text()[-3000:])
     assert not location(f"{output}/final/run.json").exists(), "the run ended before it was killed"
 
     # a new pod: empty local disk, same OUTPUT_URI
