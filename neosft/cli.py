@@ -9,6 +9,7 @@ import click
 from neosft import __version__
 from neosft.errors import UserError
 from neosft.storage import EMBEDDED_DATA
+from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
 
@@ -283,6 +284,56 @@ def delete(run, namespace) -> None:
         raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
     for name in deleted:
         click.echo(f"deleted {name}")
+
+
+@cli.command()
+@click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
+@click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")
+@click.option("--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model ID or local folder.")
+@click.option("--deepspeed", default="zero3", show_default=True, help="zero3, zero2, none (plain DDP) or a JSON config.")
+@click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
+@click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
+@click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
+@click.option("--val-size", default=0.0, show_default=True, type=float, help="Fraction of rows held out for eval loss.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).")
+@click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")
+def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
+          work_dir) -> None:
+    """Fully fine-tune MODEL on one variant's dataset; resumes from OUTPUT's newest complete checkpoint.
+
+    Run it under torchrun (one process per GPU) or as a single process. OUTPUT receives
+    loss.jsonl, loss.png, checkpoints/checkpoint-N/ and final/ (model, tokenizer, run.json).
+
+    \b
+    Example:
+      torchrun --nproc-per-node=8 -m neosft train --variant single \\
+        --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
+    """
+    from neosft.train.recipe import Options, run
+
+    run(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
+                list(overrides), work_dir))
+
+
+@cli.command()
+@click.argument("outputs", nargs=-1, required=True)
+@click.option("--out", "dest", default="loss.png", show_default=True, help="The figure: a local path or s3:// URI.")
+def plot(outputs, dest) -> None:
+    """Compare the loss curves of several runs (their OUTPUT folders) in one figure.
+
+    \b
+    Example:
+      neosft plot s3://my-bucket/neosft/runs/r1/{conversations,multi,single,all_pair} --out compare.png
+    """
+    from neosft.storage import location
+    from neosft.train.losslog import from_jsonl
+    from neosft.train.lossplot import compare_plot
+
+    runs = {output.rstrip("/"): from_jsonl(location(output.rstrip("/") + "/loss.jsonl").read_bytes()) for output in outputs}
+    location(dest).write_bytes(compare_plot(runs))
+    click.echo(f"wrote {dest}")
 
 
 def main() -> None:

@@ -49,6 +49,22 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
+    def upload_dir(self, src: Path) -> None:
+        """Copy every file below the local folder `src` under this prefix."""
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            (self / path.relative_to(src).as_posix()).upload(path)
+
+    def download_dir(self, dest: Path) -> None:
+        """Copy every file below this prefix into the local folder `dest`."""
+        for name in self.list():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (self / name).download(dest / name)
+
+    def delete_dir(self) -> None:
+        """Delete every file below this prefix."""
+        for name in self.list():
+            (self / name).delete()
+
 
 class LocalLocation(Location):
     def __init__(self, path: Path):
@@ -119,6 +135,14 @@ class LocalLocation(Location):
                 os.replace(tmp, self.path)
                 os.unlink(src)
 
+    def upload(self, src: Path) -> None:
+        """Copy a local file here atomically, keeping `src`."""
+        with _local_errors(self.uri):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, self.path)
+
     def download(self, dest: Path) -> None:
         with _local_errors(self.uri):
             shutil.copyfile(self.path, dest)
@@ -132,6 +156,9 @@ class LocalLocation(Location):
     def delete(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    def delete_dir(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -78,3 +78,22 @@ def kube(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield api
     server.shutdown()
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory) -> Path:
+    """The sample corpus built into every variant's dataset, in a local folder."""
+    from neosft.data.build import build
+    from neosft.sample import SAMPLE_CORPUS
+
+    dest = tmp_path_factory.mktemp("dataset")
+    build(str(SAMPLE_CORPUS), str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, sample_dataset) -> Path:
+    """A tiny random Qwen2 (hidden 64, 2 layers) with a BPE tokenizer trained on the sample rows."""
+    from neosft.train.tiny import make_tiny_qwen2
+
+    rows = [json.loads(line) for line in (sample_dataset / "single" / "part-00000.jsonl").open(encoding="utf-8")]
+    return make_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), [r["instruction"] + r["output"] for r in rows])

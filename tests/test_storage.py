@@ -118,7 +118,7 @@ def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, mon
 
     monkeypatch.setattr(S3Location, "move_from", flaky_server)
     remote = build(str(SAMPLE_CORPUS), f"{s3}/d", shard_rows=100)
-    local = build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
+    build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
     assert len(uploads) == len(set(uploads)) > 2
     for v in remote["variants"].values():
         for f in v["files"]:

@@ -1,0 +1,99 @@
+"""TrainingArguments from the variant table, the command's flags and `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib.resources import files
+from pathlib import Path
+
+from neosft.errors import UserError
+from neosft.variants import get
+
+DEEPSPEED_CONFIGS = ("zero3", "zero2")
+TOKENIZER_KEYS = {"cutoff_len"}  # table keys that the tokenizer applies, not TrainingArguments
+RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmup_steps < 1 as the ratio
+
+
+def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
+    """`["learning_rate=1e-5", "lr_scheduler_type=linear"]` -> typed values (JSON when it parses, else text)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected key=value")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except ValueError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def deepspeed_config(name: str) -> str | None:
+    """Path of a packaged config (`zero3`, `zero2`), of the user's JSON file, or None for `none` (plain DDP)."""
+    if name == "none":
+        return None
+    if name in DEEPSPEED_CONFIGS:
+        return str(files("neosft.configs") / f"{name}.json")
+    if not Path(name).is_file():
+        raise UserError(f"--deepspeed {name}: not zero3, zero2, none or an existing JSON file")
+    return name
+
+
+def hyperparameters(variant: str, overrides: dict) -> dict:
+    """The variant's table row with the overrides of its keys applied."""
+    try:
+        table = get(variant).hyperparameters()
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+    return {key: overrides.get(key, value) for key, value in table.items()}
+
+
+def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed: str | None, max_steps: int,
+                       save_steps: int, evaluate: bool):
+    """`transformers.TrainingArguments`: the table, neosft's defaults, then every override.
+
+    On GPU: bf16 and gradient checkpointing. On CPU without DeepSpeed: `use_cpu`, without which DDP may skip the
+    gradient sync (with DeepSpeed it would keep DeepSpeed's process group from starting).
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    unknown = sorted(set(overrides) - fields - set(hp))
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
+    renamed = {old: new for old, new in RENAMED.items() if old not in fields}
+    table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
+    assert table.keys() <= fields, f"table keys unknown to TrainingArguments: {sorted(table.keys() - fields)}"
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    gpu = torch.cuda.is_available()
+    settings = {
+        **table,
+        "output_dir": str(output_dir),
+        "deepspeed": deepspeed,
+        "max_steps": max_steps,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "steps" if evaluate else "no",
+        "eval_steps": save_steps,
+        "logging_steps": 1,
+        "include_num_input_tokens_seen": "non_padding",
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "bf16": gpu,
+        checkpointing: gpu,
+        f"{checkpointing}_kwargs": {"use_reentrant": False},
+        "use_cpu": not gpu and not deepspeed,
+        **{k: v for k, v in overrides.items() if k in fields},
+    }
+    try:
+        return TrainingArguments(**settings)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"invalid training arguments: {e}") from None
+
+
+def arguments_record(hp: dict, overrides: dict, args) -> dict:
+    """The arguments as run.json records them: the table row, the overrides, and every TrainingArguments field."""
+    return {"hyperparameters": hp, "overrides": overrides, "training_arguments": args.to_dict()}

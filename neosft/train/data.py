@@ -1,0 +1,79 @@
+"""The variant's dataset, checked against its manifest and tokenized once for every rank.
+
+Global rank 0 tokenizes and stores the tokens under OUTPUT_URI/tokens/<key>/ (meta.json last);
+one process per node fetches them, and every rank of the node memory-maps the same files.
+A restarted run finds them there and skips the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from neosft.errors import UserError
+from neosft.progress import log
+from neosft.storage import Location, location
+from neosft.train import dist
+from neosft.train.tokenize import FILES, Tokens, tokenize
+
+
+def manifest_entry(data_uri: str, variant: str) -> tuple[dict, dict]:
+    """(manifest, its entry for `variant`); refuses a folder that is not a built dataset of that variant."""
+    manifest_loc = location(data_uri) / "manifest.json"
+    if not manifest_loc.exists():
+        raise UserError(f"{manifest_loc} does not exist: build the dataset first with `neosft data build`")
+    try:
+        manifest = json.loads(manifest_loc.read_bytes())
+        entry = manifest["variants"].get(variant)
+    except (ValueError, KeyError, AttributeError):
+        raise UserError(f"{manifest_loc} is not a neosft dataset manifest") from None
+    if entry is None:
+        raise UserError(f"{data_uri} has no {variant!r} dataset (it has {', '.join(manifest['variants']) or 'none'})")
+    return manifest, entry
+
+
+def rows(data_uri: str, variant: str, entry: dict) -> Iterator[dict]:
+    """Stream the variant's rows; at the end, refuse them if their sha256 is not the manifest's."""
+    digest = hashlib.sha256()
+    for name in entry["files"]:
+        with (location(data_uri) / name).open() as f:
+            for line in f:
+                digest.update(line)
+                yield orjson.loads(line)
+    if digest.hexdigest() != entry["sha256"]:
+        raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
+
+
+def tokenized(data_uri: str, variant: str, entry: dict, tokenizer, cutoff_len: int, output: Location,
+              work_dir: Path) -> Tokens:
+    """The variant's tokens, computed once (global rank 0) and shared with every rank through OUTPUT_URI."""
+    key = hashlib.sha256(f"{entry['sha256']} {cutoff_len} {_tokenizer_id(tokenizer)}".encode()).hexdigest()[:16]
+    remote, local = output / "tokens" / key, work_dir / "tokens" / key
+    if dist.rank() == 0 and not (remote / "meta.json").exists():
+        log(f"tokenizing {entry['rows']:,} {variant} rows (cutoff_len {cutoff_len})")
+        tokens = tokenize(rows(data_uri, variant, entry), tokenizer, cutoff_len)
+        tokens.save(local)
+        remote.upload_dir(local)
+        meta = json.dumps({"samples": len(tokens), "truncated": tokens.truncated}).encode()
+        (local / "meta.json").write_bytes(meta)
+        (remote / "meta.json").write_bytes(meta)  # last: marks the upload complete
+    dist.barrier()
+    if dist.local_rank() == 0 and not (local / "meta.json").exists():
+        local.mkdir(parents=True, exist_ok=True)
+        for name in (*(f"{f}.npy" for f in FILES), "meta.json"):  # meta.json last, as above
+            (remote / name).download(local / name)
+    dist.barrier()
+    tokens = Tokens.load(local, json.loads((local / "meta.json").read_bytes())["truncated"])
+    if tokens.truncated:
+        log(f"{tokens.truncated:,} of {len(tokens):,} samples were longer than cutoff_len {cutoff_len} and were truncated")
+    return tokens
+
+
+def _tokenizer_id(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()

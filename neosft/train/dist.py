@@ -1,0 +1,43 @@
+"""Where this process stands among torchrun's: ranks, nodes, and a barrier that a single process skips."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def node() -> int:
+    return rank() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def nodes() -> int:
+    return world_size() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def barrier() -> None:
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.barrier()
+
+
+def single_process_env() -> None:
+    """DeepSpeed wants torchrun's variables even in one process: provide them when torchrun did not."""
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -1,0 +1,91 @@
+"""Rows to tokens in the Qwen2 chat format: loss on the assistant's tokens only, long rows cut to cutoff_len."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neosft.chat import segments
+
+IGNORE_INDEX = -100
+BATCH_ROWS = 1000
+FILES = ("ids", "offsets", "prompt_lens")
+
+
+def truncated_lengths(prompt_len: int, response_len: int, cutoff_len: int) -> tuple[int, int]:
+    """(prompt, response) lengths that fit `cutoff_len`, cut in proportion (LLaMA-Factory's `infer_seqlen`)."""
+    if response_len * 2 < cutoff_len:  # a short response stays whole
+        max_response = cutoff_len
+    elif prompt_len * 2 < cutoff_len:  # a short prompt stays whole
+        max_response = cutoff_len - prompt_len
+    else:
+        max_response = int(cutoff_len * response_len / (prompt_len + response_len))
+    response = min(max_response, response_len)
+    return min(max(cutoff_len - response, 0), prompt_len), response
+
+
+@dataclass
+class Tokens:
+    """Every sample of a dataset as one flat array of token ids with offsets, and each prompt's length."""
+
+    ids: np.ndarray  # int32, all samples end to end
+    offsets: np.ndarray  # int64, len(samples) + 1
+    prompt_lens: np.ndarray  # int32
+    truncated: int  # samples cut to cutoff_len
+
+    def __len__(self) -> int:
+        return len(self.prompt_lens)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sample(self, i: int) -> dict:
+        """`input_ids` and `labels` (prompt tokens -100) of sample `i`."""
+        ids = self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()
+        n = int(self.prompt_lens[i])
+        return {"input_ids": ids, "labels": [IGNORE_INDEX] * n + ids[n:]}
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            np.save(folder / f"{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, folder: Path, truncated: int) -> Tokens:
+        """Memory-mapped, so every rank of a node shares the pages."""
+        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in FILES), truncated=truncated)
+
+
+def tokenize(rows: Iterable[dict], tokenizer, cutoff_len: int) -> Tokens:
+    """Encode rows in batches (the fast tokenizer runs them in parallel)."""
+    ids, offsets, prompt_lens, truncated = [], [0], [], 0
+    for prompts, responses in _batches(rows):
+        encoded_prompts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        encoded_responses = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        for prompt, response in zip(encoded_prompts, encoded_responses):
+            if len(prompt) + len(response) > cutoff_len:
+                truncated += 1
+                p, r = truncated_lengths(len(prompt), len(response), cutoff_len)
+                prompt, response = prompt[:p], response[:r]
+            ids.append(np.asarray(prompt + response, dtype=np.int32))
+            offsets.append(offsets[-1] + len(prompt) + len(response))
+            prompt_lens.append(len(prompt))
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    return Tokens(flat, np.asarray(offsets, np.int64), np.asarray(prompt_lens, np.int32), truncated)
+
+
+def _batches(rows: Iterable[dict]) -> Iterator[tuple[list[str], list[str]]]:
+    prompts, responses = [], []
+    for row in rows:
+        prompt, response = segments(row["instruction"], row.get("input", ""), row["output"], row.get("system"))
+        prompts.append(prompt)
+        responses.append(response)
+        if len(prompts) == BATCH_ROWS:
+            yield prompts, responses
+            prompts, responses = [], []
+    if prompts:
+        yield prompts, responses

@@ -1,0 +1,181 @@
+"""`neosft train` for real: two ranks under torchrun (gloo), DeepSpeed ZeRO-3 and ZeRO-2, plain DDP,
+outputs in the local S3 server, and a run killed with SIGKILL that resumes to the same losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from neosft import storage
+from neosft.data.build import build
+from neosft.sample import SAMPLE_CORPUS
+from neosft.storage import location
+from neosft.variants import VARIANTS
+
+pytestmark = pytest.mark.slow
+
+STEPS, SAVE = 12, 4
+QUICK = ["--set", "cutoff_len=256", "--set", "gradient_accumulation_steps=2", "--set", "learning_rate=1e-3"]
+
+
+def torchrun(*args, env: dict, log: Path, **popen) -> subprocess.Popen:
+    """Two CPU ranks of `neosft train`, one thread each; output goes to `log`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env,
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))}
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, **popen)
+
+
+def finished(proc: subprocess.Popen, log: Path, timeout: int = 240) -> None:
+    assert proc.wait(timeout) == 0, log.read_text()[-5000:]
+
+
+def train_args(data, output, model, work, *extra):
+    return ["-m", "neosft", "train", "--variant", "single", "--data", data, "--output", output, "--model", model,
+            "--max-steps", STEPS, "--save-steps", SAVE, "--work-dir", work, *QUICK, *extra]
+
+
+def records(output: str) -> list[dict]:
+    return [json.loads(line) for line in location(f"{output}/loss.jsonl").read_bytes().decode().splitlines()]
+
+
+def losses(output: str) -> list[tuple[int, float]]:
+    return [(r["current_steps"], r["loss"]) for r in records(output) if "loss" in r]
+
+
+def went_down(output: str) -> bool:
+    values = [loss for _, loss in losses(output)]
+    return sum(values[-3:]) / 3 < sum(values[:3]) / 3 - 0.05
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    """A bucket holding the built dataset, with the environment pointing at the server."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_server.env().items():
+            mp.setenv(key, value)
+        storage._client().create_bucket(Bucket="train")  # through the API: the server caches its folder listing
+        build(str(SAMPLE_CORPUS), "s3://train/data", ["single"])
+        yield "s3://train"
+
+
+@pytest.fixture(scope="module")
+def reference(bucket, s3_server, tiny_model, tmp_path_factory):
+    """An uninterrupted ZeRO-3 run from and to S3."""
+    output, tmp = f"{bucket}/runs/ref/single", tmp_path_factory.mktemp("ref")
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp / "work"), env=s3_server.env(),
+                    log=tmp / "log")
+    finished(proc, tmp / "log")
+    return output
+
+
+def test_zero3_run_writes_everything_to_s3(reference, bucket):
+    out = location(reference)
+    names = out.list()
+    for name in ("loss.jsonl", "loss.png", "final/model.safetensors", "final/config.json", "final/tokenizer.json",
+                 "final/run.json"):
+        assert name in names, name
+    assert out.__truediv__("loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert [step for step, _ in losses(reference)] == list(range(1, STEPS + 1))
+    assert went_down(reference)
+    last = records(reference)[-1]
+    assert {"current_steps", "total_steps", "epoch", "loss", "lr", "grad_norm", "total_tokens", "throughput",
+            "elapsed_s", "elapsed_time", "remaining_time", "percentage"} <= last.keys()
+    assert last["total_steps"] == STEPS and last["total_tokens"] > 0 and last["throughput"] > 0
+
+    run = json.loads((out / "final/run.json").read_bytes())
+    manifest = json.loads(location(f"{bucket}/data/manifest.json").read_bytes())
+    assert run["variant"] == "single" and run["world_size"] == 2 and run["deepspeed"] == "zero3"
+    assert run["hyperparameters"] == {**VARIANTS["single"].hyperparameters(), "cutoff_len": 256,
+                                      "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
+    assert run["overrides"] == {"cutoff_len": 256, "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
+    assert run["training_arguments"]["learning_rate"] == 1e-3 and run["training_arguments"]["seed"] == 42
+    assert run["dataset"]["sha256"] == manifest["variants"]["single"]["sha256"]
+    assert run["dataset"]["source_sha256"] == manifest["source"]["sha256"]
+    assert run["steps"] == STEPS and run["tokens"] == last["total_tokens"] and run["final_loss"] == last["loss"]
+    assert run["wall_time_s"] > 0 and run["neosft_version"] and run["resumed_from"] is None
+
+    # the last two complete checkpoints are kept, each marked complete; the last step went to final/
+    checkpoints = {n.split("/")[1] for n in names if n.startswith("checkpoints/")}
+    assert checkpoints == {f"checkpoint-{STEPS - 2 * SAVE}", f"checkpoint-{STEPS - SAVE}"}
+    assert all(f"checkpoints/{c}/COMPLETE.json" in names for c in checkpoints)
+
+    # ZeRO-3 gathered the real weights into final/, and they moved away from the initial ones
+    from safetensors.numpy import load
+
+    weights = load((out / "final/model.safetensors").read_bytes())
+    config = json.loads((out / "final/config.json").read_bytes())
+    assert weights["model.embed_tokens.weight"].shape == (config["vocab_size"], config["hidden_size"])
+
+
+def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tiny_model, tmp_path):
+    output = f"{bucket}/runs/killed/single"
+    marker = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1"), env=s3_server.env(),
+                    log=tmp_path / "log-1", start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert proc.poll() is None, (tmp_path / "log-1").read_text()[-5000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not location(f"{output}/final/run.json").exists(), "the run ended before it was killed"
+
+    # a new pod: empty local disk, same OUTPUT_URI
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2"), env=s3_server.env(),
+                    log=tmp_path / "log-2")
+    finished(proc, tmp_path / "log-2")
+    run = json.loads(location(f"{output}/final/run.json").read_bytes())
+    assert run["resumed_from"] is not None and run["steps"] == STEPS
+    resumed, expected = losses(output), losses(reference)
+    assert [s for s, _ in resumed] == [s for s, _ in expected]
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in expected], rel=1e-5)
+    assert run["tokens"] == records(reference)[-1]["total_tokens"]
+
+
+def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path):
+    output = tmp_path / "out"
+    proc = torchrun(*train_args(sample_dataset, output, tiny_model, tmp_path / "work", "--deepspeed", "zero2",
+                                "--packing", "--val-size", "0.2"), env={}, log=tmp_path / "log")
+    finished(proc, tmp_path / "log")
+    assert went_down(str(output))
+    evals = [r for r in records(str(output)) if "eval_loss" in r]
+    assert [r["current_steps"] for r in evals] == list(range(SAVE, STEPS + 1, SAVE))
+    run = json.loads((output / "final/run.json").read_text())
+    assert run["packing"] and run["deepspeed"] == "zero2"
+    assert (output / "final/model.safetensors").exists() and (output / "loss.png").exists()
+
+
+DDP_CHECK = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from neosft.train.recipe import Options, setup, train
+    data, output, model, work = sys.argv[1:5]
+    run = setup(Options("single", data, output, model, deepspeed="none", max_steps=2, save_steps=100,
+                        overrides=sys.argv[5:], work_dir=work))
+    before = torch.cat([p.detach().flatten().clone() for p in run.trainer.model.parameters()])
+    train(run)
+    after = torch.cat([p.detach().flatten() for p in run.trainer.model.parameters()])
+    gathered = [None, None]
+    dist.all_gather_object(gathered, after.tolist())
+    assert not torch.equal(before, after), "the weights did not move"
+    assert gathered[0] == gathered[1], "the ranks' weights differ: gradients were not synchronised"
+    print("RANKS IN SYNC")
+""")
+
+
+def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path):
+    script = tmp_path / "ddp_check.py"
+    script.write_text(DDP_CHECK)
+    proc = torchrun(script, sample_dataset, tmp_path / "out", tiny_model, tmp_path / "work", *QUICK[1::2],
+                    env={}, log=tmp_path / "log")
+    finished(proc, tmp_path / "log")
+    assert "RANKS IN SYNC" in (tmp_path / "log").read_text()
