@@ -1,0 +1,127 @@
+"""`neosft run`: the whole pipeline on one machine, no cluster and no GPU.
+
+A local S3-compatible server over a folder stands in for object storage, the shipped sample corpus
+for the real one, and a tiny random Qwen2 for Qwen2-7B. The same commands the cluster runs
+(`neosft data build`, `neosft train` with DeepSpeed) write to the same places:
+`<store>/data/`, `<store>/runs/<run-id>/<variant>/` and `<store>/runs/<run-id>/comparison.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from neosft.data.build import build
+from neosft.errors import UserError
+from neosft.local_s3 import LocalS3
+from neosft.progress import log
+from neosft.storage import EMBEDDED_STORE, location
+from neosft.variants import VARIANTS
+
+BUCKET = "neosft"  # the bucket the local server serves: EMBEDDED_STORE/neosft/
+STEPS = 40
+# A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
+# variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
+LEARNING_RATE_SCALE = 40
+WORK = Path(".neosft")
+
+
+def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS) -> dict:
+    """Build, train every variant, plot; returns the summary that `neosft run` prints."""
+    run_id = run_id or datetime.now(timezone.utc).strftime("local-%Y%m%d-%H%M%S")
+    with _object_store(store) as (prefix, folder):
+        log(f"object store: {prefix}" + (f", served from {folder}" if folder else ""))
+        data = f"{prefix}/data"
+        manifest = build(source, data, build_id=run_id)
+        model = _tiny_model(data, manifest)
+        runs = {}
+        for i, name in enumerate(variants, 1):
+            log(f"[{i}/{len(variants)}] training {name}: {steps} steps of a tiny Qwen2 on CPU with DeepSpeed ZeRO-2")
+            runs[name] = _train(name, data, f"{prefix}/runs/{run_id}/{name}", model, steps)
+        if runs:
+            from neosft.train.lossplot import compare_plot
+
+            location(f"{prefix}/runs/{run_id}/comparison.png").write_bytes(compare_plot(runs))
+        return {"store": str(folder) if folder else prefix, "run_id": run_id, "manifest": manifest, "runs": runs}
+
+
+@contextlib.contextmanager
+def _object_store(store: str | None) -> Iterator[tuple[str, Path | None]]:
+    """(s3:// prefix to work under, local folder behind it): the given prefix, or a local server over a folder."""
+    if store and store.startswith("s3://"):
+        yield store.rstrip("/"), None
+        return
+    folder = Path(store or EMBEDDED_STORE)
+    (folder / BUCKET).mkdir(parents=True, exist_ok=True)
+    with LocalS3(folder) as server:
+        previous = dict(os.environ)
+        os.environ.update(server.env())  # for this process and the training processes it starts
+        try:
+            yield f"s3://{BUCKET}", folder / BUCKET
+        finally:
+            os.environ.clear()
+            os.environ.update(previous)
+
+
+def _tiny_model(data: str, manifest: dict) -> str:
+    """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows; made once per dataset."""
+    folder = WORK / "models" / f"tiny-qwen2-{manifest['source']['sha256'][:12]}"
+    if not (folder / "config.json").exists():
+        from neosft.train.tiny import make_tiny_qwen2
+
+        entry = next(iter(manifest["variants"].values()))
+        texts = [row["instruction"] + "\n" + row["output"] for file in entry["files"]
+                 for row in map(json.loads, location(f"{data}/{file}").read_bytes().splitlines())]
+        log(f"making a tiny Qwen2 from a config in {folder}")
+        make_tiny_qwen2(folder, texts)
+    return str(folder)
+
+
+def _train(name: str, data: str, output: str, model: str, steps: int) -> list[dict]:
+    """One `neosft train` process, as a PyTorchJob pod runs it; its output goes to a log file."""
+    from neosft.train.losslog import from_jsonl
+
+    log_file = WORK / "logs" / ("-".join(output.split("/")[-2:]) + ".log")  # <run-id>-<variant>.log
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(WORK / "torch-extensions"))}
+    command = [sys.executable, "-m", "neosft", "train", "--variant", name, "--data", data, "--output", output,
+               "--model", model, "--deepspeed", "zero2", "--max-steps", str(steps), "--save-steps", str(max(1, steps // 2)),
+               "--set", f"learning_rate={VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}",
+               "--set", "logging_steps=1", "--work-dir", str(WORK / "work" / name)]
+    started = time.monotonic()
+    with open(log_file, "w") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if result.returncode:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"training {name} failed: {tail[0]} (full log: {log_file})")
+    records = from_jsonl(location(f"{output}/loss.jsonl").read_bytes())
+    losses = [r["loss"] for r in records if "loss" in r]
+    log(f"    {name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {time.monotonic() - started:.0f} s")
+    return records
+
+
+def summary(result: dict) -> str:
+    """The table `neosft run` ends with."""
+    manifest, runs = result["manifest"], result["runs"]
+    lines = [f"run {result['run_id']} in {result['store']}",
+             f"source: {manifest['source']['records']:,} records, {manifest['kept']:,} kept; skipped: "
+             + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()), "",
+             f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
+    for name, entry in manifest["variants"].items():
+        records = [r for r in runs.get(name, []) if "loss" in r]
+        if records:
+            lines.append(f"{name:<14}{entry['rows']:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
+                         f"{records[-1]['loss']:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
+        else:
+            lines.append(f"{name:<14}{entry['rows']:>7,}{'-':>7}")
+    if runs:
+        lines += ["", f"comparison of the variants: {result['store']}/runs/{result['run_id']}/comparison.png"]
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""`neosft run`: the whole pipeline on one machine, through a real local S3 server."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import neosft
+
+
+@pytest.mark.slow
+def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
+    store = tmp_path / "store"
+    cache = {"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))}
+    result = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bucket = store / "neosft"
+    manifest = json.loads((bucket / "data" / "manifest.json").read_text())
+    assert manifest["build_id"] == "r1" and set(manifest["variants"]) == {"conversations", "multi", "single", "all_pair"}
+    run = bucket / "runs" / "r1"
+    steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4
+    assert json.loads((run / "single" / "final" / "run.json").read_text())["variant"] == "single"
+    assert (run / "single" / "loss.png").read_bytes()[:4] == (run / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    row = next(line for line in result.stdout.splitlines() if line.startswith("single"))
+    assert row.split()[1:3] == [str(manifest["variants"]["single"]["rows"]), "4"]
+    assert "skipped: malformed 5, no_rounds 2, bad_turn_order 2, empty_turn 2" in result.stdout
+    assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
