@@ -17,7 +17,7 @@ def test_help_imports_no_heavy_library():
 def test_help_shows_an_example_and_every_command_has_help():
     out = neosft("--help")
     assert out.returncode == 0 and "Example" in out.stdout
-    for command in (["variants"], ["data", "build"], ["data", "wait"], ["plan"], ["train"], ["plot"], ["submit"], ["status"], ["logs"], ["delete"]):
+    for command in (["variants"], ["data", "build"], ["data", "wait"], ["run"], ["plan"], ["train"], ["plot"], ["submit"], ["status"], ["logs"], ["delete"]):
         sub = neosft(*command, "--help")
         assert sub.returncode == 0 and "Usage:" in sub.stdout
 
