@@ -227,6 +227,7 @@ def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, 
     objects = runs.manifests(values, run_id, cluster.namespace)
     if any(o["kind"] == "PyTorchJob" for o in objects):
         cluster.require_pytorchjob_crd()
+    _print_plan(objects, data_built_first=not skip_data)
     created = cluster.create(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
@@ -235,6 +236,24 @@ def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, 
     if wait:
         runs.wait(cluster, run_id, click.echo)
         click.echo(f"run {run_id} succeeded")
+
+
+def _print_plan(objects: list[dict], data_built_first: bool) -> None:
+    """`neosft plan` for what is about to train, when its dataset is already in storage."""
+    from neosft.k8s.runs import training_data
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan, render
+
+    target = training_data(objects)
+    if target is None:
+        return
+    data, variants = target
+    if data_built_first:
+        click.echo(f"plan: `neosft plan --data {data}` once the data Job has built the datasets")
+        return
+    try:
+        click.echo(render(plan(data, variants), DEFAULT_TOKENS_PER_GPU_S))
+    except UserError as e:
+        click.secho(f"warning: no plan: {e}", err=True, fg="yellow")
 
 
 @cli.command()

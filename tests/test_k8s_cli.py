@@ -284,3 +284,19 @@ def test_logs_of_a_pod_still_waiting_for_its_dataset(kube):
     assert result.stdout == "waiting for s3://b/p/data/manifest.json\n"
     [request] = [r for r in kube.requests if r.path.endswith("/log")]
     assert request.query["container"] == ["wait-for-data"]
+
+
+def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
+    from neosft.data.build import build
+    from neosft.sample import SAMPLE_CORPUS
+
+    bucket = s3[5:]
+    build(str(SAMPLE_CORPUS), f"{s3}/neosft/data", ["single", "multi"])
+    result = neosft("submit", "--variant", "single", "--skip-data", "--set", f"s3.bucket={bucket}", "--run-id", "p1")
+    assert result.returncode == 0, result.stderr
+    header, single = result.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["variant", "lr", "cutoff", "rows"] and single.split()[:3] == ["single", "5e-05", "4096"]
+    missing = neosft("submit", "--variant", "all_pair", "--skip-data", "--set", f"s3.bucket={bucket}", "--run-id", "p2")
+    assert missing.returncode == 0 and "warning: no plan: " in missing.stderr and "has no 'all_pair' dataset" in missing.stderr
+    built_first = neosft("submit", "--variant", "single", "--set", f"s3.bucket={bucket}", "--run-id", "p3")
+    assert f"plan: `neosft plan --data s3://{bucket}/neosft/data` once the data Job" in built_first.stdout

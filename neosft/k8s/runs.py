@@ -43,6 +43,16 @@ def outputs(objects: list[dict]) -> list[tuple[str, str]]:
             for obj in objects if OUTPUT_ANNOTATION in (obj["metadata"].get("annotations") or {})]
 
 
+def training_data(objects: list[dict]) -> tuple[str, list[str]] | None:
+    """(dataset URI, variants) that the run's PyTorchJobs train on; None for a data-only run."""
+    jobs = [o for o in objects if o["kind"] == "PyTorchJob"]
+    if not jobs:
+        return None
+    [container] = jobs[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    data = next(arg.split("=", 1)[1] for arg in container["command"] if arg.startswith("--data="))
+    return data, [variant_of(job) for job in jobs]
+
+
 def state(obj: dict) -> str:
     """Succeeded, Failed, Running, Restarting, Created, Suspended or Pending."""
     status = obj.get("status") or {}
