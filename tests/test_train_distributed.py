@@ -179,3 +179,24 @@ def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path):
                     env={}, log=tmp_path / "log")
     finished(proc, tmp_path / "log")
     assert "RANKS IN SYNC" in (tmp_path / "log").read_text()
+
+
+def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucket, s3_server, tiny_model, tmp_path):
+    output = f"{bucket}/runs/flaky/single"
+    first = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work"), env=s3_server.env(),
+                    log=tmp_path / "log")
+    deadline = time.monotonic() + 180
+    while not first.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
+        time.sleep(0.05)
+    s3_server.stop(kill=True)  # down while the next checkpoint is saved and uploaded
+    time.sleep(2)
+    s3_server.start()
+    finished(proc, tmp_path / "log")
+    names = location(output).list()
+    assert f"checkpoints/checkpoint-{2 * SAVE}/COMPLETE.json" in names
+    assert [loss for _, loss in losses(output)] == pytest.approx([loss for _, loss in losses(reference)], rel=1e-5)
+    secret = s3_server.secret_key
+    assert secret not in location(f"{output}/final/run.json").read_bytes().decode()
+    assert secret not in (tmp_path / "log").read_text()
