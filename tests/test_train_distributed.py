@@ -116,15 +116,21 @@ def test_zero3_run_writes_everything_to_s3(reference, bucket):
     assert weights["model.embed_tokens.weight"].shape == (config["vocab_size"], config["hidden_size"])
 
 
-def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tiny_model, tmp_path):
-    output = f"{bucket}/runs/killed/single"
+@pytest.mark.parametrize("moment", ["right after a checkpoint", "between checkpoints"])
+def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tiny_model, tmp_path, moment):
+    output = f"{bucket}/runs/killed-{moment.split()[0]}/single"
     marker = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
+    log = tmp_path / "log-1"
     proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1"), env=s3_server.env(),
-                    log=tmp_path / "log-1", start_new_session=True)
+                    log=log, start_new_session=True)
+
+    def reached() -> bool:  # after checkpoint-4 is complete, or once step 6 of 12 is logged
+        return marker.exists() if moment.startswith("right") else log.read_text().count("'loss':") >= SAVE + 2
+
     deadline = time.monotonic() + 180
-    while not marker.exists():
-        assert proc.poll() is None, (tmp_path / "log-1").read_text()[-5000:]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
+    while not reached():
+        assert proc.poll() is None, log.read_text()[-5000:]
+        assert time.monotonic() < deadline, f"never reached {moment}"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
