@@ -40,8 +40,10 @@ def cli() -> None:
 
     \b
     Example:
-      neosft variants
+      neosft run                       # the whole pipeline on this machine
       neosft data build corpus.json --out s3://my-bucket/neosft/data
+      neosft plan --data s3://my-bucket/neosft/data
+      neosft submit --variant all --set s3.bucket=my-bucket --wait
     """
 
 
