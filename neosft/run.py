@@ -31,6 +31,7 @@ STEPS = 40
 # variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
 LEARNING_RATE_SCALE = 40
 WORK = Path(".neosft")
+PROGRESS_EVERY_S = 10.0
 
 
 def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS) -> dict:
@@ -98,8 +99,12 @@ def _train(name: str, data: str, output: str, model: str, steps: int) -> list[di
                "--set", "logging_steps=1", "--work-dir", str(WORK / "work" / name)]
     started = time.monotonic()
     with open(log_file, "w") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if result.returncode:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:  # progress: the steps the Trainer has logged so far
+            time.sleep(PROGRESS_EVERY_S)
+            done = log_file.read_text(errors="replace").count("'loss':")
+            log(f"    {name}: step {min(done, steps)}/{steps}, {time.monotonic() - started:.0f} s")
+    if process.returncode:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise UserError(f"training {name} failed: {tail[0]} (full log: {log_file})")
     records = from_jsonl(location(f"{output}/loss.jsonl").read_bytes())
