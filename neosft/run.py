@@ -96,7 +96,7 @@ def _train(name: str, data: str, output: str, model: str, steps: int) -> list[di
     command = [sys.executable, "-m", "neosft", "train", "--variant", name, "--data", data, "--output", output,
                "--model", model, "--deepspeed", "zero2", "--max-steps", str(steps), "--save-steps", str(max(1, steps // 2)),
                "--set", f"learning_rate={VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}",
-               "--set", "logging_steps=1", "--work-dir", str(WORK / "work" / name)]
+               "--work-dir", str(WORK / "work" / name)]
     started = time.monotonic()
     with open(log_file, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
