@@ -51,6 +51,25 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
+def write_synthetic_corpus(path: Path, megabytes: float) -> Path:
+    """bench/corpus.py's synthetic corpus (CJK, code, 1 to 10 rounds, bad records) of `megabytes` MB."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import corpus
+
+    corpus.write(str(path), megabytes)
+    return path
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A user mistake: exit code 2 and one line `error: ...` on stderr holding every needle, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 def neosft(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `neosft` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "neosft", *map(str, args)], capture_output=True, text=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import neosft, write_json, write_jsonl
+from conftest import assert_user_error, neosft, write_json, write_jsonl, write_synthetic_corpus
 
 from neosft.data.build import build
 from neosft.sample import SAMPLE_CORPUS
@@ -208,15 +208,6 @@ def test_progress_is_logged_as_plain_lines_off_a_terminal(tmp_path, monkeypatch,
 
 # ---- bad input: one clear line, exit code 2, nothing half-written -------------------------------
 
-def assert_user_error(result, *needles):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 @pytest.fixture
 def previous_build(tmp_path):
     dest = tmp_path / "out"
@@ -283,11 +274,7 @@ def test_unwritable_destination(tmp_path):
 def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identical(tmp_path):
     import random
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    import corpus
-
-    source = tmp_path / "big.json"
-    corpus.write(str(source), 4)
+    source = write_synthetic_corpus(tmp_path / "big.json", 4)
     command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000"]
     reference = build(str(source), str(tmp_path / "reference"), shard_rows=1000)
     expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference["variants"].values() for f in v["files"]}
@@ -312,10 +299,7 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
 
 
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    import corpus
-
-    corpus.write(str(tmp_path / "c.json"), 2)
+    write_synthetic_corpus(tmp_path / "c.json", 2)
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KUBE_TOKEN, neosft
+from conftest import KUBE_TOKEN, assert_user_error, neosft
 
 from neosft.variants import VARIANTS
 
@@ -24,13 +24,6 @@ def golden_pytorchjob() -> dict:
 def assert_no_secret(result) -> None:
     for text in (result.stdout, result.stderr):
         assert KUBE_TOKEN not in text and SECRET not in text
-
-
-def assert_user_error(result, message: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def pod(name: str, variant: str, phase="Running", restarts=0, waiting=None, master=True) -> dict:

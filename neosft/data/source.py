@@ -30,7 +30,6 @@ class Source:
     def __init__(self, uri: str):
         self.uri = uri
         self.loc = location(uri)
-        self.total_bytes = self.loc.size()
         self.bytes = 0
         self.count = 0
         self._hash = hashlib.sha256()
