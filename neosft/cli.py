@@ -148,18 +148,20 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
 @data.command("wait")
 @click.argument("folder")
 @click.option("--variant", type=click.Choice(list(VARIANTS)), help="Also require this variant in the manifest.")
-@click.option("--timeout", default=0.0, type=float, help="Give up after this many seconds; 0: wait forever.")
-@click.option("--interval", default=15.0, show_default=True, type=float, help="Seconds between checks.")
+@click.option("--timeout", default="1h", show_default=True, help="Give up after this long: seconds, or 30m, 12h, 7d.")
+@click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.01), help="Seconds between checks.")
 @click.option("--build-id", help="Wait for the manifest of the build run with this --build-id, not an older one.")
 def data_wait(folder, variant, timeout, interval, build_id) -> None:
     """Wait until FOLDER/manifest.json exists: training pods run this before they start."""
     import json
     import time
 
+    from neosft.k8s.runs import format_duration, parse_duration
     from neosft.storage import location
 
     manifest = location(folder) / "manifest.json"
-    deadline = time.monotonic() + timeout
+    timeout_s = parse_duration(timeout)
+    deadline = time.monotonic() + timeout_s
 
     def ready() -> bool:
         return manifest.exists() and (build_id is None or json.loads(manifest.read_bytes()).get("build_id") == build_id)
@@ -167,8 +169,9 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
     if not ready():
         click.echo(f"waiting for {manifest}" + (f" of build {build_id}" if build_id else ""), err=True)
     while not ready():
-        if timeout and time.monotonic() > deadline:
-            raise UserError(f"{manifest} did not appear within {timeout:g} s")
+        if time.monotonic() > deadline:
+            raise UserError(f"{manifest}" + (f" of build {build_id}" if build_id else "")
+                            + f" did not appear within {format_duration(timeout_s)}")
         time.sleep(interval)
     if variant and variant not in json.loads(manifest.read_bytes())["variants"]:
         raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")
@@ -193,13 +196,22 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @_namespace
 @click.option("--values", "values_file", type=click.Path(dir_okay=False), help="A Helm values file for the chart.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a chart value (Helm syntax); repeatable.")
+@click.option("--source", help="Corpus the data Job builds (hf://, s3://, https://, 'sample'); default: the "
+              "values' data.source, the real corpus m-a-p/neo_sft_phase2.")
+@click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
-@click.option("--skip-data", is_flag=True, help="Train on the datasets already in S3.")
+@click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and PyTorchJob has finished.")
-def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, dry_run, wait) -> None:
+@click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
+              "(seconds, or 30m, 12h, 7d); the run goes on.")
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, run_id, dry_run, wait,
+           timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
+
+    The data Job builds the run's own dataset; the training objects are created suspended and
+    start only when it is published, so no GPU is held while it builds, or after it failed.
 
     \b
     Example:
@@ -209,15 +221,22 @@ def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, 
     from neosft.k8s import runs
     from neosft.k8s.render import load_values, to_yaml
 
-    if data_only and skip_data:
-        raise UserError("--data-only and --skip-data exclude each other")
+    if data_only and data_uri:
+        raise UserError("--data-only and --data exclude each other")
+    if source and data_uri:
+        raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
+    timeout_s = runs.parse_duration(timeout)
     overrides: dict = {}
     if variant:
         overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
     if data_only:
         overrides["train"] = {"enabled": False}
-    if skip_data:
-        overrides["data"] = {"enabled": False}
+    if source:
+        overrides["data"] = {"source": source}
+    if data_uri:
+        overrides["data"] = {"enabled": False, "uri": data_uri}
+    if queue is not None:
+        overrides["queue"] = queue
     values = load_values(values_file, sets, overrides)
     run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
     if dry_run:
@@ -229,14 +248,15 @@ def submit(variant, namespace, values_file, sets, data_only, skip_data, run_id, 
     objects = runs.manifests(values, run_id, cluster.namespace)
     if any(o["kind"] == "PyTorchJob" for o in objects):
         cluster.require_pytorchjob_crd()
-    _print_plan(objects, data_built_first=not skip_data)
+    _print_plan(objects, data_built_first=any(o["kind"] == "Job" for o in objects))
     created = cluster.create(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
         click.echo(f"  {what:<13} -> {uri}")
     click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
     if wait:
-        runs.wait(cluster, run_id, click.echo)
+        click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and PyTorchJobs to finish")
+        runs.wait(cluster, run_id, click.echo, timeout_s)
         click.echo(f"run {run_id} succeeded")
 
 
@@ -261,9 +281,25 @@ def _print_plan(objects: list[dict], data_built_first: bool) -> None:
 @cli.command()
 @click.argument("run", required=False)
 @_namespace
-def status(run, namespace) -> None:
-    """Show a run's Jobs and PyTorchJobs, their pods and latest loss; without RUN, list the runs."""
+@click.option("--store", help="Read the run's progress from this store (a folder or s3://bucket/prefix), "
+              "with no cluster.")
+def status(run, namespace, store) -> None:
+    """Show a run's Jobs and PyTorchJobs, their pods and latest loss; without RUN, list the runs.
+
+    \b
+    Example:
+      neosft status 20261128-120501-k3x9 -n ml
+      neosft status local-20261128-120501 --store .neosft/store
+    """
     from neosft.k8s import runs
+
+    if store:
+        from neosft.runfolder import store_rows
+
+        if run is None:
+            raise UserError("--store reads one run: neosft status RUN --store STORE")
+        click.echo(runs.table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
+        return
     from neosft.k8s.cluster import Cluster
 
     cluster = Cluster(namespace)
@@ -328,6 +364,18 @@ def delete(run, namespace) -> None:
         raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
     for name in deleted:
         click.echo(f"deleted {name}")
+
+
+@cli.command(hidden=True)
+@click.argument("names", nargs=-1, required=True)
+@click.option("--kind", type=click.Choice(["PyTorchJob"]), default="PyTorchJob", show_default=True)
+@_namespace
+def release(names, kind, namespace) -> None:
+    """Start this run's held training objects: the data Job's last step, once the dataset is published."""
+    from neosft.k8s.cluster import Cluster
+
+    for name in Cluster(namespace).release(list(names)):
+        click.echo(f"released {name}")
 
 
 @cli.command()

@@ -1,8 +1,9 @@
 """A small HTTP server that answers like the Kubernetes API for the paths neosft uses, and records requests.
 
 Objects live in memory per collection path; POST creates (409 when the name exists, 404 for an unknown
-namespace), GET lists with `labelSelector` or reads one object, DELETE removes. `fail` forces an answer
-for a (method, path) pair; `crd=False` makes the kubeflow.org/v1 API unknown, as without the operator.
+namespace), GET lists with `labelSelector` or reads one object, PATCH applies a JSON merge patch
+(RFC 7386, as `application/merge-patch+json` asks), DELETE removes. `fail` forces an answer for a
+(method, path) pair; `crd=False` makes the kubeflow.org/v1 API unknown, as without the operator.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-COLLECTION = re.compile(r"^/(api/v1|apis/batch/v1|apis/kubeflow\.org/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
-KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob"}
+GROUPS = {"serviceaccounts": "api/v1", "pods": "api/v1", "jobs": "apis/batch/v1",
+          "roles": "apis/rbac.authorization.k8s.io/v1", "rolebindings": "apis/rbac.authorization.k8s.io/v1",
+          "pytorchjobs": "apis/kubeflow.org/v1"}
+COLLECTION = re.compile(r"^/(api/v1|apis/[a-z.]+/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
+KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob",
+         "roles": "Role", "rolebindings": "RoleBinding"}
 
 
 @dataclass
@@ -24,6 +29,7 @@ class Request:
     path: str
     query: dict
     body: dict | None
+    content_type: str = ""
 
 
 @dataclass
@@ -37,14 +43,16 @@ class KubeAPI:
     requests: list = field(default_factory=list)
 
     def add(self, namespace: str, plural: str, obj: dict) -> None:
-        group = {"pods": "api/v1", "serviceaccounts": "api/v1", "jobs": "apis/batch/v1"}.get(plural, "apis/kubeflow.org/v1")
-        self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})[obj["metadata"]["name"]] = obj
+        self.objects.setdefault(f"/{GROUPS[plural]}/namespaces/{namespace}/{plural}", {})[obj["metadata"]["name"]] = obj
+
+    def get(self, namespace: str, plural: str, name: str) -> dict | None:
+        return self.objects.get(f"/{GROUPS[plural]}/namespaces/{namespace}/{plural}", {}).get(name)
 
     def sent(self, method: str) -> list[Request]:
         return [r for r in self.requests if r.method == method]
 
-    def answer(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, object]:
-        self.requests.append(Request(method, path, query, body))
+    def answer(self, method: str, path: str, query: dict, body: dict | None, content_type: str = "") -> tuple[int, object]:
+        self.requests.append(Request(method, path, query, body, content_type))
         if (method, path) in self.fail:
             return self.fail[(method, path)]
         if path == "/apis/kubeflow.org/v1":
@@ -57,6 +65,8 @@ class KubeAPI:
         if not match or (not self.crd and "kubeflow" in path):
             return 404, "404 page not found"
         group, namespace, plural, name, log = match.groups()
+        if GROUPS.get(plural) != group:
+            return 404, "404 page not found"
         collection = self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})
         if namespace not in self.namespaces:
             return 404, status(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces", name=namespace)
@@ -76,6 +86,11 @@ class KubeAPI:
             return 404, status(404, "NotFound", f'{plural} "{name}" not found', kind=plural, name=name)
         if log:
             return 200, self.logs.get(name, "")
+        if method == "PATCH":
+            if content_type != "application/merge-patch+json":  # the only patch type this server speaks
+                return 415, status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format")
+            collection[name] = merge_patch(collection[name], body)
+            return 200, collection[name]
         if method == "DELETE":
             del collection[name]
             return 200, status(200, "", "", kind=plural, name=name) | {"status": "Success"}
@@ -85,6 +100,19 @@ class KubeAPI:
 def status(code: int, reason: str, message: str, **details) -> dict:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "details": details, "code": code}
+
+
+def merge_patch(target, patch):
+    """RFC 7386: mappings merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def selects(selector: str, obj: dict) -> bool:
@@ -102,7 +130,8 @@ def serve(api: KubeAPI) -> ThreadingHTTPServer:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            code, payload = api.answer(self.command, url.path, parse_qs(url.query), body)
+            code, payload = api.answer(self.command, url.path, parse_qs(url.query), body,
+                                       (self.headers.get("Content-Type") or "").split(";")[0])
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
@@ -110,7 +139,7 @@ def serve(api: KubeAPI) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = _handle
+        do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
         def log_message(self, *args) -> None:
             pass

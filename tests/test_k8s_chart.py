@@ -67,11 +67,12 @@ OPTIONS = [
                "valSize": 0.1, "set": {"logging_steps": 1, "bf16": True}, "modelCacheClaim": "cache",
                "priorityClassName": "high", "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}},
-     "huggingface": {"tokenSecret": {"name": "hf"}}, "s3": {"endpoint": "http://minio:9000", "prefix": ""},
+     "huggingface": {"tokenSecret": {"name": "hf"}, "endpoint": "https://hub.example.com"}, "queue": "gpu-queue",
+     "s3": {"endpoint": "http://minio:9000", "prefix": ""},
      "image": {"pullSecrets": ["regcred"]}, "serviceAccount": {"create": False, "name": "runner"}},
 ]
 SELECTIONS = [[v] for v in VARIANTS] + [list(VARIANTS)]
-STAGES = [{}, {"data": {"enabled": False}}, {"train": {"enabled": False}}]
+STAGES = [{}, {"data": {"enabled": False, "uri": "s3://corpora/built"}}, {"train": {"enabled": False}}]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=["defaults", "every-option"])
@@ -104,13 +105,93 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
         assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in spec["volumes"]
         assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
         assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
-        [init] = spec["initContainers"]
-        # waits for the dataset this release builds, not one an earlier build left there
-        assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "all_pair", "--build-id", "r1"]
+        assert "initContainers" not in spec  # nothing in a GPU pod waits: the pod exists only once data does
     assert command(job) == [
         "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
-        "--variant=all_pair", "--data=s3://neosft/neosft/data", "--output=s3://neosft/neosft/runs/r1/all_pair"]
+        "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair"]
+
+
+def test_training_waits_suspended_until_the_data_job_releases_it():
+    objects = render({"variants": ["single", "multi"]}, "r1", "ml")
+    jobs = kinds(objects, "PyTorchJob")
+    assert [j["spec"]["runPolicy"]["suspend"] for j in jobs] == [True, True]  # no pod, so no GPU, until released
+    [data] = kinds(objects, "Job")
+    spec = data["spec"]["template"]["spec"]
+    [build] = spec["initContainers"]  # the release runs only after the build succeeded
+    [release] = spec["containers"]
+    assert release["args"] == ["release", "--kind", "PyTorchJob", "neosft-r1-single", "neosft-r1-multi"]
+    assert spec["automountServiceAccountToken"] is True
+    assert all(s["automountServiceAccountToken"] is False for j in jobs for s in pod_specs(j))
+    [role] = kinds(objects, "Role")
+    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["get", "patch"],
+                              "resourceNames": ["neosft-r1-single", "neosft-r1-multi"]}]
+    [binding] = kinds(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": "ml"}]
+    # on an existing dataset nothing is held, and no Role is made
+    objects = render({"data": {"enabled": False, "uri": "s3://bkt/built"}}, "r1", "ml")
+    assert "suspend" not in kinds(objects, "PyTorchJob")[0]["spec"]["runPolicy"]
+    assert not kinds(objects, "Role") and not kinds(objects, "Job")
+    with pytest.raises(UserError, match="set data.uri to the dataset to train on"):
+        render({"data": {"enabled": False}}, "r1", "ml")
+
+
+def test_the_real_corpus_is_the_default_and_each_run_gets_its_own_dataset():
+    assert DEFAULTS["data"]["source"] == "hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json"
+    for run in ("r1", "r2"):
+        objects = render({}, run, "ml")
+        [build] = kinds(objects, "Job")[0]["spec"]["template"]["spec"]["initContainers"]
+        assert build["args"] == ["data", "build", DEFAULTS["data"]["source"], "--out", f"s3://neosft/neosft/data/{run}",
+                                 "--build-id", run]
+        assert f"--data=s3://neosft/neosft/data/{run}" in command(kinds(objects, "PyTorchJob")[0])
+
+
+def test_a_work_volume_holds_checkpoints_and_the_model_download():
+    def scratch(values):
+        [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
+        spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+        [main] = spec["containers"]
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert {"name": "scratch", "mountPath": "/scratch"} in main["volumeMounts"]
+        assert env["NEOSFT_WORK_DIR"] == "/scratch/neosft"
+        return next(v for v in spec["volumes"] if v["name"] == "scratch"), main, env
+
+    volume, main, env = scratch({})
+    assert volume["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "400Gi"
+    assert env["HF_HOME"] == "/scratch/huggingface"
+    volume, main, env = scratch({"train": {"workVolume": {"type": "emptyDir", "size": "300Gi"}}})
+    assert volume["emptyDir"] == {"sizeLimit": "300Gi"}
+    assert main["resources"]["requests"]["ephemeral-storage"] == "300Gi"  # the scheduler picks a node with room
+    volume, main, env = scratch({"train": {"workVolume": {"type": "claim", "claimName": "scratch-pvc"},
+                                           "modelCacheClaim": "models"}})
+    assert volume["persistentVolumeClaim"] == {"claimName": "scratch-pvc"}
+    assert env["HF_HOME"] == "/cache/huggingface"
+
+
+FREE_TEXT = ["train.priorityClassName", "train.model", "train.deepspeed", "image.train.repository", "image.train.tag",
+             "image.data.tag", "data.source", "data.uri", "s3.prefix", "s3.endpoint", "s3.region", "s3.secretName",
+             "huggingface.tokenSecret.name", "huggingface.endpoint", "queue", "serviceAccount.name",
+             "train.modelCacheClaim", "train.workVolume.storageClassName"]
+INJECTIONS = ["x\nhostPID: true", "x\n  runAsUser: 0", "x\n- --extra", "x: {hostPID: true}", "x\" y", "x' y",
+              "x #c", "x\r\nhostPID: true"]
+
+
+@pytest.mark.parametrize("key", FREE_TEXT)
+def test_free_text_values_cannot_inject_yaml(key):
+    for payload in INJECTIONS:
+        value: object = payload
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        try:
+            objects = render(value, "r1", "ml")
+        except UserError as e:
+            assert "chart values: at '/" in str(e)  # refused by the schema, naming the key
+            continue
+        text = to_yaml(objects)  # or carried as one quoted scalar, adding nothing
+        assert "hostPID" not in text.replace(payload, "") and "runAsUser: 0" not in text and "--extra\n" not in text
+        assert payload in json.dumps(objects, ensure_ascii=False).replace("\\n", "\n").replace('\\"', '"') or \
+            payload.replace("\n", "\\n") in json.dumps(objects)
 
 
 def test_training_options_become_trainer_flags():
@@ -122,17 +203,38 @@ def test_training_options_become_trainer_flags():
 
 
 def test_data_job_builds_every_dataset_on_cpu():
-    objects = render({"data": {"source": "s3://corpora/chat.json"}}, "r1", "ml")
+    objects = render({"data": {"source": "s3://corpora/chat.json"}, "huggingface": {"tokenSecret": {"name": "hf"}}},
+                     "r1", "ml")
     [job] = kinds(objects, "Job")
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["ttlSecondsAfterFinished"] > 0
-    [build] = job["spec"]["template"]["spec"]["containers"]
-    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data", "--build-id", "r1"]
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
+    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data/r1",
+                             "--build-id", "r1"]
     assert not any("gpu" in str(k) for k in build["resources"]["limits"])
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in build["env"]
+
+
+def test_kueue_queue_labels_the_run_and_joins_training_when_released():
+    objects = manifests({"variants": ["single"], "queue": "gpu"}, "r1", "ml")
+    [data] = kinds(objects, "Job")
+    assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    [job] = kinds(objects, "PyTorchJob")  # Kueue must not admit it before its dataset exists
+    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+    assert job["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" and job["spec"]["runPolicy"]["suspend"]
+    [job] = kinds(manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}}, "r1", "ml"), "PyTorchJob")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+
+
+def test_submitted_objects_say_neosft_manages_them():
+    for obj in manifests({}, "r1", "ml"):
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "neosft"
+        assert "Helm" not in json.dumps(obj)
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm" for o in render({}, "r1", "ml"))
 
 
 def test_pods_are_locked_down_and_sized():
     objects = render(OPTIONS[1] | {"variants": list(VARIANTS)}, "r1", "ml")
-    assert {o["kind"] for o in objects} == {"Job", "PyTorchJob", "Pod"}
+    assert {o["kind"] for o in objects} == {"Job", "PyTorchJob", "Pod", "Role", "RoleBinding"}
     for obj in objects:
         for spec in pod_specs(obj):
             assert spec["securityContext"]["runAsNonRoot"] is True
@@ -149,6 +251,9 @@ def test_s3_keys_reach_pods_only_through_secret_key_refs():
     secret_envs = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
     for obj in objects:
         for c in containers(obj):
+            if c["name"] == "release":  # talks only to the Kubernetes API, with the pod's token
+                assert "env" not in c
+                continue
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if e["name"] in secret_envs}
             assert set(refs) >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
             assert all("value" not in e for e in c["env"] if e["name"] in secret_envs)
@@ -289,9 +394,3 @@ def test_the_package_ships_the_whole_chart_and_the_crd_schema():
     shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
     files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
     assert files - shipped == set()
-
-
-def test_with_data_skipped_training_waits_for_any_existing_dataset():
-    [job] = kinds(render({"variants": ["single"], "data": {"enabled": False}}, "r1", "ml"), "PyTorchJob")
-    [init] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["initContainers"]
-    assert init["args"] == ["data", "wait", "s3://neosft/neosft/data", "--variant", "single"]

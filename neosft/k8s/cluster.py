@@ -11,18 +11,25 @@ import json
 import os
 from collections.abc import Iterator
 
+import yaml
+
 from neosft.errors import UserError
 
 RUN_LABEL = "neosft.io/run-id"
 VARIANT_LABEL = "neosft.io/variant"
 COMPONENT_LABEL = "neosft.io/component"
 OUTPUT_ANNOTATION = "neosft.io/output"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+QUEUE_ANNOTATION = "neosft.io/queue-name"  # the queue a held training object joins when it is released
+MANAGED_BY = "app.kubernetes.io/managed-by"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 TIMEOUT_S = 30
+RELEASE_WAIT_S = 300  # how long `release` waits for a training object that Helm has not created yet
 CRD_MISSING = ("the PyTorchJob CRD is not installed in this cluster: install the Kubeflow training operator v1.9 with "
                "kubectl apply --server-side -k "
                "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (k8s/training-operator)")
-KINDS = ("ServiceAccount", "Job", "PyTorchJob")  # the order objects are created in
+# The order objects are created in: the training objects (held) exist before the data Job that releases them.
+KINDS = ("ServiceAccount", "Role", "RoleBinding", "PyTorchJob", "Job")
 
 
 class Cluster:
@@ -39,16 +46,19 @@ class Cluster:
             else:
                 config.load_kube_config(client_configuration=configuration)
                 default_namespace = config.list_kube_config_contexts()[1].get("context", {}).get("namespace")
-        except (config.ConfigException, OSError) as e:
+        except (config.ConfigException, OSError, ValueError, TypeError, AttributeError) as e:
             if not _kubeconfig_exists():
                 raise UserError("no Kubernetes configuration: set KUBECONFIG or create ~/.kube/config") from None
-            raise UserError(f"unusable kubeconfig: {str(e).splitlines()[0]}") from None
+            raise UserError(f"unusable kubeconfig: {_first_line(e)}") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"unusable kubeconfig: not valid YAML ({_first_line(e)})") from None
         configuration.retries = 1
-        self.host = configuration.host
+        self.host = redact_url(configuration.host)
         self.namespace = namespace or default_namespace or "default"
         api = client.ApiClient(configuration)
         self.serialize = api.sanitize_for_serialization
         self.core, self.batch, self.custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -86,12 +96,49 @@ class Cluster:
         match obj["kind"]:
             case "ServiceAccount":
                 self.core.create_namespaced_service_account(ns, obj, **kw)
+            case "Role":
+                self.rbac.create_namespaced_role(ns, obj, **kw)
+            case "RoleBinding":
+                self.rbac.create_namespaced_role_binding(ns, obj, **kw)
             case "Job":
                 self.batch.create_namespaced_job(ns, obj, **kw)
             case "PyTorchJob":
                 self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, **kw)
             case kind:
                 raise UserError(f"neosft does not create {kind} objects")
+
+    def release(self, names: list[str]) -> list[str]:
+        """Let this run's held training objects start: unsuspend them, or hand them to their Kueue queue.
+
+        A training object that names a queue (annotation) gets the queue label and stays suspended:
+        Kueue admits it and unsuspends it when the queue has room. Waits up to RELEASE_WAIT_S for an
+        object not created yet (Helm creates Jobs before custom resources).
+        """
+        import time
+
+        from kubernetes.client.exceptions import ApiException
+
+        released = []
+        for name in names:
+            deadline = time.monotonic() + RELEASE_WAIT_S
+            with self.errors(f"PyTorchJob/{name}"):
+                while True:
+                    try:
+                        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name,
+                                                                       _request_timeout=TIMEOUT_S)
+                        break
+                    except ApiException as e:
+                        if e.status != 404 or time.monotonic() > deadline:
+                            raise
+                        time.sleep(5)
+                queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
+                patch = ({"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue
+                         else {"spec": {"runPolicy": {"suspend": False}}})
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch,
+                                                           _content_type="application/merge-patch+json",
+                                                           _request_timeout=TIMEOUT_S)
+            released.append(f"PyTorchJob/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
+        return released
 
     # --- read -----------------------------------------------------------------------------------
 
@@ -107,7 +154,12 @@ class Cluster:
             pods = self.serialize(self.core.list_namespaced_pod(ns, **kw))["items"]
         with self.errors("ServiceAccounts"):
             accounts = self.serialize(self.core.list_namespaced_service_account(ns, **kw))["items"]
-        return {"Job": jobs, "PyTorchJob": pytorchjobs, "Pod": pods, "ServiceAccount": accounts}
+        with self.errors("Roles"):
+            roles = self.serialize(self.rbac.list_namespaced_role(ns, **kw))["items"]
+        with self.errors("RoleBindings"):
+            bindings = self.serialize(self.rbac.list_namespaced_role_binding(ns, **kw))["items"]
+        return {"Job": jobs, "PyTorchJob": pytorchjobs, "Pod": pods, "ServiceAccount": accounts, "Role": roles,
+                "RoleBinding": bindings}
 
     def logs(self, pod: dict, follow: bool) -> Iterator[str]:
         """Lines of the pod's main container (its init container while that one still runs)."""
@@ -128,8 +180,17 @@ class Cluster:
     # --- delete ---------------------------------------------------------------------------------
 
     def delete(self, run_id: str) -> list[str]:
-        """Delete every object of the run (pods go with their Jobs); returns 'Kind/name' of each."""
+        """Delete every object of the run (pods go with their Jobs); returns 'Kind/name' of each.
+
+        A run installed by `helm install` is Helm's to remove: deleting its objects here would leave
+        the release behind, so this refuses and names the `helm uninstall` to run.
+        """
         found = self.objects(run_id)
+        helm = {(o["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") for kind in KINDS
+                for o in found[kind] if (o["metadata"].get("labels") or {}).get(MANAGED_BY) == "Helm"}
+        if helm:
+            raise UserError(f"run {run_id} was installed by Helm: helm uninstall {' '.join(sorted(map(str, helm)))} "
+                            f"-n {self.namespace}")
         deleted = []
         for kind in reversed(KINDS):
             for obj in found[kind]:
@@ -147,6 +208,10 @@ class Cluster:
             match kind:
                 case "ServiceAccount":
                     self.core.delete_namespaced_service_account(name, ns, **kw)
+                case "Role":
+                    self.rbac.delete_namespaced_role(name, ns, **kw)
+                case "RoleBinding":
+                    self.rbac.delete_namespaced_role_binding(name, ns, **kw)
                 case "Job":
                     self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", **kw)
                 case "PyTorchJob":
@@ -190,6 +255,20 @@ class Cluster:
         if e.status == 409:
             return f"{what} already exists in namespace {self.namespace!r}: pick another --run-id or neosft delete it"
         return f"{what}: {message or e.status}"
+
+
+def redact_url(url: str) -> str:
+    """`url` without any user:password@ part."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url or "")
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _running_container(pod: dict) -> str:

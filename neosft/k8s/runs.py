@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -10,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from neosft.errors import UserError
-from neosft.k8s.cluster import COMPONENT_LABEL, OUTPUT_ANNOTATION, RUN_LABEL, VARIANT_LABEL, Cluster
+from neosft.k8s.cluster import COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, RUN_LABEL, VARIANT_LABEL, Cluster
 from neosft.k8s.render import is_hook, render
 from neosft.k8s.validate import validate
 
@@ -31,10 +30,21 @@ def check_run_id(run_id: str) -> str:
 
 
 def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
-    """The validated objects `neosft submit` creates for a run (the chart's test hook is left to `helm test`)."""
+    """The validated objects `neosft submit` creates for a run (the chart's test hook is left to `helm test`).
+
+    They are labelled managed-by neosft, not Helm: no Helm release holds them, `neosft delete` removes them.
+    """
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
-    return [obj for obj in objects if not is_hook(obj)]
+    return [_managed_by_neosft(obj) for obj in objects if not is_hook(obj)]
+
+
+def _managed_by_neosft(node):
+    if isinstance(node, dict):
+        return {k: ("neosft" if k == MANAGED_BY else _managed_by_neosft(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_managed_by_neosft(v) for v in node]
+    return node
 
 
 def outputs(objects: list[dict]) -> list[tuple[str, str]]:
@@ -56,6 +66,8 @@ def training_data(objects: list[dict]) -> tuple[str, list[str]] | None:
 def state(obj: dict) -> str:
     """Succeeded, Failed, Running, Restarting, Created, Suspended or Pending."""
     status = obj.get("status") or {}
+    if ((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend") and not status.get("conditions"):
+        return "Suspended"
     true = [c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"]
     true = ["Succeeded" if t == "Complete" else t for t in true]
     for final in FINAL:
@@ -66,6 +78,15 @@ def state(obj: dict) -> str:
     return true[-1] if true else "Pending"
 
 
+def held_reason(objects: dict[str, list[dict]]) -> str:
+    """Why the run's suspended training objects wait: the state of its data Job."""
+    data = [state(job) for job in objects["Job"] if variant_of(job) == "data"]
+    if not data:
+        return "waiting to be released"
+    return {"Failed": "data Job failed: no GPU held", "Succeeded": "dataset published, releasing"}.get(
+        data[0], "waiting for its dataset")
+
+
 def status_rows(objects: dict[str, list[dict]], loss: Callable[[str], str]) -> list[list[str]]:
     """One row per Job/PyTorchJob: kind, name, variant, state, pods, restarts, latest loss."""
     rows = []
@@ -74,7 +95,10 @@ def status_rows(objects: dict[str, list[dict]], loss: Callable[[str], str]) -> l
             pods = [p for p in objects["Pod"] if _owned(p, obj)]
             restarts = sum(c.get("restartCount", 0) for p in pods for c in _container_statuses(p))
             output = (obj["metadata"].get("annotations") or {}).get(OUTPUT_ANNOTATION)
-            rows.append([kind, obj["metadata"]["name"], variant_of(obj), state(obj), _pod_summary(pods) or "-",
+            now = state(obj)
+            if now == "Suspended" and kind != "Job":
+                now = f"Suspended ({held_reason(objects)})"
+            rows.append([kind, obj["metadata"]["name"], variant_of(obj), now, _pod_summary(pods) or "-",
                          str(restarts), loss(output) if kind == "PyTorchJob" and output else "-"])
     return rows
 
@@ -90,23 +114,22 @@ def run_rows(objects: dict[str, list[dict]]) -> list[list[str]]:
 
 
 def latest_loss(output_uri: str) -> str:
-    """'1.2345 @ step 120' from the last line of <output>/loss.jsonl; '-' before the first logging step."""
+    """'1.2345 @ step 120/500' from <output>/loss.jsonl; '-' before the first logged step."""
+    from neosft.runfolder import progress
     from neosft.storage import location
 
-    log = location(output_uri) / "loss.jsonl"
-    if not log.exists():
-        return "-"
-    lines = log.read_bytes().decode("utf-8", "replace").strip().splitlines()
-    try:
-        last = json.loads(lines[-1])
-        return f"{float(last['loss']):.4f} @ step {last['step']}"
-    except (IndexError, ValueError, KeyError, TypeError):
-        return "-"
+    done = progress(location(output_uri))
+    return "-" if done is None or done.loss is None else f"{done.loss:.4f} @ step {done.step}/{done.total_steps}"
 
 
-def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], poll_s: float = 15) -> None:
-    """Report each state change until every Job and PyTorchJob of the run has finished; raise if one failed."""
+def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: float, poll_s: float = 15) -> None:
+    """Report each state change until every Job and PyTorchJob of the run has finished.
+
+    Raises when one failed (a failed data Job at once: its training objects would never start), and
+    when `timeout_s` passes first.
+    """
     seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
     while True:
         objects = cluster.objects(run_id)
         current = {f"{o['kind']}/{o['metadata']['name']}": state(o) for o in objects["Job"] + objects["PyTorchJob"]}
@@ -116,12 +139,35 @@ def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], poll_s: flo
             if seen.get(name) != now:
                 echo(f"{datetime.now(timezone.utc):%H:%M:%S} {name}: {now}")
         seen = current
+        data_failed = [name for name, s in current.items() if s == "Failed" and name.startswith("Job/")]
+        if data_failed:
+            raise UserError(f"run {run_id} failed: {data_failed[0]} did not build the dataset, so training never "
+                            f"started and holds no GPU; see neosft logs {run_id} --variant data")
         if all(s in FINAL for s in current.values()):
             failed = sorted(name for name, s in current.items() if s == "Failed")
             if failed:
                 raise UserError(f"run {run_id} failed: {', '.join(failed)}; see neosft logs {run_id}")
             return
+        if time.monotonic() > deadline:
+            waiting = ", ".join(f"{name} ({s})" for name, s in current.items() if s not in FINAL)
+            raise UserError(f"run {run_id} did not finish within {format_duration(timeout_s)}: still waiting for "
+                            f"{waiting}; it goes on: neosft status {run_id}")
         time.sleep(poll_s)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '30m', '12h' or '7d'."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise UserError(f"--timeout {text!r}: give seconds or a duration such as 30m, 12h, 7d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dict]:

@@ -1,0 +1,75 @@
+"""What a run's folder in the store says, with no cluster: per variant, progress from its loss log.
+
+A run lives at <store>/runs/<run-id>/<variant>/ (`neosft run` keeps its store's bucket `neosft` as a
+sub-folder of a local store folder, so a local store may also be given as that folder).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from neosft.errors import UserError
+from neosft.storage import Location, location
+from neosft.variants import VARIANTS
+
+LOCAL_BUCKET = "neosft"  # the bucket `neosft run`'s local S3 server serves from <store>/neosft/
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The latest loss record of one variant's OUTPUT."""
+
+    step: int
+    total_steps: int
+    loss: float | None
+    tokens_per_s: float | None
+    elapsed_s: float
+    eta_s: float | None
+
+    def row(self) -> list[str]:
+        return [f"{self.step}/{self.total_steps}", "-" if self.loss is None else f"{self.loss:.4f}",
+                "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}", _hms(self.elapsed_s),
+                "-" if self.eta_s is None else _hms(self.eta_s)]
+
+
+def run_folder(store: str, run_id: str) -> Location:
+    """<store>/runs/<run-id>, for a store given as `neosft run --store` or as s3://bucket/prefix."""
+    root = location(store.rstrip("/"))
+    if not store.startswith("s3://") and not (root / "runs").exists() and (root / LOCAL_BUCKET / "runs").exists():
+        root = root / LOCAL_BUCKET
+    folder = root / "runs" / run_id
+    if not any((folder / name / "loss.jsonl").exists() for name in VARIANTS):
+        raise UserError(f"no run {run_id} in {store}: no {root}/runs/{run_id}/<variant>/loss.jsonl yet")
+    return folder
+
+
+def progress(output: Location) -> Progress | None:
+    """Progress of the variant training into `output`; None before its first logged step."""
+    from neosft.artifacts import read_losses
+
+    log = output / "loss.jsonl"
+    if not log.exists():
+        return None
+    records = [r for r in read_losses(log.read_bytes()) if r.loss is not None]
+    if not records:
+        return None
+    last = records[-1]
+    rate = last.elapsed_s / max(last.current_steps, 1)  # over the whole run, restarts included
+    return Progress(last.current_steps, last.total_steps, last.loss, last.throughput, last.elapsed_s,
+                    rate * (last.total_steps - last.current_steps) if last.total_steps else None)
+
+
+def store_rows(store: str, run_id: str) -> list[list[str]]:
+    """VARIANT, STEP, LOSS, TOKENS/S, ELAPSED, ETA of every variant of the run found in the store."""
+    folder = run_folder(store, run_id)
+    rows = []
+    for name in VARIANTS:
+        done = progress(folder / name)
+        if done is not None or (folder / name / "loss.jsonl").exists():
+            rows.append([name, *(done.row() if done else ["0", "-", "-", "-", "-"])])
+    return rows
+
+
+def _hms(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
