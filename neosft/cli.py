@@ -369,12 +369,14 @@ def delete(run, namespace) -> None:
 @cli.command(hidden=True)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--kind", type=click.Choice(["PyTorchJob"]), default="PyTorchJob", show_default=True)
+@click.option("--timeout", default="5m", show_default=True, help="How long to wait for an object not created yet.")
 @_namespace
-def release(names, kind, namespace) -> None:
+def release(names, kind, timeout, namespace) -> None:
     """Start this run's held training objects: the data Job's last step, once the dataset is published."""
     from neosft.k8s.cluster import Cluster
+    from neosft.k8s.runs import parse_duration
 
-    for name in Cluster(namespace).release(list(names)):
+    for name in Cluster(namespace).release(list(names), parse_duration(timeout)):
         click.echo(f"released {name}")
 
 

@@ -3,7 +3,7 @@
 A local S3-compatible server over a folder stands in for object storage, the shipped sample corpus
 for the real one, and a tiny random Qwen2 for Qwen2-7B. The same commands the cluster runs
 (`neosft data build`, `neosft train` with DeepSpeed) write to the same places:
-`<store>/data/`, `<store>/runs/<run-id>/<variant>/` and `<store>/runs/<run-id>/comparison.png`.
+`<store>/data/<run-id>/`, `<store>/runs/<run-id>/<variant>/` and `<store>/runs/<run-id>/comparison.png`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
     run_id = run_id or datetime.now(timezone.utc).strftime("local-%Y%m%d-%H%M%S")
     with _object_store(store) as (prefix, folder):
         log(f"object store: {prefix}" + (f", served from {folder}" if folder else ""))
-        data = f"{prefix}/data"
+        data = f"{prefix}/data/{run_id}"  # the run's own dataset, as on a cluster
         manifest = build(source, data, build_id=run_id)
         model = _tiny_model(data, manifest)
         runs = {}

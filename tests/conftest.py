@@ -116,3 +116,18 @@ def tiny_model(tmp_path_factory, sample_dataset) -> Path:
 
     rows = [json.loads(line) for line in (sample_dataset / "single" / "part-00000.jsonl").open(encoding="utf-8")]
     return make_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), [r["instruction"] + r["output"] for r in rows])
+
+
+def write_loss_log(output, losses: list[float], total_steps: int) -> None:
+    """<output>/loss.jsonl as the trainer writes it: its own LossLog callback, fed one logging step per loss."""
+    from transformers import TrainerState
+
+    from neosft.train.losslog import LossLog, to_jsonl
+
+    log, state = LossLog(), TrainerState(max_steps=total_steps, is_world_process_zero=True)
+    log.on_train_begin(None, state, None)
+    for step, loss in enumerate(losses, 1):
+        log.on_step_begin(None, state, None)
+        state.global_step, state.epoch, state.num_input_tokens_seen = step, step / total_steps, 100 * step
+        log.on_log(None, state, None, logs={"loss": loss, "learning_rate": 1e-5, "grad_norm": 1.0})
+    (output / "loss.jsonl").write_bytes(to_jsonl(log.records))

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 GROUPS = {"serviceaccounts": "api/v1", "pods": "api/v1", "jobs": "apis/batch/v1",
           "roles": "apis/rbac.authorization.k8s.io/v1", "rolebindings": "apis/rbac.authorization.k8s.io/v1",
           "pytorchjobs": "apis/kubeflow.org/v1"}
-COLLECTION = re.compile(r"^/(api/v1|apis/[a-z.]+/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
+COLLECTION = re.compile(r"^/(api/v1|apis/[a-z0-9.]+/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
 KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob",
          "roles": "Role", "rolebindings": "RoleBinding"}
 

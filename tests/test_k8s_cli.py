@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KUBE_TOKEN, assert_user_error, neosft
+from conftest import KUBE_TOKEN, assert_user_error, neosft, write_loss_log
 
 from neosft.variants import VARIANTS
 
@@ -18,7 +19,9 @@ SECRET = "aws-secret-that-must-never-be-printed"
 
 
 def golden_pytorchjob() -> dict:
-    return next(d for d in yaml.safe_load_all((GOLDEN / "default.yaml").read_text()) if d["kind"] == "PyTorchJob")
+    """The golden PyTorchJob as `neosft submit` sends it: labelled managed-by neosft (no Helm release holds it)."""
+    text = (GOLDEN / "default.yaml").read_text().replace("managed-by: Helm", "managed-by: neosft")
+    return next(d for d in yaml.safe_load_all(text) if d["kind"] == "PyTorchJob")
 
 
 def assert_no_secret(result) -> None:
@@ -49,7 +52,7 @@ def test_dry_run_prints_validated_yaml_fast_without_a_cluster(monkeypatch):
     assert result.returncode == 0, result.stderr
     assert elapsed < 2.0
     objects = list(yaml.safe_load_all(result.stdout))
-    assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "ServiceAccount"]
+    assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "Role", "RoleBinding", "ServiceAccount"]
     [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
     assert single == golden_pytorchjob()
     assert_no_secret(result)
@@ -60,10 +63,13 @@ def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, 
     result = neosft("submit", "--variant", "single", "--run-id", "golden")
     assert result.returncode == 0, result.stderr
     posts = kube.sent("POST")
-    assert [p.path for p in posts] == ["/api/v1/namespaces/ml/serviceaccounts", "/apis/batch/v1/namespaces/ml/jobs",
-                                       "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]
-    assert posts[2].body == golden_pytorchjob()
-    assert posts[1].body["metadata"]["labels"]["neosft.io/run-id"] == "golden"
+    assert [p.path for p in posts] == ["/api/v1/namespaces/ml/serviceaccounts",
+                                       "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles",
+                                       "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings",
+                                       "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs",  # held, before the data Job
+                                       "/apis/batch/v1/namespaces/ml/jobs"]
+    assert posts[3].body == golden_pytorchjob()
+    assert posts[4].body["metadata"]["labels"]["neosft.io/run-id"] == "golden"
     assert "run golden submitted to namespace ml" in result.stdout
     assert "single        -> s3://neosft/neosft/runs/golden/single" in result.stdout
     assert_no_secret(result)
@@ -71,12 +77,15 @@ def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, 
 
 
 def test_submit_flags_choose_what_runs(kube):
-    result = neosft("submit", "--variant", "multi", "--skip-data", "--namespace", "default", "--set", "train.nodes=2")
+    result = neosft("submit", "--variant", "multi", "--data", "s3://bkt/data/r0", "--namespace", "default",
+                    "--set", "train.nodes=2")
     assert result.returncode == 0, result.stderr
     [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
     assert kube.sent("POST")[0].path.startswith("/api/v1/namespaces/default/")
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
-    assert not [p for p in kube.sent("POST") if p.body["kind"] == "Job"]
+    assert not [p for p in kube.sent("POST") if p.body["kind"] in ("Job", "Role")]
+    assert "suspend" not in job["spec"]["runPolicy"]  # its dataset exists: nothing to wait for
+    assert "--data=s3://bkt/data/r0" in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
     run_id = job["metadata"]["labels"]["neosft.io/run-id"]
     assert job["metadata"]["annotations"]["neosft.io/output"] == f"s3://neosft/neosft/runs/{run_id}/multi"
 
@@ -88,7 +97,11 @@ def test_submit_flags_choose_what_runs(kube):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--data-only", "--skip-data"), "--data-only and --skip-data exclude each other"),
+    (("--data-only", "--data", "s3://bkt/d"), "--data-only and --data exclude each other"),
+    (("--source", "sample", "--data", "s3://bkt/d"), "--source and --data exclude each other"),
+    (("--data", "s3://bkt/d\nhostPID: true"), "at '/data/uri'"),
+    (("--source", "corpus.json"), "at '/data/source'"),
+    (("--wait", "--timeout", "soon"), "--timeout 'soon': give seconds or a duration"),
     (("--run-id", "Bad_Id"), "run id 'Bad_Id'"),
     (("--set", "train.nodez=2"), "chart values: at '/train': additional properties 'nodez' not allowed"),
     (("--values", "/nonexistent.yaml"), "cannot read values file /nonexistent.yaml"),
@@ -105,8 +118,10 @@ def test_forbidden_is_reported_and_nothing_is_left_behind(kube):
     result = neosft("submit", "--run-id", "r1")
     assert_user_error(result, 'forbidden: pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create')
     assert "k8s/rbac.yaml" in result.stderr and "nothing was left behind" in result.stderr
-    assert [r.path for r in kube.sent("DELETE")] == ["/apis/batch/v1/namespaces/ml/jobs/neosft-r1-data",
-                                                     "/api/v1/namespaces/ml/serviceaccounts/neosft-r1"]
+    assert [r.path for r in kube.sent("DELETE")] == [
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/neosft-r1-release",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/neosft-r1-release",
+        "/api/v1/namespaces/ml/serviceaccounts/neosft-r1"]
     assert not any(kube.objects.values())
     assert_no_secret(result)
 
@@ -161,6 +176,25 @@ def test_submit_wait_reports_the_outcome(kube):
     assert_user_error(neosft("submit", "--run-id", "r2", "--wait"), "run r2 failed: PyTorchJob/neosft-r2-single")
 
 
+def test_a_failed_data_job_ends_the_wait_at_once_and_holds_no_gpu(kube):
+    kube.on_create = {"Job": {"conditions": [{"type": "Failed", "status": "True"}], "failed": 4}}
+    started = time.monotonic()
+    result = neosft("submit", "--run-id", "r1", "--wait")  # polls every 15 s: one poll sees the failure
+    assert time.monotonic() - started < 15
+    assert_user_error(result, "run r1 failed: Job/neosft-r1-data did not build the dataset", "holds no GPU")
+    [job] = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"].values()
+    assert job["spec"]["runPolicy"]["suspend"] is True  # never released: no pod, no GPU
+    status = neosft("status", "r1")
+    assert "Suspended (data Job failed: no GPU held)" in status.stdout
+
+
+def test_wait_gives_up_after_its_timeout_and_says_what_it_waited_for(kube):
+    result = neosft("submit", "--run-id", "r1", "--wait", "--timeout", "0")
+    assert "waiting up to 0s for the run's Jobs and PyTorchJobs to finish" in result.stdout
+    assert_user_error(result, "run r1 did not finish within 0s: still waiting for Job/neosft-r1-data (Pending), "
+                              "PyTorchJob/neosft-r1-single (Suspended)")
+
+
 # --- status, logs, delete ------------------------------------------------------------------------
 
 def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_server, monkeypatch):
@@ -170,15 +204,14 @@ def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_ser
     assert neosft("submit", "--variant", "all", "--run-id", "r1", "--set", f"s3.bucket={bucket}").returncode == 0
     kube.add("ml", "pods", pod("neosft-r1-single-master-0", "single", restarts=2))
     kube.add("ml", "pods", pod("neosft-r1-multi-master-0", "multi", phase="Pending", waiting="CreateContainerConfigError"))
-    loss = location(f"{s3}/neosft/runs/r1/single/loss.jsonl")
-    loss.write_bytes(b'{"step": 10, "epoch": 0.1, "loss": 2.5}\n{"step": 20, "epoch": 0.2, "loss": 1.23456}\n')
+    write_loss_log(location(f"{s3}/neosft/runs/r1/single"), [2.5, 1.23456], total_steps=40)
     result = neosft("status", "r1")
     assert result.returncode == 0, result.stderr
     header, *lines = [re.split(r"\s{2,}", line) for line in result.stdout.splitlines()]
     assert header == ["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"]
     rows = {row[1]: row for row in lines}
-    assert rows["neosft-r1-single"] == ["PyTorchJob", "neosft-r1-single", "single", "Pending", "1 Running", "2",
-                                        "1.2346 @ step 20"]
+    assert rows["neosft-r1-single"] == ["PyTorchJob", "neosft-r1-single", "single",
+                                        "Suspended (waiting for its dataset)", "1 Running", "2", "1.2346 @ step 2/40"]
     assert rows["neosft-r1-multi"][4:] == ["1 Pending (CreateContainerConfigError)", "0", "-"]
     assert rows["neosft-r1-data"] == ["Job", "neosft-r1-data", "data", "Pending", "-", "0", "-"]
     assert s3_server.secret_key not in result.stdout + result.stderr
@@ -191,7 +224,8 @@ def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_ser
 
     listing = neosft("status")
     assert listing.returncode == 0
-    assert listing.stdout.splitlines()[1].split()[:4] == ["r1", "data,conversations,multi,single,all_pair", "5", "Pending"]
+    assert listing.stdout.splitlines()[1].split()[:6] == ["r1", "data,conversations,multi,single,all_pair", "1",
+                                                           "Pending,", "4", "Suspended"]
 
 
 def test_status_of_an_unknown_run(kube):
@@ -221,12 +255,23 @@ def test_delete_removes_every_object_of_the_run(kube):
     result = neosft("delete", "r1")
     assert result.returncode == 0, result.stderr
     deleted = [r.path.rsplit("/", 2)[-2:] for r in kube.sent("DELETE")]
-    assert deleted == [["pytorchjobs", f"neosft-r1-{v.replace('_', '-')}"] for v in VARIANTS] + \
-        [["jobs", "neosft-r1-data"], ["serviceaccounts", "neosft-r1"]]
+    assert deleted == [["jobs", "neosft-r1-data"]] + \
+        [["pytorchjobs", f"neosft-r1-{v.replace('_', '-')}"] for v in VARIANTS] + \
+        [["rolebindings", "neosft-r1-release"], ["roles", "neosft-r1-release"], ["serviceaccounts", "neosft-r1"]]
     assert all(r.body is None or r.body.get("propagationPolicy") in (None, "Background") for r in kube.sent("DELETE"))
-    assert result.stdout.count("deleted ") == len(VARIANTS) + 2
+    assert result.stdout.count("deleted ") == len(VARIANTS) + 4
     assert_user_error(neosft("delete", "r1"), "no run r1 in namespace 'ml'")
     assert len(kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]) == 1  # r2 stays
+
+
+def test_delete_leaves_a_helm_release_to_helm(kube):
+    from neosft.k8s.render import render
+
+    for obj in render({}, "rel1", "ml"):  # what `helm install rel1` creates: labelled managed-by Helm
+        if obj["kind"] == "PyTorchJob":
+            kube.add("ml", "pytorchjobs", obj)
+    assert_user_error(neosft("delete", "rel1"), "run rel1 was installed by Helm: helm uninstall rel1 -n ml")
+    assert not kube.sent("DELETE")
 
 
 # --- commands the pods run -------------------------------------------------------------------------
@@ -236,7 +281,7 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     result = neosft("data", "wait", folder, "--timeout", "0.2", "--interval", "0.1")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"waiting for {folder}/manifest.json",
-                                          f"error: {folder}/manifest.json did not appear within 0.2 s"]
+                                          f"error: {folder}/manifest.json did not appear within 0.2s"]
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}}))
     assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
@@ -267,16 +312,16 @@ def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
     assert state({"kind": kind, "status": status}) == expected
 
 
-def test_logs_of_a_pod_still_waiting_for_its_dataset(kube):
-    waiting = pod("neosft-r1-single-master-0", "single", phase="Pending")
-    waiting["status"]["initContainerStatuses"] = [{"name": "wait-for-data", "image": "i", "imageID": "", "ready": False,
-                                                   "restartCount": 0, "state": {"running": {}}}]
-    kube.add("ml", "pods", waiting)
-    kube.logs = {"neosft-r1-single-master-0": "waiting for s3://b/p/data/manifest.json\n"}
-    result = neosft("logs", "r1")
-    assert result.stdout == "waiting for s3://b/p/data/manifest.json\n"
+def test_logs_of_the_data_pod_while_it_builds(kube):
+    building = pod("neosft-r1-data-abcde", "data", phase="Pending")
+    building["status"]["initContainerStatuses"] = [{"name": "build", "image": "i", "imageID": "", "ready": False,
+                                                    "restartCount": 0, "state": {"running": {}}}]
+    kube.add("ml", "pods", building)
+    kube.logs = {"neosft-r1-data-abcde": "reading hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json\n"}
+    result = neosft("logs", "r1", "--variant", "data")
+    assert result.stdout == "reading hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json\n"
     [request] = [r for r in kube.requests if r.path.endswith("/log")]
-    assert request.query["container"] == ["wait-for-data"]
+    assert request.query["container"] == ["build"]
 
 
 def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
@@ -284,12 +329,68 @@ def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
     from neosft.sample import SAMPLE_CORPUS
 
     bucket = s3[5:]
-    build(str(SAMPLE_CORPUS), f"{s3}/neosft/data", ["single", "multi"])
-    result = neosft("submit", "--variant", "single", "--skip-data", "--set", f"s3.bucket={bucket}", "--run-id", "p1")
+    build(str(SAMPLE_CORPUS), f"{s3}/neosft/data/p0", ["single", "multi"])
+    result = neosft("submit", "--variant", "single", "--data", f"{s3}/neosft/data/p0", "--run-id", "p1")
     assert result.returncode == 0, result.stderr
     header, single = result.stdout.splitlines()[:2]
     assert header.split()[:4] == ["variant", "lr", "cutoff", "rows"] and single.split()[:3] == ["single", "5e-05", "4096"]
-    missing = neosft("submit", "--variant", "all_pair", "--skip-data", "--set", f"s3.bucket={bucket}", "--run-id", "p2")
+    missing = neosft("submit", "--variant", "all_pair", "--data", f"{s3}/neosft/data/p0", "--run-id", "p2")
     assert missing.returncode == 0 and "warning: no plan: " in missing.stderr and "has no 'all_pair' dataset" in missing.stderr
     built_first = neosft("submit", "--variant", "single", "--set", f"s3.bucket={bucket}", "--run-id", "p3")
-    assert f"plan: `neosft plan --data s3://{bucket}/neosft/data` once the data Job" in built_first.stdout
+    assert f"plan: `neosft plan --data s3://{bucket}/neosft/data/p3` once the data Job" in built_first.stdout
+
+
+# --- the data Job releases its run's training objects ---------------------------------------------
+
+def run_container(container: dict, env: dict) -> subprocess.CompletedProcess:
+    """Run a rendered container's `neosft` args here, as its image's entrypoint would."""
+    return neosft(*container["args"], env=env)
+
+
+def test_the_rendered_data_job_builds_then_releases_training(kube, s3, tmp_path):
+    """The data Job's containers as rendered, run in order: the build, then the release of held training."""
+    from neosft.storage import location
+
+    bucket = s3[5:]
+    result = neosft("submit", "--variant", "all", "--run-id", "r1", "--source", "sample", "--set", f"s3.bucket={bucket}")
+    assert result.returncode == 0, result.stderr
+    held = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]
+    assert all(job["spec"]["runPolicy"]["suspend"] for job in held.values())
+    [data] = kube.objects["/apis/batch/v1/namespaces/ml/jobs"].values()
+    spec = data["spec"]["template"]["spec"]
+    [build], [release] = spec["initContainers"], spec["containers"]
+    assert run_container(build, {}).returncode == 0
+    assert location(f"{s3}/neosft/data/r1/manifest.json").exists()
+    released = run_container(release, {})
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.count("released PyTorchJob/") == len(VARIANTS)
+    assert all(job["spec"]["runPolicy"]["suspend"] is False for job in held.values())
+    patches = kube.sent("PATCH")
+    assert {p.content_type for p in patches} == {"application/merge-patch+json"}
+    assert {p.path.rsplit("/", 1)[1] for p in patches} == set(held)
+
+
+def test_release_hands_queued_training_to_kueue_and_fails_clearly(kube):
+    assert neosft("submit", "--run-id", "r1", "--queue", "gpu").returncode == 0
+    result = neosft("release", "neosft-r1-single")
+    assert result.stdout == "released PyTorchJob/neosft-r1-single (handed to Kueue queue gpu)\n", result.stderr
+    job = kube.get("ml", "pytorchjobs", "neosft-r1-single")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert job["spec"]["runPolicy"]["suspend"] is True  # Kueue unsuspends it on admission, not neosft
+    assert_user_error(neosft("release", "neosft-r9-single", "--timeout", "0.5"), 'pytorchjobs "neosft-r9-single" not found')
+
+
+def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    (tmp_path / "config").write_text("clusters: [\n  - {name: c\n")
+    result = neosft("status")
+    assert_user_error(result, "unusable kubeconfig")
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": f"http://admin:{SECRET}@127.0.0.1:9"}}],
+              "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    (tmp_path / "config").write_text(json.dumps(config))
+    result = neosft("status")
+    assert_user_error(result, "cannot reach the Kubernetes API at http://***@127.0.0.1:9")
+    assert_no_secret(result)

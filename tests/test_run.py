@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import neosft
+from conftest import assert_user_error, neosft
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     result = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     bucket = store / "neosft"
-    manifest = json.loads((bucket / "data" / "manifest.json").read_text())
+    manifest = json.loads((bucket / "data" / "r1" / "manifest.json").read_text())
     assert manifest["build_id"] == "r1" and set(manifest["variants"]) == {"conversations", "multi", "single", "all_pair"}
     run = bucket / "runs" / "r1"
     steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
@@ -26,3 +26,13 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert row.split()[1:3] == [str(manifest["variants"]["single"]["rows"]), "4"]
     assert "skipped: malformed 5, no_rounds 2, bad_turn_order 2, empty_turn 2" in result.stdout
     assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
+
+    status = neosft("status", "r1", "--store", store)  # what the trainer wrote, read back with no cluster
+    assert status.returncode == 0, status.stderr
+    header, single = status.stdout.splitlines()
+    assert header.split() == ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"]
+    last = json.loads((run / "single" / "loss.jsonl").read_text().splitlines()[-1])
+    assert single.split()[:3] == ["single", "4/4", f"{last['loss']:.4f}"]
+    plotted = neosft("plot", run / "single", "--out", tmp_path / "single.png")
+    assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
+    assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")

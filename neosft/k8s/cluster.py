@@ -24,7 +24,6 @@ QUEUE_ANNOTATION = "neosft.io/queue-name"  # the queue a held training object jo
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 TIMEOUT_S = 30
-RELEASE_WAIT_S = 300  # how long `release` waits for a training object that Helm has not created yet
 CRD_MISSING = ("the PyTorchJob CRD is not installed in this cluster: install the Kubeflow training operator v1.9 with "
                "kubectl apply --server-side -k "
                "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (k8s/training-operator)")
@@ -107,12 +106,12 @@ class Cluster:
             case kind:
                 raise UserError(f"neosft does not create {kind} objects")
 
-    def release(self, names: list[str]) -> list[str]:
+    def release(self, names: list[str], wait_s: float) -> list[str]:
         """Let this run's held training objects start: unsuspend them, or hand them to their Kueue queue.
 
         A training object that names a queue (annotation) gets the queue label and stays suspended:
-        Kueue admits it and unsuspends it when the queue has room. Waits up to RELEASE_WAIT_S for an
-        object not created yet (Helm creates Jobs before custom resources).
+        Kueue admits it and unsuspends it when the queue has room. Waits up to `wait_s` for an object
+        not created yet (Helm creates Jobs before custom resources).
         """
         import time
 
@@ -120,7 +119,7 @@ class Cluster:
 
         released = []
         for name in names:
-            deadline = time.monotonic() + RELEASE_WAIT_S
+            deadline = time.monotonic() + wait_s
             with self.errors(f"PyTorchJob/{name}"):
                 while True:
                     try:
@@ -130,7 +129,7 @@ class Cluster:
                     except ApiException as e:
                         if e.status != 404 or time.monotonic() > deadline:
                             raise
-                        time.sleep(5)
+                        time.sleep(min(5.0, wait_s))
                 queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
                 patch = ({"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue
                          else {"spec": {"runPolicy": {"suspend": False}}})
