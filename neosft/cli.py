@@ -124,25 +124,27 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
 
 @cli.command("run")
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant(s) to train.")
-@click.option("--source", help="Corpus to build from (local or s3://); default: the shipped sample corpus.")
+@click.option("--source", default="sample", show_default=True,
+              help="Corpus to build from: a local path, s3://, hf://, https://, or 'sample' (shipped with neosft).")
 @click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
 def run_pipeline(variant, source, store, steps, run_id) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
-    Builds the four datasets, trains a tiny Qwen2 on CPU with DeepSpeed for each requested
-    variant, and writes checkpoints, loss logs and plots where a cluster run would put them.
+    Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
+    datasets, then each requested variant's training container trains a tiny Qwen2 on CPU with
+    DeepSpeed, writing checkpoints, loss logs and plots where a cluster run puts them, beside the
+    manifests it ran (runs/<run-id>/manifests.yaml).
 
     \b
     Example:
       neosft run --variant all
     """
     from neosft.run import STEPS, run, summary
-    from neosft.sample import SAMPLE_CORPUS
 
     names = list(VARIANTS) if variant == "all" else [variant]
-    click.echo(summary(run(names, source or str(SAMPLE_CORPUS), store, run_id, steps or STEPS)))
+    click.echo(summary(run(names, source, store, run_id, steps or STEPS)))
 
 
 @data.command("wait")

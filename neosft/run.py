@@ -1,9 +1,10 @@
-"""`neosft run`: the whole pipeline on one machine, no cluster and no GPU.
+"""`neosft run`: the whole pipeline on one machine, no cluster and no GPU, as the chart would run it.
 
-A local S3-compatible server over a folder stands in for object storage, the shipped sample corpus
-for the real one, and a tiny random Qwen2 for Qwen2-7B. The same commands the cluster runs
-(`neosft data build`, `neosft train` with DeepSpeed) write to the same places:
-`<store>/data/<run-id>/`, `<store>/runs/<run-id>/<variant>/` and `<store>/runs/<run-id>/comparison.png`.
+A local S3-compatible server over a folder stands in for object storage, and a tiny random Qwen2
+for Qwen2-7B. The chart is rendered with local values and its pods' containers run here, in the
+order a cluster runs them (`neosft/backends/local.py`): the data Job builds `<store>/data/<run-id>/`,
+then each variant's training container trains into `<store>/runs/<run-id>/<variant>/`. The
+rendered manifests are kept beside them, in `<store>/runs/<run-id>/manifests.yaml`.
 """
 
 from __future__ import annotations
@@ -11,106 +12,148 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from neosft.data.build import build
+from neosft.backends import local
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
 from neosft.progress import log
-from neosft.storage import EMBEDDED_STORE, location
+from neosft.storage import EMBEDDED_STORE, Location, location
 from neosft.variants import VARIANTS
 
-BUCKET = "neosft"  # the bucket the local server serves: EMBEDDED_STORE/neosft/
+BUCKET = "neosft"  # the bucket the local server serves: <store>/neosft/
 STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
 # variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
 LEARNING_RATE_SCALE = 40
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
+SECRET = "neosft-s3"  # the chart's default s3.secretName, answered here with the store's keys
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where a local run writes: `uri` for its pods, `root` for this process, the keys its Secret holds,
+    and the folder a local server serves it from (None for a remote store)."""
+
+    uri: str
+    endpoint: str
+    root: Location
+    keys: tuple[str, str]
+    served_from: Path | None = None
 
 
 def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS) -> dict:
-    """Build, train every variant, plot; returns the summary that `neosft run` prints."""
-    run_id = run_id or datetime.now(timezone.utc).strftime("local-%Y%m%d-%H%M%S")
-    with _object_store(store) as (prefix, folder):
-        log(f"object store: {prefix}" + (f", served from {folder}" if folder else ""))
-        data = f"{prefix}/data/{run_id}"  # the run's own dataset, as on a cluster
-        manifest = build(source, data, build_id=run_id)
-        model = _tiny_model(data, manifest)
-        runs = {}
-        for i, name in enumerate(variants, 1):
-            log(f"[{i}/{len(variants)}] training {name}: {steps} steps of a tiny Qwen2 on CPU with DeepSpeed ZeRO-2")
-            runs[name] = _train(name, data, f"{prefix}/runs/{run_id}/{name}", model, steps)
-        if runs:
+    """Render the chart for a local run, execute its pods, plot; returns the summary `neosft run` prints."""
+    from neosft.k8s.render import to_yaml
+    from neosft.k8s.runs import check_run_id, manifests
+
+    run_id = check_run_id(run_id or datetime.now(timezone.utc).strftime("local-%Y%m%d-%H%M%S"))
+    model = (WORK / "models" / f"tiny-qwen2-{run_id}").resolve()
+    with _object_store(store) as s:
+        log(f"object store: {s.uri}" + (f", served from {s.served_from}" if s.served_from else ""))
+        objects = manifests(_values(variants, source, s, run_id, steps, model), run_id, "local")
+        folder = s.root / "runs" / run_id
+        (folder / "manifests.yaml").write_bytes(to_yaml(objects).encode())
+        secrets = {(SECRET, "AWS_ACCESS_KEY_ID"): s.keys[0], (SECRET, "AWS_SECRET_ACCESS_KEY"): s.keys[1]}
+        [data_job] = [o for o in objects if o["kind"] == "Job"]
+        _run_data_job(data_job, secrets)
+        dataset = s.root / "data" / run_id
+        manifest = json.loads((dataset / "manifest.json").read_bytes())
+        _tiny_model(model, dataset, manifest)
+        records = {}
+        for i, job in enumerate(o for o in objects if o["kind"] == "PyTorchJob"):
+            name = job["metadata"]["labels"]["neosft.io/variant"]
+            log(f"[{i + 1}/{len(variants)}] training {name}: {steps} steps of a tiny Qwen2 on CPU with DeepSpeed ZeRO-2")
+            records[name] = _train(job, name, secrets, folder / name, WORK / "work" / run_id / name,
+                                   WORK / "logs" / f"{run_id}-{name}.log", steps)
+        if records:
             from neosft.train.lossplot import compare_plot
 
-            location(f"{prefix}/runs/{run_id}/comparison.png").write_bytes(compare_plot(runs))
-        return {"store": str(folder) if folder else prefix, "run_id": run_id, "manifest": manifest, "runs": runs}
+            (folder / "comparison.png").write_bytes(compare_plot(records))
+        return {"store": str(s.root), "run_id": run_id, "manifest": manifest, "runs": records}
+
+
+def _values(variants: list[str], source: str, store: Store, run_id: str, steps: int, model: Path) -> dict:
+    """Chart values of a local run: one node of one CPU process, the tiny model, the local store."""
+    bucket, _, prefix = store.uri[5:].partition("/")
+    return {
+        "runId": run_id, "variants": variants,
+        "s3": {"bucket": bucket, "prefix": prefix, "endpoint": store.endpoint, "secretName": SECRET},
+        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
+        "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
+                  "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
+                  "variantSet": {name: {"learning_rate": f"{VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}"}
+                                 for name in variants}},
+    }
 
 
 @contextlib.contextmanager
-def _object_store(store: str | None) -> Iterator[tuple[str, Path | None]]:
-    """(s3:// prefix to work under, local folder behind it): the given prefix, or a local server over a folder."""
+def _object_store(store: str | None) -> Iterator[Store]:
+    """The given s3:// prefix (with this environment's keys), or a local S3 server over a folder."""
     if store and store.startswith("s3://"):
-        yield store.rstrip("/"), None
+        keys = (os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+        yield Store(store.rstrip("/"), os.environ.get("NEOSFT_S3_ENDPOINT", ""), location(store.rstrip("/")), keys)
         return
     folder = Path(store or EMBEDDED_STORE)
     (folder / BUCKET).mkdir(parents=True, exist_ok=True)
     with LocalS3(folder) as server:
-        previous = dict(os.environ)
-        os.environ.update(server.env())  # for this process and the training processes it starts
-        try:
-            yield f"s3://{BUCKET}", folder / BUCKET
-        finally:
-            os.environ.clear()
-            os.environ.update(previous)
+        yield Store(f"s3://{BUCKET}", server.endpoint, location(folder / BUCKET), (server.access_key, server.secret_key),
+                    folder)
 
 
-def _tiny_model(data: str, manifest: dict) -> str:
-    """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows; made once per dataset."""
-    folder = WORK / "models" / f"tiny-qwen2-{manifest['source']['sha256'][:12]}"
-    if not (folder / "config.json").exists():
-        from neosft.train.tiny import make_tiny_qwen2
-
-        entry = next(iter(manifest["variants"].values()))
-        texts = [row["instruction"] + "\n" + row["output"] for file in entry["files"]
-                 for row in map(json.loads, location(f"{data}/{file}").read_bytes().splitlines())]
-        log(f"making a tiny Qwen2 from a config in {folder}")
-        make_tiny_qwen2(folder, texts)
-    return str(folder)
+def _run_data_job(job: dict, secrets: dict) -> None:
+    """The data Job's containers in order; its `release` step is this backend's own: training follows."""
+    [spec] = local.pods(job)
+    for process in local.processes(spec, secrets, local.volume_folders(spec, WORK / "work"), {}):
+        if process.argv[3:4] == ["release"]:
+            continue
+        if local.run(process, None, local.base_environment()).wait():  # its progress shows on this terminal
+            raise UserError(f"the data Job's {process.name} container failed (its error is above)")
 
 
-def _train(name: str, data: str, output: str, model: str, steps: int) -> list[dict]:
-    """One `neosft train` process, as a PyTorchJob pod runs it; its output goes to a log file."""
+def _tiny_model(folder: Path, dataset: Location, manifest: dict) -> None:
+    """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows: the local run's 'download'."""
+    if (folder / "config.json").exists():
+        return
+    from neosft.train.tiny import make_tiny_qwen2
+
+    entry = next(iter(manifest["variants"].values()))
+    texts = [row["instruction"] + "\n" + row["output"] for file in entry["files"]
+             for row in map(json.loads, (dataset / file).read_bytes().splitlines())]
+    log(f"making a tiny Qwen2 from a config in {folder}")
+    make_tiny_qwen2(folder, texts)
+
+
+def _train(job: dict, name: str, secrets: dict, output: Location, work: Path, log_file: Path, steps: int) -> list[dict]:
+    """The training object's master container as rendered, its output in a log file; progress every few seconds."""
     from neosft.train.losslog import from_jsonl
 
-    log_file = WORK / "logs" / ("-".join(output.split("/")[-2:]) + ".log")  # <run-id>-<variant>.log
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(WORK / "torch-extensions"))}
-    command = [sys.executable, "-m", "neosft", "train", "--variant", name, "--data", data, "--output", output,
-               "--model", model, "--deepspeed", "zero2", "--max-steps", str(steps), "--save-steps", str(max(1, steps // 2)),
-               "--set", f"learning_rate={VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}",
-               "--work-dir", str(WORK / "work" / name)]
+    [spec] = local.pods(job)
+    [process] = local.processes(spec, secrets, local.volume_folders(spec, work), local.torch_injected())
+    env = {"OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str((WORK / "torch-extensions").resolve()),
+           **local.base_environment()}
+    log_file.unlink(missing_ok=True)
     started = time.monotonic()
-    with open(log_file, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        while process.poll() is None:  # progress: the steps the Trainer has logged so far
-            time.sleep(PROGRESS_EVERY_S)
-            done = log_file.read_text(errors="replace").count("'loss':")
-            log(f"    {name}: step {min(done, steps)}/{steps}, {time.monotonic() - started:.0f} s")
-    if process.returncode:
-        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise UserError(f"training {name} failed: {tail[0]} (full log: {log_file})")
-    records = from_jsonl(location(f"{output}/loss.jsonl").read_bytes())
+    child = local.run(process, log_file, env)
+    while child.poll() is None:  # progress: the steps the Trainer has logged so far
+        time.sleep(PROGRESS_EVERY_S)
+        done = log_file.read_text(errors="replace").count("'loss':")
+        log(f"    {name}: step {min(done, steps)}/{steps}, {time.monotonic() - started:.0f} s")
+    if child.returncode:
+        raise UserError(f"training {name} failed: {_last_line(log_file)} (full log: {log_file})")
+    records = from_jsonl((output / "loss.jsonl").read_bytes())
     losses = [r["loss"] for r in records if "loss" in r]
     log(f"    {name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {time.monotonic() - started:.0f} s")
     return records
+
+
+def _last_line(log_file: Path) -> str:
+    return (log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"])[0]
 
 
 def summary(result: dict) -> str:

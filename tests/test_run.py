@@ -2,9 +2,12 @@
 
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import assert_user_error, neosft
 
 
@@ -36,3 +39,11 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     plotted = neosft("plot", run / "single", "--out", tmp_path / "single.png")
     assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")
+
+    # it ran what the chart renders: the manifests kept in the run folder hold the command that ran
+    [job] = [o for o in yaml.safe_load_all((run / "manifests.yaml").read_text()) if o and o["kind"] == "PyTorchJob"]
+    rendered = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    ran = shlex.split((tmp_path / ".neosft" / "logs" / "r1-single.log").read_text().splitlines()[0][2:])
+    assert ran[3:] == [arg.replace("$(PET_NODE_RANK)", "0").replace("$(MASTER_ADDR)", "127.0.0.1")
+                       .replace("$(MASTER_PORT)", ran[7].split("=")[1]) for arg in rendered[1:]]
+    assert ran[:3] == [sys.executable, "-m", "torch.distributed.run"] and rendered[0] == "torchrun"

@@ -187,7 +187,7 @@ limits:
 {{- if not (kindIs "invalid" $t.valSize) }}
 - {{ printf "--val-size=%v" $t.valSize | quote }}
 {{- end }}
-{{- range $key, $value := $t.set }}
+{{- range $key, $value := merge (deepCopy (get $t.variantSet .variant | default dict)) $t.set }}
 - --set
 - {{ printf "%s=%v" $key $value | quote }}
 {{- end }}
