@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -40,14 +39,11 @@ def pod(name: str, variant: str, phase="Running", restarts=0, waiting=None, mast
 
 # --- submit ------------------------------------------------------------------------------------
 
-def test_dry_run_prints_validated_yaml_fast_without_a_cluster(monkeypatch):
+def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its speed: bench/submit.py
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    start = time.perf_counter()
     result = neosft("submit", "--variant", "all", "--run-id", "golden", "--dry-run")
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 2.0
     objects = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "ServiceAccount"]
     [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
