@@ -142,8 +142,13 @@ def runner(tmp_path, kube, s3, s3_server):
 
 def supported(command: str, flag: str, result) -> bool:
     """Whether the CLI took `flag` (else the shim dropped it, as PENDING allows)."""
-    assert (command, flag) in PENDING or not any(line.startswith(f"{command} {flag}") for line in result.dropped)
     return not any(line.startswith(f"{command} {flag}") for line in result.dropped)
+
+
+def test_every_pending_flag_is_one_the_workflows_use():
+    text = "\n".join(path.read_text() for path in WORKFLOWS.values())
+    for command, flag in PENDING:
+        assert re.search(rf"neosft {command}\b.*{flag}\b|args\+?=\(.*{flag}\b", text), (command, flag)
 
 
 TRAIN = {"variant": "all", "run-id": "", "image-tag": "1.2.3", "backend": "auto"}
@@ -209,6 +214,7 @@ def write_loss_log(output: str, losses: list[float]) -> None:
     location(f"{output}/loss.jsonl").write_bytes(to_jsonl(log.records))
 
 
+@pytest.mark.slow
 def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner, kube, s3):
     kube.on_create = {"Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
                       "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
@@ -237,3 +243,41 @@ def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner
     assert remaining == {o["metadata"]["labels"]["neosft.io/run-id"] for objs in kube.objects.values() for o in objs.values()}
     missing = runner.run("collect", "collect", {"run-id": "nope"})
     assert missing.status == "failure" and "::error::no run nope in namespace ml" in missing.output
+
+
+# --- what the workflows install is enough for what they run -------------------------------------------
+
+NOT_IN_SUBMIT = ("torch", "transformers", "accelerate", "deepspeed", "tensorboard", "tokenizers", "pyarrow", "ijson",
+                 "orjson", "huggingface_hub")  # the import names of the [data] and [train] extras' packages
+SUBMIT_ONLY = f"""import sys
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_IN_SUBMIT!r}:
+            raise ModuleNotFoundError(f"{{name}} is not in neosft[submit]")
+sys.meta_path.insert(0, NotInstalled())
+from neosft.cli import main
+sys.argv[0] = "neosft"
+main()
+"""
+
+
+def neosft_with_submit_extra_only(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SUBMIT_ONLY, *map(str, args)], capture_output=True, text=True)
+
+
+def test_the_submit_extra_submits_and_watches(kube):
+    dry_run = neosft_with_submit_extra_only("submit", "--variant", "all", "--dry-run")
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert neosft_with_submit_extra_only("submit", "--run-id", "r1").returncode == 0
+    listing = neosft_with_submit_extra_only("status")
+    assert listing.returncode == 0 and listing.stdout.splitlines()[1].startswith("r1 "), listing.stderr
+    assert neosft_with_submit_extra_only("delete", "r1").returncode == 0
+
+
+# LEAD: drop this mark at merge once `neosft plot` reads loss.jsonl without transformers (issue 9's artifacts module).
+@pytest.mark.xfail(strict=True, reason="neosft plot imports neosft.train.losslog, which imports transformers")
+def test_the_submit_extra_plots(tmp_path):
+    write_loss_log(str(tmp_path / "single"), [2.0, 1.5])
+    done = neosft_with_submit_extra_only("plot", tmp_path / "single", "--out", tmp_path / "loss.png")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

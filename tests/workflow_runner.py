@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Flags the workflows use that the CLI gains in parallel work (issues 9 and 10): (command, flag) -> how many
 # values follow it. LEAD: remove each entry at merge, once `neosft COMMAND --help` lists the flag.
-PENDING = {("submit", "--backend"): 1, ("submit", "--queue"): 1, ("submit", "--timeout"): 1, ("status", "--store"): 1}
+PENDING = {("submit", "--backend"): 1, ("submit", "--queue"): 1, ("status", "--store"): 1}
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
 TOKEN = re.compile(r"'(?:[^']|'')*'|==|!=|&&|\|\||!|[(),]|[A-Za-z_][\w.-]*|\d+|\s+")
