@@ -104,6 +104,18 @@ def test_workflows_are_the_ones_the_readme_describes():
     assert not (ROOT / "ci" / "plot_loss.py").exists()  # CI plots with `neosft plot`
 
 
+def test_constraints_pin_every_dependency_within_its_range():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from lock_constraints import OUT, UNPINNED, canonical, requirements
+
+    pins = dict(line.split("==") for line in OUT.read_text().splitlines() if line and not line.startswith("#"))
+    for requirement in requirements("test"):  # every extra's, through [test] -> [run] -> [data,train,submit]
+        name = canonical(requirement.name)
+        if name not in UNPINNED:
+            assert name in pins and requirement.specifier.contains(pins[name]), \
+                f"{requirement}: rerun scripts/lock_constraints.py"
+
+
 # --- the workflows' steps, run against the test servers ----------------------------------------------
 
 @pytest.fixture
