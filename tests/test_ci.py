@@ -37,19 +37,14 @@ def every_step() -> list[tuple[str, dict]]:
 
 # --- hygiene -------------------------------------------------------------------------------------
 
-def test_zizmor_finds_nothing_of_medium_or_high_severity():
+def test_zizmor_finds_nothing_of_medium_or_high_severity(tmp_path):
     done = subprocess.run([ZIZMOR, "--offline", "--format", "json", "--min-severity", "medium",
                            *map(str, WORKFLOWS.values()), *map(str, ACTIONS)], capture_output=True, text=True, check=False)
     assert json.loads(done.stdout) == [], done.stdout + done.stderr
     bad = ("on: push\npermissions: write-all\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
            "      - uses: actions/checkout@v4\n      - run: echo ${{ github.event.head_commit.message }}\n")
-    (ROOT / "build").mkdir(exist_ok=True)
-    probe = ROOT / "build" / "zizmor-probe.yml"
-    probe.write_text(bad)
-    try:
-        found = subprocess.run([ZIZMOR, "--offline", "--format", "json", str(probe)], capture_output=True, text=True)
-    finally:
-        probe.unlink()
+    (tmp_path / "probe.yml").write_text(bad)
+    found = subprocess.run([ZIZMOR, "--offline", "--format", "json", str(tmp_path / "probe.yml")], capture_output=True, text=True)
     assert {f["ident"] for f in json.loads(found.stdout)} >= {"template-injection", "unpinned-uses", "artipacked"}
 
 
@@ -137,8 +132,9 @@ def runner(tmp_path, kube, s3, s3_server):
         "github": {"run_id": "4242", "run_attempt": "1", "event_name": "workflow_dispatch"},
     }
 
-    def run(workflow: str, job: str, inputs: dict, cancel_after: str = "", **github):
-        ctx = {**contexts, "inputs": inputs, "github": {**contexts["github"], **github}}
+    def run(workflow: str, job: str, inputs: dict, cancel_after: str = "", vars=None, secrets=None, **github):
+        ctx = {**contexts, "inputs": inputs, "github": {**contexts["github"], **github},
+               "vars": {**contexts["vars"], **(vars or {})}, "secrets": {**contexts["secrets"], **(secrets or {})}}
         work = tmp_path / f"work-{len(list(tmp_path.glob('work-*')))}"  # a fresh workspace per job, as on GitHub
         work.mkdir()
         result = Runner(work, ctx, env, skip=lambda script: script == INSTALL, cancel_after=cancel_after).run_job(
@@ -196,6 +192,15 @@ def test_cancelling_the_train_workflow_deletes_its_run(runner, kube):
     assert kube.sent("POST") and not any(kube.objects.values())  # everything it created is gone
     early = runner.run("train", "submit", {**TRAIN, "run-id": "early"}, cancel_after="Check the inputs")
     assert early.status == "cancelled" and not any(r.method == "DELETE" and "early" in r.path for r in kube.requests)
+
+
+def test_with_an_oidc_role_no_static_key_is_written(runner, kube):
+    result = runner.run("train", "submit", {**TRAIN, "run-id": "oidc"}, vars={"NEOSFT_AWS_ROLE_ARN": "arn:aws:iam::1:role/ci"},
+                        secrets={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert result.status == "success", result.output
+    [oidc] = [u for u in result.uses if u["uses"].startswith("aws-actions/configure-aws-credentials@")]
+    assert oidc["with"]["role-to-assume"] == "arn:aws:iam::1:role/ci"
+    assert "S3 by static keys (fallback)" not in result.ran and "Kubeconfig" in result.ran
 
 
 @pytest.mark.parametrize("field, value, message", [
