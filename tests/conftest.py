@@ -76,6 +76,14 @@ def neosft(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, **kwargs)
 
 
+def packaged_tool(distribution: str, name: str) -> str:
+    """The path of the executable `name` that the PyPI package `distribution` installs (zizmor, actionlint, hadolint)."""
+    from importlib import metadata
+
+    [path] = [f.locate() for f in metadata.distribution(distribution).files if f.name == name]
+    return str(Path(path).resolve())
+
+
 KUBE_TOKEN = "kube-token-that-must-never-be-printed"
 
 

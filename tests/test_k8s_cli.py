@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,11 @@ def pod(name: str, variant: str, phase="Running", restarts=0, waiting=None, mast
 
 # --- submit ------------------------------------------------------------------------------------
 
-def test_dry_run_prints_validated_yaml_fast_without_a_cluster(monkeypatch):
+def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its speed: bench/submit.py
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    start = time.perf_counter()
     result = neosft("submit", "--variant", "all", "--run-id", "golden", "--dry-run")
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 2.0
     objects = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "Role", "RoleBinding", "ServiceAccount"]
     [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
@@ -178,10 +174,10 @@ def test_submit_wait_reports_the_outcome(kube):
 
 def test_a_failed_data_job_ends_the_wait_at_once_and_holds_no_gpu(kube):
     kube.on_create = {"Job": {"conditions": [{"type": "Failed", "status": "True"}], "failed": 4}}
-    started = time.monotonic()
-    result = neosft("submit", "--run-id", "r1", "--wait")  # polls every 15 s: one poll sees the failure
-    assert time.monotonic() - started < 15
+    result = neosft("submit", "--run-id", "r1", "--wait")
     assert_user_error(result, "run r1 failed: Job/neosft-r1-data did not build the dataset", "holds no GPU")
+    polls = [r for r in kube.sent("GET") if r.path == "/apis/batch/v1/namespaces/ml/jobs"]
+    assert len(polls) == 1  # the first poll that saw the failure ended the wait
     [job] = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"].values()
     assert job["spec"]["runPolicy"]["suspend"] is True  # never released: no pod, no GPU
     status = neosft("status", "r1")
