@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from neosft.artifacts import Manifest
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
@@ -71,14 +72,14 @@ def _object_store(store: str | None) -> Iterator[tuple[str, Path | None]]:
             os.environ.update(previous)
 
 
-def _tiny_model(data: str, manifest: dict) -> str:
+def _tiny_model(data: str, manifest: Manifest) -> str:
     """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows; made once per dataset."""
-    folder = WORK / "models" / f"tiny-qwen2-{manifest['source']['sha256'][:12]}"
+    folder = WORK / "models" / f"tiny-qwen2-{manifest.source.sha256[:12]}"
     if not (folder / "config.json").exists():
         from neosft.train.tiny import make_tiny_qwen2
 
-        entry = next(iter(manifest["variants"].values()))
-        texts = [row["instruction"] + "\n" + row["output"] for file in entry["files"]
+        entry = next(iter(manifest.variants.values()))
+        texts = [row["instruction"] + "\n" + row["output"] for file in entry.files
                  for row in map(json.loads, location(f"{data}/{file}").read_bytes().splitlines())]
         log(f"making a tiny Qwen2 from a config in {folder}")
         make_tiny_qwen2(folder, texts)
@@ -117,16 +118,16 @@ def summary(result: dict) -> str:
     """The table `neosft run` ends with."""
     manifest, runs = result["manifest"], result["runs"]
     lines = [f"run {result['run_id']} in {result['store']}",
-             f"source: {manifest['source']['records']:,} records, {manifest['kept']:,} kept; skipped: "
-             + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()), "",
+             f"source: {manifest.source.records:,} records, {manifest.kept:,} kept; skipped: "
+             + ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()), "",
              f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
-    for name, entry in manifest["variants"].items():
+    for name, entry in manifest.variants.items():
         records = [r for r in runs.get(name, []) if "loss" in r]
         if records:
-            lines.append(f"{name:<14}{entry['rows']:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
+            lines.append(f"{name:<14}{entry.rows:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
                          f"{records[-1]['loss']:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
         else:
-            lines.append(f"{name:<14}{entry['rows']:>7,}{'-':>7}")
+            lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if runs:
         lines += ["", f"comparison of the variants: {result['store']}/runs/{result['run_id']}/comparison.png"]
     return "\n".join(lines)
