@@ -38,9 +38,9 @@ def test_builder_holds_for_any_records(tmp_path_factory, records, joiner):
     manifest = build(str(work / "c.json"), str(work / "out"), joiner=joiner)
 
     outcomes = [parse_record(r) for r in records]
-    assert manifest["source"]["records"] == len(records)
-    assert manifest["skipped"] == {reason: outcomes.count(reason) for reason in SKIP_REASONS}
-    assert manifest["kept"] + sum(manifest["skipped"].values()) == len(records)
+    assert manifest.source.records == len(records)
+    assert manifest.skipped == {reason: outcomes.count(reason) for reason in SKIP_REASONS}
+    assert manifest.kept + sum(manifest.skipped.values()) == len(records)
     for name, variant in VARIANTS.items():
         expected = [
             {"instruction": i, "input": "", "output": o, **({} if c.system is None else {"system": c.system})}
@@ -48,4 +48,4 @@ def test_builder_holds_for_any_records(tmp_path_factory, records, joiner):
         ]
         lines = (work / "out" / name / "part-00000.jsonl").read_bytes().splitlines()
         assert [json.loads(line) for line in lines] == expected
-        assert manifest["variants"][name]["rows"] == len(expected)
+        assert manifest.variants[name]["rows"] == len(expected)

@@ -25,11 +25,11 @@ def data(tmp_path_factory, qwen_tokenizer):
 def test_steps_tokens_and_hours_follow_the_table(data):
     uri, manifest = data
     (single,) = plan(uri, ["single"], tokens_per_gpu_s=100)
-    rows = manifest["variants"]["single"]["rows"]
+    rows = manifest.variants["single"].rows
     assert single.rows == rows
     assert single.steps_per_epoch == math.ceil(math.ceil(rows / 8) / 8)
     assert single.total_steps == 5 * single.steps_per_epoch
-    assert single.exact and single.tokens == manifest["variants"]["single"]["stats"]["tokens"]["total_within_cutoff"]
+    assert single.exact and single.tokens == manifest.variants["single"].stats["tokens"]["total_within_cutoff"]
     assert single.gpu_hours == pytest.approx(5 * single.tokens / 100 / 3600)
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from conftest import assert_user_error, neosft
 
-from neosft import storage
+from neosft.storage import s3 as storage
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
@@ -17,10 +17,10 @@ def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):
     location(f"{s3}/raw/corpus.json").write_bytes(SAMPLE_CORPUS.read_bytes())
     remote = build(f"{s3}/raw/corpus.json", f"{s3}/neosft/data")
     local = build(str(SAMPLE_CORPUS), str(tmp_path / "out"))
-    assert remote["source"]["sha256"] == local["source"]["sha256"]
-    assert {n: v["sha256"] for n, v in remote["variants"].items()} == {n: v["sha256"] for n, v in local["variants"].items()}
+    assert remote.source.sha256 == local.source.sha256
+    assert {n: v.sha256 for n, v in remote.variants.items()} == {n: v.sha256 for n, v in local.variants.items()}
     data = location(f"{s3}/neosft/data")
-    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote["variants"].values() for f in v["files"])])
+    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote.variants.values() for f in v.files)])
     assert json.loads((data / "manifest.json").read_bytes()) == remote
     assert (data / "single/part-00000.jsonl").read_bytes() == (tmp_path / "out/single/part-00000.jsonl").read_bytes()
 
@@ -92,8 +92,8 @@ def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
     location(f"{s3}/c.json.gz").write_bytes(gzip.compress(json.dumps(good, ensure_ascii=False).encode()))
     from_parquet = build(f"{s3}/c.parquet", f"{s3}/p")
     from_gzip = build(f"{s3}/c.json.gz", f"{s3}/g")
-    assert from_parquet["source"]["records"] == from_gzip["source"]["records"] == len(good)
-    assert {n: v["sha256"] for n, v in from_parquet["variants"].items()} == {n: v["sha256"] for n, v in from_gzip["variants"].items()}
+    assert from_parquet.source.records == from_gzip.source.records == len(good)
+    assert {n: v.sha256 for n, v in from_parquet.variants.items()} == {n: v.sha256 for n, v in from_gzip.variants.items()}
 
 
 def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, monkeypatch):
@@ -114,8 +114,8 @@ def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, mon
     remote = build(str(SAMPLE_CORPUS), f"{s3}/d", shard_rows=100)
     build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
     assert len(uploads) == len(set(uploads)) > 2
-    for v in remote["variants"].values():
-        for f in v["files"]:
+    for v in remote.variants.values():
+        for f in v.files:
             assert location(f"{s3}/d/{f}").read_bytes() == (tmp_path / "out" / f).read_bytes()
     assert json.loads(location(f"{s3}/d/manifest.json").read_bytes()) == remote
 
