@@ -10,6 +10,7 @@ from neosft.storage import s3 as storage
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
+from neosft.artifacts import Manifest
 from neosft.storage import location
 
 
@@ -21,14 +22,22 @@ def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):
     assert {n: v.sha256 for n, v in remote.variants.items()} == {n: v.sha256 for n, v in local.variants.items()}
     data = location(f"{s3}/neosft/data")
     assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote.variants.values() for f in v.files)])
-    assert json.loads((data / "manifest.json").read_bytes()) == remote
-    assert (data / "single/part-00000.jsonl").read_bytes() == (tmp_path / "out/single/part-00000.jsonl").read_bytes()
+    assert Manifest.read(data) == remote
+    single = remote.variants["single"].files[0]
+    assert (data / single).read_bytes() == (tmp_path / "out" / single).read_bytes()
 
 
-def test_rebuild_on_s3_removes_stale_parts(s3):
-    build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
+def test_rebuild_on_s3_removes_parts_no_manifest_names_once_no_build_can_be_writing_them(s3, monkeypatch):
+    from neosft.storage.s3 import S3Location
+
+    first = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
+    second = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=200)
+    third = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
+    tops = lambda: sorted({f.split("/")[0] for f in location(f"{s3}/d").list()} - {"manifest.json", "dataset_info.json"})  # noqa: E731
+    assert tops() == sorted([first.parts, second.parts, third.parts])  # within the hour: maybe another build's
+    monkeypatch.setattr(S3Location, "CLEANUP_GRACE_S", 0.0)
     build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
-    assert location(f"{s3}/d/all_pair").list() == ["part-00000.jsonl"]
+    assert tops() == [third.parts]
 
 
 def test_large_objects_go_up_in_parts_and_come_back_whole(s3, tmp_path, monkeypatch):
@@ -99,7 +108,7 @@ def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
 def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, monkeypatch):
     import threading
 
-    from neosft.storage import S3Location
+    from neosft.storage.s3 import S3Location
 
     upload, uploads = S3Location.move_from, []
 
@@ -111,13 +120,14 @@ def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, mon
         upload(self, src)
 
     monkeypatch.setattr(S3Location, "move_from", flaky_server)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "10")  # enough backoff to outlast the restart
     remote = build(str(SAMPLE_CORPUS), f"{s3}/d", shard_rows=100)
     build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
     assert len(uploads) == len(set(uploads)) > 2
     for v in remote.variants.values():
         for f in v.files:
             assert location(f"{s3}/d/{f}").read_bytes() == (tmp_path / "out" / f).read_bytes()
-    assert json.loads(location(f"{s3}/d/manifest.json").read_bytes()) == remote
+    assert Manifest.read(f"{s3}/d") == remote
 
 
 def test_a_read_resumes_where_it_broke_off_when_the_server_restarts(s3_server, s3, monkeypatch):

@@ -2,8 +2,8 @@
 
 Standard AWS environment variables, plus `NEOSFT_S3_ENDPOINT` for S3-compatible servers (MinIO, Ceph,
 R2, rclone), which switches to path-style addressing. Every request has a connect and a read timeout
-(`NEOSFT_S3_TIMEOUT` seconds, default 10) and a bounded number of attempts (`AWS_MAX_ATTEMPTS`,
-default 4), so a silent endpoint ends in one line within a minute. Every failure the user can fix
+(`NEOSFT_S3_TIMEOUT` seconds, default 8) and a bounded number of attempts (`AWS_MAX_ATTEMPTS`,
+default 5, with jittered backoff), so a silent endpoint ends in one line within a minute. Every failure the user can fix
 becomes a `UserError` that names the URI and never a secret (nor credentials inside the endpoint URL).
 """
 
@@ -249,11 +249,11 @@ def _redact(text: str) -> str:
 
 
 def _timeout() -> float:
-    return _number("NEOSFT_S3_TIMEOUT", 10.0)
+    return _number("NEOSFT_S3_TIMEOUT", 8.0)
 
 
 def _attempts() -> int:
-    return int(_number("AWS_MAX_ATTEMPTS", 4))
+    return int(_number("AWS_MAX_ATTEMPTS", 5))
 
 
 def _number(name: str, default: float) -> float:
