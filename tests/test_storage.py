@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 from conftest import assert_user_error, neosft
@@ -141,3 +142,64 @@ def test_a_read_resumes_where_it_broke_off_when_the_server_restarts(s3_server, s
         s3_server.start()
         assert head + f.read() == blob
     assert connects[0] == 0 and len(connects) == 2 and connects[1] >= 1 << 20
+
+
+def test_a_resumed_read_of_a_replaced_object_fails_clearly_instead_of_splicing(s3_server, s3):
+    first, second = os.urandom(48 << 20), os.urandom(48 << 20)
+    location(f"{s3}/blob").write_bytes(first)
+    with location(f"{s3}/blob").open() as f:
+        assert f.read(1 << 20) == first[: 1 << 20]
+        location(f"{s3}/blob").write_bytes(second)
+        s3_server.stop(kill=True)  # the connection breaks; the read resumes on a new one
+        s3_server.start()
+        with pytest.raises(UserError, match="was replaced while it was being read"):
+            f.read()
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_silent_endpoint_ends_in_one_line_within_the_configured_bound(s3, silent_endpoint):
+    started = time.monotonic()
+    result = neosft("data", "build", "sample", "--out", f"{s3}/d",
+                    env={"NEOSFT_S3_ENDPOINT": silent_endpoint, "NEOSFT_S3_TIMEOUT": "1", "AWS_MAX_ATTEMPTS": "2"})
+    assert_user_error(result, f"the S3 endpoint {silent_endpoint} did not answer within 1 s (2 attempts)")
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("env,args,needle", [
+    ({"NEOSFT_S3_ENDPOINT": "127.0.0.1:9000"}, ("sample", "--out", "s3://bkt/d"), "needs a scheme"),
+    ({"NEOSFT_S3_TIMEOUT": "soon"}, ("sample", "--out", "s3://bkt/d"), "NEOSFT_S3_TIMEOUT='soon' must be a positive number"),
+    ({}, ("s3://bkt", "--out", "{tmp}/o"), "names a bucket, not an object"),
+    ({}, ("sample", "--out", "s3://My_Bucket/d"), "'My_Bucket' is not a valid bucket name"),
+    ({"NEOSFT_S3_ENDPOINT": "http://user:endpoint-secret@127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_ACCESS_KEY_ID": "k",
+      "AWS_SECRET_ACCESS_KEY": "s"},
+     ("sample", "--out", "s3://bkt/d"), "cannot reach the S3 endpoint http://127.0.0.1:9"),
+])
+def test_bad_endpoints_and_uris_are_one_line_without_secrets(tmp_path, env, args, needle):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = neosft("data", "build", *args, env=env)
+    assert_user_error(result, needle)
+    assert "secret" not in result.stderr
+
+
+def test_https_against_a_plain_http_server_says_so(s3, s3_server):
+    endpoint = s3_server.env()["NEOSFT_S3_ENDPOINT"].replace("http://", "https://")
+    result = neosft("data", "build", "sample", "--out", f"{s3}/d", env={"NEOSFT_S3_ENDPOINT": endpoint, "AWS_MAX_ATTEMPTS": "1"})
+    assert_user_error(result, "TLS failed", "use an http:// endpoint")
+
+
+def test_check_storage_creates_nothing(tmp_path, s3):
+    assert_user_error(neosft("check-storage", tmp_path / "nonexistent" / "dir"), "does not exist")
+    assert not (tmp_path / "nonexistent").exists()
+    assert neosft("check-storage", tmp_path).returncode == 0
+    assert neosft("check-storage", f"{s3}/prefix").returncode == 0

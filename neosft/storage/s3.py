@@ -154,8 +154,11 @@ class _S3Reader(io.RawIOBase):
             if isinstance(e.__cause__, _Changed):
                 raise UserError(f"{self.uri} was replaced while it was being read; run the build again") from None
             raise
+        if self.etag and response.get("ETag") != self.etag:  # for servers that ignore If-Match
+            response["Body"].close()
+            raise UserError(f"{self.uri} was replaced while it was being read; run the build again")
         self.body = response["Body"]
-        self.etag = self.etag or response.get("ETag")
+        self.etag = response.get("ETag")
 
     def readable(self) -> bool:
         return True
