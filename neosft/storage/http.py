@@ -67,7 +67,7 @@ def hub_file(uri: str) -> HttpFile:
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
         raise UserError(f"{uri}: {where} answered HTTP {status}") from None
-    except OSError as e:  # connection refused, timeouts, TLS
+    except Exception as e:  # httpx errors: connection refused, timeouts, TLS
         raise UserError(f"{uri}: cannot reach {where} ({type(e).__name__})") from None
     commit = meta.commit_hash or revision
     pinned = hf_hub_url(repo, path, repo_type="dataset", revision=commit, endpoint=endpoint)
@@ -97,7 +97,7 @@ class _HttpReader(io.RawIOBase):
 
         for attempt in range(RETRIES + 1):
             try:
-                data = self.response.read(len(buf))
+                data = self.response.read1(len(buf))  # what has arrived: a later break loses nothing
                 break
             except (HTTPError, OSError):
                 if attempt == RETRIES:
