@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import signal
 import threading
-from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ from neosft import __version__
 from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
-from neosft.data.stats import LengthJoiner, TokenCounter, summary
+from neosft.data.stats import TokenCounter
 from neosft.errors import UserError
 from neosft.progress import Progress, log
 from neosft.storage import Location, location, readable
@@ -63,7 +62,7 @@ def build(
         try:
             outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
             skipped = dict.fromkeys(SKIP_REASONS, 0)
-            with Reader(file) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            with Reader(file, [o.variant for o in outputs], joiner) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
@@ -76,7 +75,7 @@ def build(
             if not kept:
                 raise UserError(f"{source}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
-            built = {o.variant.name: o.finish() for o in outputs}
+            built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
         finally:
             writer.close()
         parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
@@ -150,7 +149,7 @@ class _VariantOutput:
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
                  tokenizer: str | None, writer: "_Writer"):
         self.variant = variant
-        self.escaped_joiner, self.length_joiner = escape(joiner), LengthJoiner(joiner)
+        self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
@@ -158,21 +157,18 @@ class _VariantOutput:
         self.rows, self.files, self.hash = 0, [], hashlib.sha256()
         self.block, self.block_bytes, self.file = [], 0, None
         self.has_system = False
-        self.instruction_chars, self.output_chars = array("I"), array("I")
         self.tokens = TokenCounter(tokenizer, variant.cutoff_len) if tokenizer else None
 
-    def add(self, system: bytes | None, rounds: list[tuple[bytes, bytes]], lengths: list[tuple[int, int]]) -> None:
-        """Add the rows of one conversation, given as escaped JSON string bodies and lengths (see `reader`)."""
+    def add(self, system: bytes | None, rounds: list[tuple[bytes, bytes]]) -> None:
+        """Add the rows of one conversation, given as escaped JSON string bodies (see `reader`)."""
         tail = b'"}\n' if system is None else b'","system":"' + system + b'"}\n'
-        block, rows = self.block, self.variant.pairs(rounds, self.escaped_joiner)
-        for (instruction, output), (n_instruction, n_output) in zip(rows, self.variant.pairs(lengths, self.length_joiner), strict=True):
+        block = self.block
+        for instruction, output in self.variant.pairs(rounds, self.escaped_joiner):
             if self.rows % self.shard_rows == 0:
                 self._next_part()
             self.rows += 1
             block += (b'{"instruction":"', instruction, self.middle, output, tail)  # joined once per block
             self.block_bytes += len(instruction) + len(output)
-            self.instruction_chars.append(n_instruction)
-            self.output_chars.append(n_output)
             if self.tokens:
                 self.tokens.add(**orjson.loads(b"".join(block[-5:])))
         if self.block_bytes >= self.BLOCK_BYTES:
@@ -207,17 +203,15 @@ class _VariantOutput:
             self.file.close()
             self.file = None
 
-    def finish(self) -> VariantData:
+    def finish(self, chars: dict) -> VariantData:
+        """Close the parts; `chars` holds the rows' character-length statistics from the reader."""
         if not self.files:  # no rows: still one (empty) part, so the folder loads
             self._next_part()
         self._flush()
         self.writer.submit(self._close_part)
         self.writer.wait()
-        stats = {
-            "rows": self.rows,
-            "instruction_chars": summary(self.instruction_chars),
-            "output_chars": summary(self.output_chars),
-        }
+        assert chars["rows"] == self.rows, (chars["rows"], self.rows)  # both sides applied the same rule
+        stats = dict(chars)
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
         return VariantData(self.rows, self.files, self.hash.hexdigest(), self.has_system, stats)

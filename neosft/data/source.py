@@ -111,6 +111,7 @@ def _int(digits: str) -> int | Decimal:
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
+_NOT_A_VALUE = ("", " ", "\t", "\n", "\r")  # where `_peek` must skip whitespace or read on before a value
 _DECODER = json.JSONDecoder(parse_int=_int)
 
 
@@ -178,10 +179,12 @@ class _Values:
             self.pos += 1
         else:
             while True:
-                if not self._peek():
+                if self.buf[self.pos : self.pos + 1] in _NOT_A_VALUE and not self._peek():
                     raise self._error(self.pos, "the file ends inside the array")
                 yield self._value()
-                sep = self._peek()
+                sep = self.buf[self.pos : self.pos + 1]  # most often right after the value
+                if sep not in (",", "]"):
+                    sep = self._peek()
                 self.pos += 1
                 if sep == "]":
                     break
