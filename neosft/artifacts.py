@@ -77,7 +77,8 @@ class Manifest:
             raise UserError(f"no dataset at {folder} (no {MANIFEST}): build it with `neosft data build SOURCE --out {folder}`")
         return cls.from_json(loc.read_bytes(), str(loc))
 
-    def variant(self, name: str) -> VariantData:
+    def variant(self, name: str, folder: str = "the dataset") -> VariantData:
+        """The entry of variant `name`; a `UserError` naming what `folder` holds when it has none."""
         if name not in self.variants:
-            raise UserError(f"the dataset holds no {name!r} rows (it has {', '.join(self.variants) or 'none'})")
+            raise UserError(f"{folder} has no {name!r} dataset (it has {', '.join(self.variants) or 'none'})")
         return self.variants[name]

@@ -60,7 +60,7 @@ def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float) -> Vari
 
 def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S) -> list[VariantPlan]:
     manifest = Manifest.read(data_uri)
-    return [plan_variant(v, manifest.variant(v), tokens_per_gpu_s) for v in variants]
+    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s) for v in variants]
 
 
 def render(plans: list[VariantPlan], tokens_per_gpu_s: float) -> str:

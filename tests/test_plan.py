@@ -48,7 +48,7 @@ def test_without_token_stats_the_plan_says_it_estimates(tmp_path):
 
 
 def test_missing_dataset_or_variant_is_a_clear_error(tmp_path, data):
-    with pytest.raises(UserError, match="run `neosft data build` first"):
+    with pytest.raises(UserError, match="no dataset at .* build it with `neosft data build SOURCE --out"):
         plan(str(tmp_path / "nothing"), ["single"])
     build(str(SAMPLE_CORPUS), str(tmp_path / "d"), ["multi"])
     with pytest.raises(UserError, match="has no 'single' dataset"):
