@@ -78,7 +78,7 @@ def test_data_image_is_slim_and_installs_only_what_the_builder_needs():
     for heavy in ("torch", "deepspeed", "transformers", "cuda"):
         assert heavy not in text.lower()
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for package in ("click", "rich", "ijson", "orjson", "pyarrow", "boto3"):
+    for package in ("click", "rich", "orjson", "pyarrow", "boto3"):
         [pinned] = [d for d in dependencies if d.split(">")[0].split("=")[0] == package]
         assert f'"{pinned}"' in text  # same constraint as pyproject.toml
 

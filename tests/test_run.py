@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import neosft
 
+from neosft.artifacts import Manifest
+
 
 @pytest.mark.slow
 def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
@@ -15,7 +17,7 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     result = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     bucket = store / "neosft"
-    manifest = json.loads((bucket / "data" / "manifest.json").read_text())
+    manifest = Manifest.read(str(bucket / "data"))
     assert manifest.build_id == "r1" and set(manifest.variants) == {"conversations", "multi", "single", "all_pair"}
     run = bucket / "runs" / "r1"
     steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
