@@ -3,7 +3,6 @@ server speaking the Hub's file-resolve protocol), an https:// URL, and the word 
 
 import gzip
 import hashlib
-import json
 
 import pytest
 from conftest import assert_user_error, neosft
