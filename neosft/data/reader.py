@@ -21,7 +21,7 @@ from typing import Iterator
 import orjson
 
 from neosft.data.records import parse_record
-from neosft.data.stats import LengthJoiner, summary
+from neosft.data.stats import summary
 from neosft.data.source import Source
 from neosft import storage
 from neosft.storage import Readable
@@ -110,7 +110,7 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) 
                 sender.send(("batch", [], source.bytes, source.count))
 
         source = Source(file, progress)
-        length_joiner = LengthJoiner(joiner)
+        width = len(joiner)
         lengths = [(v, array("I"), array("I")) for v in variants]
         batch: list = []
         for record in source.records():
@@ -121,9 +121,9 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) 
                 batch.append((None if conv.system is None else escape(conv.system), [(escape(h), escape(g)) for h, g in conv.rounds]))
                 turns = [(len(h), len(g)) for h, g in conv.rounds]
                 for variant, instruction, output in lengths:
-                    for n_instruction, n_output in variant.pairs(turns, length_joiner):
-                        instruction.append(n_instruction)
-                        output.append(n_output)
+                    n_instruction, n_output = variant.lengths(turns, width)
+                    instruction.extend(n_instruction)
+                    output.extend(n_output)
             if len(batch) == BATCH:
                 sender.send(("batch", batch, source.bytes, source.count))
                 batch = []
