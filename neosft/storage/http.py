@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from neosft.errors import UserError
 from neosft.storage.base import Readable
 
-TIMEOUT_S = 30.0
+TIMEOUT_S = 10.0  # connect and read; with 3 retries a silent server ends within a minute
 RETRIES = 5
 
 
