@@ -4,13 +4,15 @@ The baseline is what one writes first: json.load of the whole file, one loop per
 the records, json.dumps per row. Both run as subprocesses, one after the other, and must write
 the same rows. Prints wall time, peak RSS and their ratios.
 
-    python bench/build.py [--mb 200] [--keep DIR]
+    python bench/build.py [--mb 200] [--runs 3] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
+
+from neosft.artifacts import Manifest  # noqa: E402
 
 NAIVE = r'''
 import json, os, sys
@@ -41,27 +45,27 @@ for name, variant in VARIANTS.items():
 '''
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of `cmd`, run as the only child of a fresh interpreter."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (all processes) and peak RSS (MB, the largest process) of `cmd`, run as the
+    only child of a fresh interpreter. CPU seconds say what wall time hides on a machine shared with others."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter();"
              "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN);"
+             "print(time.perf_counter() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True)
-    wall, peak_kb = out.stdout.split()
-    return float(wall), int(peak_kb) / 1024
+    wall, cpu, peak_kb = out.stdout.split()
+    return float(wall), float(cpu), int(peak_kb) / 1024
 
 
-def rows(folder: Path, variant: str) -> list:
-    lines = []
-    for part in sorted((folder / variant).glob("part-*.jsonl")):
-        lines += [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
-    return lines
+def rows(parts: list[Path]) -> list:
+    return [json.loads(line) for part in parts for line in part.read_text(encoding="utf-8").splitlines()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=200, help="corpus size in MB (default 200)")
     ap.add_argument("--keep", help="work in this folder and keep it")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each, alternated (default 3)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="neosft-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -71,17 +75,25 @@ def main() -> None:
         corpus.write(str(source), args.mb)
     size_mb = source.stat().st_size / 1e6
 
-    naive_s, naive_mb = measure([sys.executable, "-c", NAIVE, str(source), str(work / "naive")])
-    neosft_s, neosft_mb = measure([sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(work / "neosft")])
+    naive, built = [], []
+    for _ in range(args.runs):  # alternated, so a slow spell of a shared machine hits both
+        naive.append(measure([sys.executable, "-c", NAIVE, str(source), str(work / "naive")]))
+        built.append(measure([sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(work / "neosft")]))
 
+    manifest = Manifest.read(str(work / "neosft"))
     for variant in ("single", "all_pair"):
-        assert rows(work / "naive", variant) == rows(work / "neosft", variant), f"{variant} rows differ"
-    print(f"corpus: {size_mb:.0f} MB, {json.loads((work / 'neosft' / 'manifest.json').read_text())['source']['records']:,} records")
-    print(f"{'':<8}{'wall s':>9}{'MB/s':>8}{'peak RSS MB':>13}")
-    print(f"{'naive':<8}{naive_s:>9.2f}{size_mb / naive_s:>8.1f}{naive_mb:>13.0f}")
-    print(f"{'neosft':<8}{neosft_s:>9.2f}{size_mb / neosft_s:>8.1f}{neosft_mb:>13.0f}")
-    print(f"speed-up: {naive_s / neosft_s:.2f}x (target >= 3x); neosft peak RSS {neosft_mb:.0f} MB (target <= 300 MB)")
-
+        assert rows([work / "naive" / variant / "part-00000.jsonl"]) == rows([work / "neosft" / f for f in manifest.variants[variant].files]), \
+            f"{variant} rows differ"
+    print(f"corpus: {size_mb:.0f} MB, {manifest.source.records:,} records, {args.runs} run(s) each")
+    print(f"{'':<8}{'wall s (min..max)':>20}{'MB/s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
+    for name, runs in (("naive", naive), ("neosft", built)):
+        walls = sorted(w for w, _, _ in runs)
+        print(f"{name:<8}{walls[0]:>9.2f}..{walls[-1]:<9.2f}{size_mb / statistics.median(walls):>8.1f}"
+              f"{statistics.median(c for _, c, _ in runs):>8.1f}{max(m for _, _, m in runs):>13.0f}")
+    ratios = sorted(n[0] / b[0] for n, b in zip(naive, built))
+    print(f"speed-up: median {statistics.median(ratios):.2f}x, runs {ratios[0]:.2f}x..{ratios[-1]:.2f}x (target >= 3x); "
+          f"neosft peak RSS {max(m for _, _, m in built):.0f} MB (target <= 300 MB); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 if __name__ == "__main__":
     main()

@@ -73,7 +73,7 @@ def data() -> None:
 
 
 @data.command("build")
-@click.argument("source", required=False)
+@click.argument("source")
 @click.option("--out", "dest", required=True, help="Output folder: a local path or s3://bucket/prefix.")
 @click.option("--variants", default=",".join(VARIANTS), show_default=True, help="Comma-separated variants to build.")
 @click.option("--joiner", default="\n\n", show_default=repr("\n\n"), help="Joins turns inside one field.")
@@ -84,25 +84,24 @@ def data() -> None:
 def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
-    SOURCE is a local path or s3://bucket/key holding a JSON array, JSON lines (either may be
-    gzipped) or Parquet. Without SOURCE, the small sample corpus shipped with neosft is used.
+    SOURCE is a local path, s3://bucket/key, an https:// URL or hf://datasets/OWNER/NAME[@REVISION]/PATH
+    holding a JSON array, JSON lines (either may be gzipped) or Parquet; or the word `sample` for the
+    small sample corpus shipped with neosft.
 
     \b
     Example:
-      neosft data build neo_sft_phase2.json --out s3://my-bucket/neosft/data
+      neosft data build hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json --out s3://my-bucket/neosft/data
     """
     from neosft.data.build import build
-    from neosft.sample import SAMPLE_CORPUS
 
-    if source is None:
-        source = str(SAMPLE_CORPUS)
-        click.echo(f"no SOURCE given: using the sample corpus {source}", err=True)
-    names = [n.strip() for n in variants.split(",") if n.strip()]
+    names = [n.strip() for n in variants.split(",")] if variants.strip() else []
     manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
-    click.echo(f"{manifest['source']['records']:,} records read, {manifest['kept']:,} kept; skipped: "
-               + ", ".join(f"{k} {v:,}" for k, v in manifest["skipped"].items()))
-    for name, v in manifest["variants"].items():
-        click.echo(f"  {name:<13} {v['rows']:>10,} rows  in {len(v['files'])} part(s)")
+    click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
+               + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
+    for name, v in manifest.variants.items():
+        click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)")
+    for warning in manifest.warnings:
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
 
 
@@ -125,7 +124,7 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
 @cli.command("run")
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant(s) to train.")
 @click.option("--source", default="sample", show_default=True,
-              help="Corpus to build from: a local path, s3://, hf://, https://, or 'sample' (shipped with neosft).")
+              help="Corpus to build from: a path, s3://, https://, hf://datasets/... or `sample` (the shipped sample).")
 @click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
@@ -155,18 +154,18 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
 @click.option("--build-id", help="Wait for the manifest of the build run with this --build-id, not an older one.")
 def data_wait(folder, variant, timeout, interval, build_id) -> None:
     """Wait until FOLDER/manifest.json exists: training pods run this before they start."""
-    import json
     import time
 
+    from neosft.artifacts import MANIFEST, Manifest
     from neosft.k8s.runs import format_duration, parse_duration
     from neosft.storage import location
 
-    manifest = location(folder) / "manifest.json"
+    manifest = location(folder) / MANIFEST
     timeout_s = parse_duration(timeout)
     deadline = time.monotonic() + timeout_s
 
     def ready() -> bool:
-        return manifest.exists() and (build_id is None or json.loads(manifest.read_bytes()).get("build_id") == build_id)
+        return manifest.exists() and (build_id is None or Manifest.read(folder).build_id == build_id)
 
     if not ready():
         click.echo(f"waiting for {manifest}" + (f" of build {build_id}" if build_id else ""), err=True)
@@ -175,7 +174,7 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
             raise UserError(f"{manifest}" + (f" of build {build_id}" if build_id else "")
                             + f" did not appear within {format_duration(timeout_s)}")
         time.sleep(interval)
-    if variant and variant not in json.loads(manifest.read_bytes())["variants"]:
+    if variant and variant not in Manifest.read(folder).variants:
         raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")
     click.echo(f"{manifest} is ready")
 
@@ -183,10 +182,10 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
 @cli.command("check-storage")
 @click.argument("uri")
 def check_storage(uri) -> None:
-    """Check that URI (s3://bucket/prefix or a folder) is reachable with the configured credentials."""
+    """Check that URI (s3://bucket/prefix or an existing folder) is reachable and writable; creates nothing."""
     from neosft.storage import location
 
-    location(uri).check()
+    location(uri).check(create=False)
     click.echo(f"{uri} is reachable")
 
 

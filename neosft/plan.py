@@ -3,12 +3,10 @@ before any GPU is paid for."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
-from neosft.errors import UserError
-from neosft.storage import location
+from neosft.artifacts import Manifest, VariantData
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
@@ -46,8 +44,8 @@ class VariantPlan:
     gpu_hours: float
 
 
-def plan_variant(name: str, entry: dict, tokens_per_gpu_s: float) -> VariantPlan:
-    rows, stats = entry["rows"], entry["stats"]
+def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float) -> VariantPlan:
+    rows, stats = entry.rows, entry.stats
     tokens = stats.get("tokens")
     if tokens:
         count, exact, over = tokens["total_within_cutoff"], True, tokens["over_cutoff"]
@@ -61,14 +59,8 @@ def plan_variant(name: str, entry: dict, tokens_per_gpu_s: float) -> VariantPlan
 
 
 def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S) -> list[VariantPlan]:
-    manifest_loc = location(data_uri) / "manifest.json"
-    if not manifest_loc.exists():
-        raise UserError(f"no dataset at {data_uri} (no manifest.json): run `neosft data build` first")
-    manifest = json.loads(manifest_loc.read_bytes())
-    missing = [v for v in variants if v not in manifest["variants"]]
-    if missing:
-        raise UserError(f"{data_uri} has no {missing[0]!r} dataset; it holds {', '.join(manifest['variants'])}")
-    return [plan_variant(v, manifest["variants"][v], tokens_per_gpu_s) for v in variants]
+    manifest = Manifest.read(data_uri)
+    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s) for v in variants]
 
 
 def render(plans: list[VariantPlan], tokens_per_gpu_s: float) -> str:

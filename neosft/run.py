@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from neosft.artifacts import Manifest
 from neosft.backends import local
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
@@ -63,7 +64,7 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
         [data_job] = [o for o in objects if o["kind"] == "Job"]
         _run_data_job(data_job, secrets)
         dataset = s.root / "data" / run_id
-        manifest = json.loads((dataset / "manifest.json").read_bytes())
+        manifest = Manifest.read(dataset)
         _tiny_model(model, dataset, manifest)
         records = {}
         for i, job in enumerate(o for o in objects if o["kind"] == "PyTorchJob"):
@@ -116,14 +117,14 @@ def _run_data_job(job: dict, secrets: dict) -> None:
             raise UserError(f"the data Job's {process.name} container failed (its error is above)")
 
 
-def _tiny_model(folder: Path, dataset: Location, manifest: dict) -> None:
+def _tiny_model(folder: Path, dataset: Location, manifest: Manifest) -> None:
     """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows: the local run's 'download'."""
     if (folder / "config.json").exists():
         return
     from neosft.train.tiny import make_tiny_qwen2
 
-    entry = next(iter(manifest["variants"].values()))
-    texts = [row["instruction"] + "\n" + row["output"] for file in entry["files"]
+    entry = next(iter(manifest.variants.values()))
+    texts = [row["instruction"] + "\n" + row["output"] for file in entry.files
              for row in map(json.loads, (dataset / file).read_bytes().splitlines())]
     log(f"making a tiny Qwen2 from a config in {folder}")
     make_tiny_qwen2(folder, texts)
@@ -160,16 +161,16 @@ def summary(result: dict) -> str:
     """The table `neosft run` ends with."""
     manifest, runs = result["manifest"], result["runs"]
     lines = [f"run {result['run_id']} in {result['store']}",
-             f"source: {manifest['source']['records']:,} records, {manifest['kept']:,} kept; skipped: "
-             + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()), "",
+             f"source: {manifest.source.records:,} records, {manifest.kept:,} kept; skipped: "
+             + ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()), "",
              f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
-    for name, entry in manifest["variants"].items():
+    for name, entry in manifest.variants.items():
         records = [r for r in runs.get(name, []) if "loss" in r]
         if records:
-            lines.append(f"{name:<14}{entry['rows']:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
+            lines.append(f"{name:<14}{entry.rows:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
                          f"{records[-1]['loss']:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
         else:
-            lines.append(f"{name:<14}{entry['rows']:>7,}{'-':>7}")
+            lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if runs:
         lines += ["", f"comparison of the variants: {result['store']}/runs/{result['run_id']}/comparison.png"]
     return "\n".join(lines)

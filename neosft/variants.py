@@ -34,6 +34,31 @@ def _all_pair(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
     yield from rounds
 
 
+Lengths = tuple[list[int], list[int]]  # the rows' instruction and output lengths
+
+
+def _conversations_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
+    instructions, total = [], -width
+    for human, gpt in turns:
+        total += width + human
+        instructions.append(total)
+        total += width + gpt
+    return instructions, [gpt for _, gpt in turns]
+
+
+def _multi_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
+    gaps = width * (len(turns) - 1)
+    return [sum(h for h, _ in turns) + gaps], [sum(g for _, g in turns) + gaps]
+
+
+def _single_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
+    return ([turns[0][0]], [turns[0][1]]) if len(turns) == 1 else ([], [])
+
+
+def _all_pair_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
+    return [h for h, _ in turns], [g for _, g in turns]
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -41,6 +66,9 @@ class Variant:
     learning_rate: float
     cutoff_len: int
     pairs: Callable[[Sequence[Round], str], Iterator[Pair]]
+    # the same rule on lengths: (human, gpt) lengths and the joiner's length -> the rows' lengths, one pass
+    # (the builder's statistics; a test holds it equal to `pairs` on strings)
+    lengths: Callable[[Sequence[tuple[int, int]], int], Lengths]
 
     def hyperparameters(self) -> dict:
         """Every training hyper-parameter of this variant, named as in `transformers.TrainingArguments`."""
@@ -50,10 +78,10 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("conversations", "a row per round; the instruction holds every earlier round", 5e-6, 8192, _conversations),
-        Variant("multi", "a row per record: all questions joined -> all answers joined", 5e-5, 8192, _multi),
-        Variant("single", "single-round records only: question -> answer", 5e-5, 4096, _single),
-        Variant("all_pair", "a row per round: question -> answer, no history", 2e-5, 4096, _all_pair),
+        Variant("conversations", "a row per round; the instruction holds every earlier round", 5e-6, 8192, _conversations, _conversations_lengths),
+        Variant("multi", "a row per record: all questions joined -> all answers joined", 5e-5, 8192, _multi, _multi_lengths),
+        Variant("single", "single-round records only: question -> answer", 5e-5, 4096, _single, _single_lengths),
+        Variant("all_pair", "a row per round: question -> answer, no history", 2e-5, 4096, _all_pair, _all_pair_lengths),
     )
 }
 

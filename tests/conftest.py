@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from neosft.artifacts import Manifest
 from neosft.local_s3 import LocalS3
 
 
@@ -27,7 +28,7 @@ def s3(s3_server, monkeypatch, request):
     bucket = "b-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    from neosft.storage import _client
+    from neosft.storage.s3 import _client
 
     _client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
@@ -122,7 +123,7 @@ def tiny_model(tmp_path_factory, sample_dataset) -> Path:
     """A tiny random Qwen2 (hidden 64, 2 layers) with a BPE tokenizer trained on the sample rows."""
     from neosft.train.tiny import make_tiny_qwen2
 
-    rows = [json.loads(line) for line in (sample_dataset / "single" / "part-00000.jsonl").open(encoding="utf-8")]
+    rows = [json.loads(line) for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open(encoding="utf-8")]
     return make_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), [r["instruction"] + r["output"] for r in rows])
 
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_user_error, neosft, write_json, write_jsonl, write_synthetic_corpus
 
+from neosft.artifacts import Manifest, SourceInfo
 from neosft.data.build import build
 from neosft.sample import SAMPLE_CORPUS
 from neosft.variants import VARIANTS
@@ -55,9 +56,8 @@ EXPECTED = {
 
 
 def read_rows(dest: Path, variant: str) -> list:
-    manifest = json.loads((dest / "manifest.json").read_text())
     rows = []
-    for file in manifest["variants"][variant]["files"]:
+    for file in Manifest.read(str(dest)).variants[variant].files:
         rows += [json.loads(line) for line in (dest / file).read_text(encoding="utf-8").splitlines()]
     return rows
 
@@ -69,8 +69,8 @@ def test_rows_of_every_variant(tmp_path):
 
 
 def test_rows_are_compact_utf8_json_with_keys_in_order(tmp_path):
-    build(str(write_json(tmp_path / "c.json", RECORDS)), str(tmp_path / "out"))
-    lines = (tmp_path / "out" / "all_pair" / "part-00000.jsonl").read_bytes().splitlines()
+    m = build(str(write_json(tmp_path / "c.json", RECORDS)), str(tmp_path / "out"))
+    lines = (tmp_path / "out" / m.variants["all_pair"].files[0]).read_bytes().splitlines()
     assert lines[0] == '{"instruction":"你好 😀","input":"","output":"你好！有什么可以帮你？"}'.encode()
     assert lines[1] == b'{"instruction":"2+2?","input":"","output":"4","system":"Be brief."}'
     assert b"\\u" not in b"".join(lines)
@@ -85,19 +85,18 @@ def test_joiner_and_input_prompt_options(tmp_path):
 def test_manifest_counts_hashes_and_stats(tmp_path):
     source = write_json(tmp_path / "c.json", RECORDS)
     m = build(str(source), str(tmp_path / "out"))
-    assert m == json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert m["source"] == {"uri": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-                           "bytes": source.stat().st_size, "records": 6}
-    assert m["skipped"] == {"malformed": 1, "no_rounds": 1, "bad_turn_order": 1, "empty_turn": 1}
-    assert m["kept"] + sum(m["skipped"].values()) == m["source"]["records"]
-    assert m["options"] == {"joiner": "\n\n", "input_prompt": ""}
-    assert m["build_id"] is None
-    assert build(str(source), str(tmp_path / "again"), build_id="r7")["build_id"] == "r7"
-    for name, v in m["variants"].items():
-        data = b"".join((tmp_path / "out" / f).read_bytes() for f in v["files"])
-        assert v["sha256"] == hashlib.sha256(data).hexdigest()
-        assert v["rows"] == v["stats"]["rows"] == len(EXPECTED[name])
-    stats = m["variants"]["conversations"]["stats"]
+    assert m == Manifest.read(str(tmp_path / "out"))
+    assert m.source == SourceInfo(str(source), hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_size, 6)
+    assert m.skipped == {"malformed": 1, "no_rounds": 1, "bad_turn_order": 1, "empty_turn": 1}
+    assert m.kept + sum(m.skipped.values()) == m.source.records
+    assert m.options == {"joiner": "\n\n", "input_prompt": "", "shard_rows": 100_000}
+    assert m.build_id is None
+    assert build(str(source), str(tmp_path / "again"), build_id="r7").build_id == "r7"
+    for name, v in m.variants.items():
+        data = b"".join((tmp_path / "out" / f).read_bytes() for f in v.files)
+        assert v.sha256 == hashlib.sha256(data).hexdigest()
+        assert v.rows == v.stats["rows"] == len(EXPECTED[name])
+    stats = m.variants["conversations"].stats
     assert stats["instruction_chars"]["max"] == len("2+2?\n\n4\n\nand \"3+3\"?")
     assert stats["output_chars"] == {"p50": 2, "p90": 11, "p99": 11, "max": 11, "total": 2 + 11 + 1}
 
@@ -108,7 +107,8 @@ def test_dataset_info_maps_system_only_where_present(tmp_path):
     build(str(write_json(tmp_path / "d.json", records)), str(tmp_path / "b"))
     with_system = json.loads((tmp_path / "a" / "dataset_info.json").read_text())
     without = json.loads((tmp_path / "b" / "dataset_info.json").read_text())
-    assert with_system["multi"] == {"file_name": "multi", "formatting": "alpaca", "columns": {
+    parts = Manifest.read(str(tmp_path / "a")).parts
+    assert with_system["multi"] == {"file_name": f"{parts}/multi", "formatting": "alpaca", "columns": {
         "prompt": "instruction", "query": "input", "response": "output", "system": "system"}}
     assert "system" not in without["multi"]["columns"]
     assert set(with_system) == set(VARIANTS)
@@ -117,8 +117,8 @@ def test_dataset_info_maps_system_only_where_present(tmp_path):
 def test_output_loads_with_hugging_face_datasets(tmp_path):
     from datasets import load_dataset
 
-    build(str(SAMPLE_CORPUS), str(tmp_path / "out"))
-    ds = load_dataset("json", data_files=str(tmp_path / "out" / "all_pair" / "*.jsonl"), split="train",
+    parts = build(str(SAMPLE_CORPUS), str(tmp_path / "out")).parts
+    ds = load_dataset("json", data_files=str(tmp_path / "out" / parts / "all_pair" / "*.jsonl"), split="train",
                       cache_dir=str(tmp_path / "cache"))
     assert len(ds) == read_rows(tmp_path / "out", "all_pair").__len__()
     assert set(ds.column_names) == {"instruction", "input", "output", "system"}
@@ -148,40 +148,46 @@ def test_shards_split_rows_and_hash_like_one_file(tmp_path):
     source = str(SAMPLE_CORPUS)
     whole = build(source, str(tmp_path / "whole"))
     m = build(source, str(tmp_path / "parts"), shard_rows=100)
-    v = m["variants"]["all_pair"]
-    assert v["files"] == [f"all_pair/part-{i:05d}.jsonl" for i in range(-(-v["rows"] // 100))]
-    assert [len((tmp_path / "parts" / f).read_bytes().splitlines()) for f in v["files"]][:-1] == [100] * (len(v["files"]) - 1)
-    assert v["sha256"] == whole["variants"]["all_pair"]["sha256"]
+    v = m.variants["all_pair"]
+    assert v.files == [f"{m.parts}/all_pair/part-{i:05d}.jsonl" for i in range(-(-v.rows // 100))]
+    assert [len((tmp_path / "parts" / f).read_bytes().splitlines()) for f in v.files][:-1] == [100] * (len(v.files) - 1)
+    assert v.sha256 == whole.variants["all_pair"].sha256
 
 
-def test_rerun_is_byte_identical_and_removes_stale_parts(tmp_path):
+def test_rerun_is_byte_identical_and_keeps_only_the_current_and_previous_parts(tmp_path):
     source, dest = str(SAMPLE_CORPUS), tmp_path / "out"
-    build(source, str(dest), shard_rows=50)
-    build(source, str(dest), shard_rows=300)
-    first = {p: p.read_bytes() for p in dest.rglob("part-*.jsonl")}
-    assert len(list((dest / "all_pair").iterdir())) == 3  # the 50-row parts are gone
-    build(source, str(dest), shard_rows=300)
-    assert {p: p.read_bytes() for p in dest.rglob("part-*.jsonl")} == first
+    first = build(source, str(dest), shard_rows=50)
+    second = build(source, str(dest), shard_rows=300)
+    assert len(second.variants["all_pair"].files) == 3
+    assert sorted(p.name for p in dest.glob("parts-*")) == sorted([first.parts, second.parts])  # readers of the first finish
+    parts = {p: p.read_bytes() for p in dest.rglob("part-*.jsonl") if second.parts in str(p)}
+    third = build(source, str(dest), shard_rows=300)
+    assert third.parts == second.parts
+    assert [p.name for p in dest.glob("parts-*")] == [second.parts]  # the 50-row parts are gone
+    assert {p: p.read_bytes() for p in dest.rglob("part-*.jsonl")} == parts
     assert not list(dest.glob(".neosft-staging-*"))
 
 
 def test_only_requested_variants_are_built(tmp_path):
     m = build(str(SAMPLE_CORPUS), str(tmp_path / "out"), ["single", "multi"])
-    assert list(m["variants"]) == ["single", "multi"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dataset_info.json", "manifest.json", "multi", "single"]
+    assert list(m.variants) == ["single", "multi"]
+    assert sorted(p.name for p in (tmp_path / "out" / m.parts).iterdir()) == ["multi", "single"]
 
 
-def test_an_empty_variant_still_has_one_loadable_part(tmp_path):
-    m = build(str(write_json(tmp_path / "c.json", RECORDS[1:2])), str(tmp_path / "out"), ["single"])
-    assert m["variants"]["single"]["rows"] == 0
-    assert (tmp_path / "out" / "single" / "part-00000.jsonl").read_bytes() == b""
+def test_an_empty_variant_has_one_loadable_part_and_a_warning(tmp_path):
+    m = build(str(write_json(tmp_path / "c.json", RECORDS[1:2])), str(tmp_path / "out"), ["single", "multi"])
+    assert m.variants["single"].rows == 0 and m.variants["multi"].rows == 1
+    assert (tmp_path / "out" / m.variants["single"].files[0]).read_bytes() == b""
+    assert m.warnings == [f"single has no rows: {VARIANTS['single'].rule}"]
+    out = neosft("data", "build", tmp_path / "c.json", "--out", tmp_path / "o2", "--variants", "single,multi")
+    assert out.returncode == 0 and "warning: single has no rows" in out.stderr
 
 
 def test_token_stats_count_rows_over_the_cutoff(tmp_path, qwen_tokenizer):
     long_answer = "深度学习" * 3000  # well over 4096 tokens, under 8192
     records = RECORDS[:2] + [{"conversations": [{"from": "human", "value": "写长文"}, {"from": "gpt", "value": long_answer}]}]
     m = build(str(write_json(tmp_path / "c.json", records)), str(tmp_path / "out"), tokenizer=str(qwen_tokenizer))
-    single, multi = m["variants"]["single"]["stats"]["tokens"], m["variants"]["multi"]["stats"]["tokens"]
+    single, multi = m.variants["single"].stats["tokens"], m.variants["multi"].stats["tokens"]
     assert (single["cutoff_len"], single["over_cutoff"]) == (4096, 1)
     assert (multi["cutoff_len"], multi["over_cutoff"]) == (8192, 0)
     assert 4096 < single["max"] < 8192
@@ -189,12 +195,14 @@ def test_token_stats_count_rows_over_the_cutoff(tmp_path, qwen_tokenizer):
     assert 20 < single["p50"] < 40
 
 
-def test_cli_summary_and_default_sample(tmp_path):
-    out = neosft("data", "build", "--out", tmp_path / "out")
+def test_cli_summary_and_the_sample_only_when_asked_for(tmp_path):
+    out = neosft("data", "build", "sample", "--out", tmp_path / "out")
     assert out.returncode == 0, out.stderr
-    assert "sample corpus" in out.stderr
     assert "311 records read, 300 kept" in out.stdout
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert Manifest.read(str(tmp_path / "out")).source.uri == "sample"
+    missing = neosft("data", "build", "--out", tmp_path / "o2")
+    assert missing.returncode == 2 and "Missing argument 'SOURCE'" in missing.stderr
+    assert not (tmp_path / "o2").exists()
 
 
 def test_progress_is_logged_as_plain_lines_off_a_terminal(tmp_path, monkeypatch, capsys):
@@ -277,7 +285,7 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
     source = write_synthetic_corpus(tmp_path / "big.json", 4)
     command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000"]
     reference = build(str(source), str(tmp_path / "reference"), shard_rows=1000)
-    expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference["variants"].values() for f in v["files"]}
+    expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference.variants.values() for f in v.files}
     dest, rng = tmp_path / "out", random.Random(0)
     for _ in range(20):
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -285,10 +293,9 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if (dest / "manifest.json").exists():  # whatever a reader can see must be whole
-            m = json.loads((dest / "manifest.json").read_text())
-            for v in m["variants"].values():
-                data = b"".join((dest / f).read_bytes() for f in v["files"])
-                assert hashlib.sha256(data).hexdigest() == v["sha256"]
+            for v in Manifest.read(str(dest)).variants.values():
+                data = b"".join((dest / f).read_bytes() for f in v.files)
+                assert hashlib.sha256(data).hexdigest() == v.sha256
         assert subprocess.run(command, capture_output=True).returncode == 0
         assert {f: (dest / f).read_bytes() for f in expected} == expected
         assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jsonl")) == sorted(expected)

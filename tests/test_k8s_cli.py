@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import KUBE_TOKEN, assert_user_error, neosft, write_loss_log
 
+from neosft.data.build import build
 from neosft.variants import VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -278,13 +279,12 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"waiting for {folder}/manifest.json",
                                           f"error: {folder}/manifest.json did not appear within 0.2s"]
-    folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}}))
+    build("sample", str(folder), ["single"])  # manifests from the real writer
     assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
     assert_user_error(neosft("data", "wait", folder, "--variant", "multi"), "holds no multi dataset")
     stale = neosft("data", "wait", folder, "--build-id", "r2", "--timeout", "0.2", "--interval", "0.1")
     assert stale.returncode == 2  # an older build's manifest is not this run's data
-    (folder / "manifest.json").write_text(json.dumps({"variants": {"single": {}}, "build_id": "r2"}))
+    build("sample", str(folder), ["single"], build_id="r2")
     assert neosft("data", "wait", folder, "--build-id", "r2").returncode == 0
     checked = neosft("check-storage", s3)
     assert checked.stdout == f"{s3} is reachable\n", checked.stderr
@@ -321,7 +321,6 @@ def test_logs_of_the_data_pod_while_it_builds(kube):
 
 
 def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
-    from neosft.data.build import build
     from neosft.sample import SAMPLE_CORPUS
 
     bucket = s3[5:]

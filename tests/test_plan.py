@@ -25,11 +25,11 @@ def data(tmp_path_factory, qwen_tokenizer):
 def test_steps_tokens_and_hours_follow_the_table(data):
     uri, manifest = data
     (single,) = plan(uri, ["single"], tokens_per_gpu_s=100)
-    rows = manifest["variants"]["single"]["rows"]
+    rows = manifest.variants["single"].rows
     assert single.rows == rows
     assert single.steps_per_epoch == math.ceil(math.ceil(rows / 8) / 8)
     assert single.total_steps == 5 * single.steps_per_epoch
-    assert single.exact and single.tokens == manifest["variants"]["single"]["stats"]["tokens"]["total_within_cutoff"]
+    assert single.exact and single.tokens == manifest.variants["single"].stats["tokens"]["total_within_cutoff"]
     assert single.gpu_hours == pytest.approx(5 * single.tokens / 100 / 3600)
 
 
@@ -48,7 +48,7 @@ def test_without_token_stats_the_plan_says_it_estimates(tmp_path):
 
 
 def test_missing_dataset_or_variant_is_a_clear_error(tmp_path, data):
-    with pytest.raises(UserError, match="run `neosft data build` first"):
+    with pytest.raises(UserError, match="no dataset at .* build it with `neosft data build SOURCE --out"):
         plan(str(tmp_path / "nothing"), ["single"])
     build(str(SAMPLE_CORPUS), str(tmp_path / "d"), ["multi"])
     with pytest.raises(UserError, match="has no 'single' dataset"):

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import assert_user_error, neosft
 
+from neosft.artifacts import Manifest
+
 
 @pytest.mark.slow
 def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
@@ -18,15 +20,15 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     result = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     bucket = store / "neosft"
-    manifest = json.loads((bucket / "data" / "r1" / "manifest.json").read_text())
-    assert manifest["build_id"] == "r1" and set(manifest["variants"]) == {"conversations", "multi", "single", "all_pair"}
+    manifest = Manifest.read(str(bucket / "data" / "r1"))
+    assert manifest.build_id == "r1" and set(manifest.variants) == {"conversations", "multi", "single", "all_pair"}
     run = bucket / "runs" / "r1"
     steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
     assert steps[-1] == 4
     assert json.loads((run / "single" / "final" / "run.json").read_text())["variant"] == "single"
     assert (run / "single" / "loss.png").read_bytes()[:4] == (run / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     row = next(line for line in result.stdout.splitlines() if line.startswith("single"))
-    assert row.split()[1:3] == [str(manifest["variants"]["single"]["rows"]), "4"]
+    assert row.split()[1:3] == [str(manifest.variants["single"].rows), "4"]
     assert "skipped: malformed 5, no_rounds 2, bad_turn_order 2, empty_turn 2" in result.stdout
     assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
 

@@ -2,14 +2,16 @@
 
 import json
 import os
+import time
 
 import pytest
 from conftest import assert_user_error, neosft
 
-from neosft import storage
+from neosft.storage import s3 as storage
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
+from neosft.artifacts import Manifest
 from neosft.storage import location
 
 
@@ -17,18 +19,26 @@ def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):
     location(f"{s3}/raw/corpus.json").write_bytes(SAMPLE_CORPUS.read_bytes())
     remote = build(f"{s3}/raw/corpus.json", f"{s3}/neosft/data")
     local = build(str(SAMPLE_CORPUS), str(tmp_path / "out"))
-    assert remote["source"]["sha256"] == local["source"]["sha256"]
-    assert {n: v["sha256"] for n, v in remote["variants"].items()} == {n: v["sha256"] for n, v in local["variants"].items()}
+    assert remote.source.sha256 == local.source.sha256
+    assert {n: v.sha256 for n, v in remote.variants.items()} == {n: v.sha256 for n, v in local.variants.items()}
     data = location(f"{s3}/neosft/data")
-    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote["variants"].values() for f in v["files"])])
-    assert json.loads((data / "manifest.json").read_bytes()) == remote
-    assert (data / "single/part-00000.jsonl").read_bytes() == (tmp_path / "out/single/part-00000.jsonl").read_bytes()
+    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote.variants.values() for f in v.files)])
+    assert Manifest.read(data) == remote
+    single = remote.variants["single"].files[0]
+    assert (data / single).read_bytes() == (tmp_path / "out" / single).read_bytes()
 
 
-def test_rebuild_on_s3_removes_stale_parts(s3):
-    build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
+def test_rebuild_on_s3_removes_parts_no_manifest_names_once_no_build_can_be_writing_them(s3, monkeypatch):
+    from neosft.storage.s3 import S3Location
+
+    first = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
+    second = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=200)
+    third = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
+    tops = lambda: sorted({f.split("/")[0] for f in location(f"{s3}/d").list()} - {"manifest.json", "dataset_info.json"})  # noqa: E731
+    assert tops() == sorted([first.parts, second.parts, third.parts])  # within the hour: maybe another build's
+    monkeypatch.setattr(S3Location, "CLEANUP_GRACE_S", 0.0)
     build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
-    assert location(f"{s3}/d/all_pair").list() == ["part-00000.jsonl"]
+    assert tops() == [third.parts]
 
 
 def test_large_objects_go_up_in_parts_and_come_back_whole(s3, tmp_path, monkeypatch):
@@ -92,14 +102,14 @@ def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
     location(f"{s3}/c.json.gz").write_bytes(gzip.compress(json.dumps(good, ensure_ascii=False).encode()))
     from_parquet = build(f"{s3}/c.parquet", f"{s3}/p")
     from_gzip = build(f"{s3}/c.json.gz", f"{s3}/g")
-    assert from_parquet["source"]["records"] == from_gzip["source"]["records"] == len(good)
-    assert {n: v["sha256"] for n, v in from_parquet["variants"].items()} == {n: v["sha256"] for n, v in from_gzip["variants"].items()}
+    assert from_parquet.source.records == from_gzip.source.records == len(good)
+    assert {n: v.sha256 for n, v in from_parquet.variants.items()} == {n: v.sha256 for n, v in from_gzip.variants.items()}
 
 
 def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, monkeypatch):
     import threading
 
-    from neosft.storage import S3Location
+    from neosft.storage.s3 import S3Location
 
     upload, uploads = S3Location.move_from, []
 
@@ -111,13 +121,14 @@ def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, mon
         upload(self, src)
 
     monkeypatch.setattr(S3Location, "move_from", flaky_server)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "10")  # enough backoff to outlast the restart
     remote = build(str(SAMPLE_CORPUS), f"{s3}/d", shard_rows=100)
     build(str(SAMPLE_CORPUS), str(tmp_path / "out"), shard_rows=100)
     assert len(uploads) == len(set(uploads)) > 2
-    for v in remote["variants"].values():
-        for f in v["files"]:
+    for v in remote.variants.values():
+        for f in v.files:
             assert location(f"{s3}/d/{f}").read_bytes() == (tmp_path / "out" / f).read_bytes()
-    assert json.loads(location(f"{s3}/d/manifest.json").read_bytes()) == remote
+    assert Manifest.read(f"{s3}/d") == remote
 
 
 def test_a_read_resumes_where_it_broke_off_when_the_server_restarts(s3_server, s3, monkeypatch):
@@ -131,3 +142,64 @@ def test_a_read_resumes_where_it_broke_off_when_the_server_restarts(s3_server, s
         s3_server.start()
         assert head + f.read() == blob
     assert connects[0] == 0 and len(connects) == 2 and connects[1] >= 1 << 20
+
+
+def test_a_resumed_read_of_a_replaced_object_fails_clearly_instead_of_splicing(s3_server, s3):
+    first, second = os.urandom(48 << 20), os.urandom(48 << 20)
+    location(f"{s3}/blob").write_bytes(first)
+    with location(f"{s3}/blob").open() as f:
+        assert f.read(1 << 20) == first[: 1 << 20]
+        location(f"{s3}/blob").write_bytes(second)
+        s3_server.stop(kill=True)  # the connection breaks; the read resumes on a new one
+        s3_server.start()
+        with pytest.raises(UserError, match="was replaced while it was being read"):
+            f.read()
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_silent_endpoint_ends_in_one_line_within_the_configured_bound(s3, silent_endpoint):
+    started = time.monotonic()
+    result = neosft("data", "build", "sample", "--out", f"{s3}/d",
+                    env={"NEOSFT_S3_ENDPOINT": silent_endpoint, "NEOSFT_S3_TIMEOUT": "1", "AWS_MAX_ATTEMPTS": "2"})
+    assert_user_error(result, f"the S3 endpoint {silent_endpoint} did not answer within 1 s (2 attempts)")
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("env,args,needle", [
+    ({"NEOSFT_S3_ENDPOINT": "127.0.0.1:9000"}, ("sample", "--out", "s3://bkt/d"), "needs a scheme"),
+    ({"NEOSFT_S3_TIMEOUT": "soon"}, ("sample", "--out", "s3://bkt/d"), "NEOSFT_S3_TIMEOUT='soon' must be a positive number"),
+    ({}, ("s3://bkt", "--out", "{tmp}/o"), "names a bucket, not an object"),
+    ({}, ("sample", "--out", "s3://My_Bucket/d"), "'My_Bucket' is not a valid bucket name"),
+    ({"NEOSFT_S3_ENDPOINT": "http://user:endpoint-secret@127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_ACCESS_KEY_ID": "k",
+      "AWS_SECRET_ACCESS_KEY": "s"},
+     ("sample", "--out", "s3://bkt/d"), "cannot reach the S3 endpoint http://127.0.0.1:9"),
+])
+def test_bad_endpoints_and_uris_are_one_line_without_secrets(tmp_path, env, args, needle):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = neosft("data", "build", *args, env=env)
+    assert_user_error(result, needle)
+    assert "secret" not in result.stderr
+
+
+def test_https_against_a_plain_http_server_says_so(s3, s3_server):
+    endpoint = s3_server.env()["NEOSFT_S3_ENDPOINT"].replace("http://", "https://")
+    result = neosft("data", "build", "sample", "--out", f"{s3}/d", env={"NEOSFT_S3_ENDPOINT": endpoint, "AWS_MAX_ATTEMPTS": "1"})
+    assert_user_error(result, "TLS failed", "use an http:// endpoint")
+
+
+def test_check_storage_creates_nothing(tmp_path, s3):
+    assert_user_error(neosft("check-storage", tmp_path / "nonexistent" / "dir"), "does not exist")
+    assert not (tmp_path / "nonexistent").exists()
+    assert neosft("check-storage", tmp_path).returncode == 0
+    assert neosft("check-storage", f"{s3}/prefix").returncode == 0

@@ -13,6 +13,7 @@ from conftest import neosft
 from hypothesis import given
 from hypothesis import strategies as st
 
+from neosft.artifacts import Manifest
 from neosft.chat import segments
 from neosft.data.build import build
 from neosft.errors import UserError
@@ -126,7 +127,7 @@ def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, samp
     from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq
 
     register_varlen_attention()
-    rows = [json.loads(line) for line in (sample_dataset / "single" / "part-00000.jsonl").open()][:12]
+    rows = [json.loads(line) for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open()][:12]
     tokens = tokenize(rows, tokenizer, cutoff_len=256)
     torch.manual_seed(0)  # large random weights, so that what a token attends to shows in the loss
     # as the recipe loads it: without a KV cache, which would hide the sample borders from the mask
@@ -171,7 +172,7 @@ def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     wrong_variant = neosft("train", "--variant", "multi", "--data", only_single, *common)
     assert wrong_variant.returncode == 2 and "has no 'multi' dataset" in wrong_variant.stderr
     assert len(wrong_variant.stderr.strip().splitlines()) == 1
-    part = only_single / "single" / "part-00000.jsonl"
+    part = only_single / Manifest.read(str(only_single)).variants["single"].files[0]
     part.write_text(part.read_text().replace('"output":"', '"output":"tampered ', 1))
     tampered = neosft("train", "--variant", "single", "--data", only_single, *common)
     assert tampered.returncode == 2 and "do not match the sha256" in tampered.stderr, tampered.stderr[-2000:]

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from neosft import storage
+from neosft.storage import s3 as storage
 from neosft.data.build import build
 from neosft.sample import SAMPLE_CORPUS
+from neosft.artifacts import Manifest
 from neosft.storage import location
 from neosft.variants import VARIANTS
 
@@ -92,14 +93,14 @@ def test_zero3_run_writes_everything_to_s3(reference, bucket):
     assert last["total_steps"] == STEPS and last["total_tokens"] > 0 and last["throughput"] > 0
 
     run = json.loads((out / "final/run.json").read_bytes())
-    manifest = json.loads(location(f"{bucket}/data/manifest.json").read_bytes())
+    manifest = Manifest.read(f"{bucket}/data")
     assert run["variant"] == "single" and run["world_size"] == 2 and run["deepspeed"] == "zero3"
     assert run["hyperparameters"] == {**VARIANTS["single"].hyperparameters(), "cutoff_len": 256,
                                       "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
     assert run["overrides"] == {"cutoff_len": 256, "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
     assert run["training_arguments"]["learning_rate"] == 1e-3 and run["training_arguments"]["seed"] == 42
-    assert run["dataset"]["sha256"] == manifest["variants"]["single"]["sha256"]
-    assert run["dataset"]["source_sha256"] == manifest["source"]["sha256"]
+    assert run["dataset"]["sha256"] == manifest.variants["single"].sha256
+    assert run["dataset"]["source_sha256"] == manifest.source.sha256
     assert run["steps"] == STEPS and run["tokens"] == last["total_tokens"] and run["final_loss"] == last["loss"]
     assert run["wall_time_s"] > 0 and run["neosft_version"] and run["resumed_from"] is None
 

@@ -2,6 +2,9 @@
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from conftest import neosft
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS, get
 
@@ -61,3 +64,13 @@ def test_cli_prints_the_table_as_json():
     assert {n: (v["learning_rate"], v["cutoff_len"]) for n, v in table["variants"].items()} == SEED_TABLE
     assert table["variants"]["multi"]["warmup_ratio"] == 0.1
     assert table["total_train_batch_size"] == 64
+
+
+@settings(max_examples=200, deadline=None)
+@given(rounds=st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), min_size=1, max_size=6),
+       joiner=st.sampled_from(["", "\n\n", " | "]))
+def test_each_rule_on_lengths_equals_the_rule_on_strings(rounds, joiner):
+    for variant in VARIANTS.values():
+        rows = list(variant.pairs(rounds, joiner))
+        lengths = variant.lengths([(len(h), len(g)) for h, g in rounds], len(joiner))
+        assert lengths == ([len(i) for i, _ in rows], [len(o) for _, o in rows]), variant.name

@@ -1,9 +1,11 @@
 """`neosft data build`: one streaming pass from a ShareGPT corpus to the alpaca SFT datasets.
 
-Output under DEST: `<variant>/part-NNNNN.jsonl`, `dataset_info.json` (LLaMA-Factory) and
-`manifest.json`. Parts are written to a staging folder first and published only after the whole
-source parsed: a failed build leaves DEST as it was, a killed publish leaves no manifest (the
-old one is removed before any part is replaced), and the manifest is always written last.
+Output under DEST: `<parts>/<variant>/part-NNNNN.jsonl`, `dataset_info.json` (LLaMA-Factory) and
+`manifest.json`, which names `<parts>` (a folder named by its content's hash). Every option is checked
+before any work; parts are staged and published in a new folder only after the whole source parsed,
+then the manifest is replaced (one atomic write): a reader always sees a whole dataset, the previous
+one or the new one, and a failed or killed build leaves DEST as it was. Concurrent builds stage apart;
+the last to publish wins whole.
 
 Speed: a reader process parses and escapes records (see `reader`) while this one assembles rows
 from the escaped turns, and a thread hashes and writes them: three stages on two cores.
@@ -11,28 +13,30 @@ from the escaped turns, and a thread hashes and writes them: three stages on two
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
-import shutil
-import tempfile
-import uuid
-from array import array
+import signal
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
 from neosft import __version__
+from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
-from neosft.data.stats import LengthJoiner, TokenCounter, summary
+from neosft.data.stats import TokenCounter
 from neosft.errors import UserError
 from neosft.progress import Progress, log
-from neosft.storage import LocalLocation, Location, location
+from neosft.storage import Location, location, readable
 from neosft.variants import VARIANTS, Variant
 
-STAGING_PREFIX = ".neosft-staging-"
+EXPECTED_SHAPE = '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}'
 
 
 def build(
@@ -44,58 +48,97 @@ def build(
     shard_rows: int = 100_000,
     tokenizer: str | None = None,
     build_id: str | None = None,
-) -> dict:
+) -> Manifest:
     """Build the datasets; returns the manifest that was written to DEST/manifest.json."""
-    names = variants or list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise UserError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    if shard_rows < 1:
-        raise UserError("--shard-rows must be at least 1")
+    names = list(VARIANTS) if variants is None else variants
+    _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
     out = location(dest)
     out.check()
-    total_bytes = location(source).size()  # fails early, before any work, if the source is missing
+    file = readable(source)
+    total_bytes = file.size()  # fails early, before any work, if the source is missing
 
-    staging = _staging_dir(out)
-    writer = _Writer(staging)
-    try:
-        outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
-        skipped = dict.fromkeys(SKIP_REASONS, 0)
-        with Reader(source) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
-            for batch in reader:
-                for item in batch:
-                    if isinstance(item, str):
-                        skipped[item] += 1
-                    else:
-                        for o in outputs:
-                            o.add(*item)
-                progress.update(reader.bytes, reader.count)
-        manifest = {
-            "source": {"uri": source, "sha256": reader.sha256, "bytes": reader.bytes, "records": reader.count},
-            "options": {"joiner": joiner, "input_prompt": input_prompt},
-            "skipped": skipped,
-            "kept": reader.count - sum(skipped.values()),
-            "variants": {o.variant.name: o.finish() for o in outputs},
-            "build_id": build_id,
-            "neosft_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        _publish(staging, out, manifest)
-    finally:
-        writer.close()
-        shutil.rmtree(staging, ignore_errors=True)
+    with _stop_on_sigterm(), out.staging() as staging:
+        writer = _Writer(staging)
+        try:
+            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
+            skipped = dict.fromkeys(SKIP_REASONS, 0)
+            with Reader(file, [o.variant for o in outputs], joiner) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+                for batch in reader:
+                    for item in batch:
+                        if isinstance(item, str):
+                            skipped[item] += 1
+                        else:
+                            for o in outputs:
+                                o.add(*item)
+                    progress.update(reader.bytes, reader.count)
+            kept = reader.count - sum(skipped.values())
+            if not kept:
+                raise UserError(f"{source}: no usable record among {reader.count:,} (skipped: "
+                                + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
+            built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
+        finally:
+            writer.close()
+        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
+        manifest = Manifest(
+            source=SourceInfo(source, reader.sha256, reader.bytes, reader.count, reader.revision),
+            options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
+            skipped=skipped,
+            kept=kept,
+            variants={n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in built.items()},
+            parts=parts,
+            build_id=build_id,
+            neosft_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
+        )
+        _publish_parts_then_manifest(staging, out, manifest)
     return manifest
 
 
-def _staging_dir(out: Location) -> Path:
-    """Local DEST: a hidden folder inside it, so publishing is a rename; S3 DEST: a temp folder."""
-    if isinstance(out, LocalLocation):
-        for stale in out.path.glob(f"{STAGING_PREFIX}*"):  # left by a killed build
-            shutil.rmtree(stale, ignore_errors=True)
-        path = out.path / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
-        path.mkdir()
-        return path
-    return Path(tempfile.mkdtemp(prefix="neosft-build-"))
+def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
+    """Refuse every bad option before any work, so a bad one never costs a build or the previous dataset."""
+    for option, value in (("SOURCE", source), ("--out", dest), ("--joiner", joiner), ("--input-prompt", input_prompt),
+                          ("--tokenizer", tokenizer), ("--build-id", build_id)):
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{option} is not valid UTF-8: {value.encode('utf-8', 'surrogateescape')!r}") from None
+    if not source:
+        raise UserError("SOURCE is empty: name a file, s3://bucket/key, https://..., hf://datasets/OWNER/NAME/PATH or `sample`")
+    if not dest:
+        raise UserError("--out is empty: name a folder or s3://bucket/prefix")
+    if not names:
+        raise UserError(f"no variant to build; choose from {', '.join(VARIANTS)}")
+    for i, name in enumerate(names):
+        if name not in VARIANTS:
+            raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        if name in names[:i]:
+            raise UserError(f"variant {name!r} is named twice")
+    if shard_rows < 1:
+        raise UserError("--shard-rows must be at least 1")
+    if tokenizer is not None:
+        from neosft.data.stats import load_tokenizer
+
+        load_tokenizer(tokenizer)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a pod being stopped) unwinds like Ctrl-C: the reader stops, staging is removed, DEST untouched."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _VariantOutput:
@@ -106,7 +149,7 @@ class _VariantOutput:
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
                  tokenizer: str | None, writer: "_Writer"):
         self.variant = variant
-        self.escaped_joiner, self.length_joiner = escape(joiner), LengthJoiner(joiner)
+        self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
@@ -114,21 +157,18 @@ class _VariantOutput:
         self.rows, self.files, self.hash = 0, [], hashlib.sha256()
         self.block, self.block_bytes, self.file = [], 0, None
         self.has_system = False
-        self.instruction_chars, self.output_chars = array("I"), array("I")
         self.tokens = TokenCounter(tokenizer, variant.cutoff_len) if tokenizer else None
 
-    def add(self, system: bytes | None, rounds: list[tuple[bytes, bytes]], lengths: list[tuple[int, int]]) -> None:
-        """Add the rows of one conversation, given as escaped JSON string bodies and lengths (see `reader`)."""
+    def add(self, system: bytes | None, rounds: list[tuple[bytes, bytes]]) -> None:
+        """Add the rows of one conversation, given as escaped JSON string bodies (see `reader`)."""
         tail = b'"}\n' if system is None else b'","system":"' + system + b'"}\n'
-        block, rows = self.block, self.variant.pairs(rounds, self.escaped_joiner)
-        for (instruction, output), (n_instruction, n_output) in zip(rows, self.variant.pairs(lengths, self.length_joiner), strict=True):
+        block = self.block
+        for instruction, output in self.variant.pairs(rounds, self.escaped_joiner):
             if self.rows % self.shard_rows == 0:
                 self._next_part()
             self.rows += 1
             block += (b'{"instruction":"', instruction, self.middle, output, tail)  # joined once per block
             self.block_bytes += len(instruction) + len(output)
-            self.instruction_chars.append(n_instruction)
-            self.output_chars.append(n_output)
             if self.tokens:
                 self.tokens.add(**orjson.loads(b"".join(block[-5:])))
         if self.block_bytes >= self.BLOCK_BYTES:
@@ -163,21 +203,18 @@ class _VariantOutput:
             self.file.close()
             self.file = None
 
-    def finish(self) -> dict:
+    def finish(self, chars: dict) -> VariantData:
+        """Close the parts; `chars` holds the rows' character-length statistics from the reader."""
         if not self.files:  # no rows: still one (empty) part, so the folder loads
             self._next_part()
         self._flush()
         self.writer.submit(self._close_part)
         self.writer.wait()
-        stats = {
-            "rows": self.rows,
-            "instruction_chars": summary(self.instruction_chars),
-            "output_chars": summary(self.output_chars),
-        }
+        assert chars["rows"] == self.rows, (chars["rows"], self.rows)  # both sides applied the same rule
+        stats = dict(chars)
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
-        return {"rows": self.rows, "files": self.files, "sha256": self.hash.hexdigest(),
-                "has_system": self.has_system, "stats": stats}
+        return VariantData(self.rows, self.files, self.hash.hexdigest(), self.has_system, stats)
 
 
 class _Writer:
@@ -210,29 +247,46 @@ class _Writer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def dataset_info(manifest: dict) -> dict:
+def dataset_info(manifest: Manifest) -> dict:
     """LLaMA-Factory's dataset_info.json: one alpaca dataset per variant folder."""
     info = {}
-    for name, v in manifest["variants"].items():
+    for name, v in manifest.variants.items():
         columns = {"prompt": "instruction", "query": "input", "response": "output"}
-        if v["has_system"]:
+        if v.has_system:
             columns["system"] = "system"
-        info[name] = {"file_name": name, "formatting": "alpaca", "columns": columns}
+        info[name] = {"file_name": f"{manifest.parts}/{name}", "formatting": "alpaca", "columns": columns}
     return info
 
 
-def _publish(staging: Path, out: Location, manifest: dict) -> None:
-    """Move the parts into DEST; the manifest goes first out and last in."""
+def _publish_parts_then_manifest(staging: Path, out: Location, manifest: Manifest) -> None:
+    """Publish the staged parts in their own new folder, then replace dataset_info.json and manifest.json;
+    only then remove parts no manifest names any more (keeping the previous build's for readers still on it)."""
     log(f"publishing to {out}")
-    (out / "manifest.json").delete()
-    for name, v in manifest["variants"].items():
-        for file in v["files"]:
-            (out / file).move_from(staging / file)
-        for stale in set(f"{name}/{f}" for f in (out / name).list() if f.startswith("part-")) - set(v["files"]):
-            (out / stale).delete()
-    (out / "dataset_info.json").write_bytes(_json(dataset_info(manifest)))
-    (out / "manifest.json").write_bytes(_json(manifest))
+    with out.lock():
+        previous = _parts_named_by(out)
+        (out / manifest.parts).publish_dir(staging)
+        (out / "dataset_info.json").write_bytes(orjson.dumps(dataset_info(manifest), option=orjson.OPT_INDENT_2) + b"\n")
+        manifest.write(out)
+        _remove_unnamed_parts(out, keep={manifest.parts, previous})
 
 
-def _json(obj: dict) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+def _remove_unnamed_parts(out: Location, keep: set) -> None:
+    """Remove the parts folders in `out` not in `keep` (and an older layout's `<variant>/part-*` files), except
+    those with a file written within the store's clean-up grace: another build's, still publishing."""
+    files = out.list()
+    old = set(out.list(older_than_s=out.CLEANUP_GRACE_S)) if out.CLEANUP_GRACE_S else set(files)
+    stale: dict[str, bool] = {}
+    for name in files:
+        top, _, rest = name.partition("/")
+        if (top.startswith("parts-") and top not in keep) or (top in VARIANTS and rest.startswith("part-")):
+            stale[top] = stale.get(top, True) and name in old
+    for top, whole in stale.items():
+        if whole:
+            (out / top).delete_dir()
+
+
+def _parts_named_by(out: Location) -> str | None:
+    try:
+        return Manifest.from_json((out / MANIFEST).read_bytes()).parts if (out / MANIFEST).exists() else None
+    except UserError:  # a manifest of an older layout: nothing of it to keep
+        return None

@@ -1,52 +1,63 @@
 """A reader process that parses, checks and JSON-escapes records while the main process writes.
 
 Parsing and writing are both Python-bound, so the build runs them on two cores. Each record crosses
-the pipe as its skip reason or as `(system, rounds, lengths)`: system and turns already escaped
-as JSON string bodies (bytes, cheap to pickle; JSON escaping commutes with concatenation, so the
-variant rules join them directly) and the turns' lengths in characters.
+the pipe as its skip reason or as `(system, rounds)`: system and turns already escaped as JSON string
+bodies (bytes, cheap to pickle; JSON escaping commutes with concatenation, so the variant rules join
+them directly). The rows' lengths in characters never cross: this process applies the variant rules
+to the turns' lengths and sends only each variant's length statistics, at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import signal
+import time
 import traceback
+from array import array
 from typing import Iterator
 
 import orjson
 
 from neosft.data.records import parse_record
+from neosft.data.stats import summary
 from neosft.data.source import Source
 from neosft import storage
+from neosft.storage import Readable
 from neosft.errors import UserError
+from neosft.variants import Variant
 
 BATCH = 512
+PROGRESS_EVERY_S = 1.0
 
-Escaped = tuple[bytes | None, list[tuple[bytes, bytes]], list[tuple[int, int]]]
+Escaped = tuple[bytes | None, list[tuple[bytes, bytes]]]
 
 
 def escape(s: str) -> bytes:
-    """The JSON string body of `s` (no quotes): UTF-8, non-ASCII kept as is."""
+    """The JSON string body of `s` (no quotes): UTF-8, non-ASCII kept as is, and a lone surrogate (which
+    UTF-8 cannot hold) as its `\\uXXXX` escape, exactly as JSON writes it."""
     try:
         return orjson.dumps(s)[1:-1]
-    except orjson.JSONEncodeError:  # lone surrogates, which UTF-8 cannot hold: keep them as \u escapes
-        return json.dumps(s)[1:-1].encode()
+    except orjson.JSONEncodeError:
+        return json.dumps(s, ensure_ascii=False).encode("utf-8", "backslashreplace")[1:-1]
 
 
 class Reader:
-    """`with Reader(uri) as reader:` starts the process (before the caller starts any thread);
+    """`with Reader(file) as reader:` starts the process (before the caller starts any thread);
     iterate for batches of records (a skip reason or `Escaped` each), then read the source's
-    `sha256`, `bytes` and `count`; `bytes` and `count` follow the stream for progress."""
+    `sha256`, `bytes`, `count`, `revision` and `stats` (per variant: rows and character-length statistics,
+    see `neosft.data.stats`); `bytes` and `count` follow the stream for progress."""
 
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.sha256, self.bytes, self.count = "", 0, 0
+    def __init__(self, file: Readable, variants: list[Variant], joiner: str):
+        self.file, self.variants, self.joiner = file, variants, joiner
+        self.sha256, self.bytes, self.count, self.revision, self.stats = "", 0, 0, None, {}
 
     def __enter__(self) -> "Reader":
         # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self.receiver, sender = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_read, args=(self.uri, sender, self.receiver), name="neosft-reader", daemon=True)
+        self.process = ctx.Process(target=_read, args=(self.file, self.variants, self.joiner, sender, self.receiver), name="neosft-reader", daemon=True)
         self.process.start()
         sender.close()
         return self
@@ -67,7 +78,7 @@ class Reader:
                 items, self.bytes, self.count = payload
                 yield items
             elif kind == "done":
-                self.sha256, self.bytes, self.count = payload
+                self.sha256, self.bytes, self.count, self.revision, self.stats = payload
                 return
             elif kind == "error":
                 raise UserError(payload[0])
@@ -75,32 +86,53 @@ class Reader:
                 raise RuntimeError(f"the reader process failed:\n{payload[0]}")
 
 
-def _read(uri: str, sender, receiver) -> None:
+def _read(file: Readable, variants: list[Variant], joiner: str, sender, receiver) -> None:
     receiver.close()  # the parent's end: if the parent dies, sending fails and this process ends
-    storage.forget_clients()  # never share the parent's pooled S3 connections
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends this process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped: end quietly
+    storage.forget_clients()  # never share the parent's pooled connections
     try:
-        source = Source(uri)
+        _send_records(file, variants, joiner, sender)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the parent is gone: nobody to tell
+    finally:
+        with contextlib.suppress(OSError):
+            sender.close()
+
+
+def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) -> None:
+    try:
+        last = [time.monotonic()]
+
+        def progress() -> None:  # every chunk: a progress note each second, also where no record is
+            if time.monotonic() - last[0] > PROGRESS_EVERY_S:
+                last[0] = time.monotonic()
+                sender.send(("batch", [], source.bytes, source.count))
+
+        source = Source(file, progress)
+        width = len(joiner)
+        lengths = [(v, array("I"), array("I")) for v in variants]
         batch: list = []
         for record in source.records():
             conv = parse_record(record)
             if isinstance(conv, str):
                 batch.append(conv)
             else:
-                batch.append((
-                    None if conv.system is None else escape(conv.system),
-                    [(escape(h), escape(g)) for h, g in conv.rounds],
-                    [(len(h), len(g)) for h, g in conv.rounds],
-                ))
+                batch.append((None if conv.system is None else escape(conv.system), [(escape(h), escape(g)) for h, g in conv.rounds]))
+                turns = [(len(h), len(g)) for h, g in conv.rounds]
+                for variant, instruction, output in lengths:
+                    n_instruction, n_output = variant.lengths(turns, width)
+                    instruction.extend(n_instruction)
+                    output.extend(n_output)
             if len(batch) == BATCH:
                 sender.send(("batch", batch, source.bytes, source.count))
                 batch = []
         sender.send(("batch", batch, source.bytes, source.count))
-        sender.send(("done", source.sha256, source.bytes, source.count))
+        stats = {v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in lengths}
+        sender.send(("done", source.sha256, source.bytes, source.count, source.revision, stats))
     except UserError as e:
         sender.send(("error", str(e)))
-    except KeyboardInterrupt:
-        pass
-    except BaseException:
+    except (BrokenPipeError, ConnectionResetError):
+        raise
+    except Exception:
         sender.send(("crash", traceback.format_exc()))
-    finally:
-        sender.close()

@@ -10,7 +10,8 @@ Normalising drops a trailing unanswered human turn (odd count, last turn human).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from itertools import repeat
+from typing import NamedTuple
 
 from neosft.variants import Round
 
@@ -19,8 +20,7 @@ SKIP_REASONS = ("malformed", "no_rounds", "bad_turn_order", "empty_turn")
 _ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(NamedTuple):  # a tuple: cheap to make once per record
     rounds: list[Round]
     system: str | None = None
 
@@ -37,7 +37,7 @@ def parse_record(record: object) -> Conversation | str:
         values = [turn["value"] for turn in turns]
     except (TypeError, KeyError, AttributeError):
         return "malformed"
-    if not all(isinstance(v, str) for v in values):
+    if not all(map(isinstance, values, repeat(str))):  # map, not a generator: this runs per record
         return "malformed"
 
     start = 1 if roles[0] == "system" else 0
@@ -49,6 +49,7 @@ def parse_record(record: object) -> Conversation | str:
         return "no_rounds"
     if n % 2 or roles[start:end] != ["human", "gpt"] * (n // 2):
         return "bad_turn_order"
-    if any(not v or v.isspace() for v in values[start:end]):
+    kept = values[start:end]
+    if "" in kept or any(map(str.isspace, kept)):
         return "empty_turn"
     return Conversation(list(zip(values[start:end:2], values[start + 1 : end : 2], strict=True)), values[0] if start else None)

@@ -2,10 +2,17 @@
 
 Formats are recognised by content, not by name: a JSON array, JSON lines, either of them gzipped,
 or Parquet. While it streams, a `Source` hashes the stored bytes and counts them and the records.
+
+JSON is parsed by the standard library's C scanner (`json.JSONDecoder.raw_decode`) over a sliding
+text window: it keeps every value exactly (lone surrogates included, which orjson refuses and ijson's
+C backend alters), knows the byte of every syntax error, stops at a bounded depth, and costs what
+ijson costs. The window grows geometrically for a long record (linear time), and whitespace between
+records is skipped chunk by chunk (flat memory), also in JSON lines.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -13,25 +20,28 @@ import json
 import re
 import tempfile
 import zlib
+from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Iterator
-
-import orjson
+from typing import BinaryIO, Callable, Iterator
 
 from neosft.errors import UserError
-from neosft.storage import LocalLocation, location
+from neosft.storage import Readable, readable
 
-CHUNK = 1 << 16  # 64 KiB: measured faster than 1 MiB for ijson (cache-friendly)
+CHUNK = 1 << 16  # 64 KiB: the window's step; measured as fast as 1 MiB and kinder to the cache
+MAX_INT_DIGITS = 4000  # longer integers (Python refuses > 4300 digits) parse as Decimal: exact, never written
 
 
 class Source:
-    """A corpus at `uri`; iterate `records()` once, then read `sha256`, `bytes` and `count`."""
+    """A corpus (a SOURCE URI, or its `Readable` already resolved); iterate `records()` once, then read
+    `sha256`, `bytes`, `count` and `revision`. `on_chunk` runs after every chunk read, for progress."""
 
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.loc = location(uri)
+    def __init__(self, file: Readable | str, on_chunk: Callable[[], None] = lambda: None):
+        self.file = readable(file) if isinstance(file, str) else file
+        self.uri = self.file.uri
+        self.revision = self.file.revision
         self.bytes = 0
         self.count = 0
+        self.on_chunk = on_chunk
         self._hash = hashlib.sha256()
 
     @property
@@ -39,35 +49,25 @@ class Source:
         return self._hash.hexdigest()
 
     def records(self) -> Iterator[object]:
-        try:
-            for record in self._read(exact=False):
-                self.count += 1
-                yield record
-        except _RetryExact:  # ijson refused it: find the exact error, or read on past ijson's limits
-            for i, record in enumerate(self._read(exact=True)):
-                if i >= self.count:
-                    self.count += 1
-                    yield record
-
-    def _read(self, exact: bool) -> Iterator[object]:
-        self.bytes, self._hash = 0, hashlib.sha256()
-        with self.loc.open() as raw:
+        with self.file.open() as raw:
             stream = io.BufferedReader(_Tap(raw, self), CHUNK)
             try:
-                yield from self._parse(stream, exact)
+                for record in self._parse(stream):
+                    self.count += 1
+                    yield record
                 _drain(stream)  # hash every stored byte, also those after the last record
             except (EOFError, OSError, zlib.error) as e:  # a truncated or corrupt gzip stream
                 raise UserError(f"{self.uri}: cannot read: {e}") from None
 
-    def _parse(self, stream: io.BufferedReader, exact: bool) -> Iterator[object]:
+    def _parse(self, stream: io.BufferedReader) -> Iterator[object]:
         if stream.peek(4)[:4] == b"PAR1":
-            return _parquet_records(stream, self.loc)
+            return _parquet_records(stream, self.file)
         text, name = self._text(stream)
         first = text.peek(CHUNK).lstrip()[:1]
         if first == b"[":
-            return _ArrayReader(text, name).records() if exact else _fast_array_records(text)
+            return _Values(text, name).array()
         if first == b"{":
-            return _jsonl_records(text, name)
+            return _Values(text, name).lines()
         if not first:
             raise UserError(f"{name} is empty")
         raise UserError(f"{name}: unsupported format (starts with {first!r}); expected a JSON array, JSON lines, gzip or Parquet")
@@ -80,21 +80,6 @@ class Source:
         if stream.peek(3)[:3] == b"\xef\xbb\xbf":
             stream.read(3)
         return stream, name
-
-
-class _RetryExact(Exception):
-    """ijson failed: reread with the exact reader."""
-
-
-def _fast_array_records(text: BinaryIO) -> Iterator[object]:
-    """ijson's C parser: fast, but it cannot say where JSON is invalid and overflows on integers
-    beyond 64 bits; either way the `Source` rereads the array with `_ArrayReader`."""
-    import ijson
-
-    try:
-        yield from ijson.items(text, "item", use_float=True, buf_size=CHUNK)
-    except ijson.JSONError:
-        raise _RetryExact() from None
 
 
 class _Tap(io.RawIOBase):
@@ -112,6 +97,7 @@ class _Tap(io.RawIOBase):
         buf[:n] = data
         self.source._hash.update(data)
         self.source.bytes += n
+        self.source.on_chunk()
         return n
 
 
@@ -120,135 +106,106 @@ def _drain(stream: BinaryIO) -> None:
         pass
 
 
-def _loads(data, name: str, offset: int) -> object:
-    """Parse one JSON value; a syntax error names its absolute byte offset in the stream."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # the standard parser also takes what orjson refuses but JSON allows (huge integers, lone surrogates)
-        return json.loads(bytes(data))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{name}: invalid UTF-8 at byte {offset + e.start}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{name}: invalid JSON at byte {offset + _byte_pos(data, e.pos)}: {e.msg}") from None
+def _int(digits: str) -> int | Decimal:
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else Decimal(digits)
 
 
-def _byte_pos(data, char_pos: int) -> int:
-    return len(bytes(data).decode("utf-8")[:char_pos].encode("utf-8"))
+_SPACE = re.compile(r"[ \t\n\r]*")
+_NOT_A_VALUE = ("", " ", "\t", "\n", "\r")  # where `_peek` must skip whitespace or read on before a value
+_DECODER = json.JSONDecoder(parse_int=_int)
 
 
-def _jsonl_records(stream: BinaryIO, name: str) -> Iterator[object]:
-    offset = 0
-    for line in stream:
-        if line.strip():
-            yield _loads(line, name, offset)
-        offset += len(line)
-
-
-_STRUCTURAL = re.compile(rb'["{}\[\]]')
-_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # the rest of a string after its opening quote
-_SCALAR = re.compile(rb"[^,\]\s]*")
-_SPACE = re.compile(rb"\s*")
-
-
-class _ArrayReader:
-    """Splits a top-level JSON array into its elements with a bracket scan and parses each with
-    orjson: slower than ijson, but it knows the exact byte offset of every syntax error."""
+class _Values:
+    """The JSON values of a text stream (the elements of one top-level array, or JSON lines), parsed with
+    `raw_decode` over a window of decoded text. The window holds the current value and at most a chunk more."""
 
     def __init__(self, stream: BinaryIO, name: str):
         self.stream, self.name = stream, name
-        self.buf, self.base, self.eof = b"", 0, False  # buf holds stream bytes [base, base + len(buf))
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.eof = "", 0, False
+        self.decoded = 0  # bytes decoded into text so far: the window ends there
 
-    def _more(self, keep: int) -> int:
-        """Drop bytes before `keep`, read another chunk; returns how far indices shifted."""
-        chunk = self.stream.read(CHUNK)
-        if not chunk:
-            self.eof = True
-        self.buf = self.buf[keep:] + chunk
-        self.base += keep
-        return keep
+    def _more(self, size: int = CHUNK) -> None:
+        """Drop the text before `pos` and append about `size` more bytes of it."""
+        data = self.stream.read(size)
+        pending = len(self.utf8.getstate()[0])
+        try:
+            text = self.utf8.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            raise UserError(f"{self.name}: invalid UTF-8 at byte {self.decoded + e.start}") from None
+        self.decoded += pending + len(data) - len(self.utf8.getstate()[0])
+        self.buf = self.buf[self.pos:] + text if self.pos < len(self.buf) else text
+        self.pos = 0
+        self.eof = not data
 
-    def _skip_space(self, pos: int) -> int:
-        while True:
-            pos = _SPACE.match(self.buf, pos).end()
-            if pos < len(self.buf) or self.eof:
-                return pos
-            pos -= self._more(pos)
+    def _offset(self, pos: int) -> int:
+        """The byte offset in the stream of text position `pos` in the window."""
+        return self.decoded - len(self.buf[pos:].encode("utf-8", "surrogatepass"))
 
     def _error(self, pos: int, what: str) -> UserError:
-        return UserError(f"{self.name}: invalid JSON at byte {self.base + pos}: {what}")
+        return UserError(f"{self.name}: invalid JSON at byte {self._offset(pos)}: {what}")
 
-    def records(self) -> Iterator[object]:
-        pos = self._skip_space(0)
-        assert self.buf[pos : pos + 1] == b"["
-        pos = self._skip_space(pos + 1)
-        if self.buf[pos : pos + 1] == b"]":
-            pos += 1
+    def _peek(self) -> str:
+        """The next character that is not whitespace ('' at the end), skipping whitespace a chunk at a time."""
+        while True:
+            self.pos = _SPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or self.eof:
+                return self.buf[self.pos : self.pos + 1]
+            self._more()
+
+    def _value(self) -> object:
+        """The value at `pos`, reading on (in growing steps: linear time) while it is incomplete."""
+        size = CHUNK
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                if end < len(self.buf) or self.eof:  # else a number might go on in the next chunk
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as e:
+                incomplete = e.pos >= len(self.buf) - 6 or e.msg.startswith("Unterminated string")
+                if self.eof or not incomplete:
+                    raise self._error(e.pos, e.msg if not self.eof else "the file ends inside a record") from None
+            except RecursionError:
+                raise UserError(f"{self.name}: the record at byte {self._offset(self.pos)} is nested deeper than "
+                                "the JSON parser goes (about 1000 levels); no conversation is") from None
+            self._more(size)
+            size *= 2
+
+    def array(self) -> Iterator[object]:
+        self._peek()
+        self.pos += 1  # the '['
+        if self._peek() == "]":
+            self.pos += 1
         else:
             while True:
-                if pos >= len(self.buf):
-                    raise self._error(pos, "the file ends inside the array")
-                start, end = self._element_end(pos)
-                yield _loads(memoryview(self.buf)[start:end], self.name, self.base + start)
-                pos = self._skip_space(end)
-                sep = self.buf[pos : pos + 1]
-                if sep == b"]":
-                    pos += 1
+                if self.buf[self.pos : self.pos + 1] in _NOT_A_VALUE and not self._peek():
+                    raise self._error(self.pos, "the file ends inside the array")
+                yield self._value()
+                sep = self.buf[self.pos : self.pos + 1]  # most often right after the value
+                if sep not in (",", "]"):
+                    sep = self._peek()
+                self.pos += 1
+                if sep == "]":
                     break
-                if sep != b",":
-                    raise self._error(pos, "expected ',' or ']'" if sep else "the file ends inside the array")
-                pos = self._skip_space(pos + 1)
-                if self.buf[pos : pos + 1] == b"]":
-                    raise self._error(pos, "trailing comma before ']'")
-        pos = self._skip_space(pos)
-        if pos < len(self.buf):
-            raise self._error(pos, "unexpected data after the array")
+                if sep != ",":
+                    raise self._error(self.pos - 1, "expected ',' or ']'" if sep else "the file ends inside the array")
+                if self._peek() == "]":
+                    raise self._error(self.pos, "trailing comma before ']'")
+        if self._peek():
+            raise self._error(self.pos, "unexpected data after the array")
 
-    def _element_end(self, start: int) -> tuple[int, int]:
-        """(start, end) of the element starting at `start`, reading more data as needed."""
-        first = self.buf[start : start + 1]
-        if first not in (b"{", b"[", b'"'):
-            while True:
-                end = _SCALAR.match(self.buf, start).end()
-                if end < len(self.buf) or self.eof:
-                    return start, end
-                start -= self._more(start)
-        depth, pos = 0, start
-        while True:
-            m = _STRUCTURAL.search(self.buf, pos)
-            if m is None:
-                if self.eof:
-                    raise self._error(len(self.buf), "the file ends inside a record")
-                pos = len(self.buf)
-                shift = self._more(start)
-                start, pos = start - shift, pos - shift
-                continue
-            c = m.group()
-            if c == b'"':
-                s = _STRING_REST.match(self.buf, m.end())
-                if s is None:
-                    if self.eof:
-                        raise self._error(m.start(), "the file ends inside a string")
-                    shift = self._more(start)
-                    start, pos = start - shift, m.start() - shift
-                    continue
-                pos = s.end()
-                if depth == 0:
-                    return start, pos
-                continue
-            depth += 1 if c in b"{[" else -1
-            pos = m.end()
-            if depth == 0:
-                return start, pos
+    def lines(self) -> Iterator[object]:
+        while self._peek():
+            yield self._value()
 
 
-def _parquet_records(stream: BinaryIO, loc) -> Iterator[object]:
+def _parquet_records(stream: BinaryIO, file) -> Iterator[object]:
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory(prefix="neosft-") as tmp:
-        if isinstance(loc, LocalLocation):
-            path = loc.path
+        path = file.local_path()
+        if path is not None:
             _drain(stream)  # hash it
         else:  # Parquet needs random access: spool the object to disk, hashing as it goes
             path = Path(tmp) / "source.parquet"
@@ -258,7 +215,7 @@ def _parquet_records(stream: BinaryIO, loc) -> Iterator[object]:
         try:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises its own error types for corrupt files
-            raise UserError(f"{loc.uri}: not a readable Parquet file: {e}") from None
+            raise UserError(f"{file.uri}: not a readable Parquet file: {e}") from None
         columns = ["conversations"] if "conversations" in pf.schema_arrow.names else []
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
             if columns:

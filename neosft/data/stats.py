@@ -18,17 +18,6 @@ def summary(values: array) -> dict:
     return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1], "total": sum(ordered)}
 
 
-class LengthJoiner:
-    """Stands in for the joiner string, so a variant's rule applied to lengths yields lengths."""
-
-    def __init__(self, joiner: str):
-        self.width = len(joiner)
-
-    def join(self, lengths) -> int:
-        lengths = list(lengths)
-        return sum(lengths) + self.width * (len(lengths) - 1)
-
-
 class TokenCounter:
     """Counts the tokens of rows in the Qwen2 chat format, batching for the Rust tokenizer."""
 
