@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from neosft.artifacts import LossRecord, read_losses, train_losses
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
@@ -30,6 +31,9 @@ STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
 # variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
 LEARNING_RATE_SCALE = 40
+# One CPU process would accumulate 64 micro-steps per step to keep the cluster's total batch: rehearse at 8 instead,
+# as an explicit --set that run.json records among the overrides.
+REHEARSAL_ACCUMULATION = 8
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
 
@@ -85,10 +89,8 @@ def _tiny_model(data: str, manifest: dict) -> str:
     return str(folder)
 
 
-def _train(name: str, data: str, output: str, model: str, steps: int) -> list[dict]:
+def _train(name: str, data: str, output: str, model: str, steps: int) -> list[LossRecord]:
     """One `neosft train` process, as a PyTorchJob pod runs it; its output goes to a log file."""
-    from neosft.train.losslog import from_jsonl
-
     log_file = WORK / "logs" / ("-".join(output.split("/")[-2:]) + ".log")  # <run-id>-<variant>.log
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
@@ -96,6 +98,7 @@ def _train(name: str, data: str, output: str, model: str, steps: int) -> list[di
     command = [sys.executable, "-m", "neosft", "train", "--variant", name, "--data", data, "--output", output,
                "--model", model, "--deepspeed", "zero2", "--max-steps", str(steps), "--save-steps", str(max(1, steps // 2)),
                "--set", f"learning_rate={VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}",
+               "--set", f"gradient_accumulation_steps={REHEARSAL_ACCUMULATION}",
                "--work-dir", str(WORK / "work" / name)]
     started = time.monotonic()
     with open(log_file, "w") as out:
@@ -107,9 +110,9 @@ def _train(name: str, data: str, output: str, model: str, steps: int) -> list[di
     if process.returncode:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise UserError(f"training {name} failed: {tail[0]} (full log: {log_file})")
-    records = from_jsonl(location(f"{output}/loss.jsonl").read_bytes())
-    losses = [r["loss"] for r in records if "loss" in r]
-    log(f"    {name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {time.monotonic() - started:.0f} s")
+    records = read_losses(location(f"{output}/loss.jsonl").read_bytes())
+    losses = train_losses(records)
+    log(f"    {name}: loss {losses[0].loss:.3f} -> {losses[-1].loss:.3f} in {time.monotonic() - started:.0f} s")
     return records
 
 
@@ -121,10 +124,10 @@ def summary(result: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()), "",
              f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
     for name, entry in manifest["variants"].items():
-        records = [r for r in runs.get(name, []) if "loss" in r]
+        records = train_losses(runs.get(name, []))
         if records:
-            lines.append(f"{name:<14}{entry['rows']:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
-                         f"{records[-1]['loss']:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
+            lines.append(f"{name:<14}{entry['rows']:>7,}{records[-1].current_steps:>7}{records[0].loss:>12.3f}"
+                         f"{records[-1].loss:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
         else:
             lines.append(f"{name:<14}{entry['rows']:>7,}{'-':>7}")
     if runs:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen/Qwen2-7B-Instruct's tokenizer_config.json `chat_template`, verbatim.
+QWEN2_CHAT_TEMPLATE = (
+    r"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    r"{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    r"{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    r"{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2,
                     seed: int = 0) -> Path:
-    """Write config, random weights and a BPE tokenizer trained on `texts` to `dest`; returns `dest`."""
+    """Write config, random weights and a BPE tokenizer (trained on `texts`, with Qwen2's chat template) to `dest`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -22,6 +29,7 @@ def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size:
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         additional_special_tokens=SPECIAL[1:])
+    tokenizer.chat_template = QWEN2_CHAT_TEMPLATE
     tokenizer.save_pretrained(dest)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
