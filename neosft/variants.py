@@ -75,23 +75,22 @@ SHARED: dict = {
 }
 
 
-def _share(total: int, world_size: int, per_device: int, what: str) -> int:
+def _share(total: int, world_size: int, per_device: int, what: str, setting: str) -> int:
     if world_size < 1 or per_device < 1 or total % (world_size * per_device):
         raise UserError(f"total {what} batch {total} is not divisible by {world_size} device(s) x {per_device} per "
-                        f"device; choose a world size that divides it, or set the batch with --set gradient_accumulation_steps=N "
-                        "(recorded in run.json)")
+                        f"device: use a world size that divides it, or --set {setting}=N (run.json records it)")
     return total // (world_size * per_device)
 
 
 def gradient_accumulation(world_size: int, per_device: int = SHARED["per_device_train_batch_size"],
                           total: int = TOTAL_TRAIN_BATCH) -> int:
     """Micro-steps per optimizer step so that `world_size` devices train at `total` samples per step."""
-    return _share(total, world_size, per_device, "train")
+    return _share(total, world_size, per_device, "train", "gradient_accumulation_steps")
 
 
 def per_device_eval_batch(world_size: int, total: int = TOTAL_EVAL_BATCH) -> int:
     """Eval samples per device so that `world_size` devices evaluate `total` samples per step."""
-    return _share(total, world_size, 1, "eval")
+    return _share(total, world_size, 1, "eval", "per_device_eval_batch_size")
 
 
 def get(name: str) -> Variant:

@@ -45,8 +45,9 @@ def deepspeed_config(name: str) -> str | None:
 
 
 def hyperparameters(name: str, overrides: dict) -> dict:
-    """The variant's table row with the overrides of its keys applied."""
+    """The variant's table row with the overrides of its keys applied; every override's value checked."""
     table = get(name).hyperparameters()
+    check_values(overrides, table)
     return {key: overrides.get(key, value) for key, value in table.items()}
 
 

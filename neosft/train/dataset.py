@@ -42,9 +42,13 @@ def rows(data_uri: str, variant: str, entry: dict) -> Iterator[dict]:
     digest = hashlib.sha256()
     for name in entry["files"]:
         with (location(data_uri) / name).open() as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 digest.update(line)
-                yield orjson.loads(line)
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
+                                    "part); rebuild the dataset") from None
     if digest.hexdigest() != entry["sha256"]:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
 

@@ -21,7 +21,6 @@ from neosft.train import DEFAULT_MODEL, dist
 from neosft.train.args import (
     REPORT_TO,
     arguments_record,
-    check_values,
     deepspeed_config,
     hyperparameters,
     parse_overrides,
@@ -93,8 +92,8 @@ def finished(options: Options) -> RunRecord | None:
 
 
 def setup(options: Options) -> Run:
-    """The steps, in order: check the inputs, find the dataset, decide the arguments, load the tokenizer and
-    tokenize (once), find the resume point, load the model, build the Trainer."""
+    """The steps, in order: check the inputs, find the dataset and the output, decide the arguments, check the model's
+    config and weights, load the tokenizer and tokenize (once), find the resume point, build the Trainer."""
     from neosft.train.losslog import LossLog
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
@@ -108,8 +107,8 @@ def setup(options: Options) -> Run:
                               max_steps=options.max_steps, save_steps=options.save_steps,
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
                               report_to=options.report_to, liger=options.liger)
-    tokenizer, chat = _setup_tokenizer(options)
     model_config = _setup_model_config(options)
+    tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
     resume = _setup_resume(output, work_dir)
@@ -132,9 +131,7 @@ def _setup_inputs(options: Options) -> tuple[dict, dict]:
     if options.report_to != "none" and importlib.util.find_spec(options.report_to) is None:
         raise UserError(f"--report-to {options.report_to}: the {options.report_to} package is not installed")
     overrides = parse_overrides(options.overrides)
-    hp = hyperparameters(options.variant, overrides)
-    check_values(overrides, hp)
-    return overrides, hp
+    return overrides, hyperparameters(options.variant, overrides)
 
 
 def _setup_dataset(options: Options) -> tuple[dict, dict]:
@@ -166,9 +163,7 @@ def _setup_tokenizer(options: Options):
         tokenizer = AutoTokenizer.from_pretrained(options.model)
     except (OSError, ValueError, KeyError) as e:  # no such folder or model ID, no network, no access, bad files
         raise UserError(f"--model {options.model}: no usable tokenizer ({_first_line(e)})") from None
-    chat = ChatFormat(tokenizer, options.default_system, use_template=options.chat_format == "auto")
-    log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
-    return tokenizer, chat
+    return tokenizer, ChatFormat(tokenizer, options.default_system, use_template=options.chat_format == "auto")
 
 
 def _setup_model_config(options: Options):
@@ -180,13 +175,29 @@ def _setup_model_config(options: Options):
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"--model {options.model}: no usable config ({_first_line(e)})") from None
     folder = Path(options.model)
-    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        raise UserError(f"--model {options.model}: the folder holds no weights (*.safetensors or *.bin)")
+    if folder.is_dir():
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights and not any(folder.glob("*.bin")):
+            raise UserError(f"--model {options.model}: the folder holds no weights (*.safetensors or *.bin)")
+        for file in weights:
+            _check_safetensors(file)
     return config
+
+
+def _check_safetensors(file: Path) -> None:
+    """Read the header of a weights file: a corrupt or truncated one is one line, not a traceback at load."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "np"):
+            pass
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for unreadable files
+        raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
 def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
                   work_dir: Path):
+    log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
     tokens = tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
     if not len(tokens):
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows")
