@@ -3,6 +3,8 @@ before any GPU is paid for."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -151,8 +153,9 @@ class Memory:
 
 def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B) -> Memory:
     """Per-GPU memory of full fine-tuning under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs."""
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     params, h, inter = parameters(config), config["hidden_size"], config["intermediate_size"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]

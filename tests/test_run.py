@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import neosft
 
+from neosft.artifacts import RunRecord, read_losses
+from neosft.storage import location
+
 
 @pytest.mark.slow
 def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
@@ -18,11 +21,17 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     manifest = json.loads((bucket / "data" / "manifest.json").read_text())
     assert manifest["build_id"] == "r1" and set(manifest["variants"]) == {"conversations", "multi", "single", "all_pair"}
     run = bucket / "runs" / "r1"
-    steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
-    assert steps[-1] == 4
-    assert json.loads((run / "single" / "final" / "run.json").read_text())["variant"] == "single"
+    assert [r.current_steps for r in read_losses((run / "single" / "loss.jsonl").read_bytes())] == [1, 2, 3, 4]
+    record = RunRecord.read(location(run / "single"))
+    assert record.variant == "single" and record.overrides["gradient_accumulation_steps"] == 8  # the visible override
+    assert record.batch["overridden"] == ["gradient_accumulation_steps"] and record.batch["total_train_batch"] == 8
     assert (run / "single" / "loss.png").read_bytes()[:4] == (run / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     row = next(line for line in result.stdout.splitlines() if line.startswith("single"))
     assert row.split()[1:3] == [str(manifest["variants"]["single"]["rows"]), "4"]
     assert "skipped: malformed 5, no_rounds 2, bad_turn_order 2, empty_turn 2" in result.stdout
     assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
+
+    again = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert RunRecord.read(location(run / "single")) == record  # complete: not trained again
+    assert "holds a finished run" in (tmp_path / ".neosft" / "logs" / "r1-single.log").read_text()
