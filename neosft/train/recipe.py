@@ -130,8 +130,18 @@ def _setup_inputs(options: Options) -> tuple[dict, dict]:
         raise UserError(f"--report-to {options.report_to}: choose from {', '.join(REPORT_TO)}")
     if options.report_to != "none" and importlib.util.find_spec(options.report_to) is None:
         raise UserError(f"--report-to {options.report_to}: the {options.report_to} package is not installed")
+    if options.liger and importlib.util.find_spec("liger_kernel") is None and _gpu():
+        raise UserError("--liger: the liger-kernel package is not installed (pip install liger-kernel)")
+    if options.liger and not _gpu():
+        log("--liger: no GPU here; training without Liger kernels")
     overrides = parse_overrides(options.overrides)
     return overrides, hyperparameters(options.variant, overrides)
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _setup_dataset(options: Options) -> tuple[dict, dict]:

@@ -15,8 +15,12 @@ QWEN2_CHAT_TEMPLATE = (
 
 
 def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2,
-                    seed: int = 0) -> Path:
-    """Write config, random weights and a BPE tokenizer (trained on `texts`, with Qwen2's chat template) to `dest`."""
+                    seed: int = 0, model_vocab_size: int | None = None, **shape) -> Path:
+    """Write config, random weights and a BPE tokenizer (trained on `texts`, with Qwen2's chat template) to `dest`.
+
+    `model_vocab_size` (default: the tokenizer's) and `shape` (other Qwen2Config fields, and `dtype` for the weights)
+    give the model a real model's sizes.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -31,10 +35,11 @@ def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size:
                                         additional_special_tokens=SPECIAL[1:])
     tokenizer.chat_template = QWEN2_CHAT_TEMPLATE
     tokenizer.save_pretrained(dest)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=8192, tie_word_embeddings=False,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    dtype = shape.pop("dtype", torch.float32)
+    config = Qwen2Config(**{"vocab_size": model_vocab_size or len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+                            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+                            "max_position_embeddings": 8192, "tie_word_embeddings": False,
+                            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **shape})
     torch.manual_seed(seed)
-    Qwen2ForCausalLM(config).save_pretrained(dest)
+    Qwen2ForCausalLM(config).to(dtype).save_pretrained(dest)
     return dest
