@@ -382,10 +382,10 @@ def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, s
       torchrun --nproc-per-node=8 -m neosft train --variant single \\
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
-    from neosft.train.recipe import Options, run
+    from neosft.train.recipe import Options, fine_tune
 
-    run(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
-                list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
+    fine_tune(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
+                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
 
 
 @cli.command()

@@ -52,7 +52,7 @@ class Options:
 
 
 @dataclass
-class Run:
+class Prepared:
     """Everything `setup` prepared."""
 
     options: Options
@@ -72,7 +72,7 @@ class Run:
     started: float = field(default_factory=time.monotonic)
 
 
-def run(options: Options) -> RunRecord:
+def fine_tune(options: Options) -> RunRecord:
     """Train one variant end to end; returns its run record. A run that already finished is not trained again."""
     done = finished(options)
     if done is not None:
@@ -91,7 +91,7 @@ def finished(options: Options) -> RunRecord | None:
     return record
 
 
-def setup(options: Options) -> Run:
+def setup(options: Options) -> Prepared:
     """The steps, in order: check the inputs, find the dataset and the output, decide the arguments, check the model's
     config and weights, load the tokenizer and tokenize (once), find the resume point, build the Trainer."""
     from neosft.train.losslog import LossLog
@@ -118,7 +118,7 @@ def setup(options: Options) -> Run:
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
     trainer, uploader = _setup_trainer(options, args, ds_config, model_config, tokenizer, train_set, eval_set,
                                        collator, output, work_dir, loss_log, title)
-    return Run(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader, chat,
+    return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader, chat,
                len(tokens), tokens.truncated)
 
 
@@ -286,31 +286,31 @@ def _model(options: Options, args, ds_config: str | None, config):
     return model
 
 
-def train(run: Run):
-    return run.trainer.train(resume_from_checkpoint=str(run.resume) if run.resume else None)
+def train(prepared: Prepared):
+    return prepared.trainer.train(resume_from_checkpoint=str(prepared.resume) if prepared.resume else None)
 
 
-def save(run: Run, result) -> RunRecord:
+def save(prepared: Prepared, result) -> RunRecord:
     """final/: the model in safetensors, tokenizer and config; loss.jsonl, loss.png and events beside; run.json last."""
-    final = run.work_dir / "final"
-    run.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
-    record = run_record(run, result)
+    final = prepared.work_dir / "final"
+    prepared.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
+    record = run_record(prepared, result)
     if dist.rank() == 0:
         (final / "run.json").unlink(missing_ok=True)
-        (run.output / "final").upload_dir(final)
-        run.uploader.final()
-        record.write(run.output)
-        log(f"wrote {run.output}/final (loss {record.final_loss}, {record.steps} steps, "
+        (prepared.output / "final").upload_dir(final)
+        prepared.uploader.final()
+        record.write(prepared.output)
+        log(f"wrote {prepared.output}/final (loss {record.final_loss}, {record.steps} steps, "
             f"{record.tokens:,} tokens, {record.wall_time_s:.0f} s)")
     dist.barrier()
     return record
 
 
-def run_record(run: Run, result) -> RunRecord:
+def run_record(prepared: Prepared, result) -> RunRecord:
     """run.json: what was trained, on what, with which arguments, and how it went."""
-    state, args, options = run.trainer.state, run.trainer.args, run.options
-    losses = train_losses(run.loss_log.records)
-    recorded = arguments_record(run.hyperparameters, run.overrides, args)
+    state, args, options = prepared.trainer.state, prepared.trainer.args, prepared.options
+    losses = train_losses(prepared.loss_log.records)
+    recorded = arguments_record(prepared.hyperparameters, prepared.overrides, args)
     world = dist.world_size()
     return RunRecord(
         variant=options.variant,
@@ -322,23 +322,23 @@ def run_record(run: Run, result) -> RunRecord:
                "per_device_eval": args.per_device_eval_batch_size,
                "total_eval_batch": args.per_device_eval_batch_size * world,
                "overridden": sorted({"gradient_accumulation_steps", "per_device_eval_batch_size",
-                                     "per_device_train_batch_size"} & run.overrides.keys())},
+                                     "per_device_train_batch_size"} & prepared.overrides.keys())},
         deepspeed=options.deepspeed,
         packing=options.packing,
-        chat_format=run.chat.name,
+        chat_format=prepared.chat.name,
         default_system=options.default_system,
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
         world_size=world,
-        dataset={"uri": options.data, "sha256": run.entry["sha256"], "rows": run.entry["rows"],
-                 "source_sha256": run.manifest["source"]["sha256"]},
-        samples=run.samples,
-        truncated=run.truncated,
-        resumed_from=run.resume.name if run.resume else None,
+        dataset={"uri": options.data, "sha256": prepared.entry["sha256"], "rows": prepared.entry["rows"],
+                 "source_sha256": prepared.manifest["source"]["sha256"]},
+        samples=prepared.samples,
+        truncated=prepared.truncated,
+        resumed_from=prepared.resume.name if prepared.resume else None,
         neosft_version=__version__,
         steps=state.global_step,
         tokens=state.num_input_tokens_seen,
-        wall_time_s=round(run.loss_log.elapsed_before + time.monotonic() - run.started, 3),
+        wall_time_s=round(prepared.loss_log.elapsed_before + time.monotonic() - prepared.started, 3),
         train_runtime_s=result.metrics["train_runtime"],
         train_loss=result.training_loss,
         final_loss=losses[-1].loss if losses else None,
