@@ -35,3 +35,12 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert RunRecord.read(location(run / "single")) == record  # complete: not trained again
     assert "holds a finished run" in (tmp_path / ".neosft" / "logs" / "r1-single.log").read_text()
+
+
+def test_a_failed_data_build_is_one_line(tmp_path):
+    result = neosft("run", "--variant", "single", "--source", tmp_path / "missing.json", "--store", tmp_path / "store",
+                    cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]] and "missing.json does not exist" in lines[-1]
+    assert not (tmp_path / "store" / "neosft" / "runs").exists()
