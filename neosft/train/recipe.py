@@ -118,8 +118,8 @@ def setup(options: Options) -> Prepared:
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
     trainer, uploader = _setup_trainer(options, args, ds_config, model_config, tokenizer, train_set, eval_set,
                                        collator, output, work_dir, loss_log, title)
-    return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader, chat,
-               len(tokens), tokens.truncated)
+    return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader,
+                    chat, len(tokens), tokens.truncated)
 
 
 def _setup_inputs(options: Options) -> tuple[dict, dict]:
@@ -208,10 +208,7 @@ def _check_safetensors(file: Path) -> None:
 def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
                   work_dir: Path):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
-    tokens = tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
-    if not len(tokens):
-        raise UserError(f"{options.data}: the {options.variant} dataset has no rows")
-    return tokens
+    return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
 
 
 def _setup_resume(output: Location, work_dir: Path) -> Path | None:
