@@ -5,7 +5,7 @@ tokens/s per GPU, MFU against the GPU's bf16 peak and peak GPU memory.
     PYTHONPATH=. python bench/gpu.py [--steps 30] [--out bench-gpu.json]     # about 5 minutes on one H100
     PYTHONPATH=. python bench/gpu.py --cpu                                    # reduced: tiny model, CPU, 2 configs
 
-Each configuration is one real `torchrun ... -m neosft train` on the `single` variant of a synthetic corpus, at
+Each configuration is one real `neosft train` (under torchrun on several GPUs) on the `single` variant of a synthetic corpus, at
 cutoff_len 4096 with gradient accumulation 4 (an explicit override; the table's total batch 64 would make a step take
 16 times longer on one GPU). Throughput counts the steps after the first `--warmup` ones, from the run's loss.jsonl.
 """
@@ -120,8 +120,8 @@ def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: 
     name = f"{cfg['deepspeed']}-{'packed' if cfg['packing'] else 'unpacked'}-{'liger' if cfg['liger'] else 'plain'}"
     output = work / "runs" / name
     cutoff = 128 if cpu else CUTOFF
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-               "-m", "neosft", "train", "--variant", "single", "--data", str(data), "--output", str(output),
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
+    command = [sys.executable, *launcher, "-m", "neosft", "train", "--variant", "single", "--data", str(data), "--output", str(output),
                "--model", str(model), "--deepspeed", cfg["deepspeed"], "--max-steps", str(steps),
                "--save-steps", str(10 * steps), "--work-dir", str(work / "work" / name),
                "--set", f"cutoff_len={cutoff}", "--set", f"gradient_accumulation_steps={ACCUMULATION}",
