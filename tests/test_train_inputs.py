@@ -3,6 +3,7 @@ not trained again."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
@@ -41,6 +42,17 @@ def assert_refused(result, *needles: str) -> None:
 ])
 def test_bad_values_are_one_line(setting, needle, sample_dataset, tiny_model, tmp_path):
     assert_refused(train("--set", setting, data=sample_dataset, model=tiny_model, tmp_path=tmp_path), needle)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "report_to=tensorboard"], "--set report_to: use --report-to"),
+    (["--set", "use_liger_kernel=true"], "--set use_liger_kernel: use --liger"),
+    (["--report-to", "mlflow"], "--report-to mlflow: the mlflow package is not installed"),
+])
+def test_settings_with_their_own_option_or_a_missing_package(args, needle, sample_dataset, tiny_model, tmp_path):
+    if "mlflow" in args and importlib.util.find_spec("mlflow"):
+        pytest.skip("mlflow is installed here")
+    assert_refused(train(*args, data=sample_dataset, model=tiny_model, tmp_path=tmp_path), needle)
 
 
 def test_a_val_size_that_leaves_no_training_row(sample_dataset, tiny_model, tmp_path):

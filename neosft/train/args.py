@@ -17,6 +17,8 @@ RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmu
 POSITIVE = {"cutoff_len", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "learning_rate", "num_train_epochs"}
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
+FLAGS = {"report_to": "--report-to tensorboard|wandb|mlflow|none", "use_liger_kernel": "--liger",
+         "deepspeed": "--deepspeed", "output_dir": "--output and --work-dir"}  # settings that have their own option
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -97,6 +99,9 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
     from transformers import TrainingArguments
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key, flag in FLAGS.items():
+        if key in overrides:
+            raise UserError(f"--set {key}: use {flag}")
     unknown = sorted(set(overrides) - fields - set(hp))
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
