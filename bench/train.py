@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import corpus
 
 VARIANT = "single"
+ACCUMULATION = 8  # micro-steps per optimizer step in both runs (the trainer's own at one process would be 64)
 
 PLAIN_HF = """
 import json, sys
@@ -31,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq
 from neosft.chat import segments
 from neosft.variants import VARIANTS
 
-data, model_dir, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+data, model_dir, out, steps, ACCUMULATION = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 hp = VARIANTS["single"].hyperparameters()
 tok = AutoTokenizer.from_pretrained(model_dir)
 samples = []
@@ -44,7 +45,7 @@ for line in open(data, encoding="utf-8"):
     samples.append({"input_ids": ids, "labels": ([-100] * len(p) + r)[: hp["cutoff_len"]]})
 args = TrainingArguments(output_dir=out, max_steps=steps, learning_rate=hp["learning_rate"],
     per_device_train_batch_size=hp["per_device_train_batch_size"],
-    gradient_accumulation_steps=hp["gradient_accumulation_steps"], lr_scheduler_type=hp["lr_scheduler_type"],
+    gradient_accumulation_steps=ACCUMULATION, lr_scheduler_type=hp["lr_scheduler_type"],
     warmup_steps=hp["warmup_ratio"], adam_beta1=hp["adam_beta1"], adam_beta2=hp["adam_beta2"],
     adam_epsilon=hp["adam_epsilon"], seed=hp["seed"], logging_steps=1, save_strategy="no", report_to="none",
     use_cpu=True, include_num_input_tokens_seen="non_padding")
@@ -59,7 +60,7 @@ print(json.dumps({"tokens": trainer.state.num_input_tokens_seen, "train_runtime_
 def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool) -> dict:
     cmd = [sys.executable, "-m", "neosft", "train", "--variant", VARIANT, "--data", data, "--output", out,
            "--model", model, "--deepspeed", "none", "--max-steps", steps, "--save-steps", 10 * steps,
-           "--work-dir", out.with_name(out.name + "-work")] + (["--packing"] if packing else [])
+           "--work-dir", out.with_name(out.name + "-work"), "--set", f"gradient_accumulation_steps={ACCUMULATION}"] + (["--packing"] if packing else [])
     subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
     run = json.loads((out / "final" / "run.json").read_text())
     return {"tokens": run["tokens"], "train_runtime_s": run["train_runtime_s"], "steps": run["steps"]}
@@ -68,7 +69,7 @@ def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool) 
 def plain_hf(data: Path, model: Path, out: Path, steps: int) -> dict:
     script = out.with_suffix(".py")
     script.write_text(PLAIN_HF)
-    result = subprocess.run([sys.executable, str(script), str(data), str(model), str(out), str(steps)], check=True,
+    result = subprocess.run([sys.executable, str(script), str(data), str(model), str(out), str(steps), str(ACCUMULATION)], check=True,
                             capture_output=True, text=True)
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "steps": steps}
 
@@ -78,7 +79,7 @@ def padding_efficiency(data: Path, model: Path, batch: int) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from neosft.train.data import manifest_entry, rows
+    from neosft.train.dataset import manifest_entry, rows
     from neosft.train.packing import pack
     from neosft.train.tokenize import tokenize
     from neosft.variants import VARIANTS

@@ -1,8 +1,9 @@
-"""The artifact contracts: each file other tools read, as a type with its only writer and reader."""
+"""The artifact contracts: each file one module writes and another reads, as a type with its only writer and reader."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import orjson
@@ -82,3 +83,115 @@ class Manifest:
         if name not in self.variants:
             raise UserError(f"{folder} has no {name!r} dataset (it has {', '.join(self.variants) or 'none'})")
         return self.variants[name]
+
+
+# loss.jsonl ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossRecord:
+    """One logging step of rank 0, in the fields of LLaMA-Factory's trainer_log.jsonl plus grad_norm and elapsed_s.
+
+    A train step has `loss`, an evaluation `eval_loss`; the fields that do not apply are left out of the file.
+    """
+
+    current_steps: int
+    total_steps: int
+    epoch: float
+    total_tokens: int
+    throughput: float  # tokens/s since this process started
+    percentage: float
+    elapsed_s: float  # over every attempt of the run, resumes included
+    elapsed_time: str
+    remaining_time: str
+    loss: float | None = None
+    eval_loss: float | None = None
+    grad_norm: float | None = None
+    lr: float | None = None
+
+
+_LOSS_FIELDS = {f.name for f in dataclasses.fields(LossRecord)}
+
+
+def losses_jsonl(records: list[LossRecord]) -> bytes:
+    """loss.jsonl: one JSON object per record, without the fields that do not apply."""
+    return b"".join(json.dumps({k: v for k, v in dataclasses.asdict(r).items() if v is not None}).encode() + b"\n"
+                    for r in records)
+
+
+def read_losses(data: bytes, where: str = "loss.jsonl") -> list[LossRecord]:
+    """The records of a loss.jsonl; a line that is not one is a `UserError` naming `where`."""
+    records = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+            records.append(LossRecord(**{k: v for k, v in fields.items() if k in _LOSS_FIELDS}))
+        except (ValueError, TypeError, AttributeError):
+            raise UserError(f"{where} line {number} is not a loss record") from None
+    return records
+
+
+def train_losses(records: list[LossRecord]) -> list[LossRecord]:
+    """The records of training steps (those with a loss), in order."""
+    return [r for r in records if r.loss is not None]
+
+
+# run.json -----------------------------------------------------------------------------------------------------
+
+RUN_RECORD = "final/run.json"  # under the run's OUTPUT; written last, so its presence means the run finished
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What was trained, on what, with which arguments, and how it went."""
+
+    variant: str
+    model: str
+    hyperparameters: dict  # the variant's table row, overrides applied
+    overrides: dict  # --set, as given
+    training_arguments: dict  # every TrainingArguments field
+    batch: dict  # world_size, per_device, gradient_accumulation_steps, total_train_batch, eval batches, derived
+    deepspeed: str
+    packing: bool
+    chat_format: str
+    default_system: str
+    report_to: str
+    liger: bool
+    world_size: int
+    dataset: dict  # uri, sha256, rows, source_sha256
+    samples: int
+    truncated: int
+    resumed_from: str | None
+    neosft_version: str
+    steps: int
+    tokens: int
+    wall_time_s: float
+    train_runtime_s: float
+    train_loss: float
+    final_loss: float | None
+    extra: dict = field(default_factory=dict)  # fields of a newer neosft, kept as read
+
+    def to_json(self) -> bytes:
+        record = dataclasses.asdict(self)
+        return json.dumps({**record.pop("extra"), **record}, indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str = "run.json") -> RunRecord:
+        try:
+            fields = json.loads(data)
+            known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+            return cls(**{k: v for k, v in fields.items() if k in known},
+                       extra={k: v for k, v in fields.items() if k not in known})
+        except (ValueError, TypeError, AttributeError):
+            raise UserError(f"{where} is not a neosft run record") from None
+
+    @classmethod
+    def read(cls, output) -> RunRecord | None:
+        """The run record of the run at `output` (a storage Location), or None while the run has not finished."""
+        where = output / RUN_RECORD
+        return cls.from_json(where.read_bytes(), str(where)) if where.exists() else None
+
+    def write(self, output) -> None:
+        (output / RUN_RECORD).write_bytes(self.to_json())

@@ -9,6 +9,7 @@ import click
 from neosft import __version__
 from neosft.errors import UserError
 from neosft.storage import EMBEDDED_DATA
+from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
@@ -109,17 +110,32 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
 @click.option("--data", "data_uri", default=EMBEDDED_DATA, show_default=True, help="Dataset folder (local or s3://).")
 @click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1), help="Training throughput per GPU [default: 3000].")
-def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None) -> None:
-    """Estimate steps, tokens, GPU-hours and checkpoint size before spending GPU money.
+@click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
+@click.option("--gpu-memory", type=click.FloatRange(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
+def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None) -> None:
+    """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
     \b
     Example:
-      neosft plan --variant all --data s3://my-bucket/neosft/data
+      neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render, render_memory
+    from neosft.variants import gradient_accumulation
 
+    gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
+    names = list(VARIANTS) if variant == "all" else [variant]
+    if gpu_memory:
+        cutoff = max(VARIANTS[n].cutoff_len for n in names)
+        click.echo(render_memory(gpu_memory, gpus, cutoff, ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)))
+        click.echo()
     speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
-    click.echo(render(make_plan(data_uri, list(VARIANTS) if variant == "all" else [variant], speed), speed))
+    try:
+        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus))
+    except UserError as e:
+        if not gpu_memory:
+            raise
+        click.secho(f"warning: no steps or hours: {e}", err=True, fg="yellow")
+
 
 @cli.command("run")
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant(s) to train.")
@@ -394,22 +410,33 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).")
 @click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")
+@click.option("--default-system", default=DEFAULT_SYSTEM, show_default=True,
+              help="System prompt of rows without one (or with an empty one); recorded in run.json.")
+@click.option("--chat-format", default="auto", show_default=True, type=click.Choice(["auto", "chatml"]),
+              help="auto: the tokenizer's chat template when it has one, else ChatML (Qwen2's format).")
+@click.option("--report-to", default="none", show_default=True, type=click.Choice(["tensorboard", "wandb", "mlflow", "none"]),
+              help="Experiment tracker; tensorboard writes event files to OUTPUT/tensorboard.")
+@click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
+@click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
 def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
-          work_dir) -> None:
+          work_dir, default_system, chat_format, report_to, liger, upload_every_s) -> None:
     """Fully fine-tune MODEL on one variant's dataset; resumes from OUTPUT's newest complete checkpoint.
 
-    Run it under torchrun (one process per GPU) or as a single process. OUTPUT receives
-    loss.jsonl, loss.png, checkpoints/checkpoint-N/ and final/ (model, tokenizer, run.json).
+    Run it under torchrun (one process per GPU) or as a single process. Gradient accumulation keeps the
+    total batch at 64 for any world size that divides it. OUTPUT receives loss.jsonl, loss.png (every
+    --upload-every seconds), checkpoints/checkpoint-N/ and final/ (model, tokenizer, run.json last).
+    An OUTPUT whose run finished is left as it is.
 
     \b
     Example:
       torchrun --nproc-per-node=8 -m neosft train --variant single \\
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
-    from neosft.train.recipe import Options, run
+    from neosft.train.recipe import Options, fine_tune
 
-    run(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
-                list(overrides), work_dir))
+    fine_tune(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
+                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
 
 
 @cli.command()
@@ -422,11 +449,14 @@ def plot(outputs, dest) -> None:
     Example:
       neosft plot s3://my-bucket/neosft/runs/r1/{conversations,multi,single,all_pair} --out compare.png
     """
+    from neosft.artifacts import read_losses
     from neosft.storage import location
-    from neosft.train.losslog import from_jsonl
     from neosft.train.lossplot import compare_plot
 
-    runs = {output.rstrip("/"): from_jsonl(location(output.rstrip("/") + "/loss.jsonl").read_bytes()) for output in outputs}
+    runs = {}
+    for output in outputs:
+        where = location(output.rstrip("/")) / "loss.jsonl"
+        runs[output.rstrip("/")] = read_losses(where.read_bytes(), str(where))
     location(dest).write_bytes(compare_plot(runs))
     click.echo(f"wrote {dest}")
 

@@ -3,11 +3,13 @@ before any GPU is paid for."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 
 from neosft.artifacts import Manifest, VariantData
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS
+from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, gradient_accumulation
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
 QWEN2_7B = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
@@ -44,7 +46,7 @@ class VariantPlan:
     gpu_hours: float
 
 
-def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float) -> VariantPlan:
+def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: int = NUM_DEVICES) -> VariantPlan:
     rows, stats = entry.rows, entry.stats
     tokens = stats.get("tokens")
     if tokens:
@@ -52,34 +54,144 @@ def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float) -> Vari
     else:
         chars = stats["instruction_chars"]["total"] + stats["output_chars"]["total"]
         count, exact, over = round(chars / CHARS_PER_TOKEN) + CHAT_TEMPLATE_TOKENS * rows, False, None
-    per_device_batches = math.ceil(rows / (SHARED["per_device_train_batch_size"] * NUM_DEVICES))
-    steps = math.ceil(per_device_batches / SHARED["gradient_accumulation_steps"])
+    per_device = SHARED["per_device_train_batch_size"]
+    per_device_batches = math.ceil(rows / (per_device * gpus))
+    steps = math.ceil(per_device_batches / gradient_accumulation(gpus, per_device))
     epochs = SHARED["num_train_epochs"]
     return VariantPlan(name, rows, count, exact, over, steps, steps * epochs, epochs * count / tokens_per_gpu_s / 3600)
 
 
-def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S) -> list[VariantPlan]:
+def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S,
+         gpus: int = NUM_DEVICES) -> list[VariantPlan]:
     manifest = Manifest.read(data_uri)
-    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s) for v in variants]
+    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s, gpus) for v in variants]
 
 
-def render(plans: list[VariantPlan], tokens_per_gpu_s: float) -> str:
+def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES) -> str:
     """The plan as a plain-text table with its assumptions."""
-    head = ("variant", "lr", "cutoff", "rows", "tokens/epoch", "over cutoff", "steps/epoch", "steps", "GPU-hours", f"hours on {NUM_DEVICES}")
+    head = ("variant", "lr", "cutoff", "rows", "tokens/epoch", "over cutoff", "steps/epoch", "steps", "GPU-hours", f"hours on {gpus}")
     lines = [head]
     for p in plans:
         v = VARIANTS[p.variant]
         lines.append((p.variant, f"{v.learning_rate:g}", str(v.cutoff_len), f"{p.rows:,}", f"{'' if p.exact else '~'}{p.tokens:,}",
                       "?" if p.over_cutoff is None else f"{p.over_cutoff:,}", f"{p.steps_per_epoch:,}", f"{p.total_steps:,}",
-                      f"{p.gpu_hours:,.1f}", f"{p.gpu_hours / NUM_DEVICES:,.2f}"))
+                      f"{p.gpu_hours:,.1f}", f"{p.gpu_hours / gpus:,.2f}"))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     table = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in lines]
     params = parameters(QWEN2_7B)
     notes = [
-        f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({NUM_DEVICES} GPUs), at {tokens_per_gpu_s:,.0f} tokens/s per GPU (--tokens-per-gpu-s).",
+        f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient accumulation "
+        f"{gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU (--tokens-per-gpu-s).",
         f"Qwen2-7B: {params / 1e9:.2f}B parameters; one resumable ZeRO-3 checkpoint {zero3_checkpoint_bytes(params) / 1e9:,.0f} GB, "
         f"final bf16 weights {2 * params / 1e9:,.1f} GB.",
     ]
+    notes.append(disk(plans, gpus).render())
     if not all(p.exact for p in plans):
         notes.append(f"~ estimated at {CHARS_PER_TOKEN} characters per token; build with --tokenizer for exact counts and truncation.")
     return "\n".join(table + [""] + notes)
+
+
+GPUS_PER_NODE = 8
+CHECKPOINTS_KEPT = 2  # save_total_limit; a third exists while the newest is written and the oldest not yet rotated
+
+
+@dataclass
+class Disk:
+    """Local disk of one training node (NEOSFT_WORK_DIR): checkpoints, the final weights, the model, the tokens."""
+
+    checkpoints: int
+    final: int
+    model: int
+    tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.checkpoints + self.final + self.model + self.tokens
+
+    def render(self) -> str:
+        return (f"disk per training node: {self.total / 1e9:,.0f} GB = {CHECKPOINTS_KEPT + 1} checkpoints "
+                f"{self.checkpoints / 1e9:,.0f} GB + final weights {self.final / 1e9:,.0f} GB + model download "
+                f"{self.model / 1e9:,.0f} GB + token cache {self.tokens / 1e9:,.1f} GB.")
+
+
+def disk(plans: list[VariantPlan], gpus: int) -> Disk:
+    """Each node holds its ranks' share of each checkpoint (optimizer states split over the nodes)."""
+    params = parameters(QWEN2_7B)
+    nodes = max(1, math.ceil(gpus / GPUS_PER_NODE))
+    tokens = max((p.tokens for p in plans), default=0)
+    return Disk(checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(params) / nodes),
+                final=2 * params, model=2 * params, tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
+
+
+# GPU memory -----------------------------------------------------------------------------------------------------
+
+OVERHEAD_BYTES = 4 * 10**9  # CUDA context, NCCL buffers, ZeRO buckets, allocator fragmentation
+HEADROOM = 0.9  # plan for at most this share of the GPU's memory
+
+
+@dataclass
+class Memory:
+    """Per-GPU memory of one configuration at micro-batch 1, in bytes."""
+
+    stage: str
+    model_states: int  # DeepSpeed's estimate: weights, gradients, fp32 master weights and Adam moments
+    activations: int  # gradient checkpointing: every layer's input, plus one layer recomputed in full
+    logits: int  # bf16 logits, their fp32 copy for the loss and its gradient (none with Liger's fused loss)
+
+    @property
+    def total(self) -> int:
+        return self.model_states + self.activations + self.logits + OVERHEAD_BYTES
+
+
+def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B) -> Memory:
+    """Per-GPU memory of full fine-tuning under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs."""
+    with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    params, h, inter = parameters(config), config["hidden_size"], config["intermediate_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    if stage == "zero2":
+        _, states = estimate_zero2_model_states_mem_needs(params, num_gpus_per_node=gpus, cpu_offload=False)
+    else:
+        largest = config["vocab_size"] * h  # the embedding (and lm_head) matrix
+        _, states, _ = estimate_zero3_model_states_mem_needs(params, largest, num_gpus_per_node=gpus,
+                                                             cpu_offload=False)
+    per_token_layer = 2 * (6 * h + 2 * kv + 4 * inter)  # bf16: norms, q/k/v, attention out, residual, MLP
+    activations = cutoff_len * (config["num_hidden_layers"] * 2 * h + per_token_layer)
+    logits = 0 if liger else cutoff_len * config["vocab_size"] * (2 + 4 + 4)
+    return Memory(stage, int(states), activations, logits)
+
+
+def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int) -> tuple[list[Memory], str]:
+    """ZeRO-2 and ZeRO-3 at `cutoff_len`, and the configuration to train with."""
+    budget = gpu_memory_gb * 1e9 * HEADROOM
+    options = [memory(stage, gpus, cutoff_len) for stage in ("zero2", "zero3")]
+    zero2, zero3 = options
+    if zero2.total <= budget:
+        advice = ("recommended: --deepspeed zero2. Each GPU keeps the bf16 weights, so a micro-step moves only the "
+                  "gradients (a reduce-scatter); ZeRO-3 would all-gather every layer's weights again in the forward "
+                  "and the backward pass of each micro-step at batch 1, about three times the traffic, for memory "
+                  "this GPU does not need.")
+    elif zero3.total <= budget:
+        advice = ("recommended: --deepspeed zero3. ZeRO-2's full bf16 weights per GPU do not fit; ZeRO-3 shards "
+                  "them and pays an all-gather per layer in each micro-step.")
+    elif memory("zero3", gpus, cutoff_len, liger=True).total <= budget:
+        advice = "recommended: --deepspeed zero3 --liger: only without the full logits (Liger's fused loss) does it fit."
+    else:
+        advice = "does not fit: use more GPUs (--gpus), GPUs with more memory, or a ZeRO-3 config with CPU offload."
+    return options, advice
+
+
+def render_memory(gpu_memory_gb: float, gpus: int, cutoff_len: int, variants: str) -> str:
+    options, advice = recommend(gpu_memory_gb, gpus, cutoff_len)
+    gb = lambda n: f"{n / 1e9:,.1f}"  # noqa: E731
+    lines = [f"GPU memory per GPU, Qwen2-7B on {gpus} x {gpu_memory_gb:g} GB, micro-batch 1, cutoff_len {cutoff_len} "
+             f"({variants}), gradient checkpointing:",
+             f"{'':<6}{'model states':>14}{'activations':>13}{'logits':>8}{'overhead':>10}{'total GB':>10}"]
+    for m in options:
+        lines.append(f"{m.stage:<6}{gb(m.model_states):>14}{gb(m.activations):>13}{gb(m.logits):>8}"
+                     f"{gb(OVERHEAD_BYTES):>10}{gb(m.total):>10}")
+    lines += [f"(model states: DeepSpeed's estimators; logits at the {QWEN2_7B['vocab_size']:,}-token vocabulary, "
+              f"none with --liger; planned within {HEADROOM:.0%} of each GPU)", advice]
+    return "\n".join(lines)

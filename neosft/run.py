@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from neosft.artifacts import Manifest
+from neosft.artifacts import LossRecord, Manifest, read_losses, train_losses
 from neosft.backends import local
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
@@ -31,6 +32,9 @@ STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
 # variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
 LEARNING_RATE_SCALE = 40
+# One CPU process would accumulate 64 micro-steps per step to keep the cluster's total batch: rehearse at 8 instead,
+# as an explicit --set that run.json records among the overrides.
+REHEARSAL_ACCUMULATION = 8
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
 SECRET = "neosft-s3"  # the chart's default s3.secretName, answered here with the store's keys
@@ -88,6 +92,7 @@ def _values(variants: list[str], source: str, store: Store, run_id: str, steps: 
         "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
         "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
                   "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
+                  "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
                   "variantSet": {name: {"learning_rate": f"{VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}"}
                                  for name in variants}},
     }
@@ -111,10 +116,8 @@ def _run_data_job(job: dict, secrets: dict) -> None:
     """The data Job's containers in order; its `release` step is this backend's own: training follows."""
     [spec] = local.pods(job)
     for process in local.processes(spec, secrets, local.volume_folders(spec, WORK / "work"), {}):
-        if process.argv[3:4] == ["release"]:
-            continue
-        if local.run(process, None, local.base_environment()).wait():  # its progress shows on this terminal
-            raise UserError(f"the data Job's {process.name} container failed (its error is above)")
+        if process.argv[3:4] != ["release"]:
+            local.run_attached(process, local.base_environment())
 
 
 def _tiny_model(folder: Path, dataset: Location, manifest: Manifest) -> None:
@@ -130,31 +133,29 @@ def _tiny_model(folder: Path, dataset: Location, manifest: Manifest) -> None:
     make_tiny_qwen2(folder, texts)
 
 
-def _train(job: dict, name: str, secrets: dict, output: Location, work: Path, log_file: Path, steps: int) -> list[dict]:
+def _train(job: dict, name: str, secrets: dict, output: Location, work: Path, log_file: Path,
+           steps: int) -> list[LossRecord]:
     """The training object's master container as rendered, its output in a log file; progress every few seconds."""
-    from neosft.train.losslog import from_jsonl
-
     [spec] = local.pods(job)
     [process] = local.processes(spec, secrets, local.volume_folders(spec, work), local.torch_injected())
     env = {"OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str((WORK / "torch-extensions").resolve()),
            **local.base_environment()}
-    log_file.unlink(missing_ok=True)
     started = time.monotonic()
-    child = local.run(process, log_file, env)
-    while child.poll() is None:  # progress: the steps the Trainer has logged so far
-        time.sleep(PROGRESS_EVERY_S)
-        done = log_file.read_text(errors="replace").count("'loss':")
-        log(f"    {name}: step {min(done, steps)}/{steps}, {time.monotonic() - started:.0f} s")
+    child = local.start_logged(process, log_file, env)
+    while True:  # progress: the steps the Trainer has logged so far
+        try:
+            child.wait(PROGRESS_EVERY_S)
+            break
+        except subprocess.TimeoutExpired:
+            done = log_file.read_text(errors="replace").count("'loss':")
+            log(f"    {name}: step {min(done, steps)}/{steps}, {time.monotonic() - started:.0f} s")
     if child.returncode:
-        raise UserError(f"training {name} failed: {_last_line(log_file)} (full log: {log_file})")
-    records = from_jsonl((output / "loss.jsonl").read_bytes())
-    losses = [r["loss"] for r in records if "loss" in r]
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"training {name} failed: {tail[0]} (full log: {log_file})")
+    records = read_losses((output / "loss.jsonl").read_bytes())
+    losses = [r.loss for r in train_losses(records)]
     log(f"    {name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {time.monotonic() - started:.0f} s")
     return records
-
-
-def _last_line(log_file: Path) -> str:
-    return (log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"])[0]
 
 
 def summary(result: dict) -> str:
@@ -165,10 +166,10 @@ def summary(result: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()), "",
              f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
     for name, entry in manifest.variants.items():
-        records = [r for r in runs.get(name, []) if "loss" in r]
+        records = train_losses(runs.get(name, []))
         if records:
-            lines.append(f"{name:<14}{entry.rows:>7,}{records[-1]['current_steps']:>7}{records[0]['loss']:>12.3f}"
-                         f"{records[-1]['loss']:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
+            lines.append(f"{name:<14}{entry.rows:>7,}{records[-1].current_steps:>7}{records[0].loss:>12.3f}"
+                         f"{records[-1].loss:>11.3f}  {result['store']}/runs/{result['run_id']}/{name}/loss.png")
         else:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if runs:

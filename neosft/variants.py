@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+from neosft.errors import UserError
+
 Round = tuple[str, str]  # (human, gpt)
 Pair = tuple[str, str]  # (instruction, output)
 
@@ -85,12 +87,12 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-NUM_DEVICES = 8
+NUM_DEVICES = 8  # the seed's world size; the totals below hold at any world size
+TOTAL_TRAIN_BATCH = 64  # samples per optimizer step, over every device
+TOTAL_EVAL_BATCH = 64  # samples per eval step, over every device
 
 SHARED: dict = {
     "per_device_train_batch_size": 1,
-    "per_device_eval_batch_size": 8,
-    "gradient_accumulation_steps": 8,
     "num_train_epochs": 5,
     "lr_scheduler_type": "cosine",
     "warmup_ratio": 0.1,
@@ -100,13 +102,28 @@ SHARED: dict = {
     "seed": 42,
 }
 
-TOTAL_TRAIN_BATCH = SHARED["per_device_train_batch_size"] * SHARED["gradient_accumulation_steps"] * NUM_DEVICES
-TOTAL_EVAL_BATCH = SHARED["per_device_eval_batch_size"] * NUM_DEVICES
+
+def _share(total: int, world_size: int, per_device: int, what: str, setting: str) -> int:
+    if world_size < 1 or per_device < 1 or total % (world_size * per_device):
+        raise UserError(f"total {what} batch {total} is not divisible by {world_size} device(s) x {per_device} per "
+                        f"device: use a world size that divides it, or --set {setting}=N (run.json records it)")
+    return total // (world_size * per_device)
+
+
+def gradient_accumulation(world_size: int, per_device: int = SHARED["per_device_train_batch_size"],
+                          total: int = TOTAL_TRAIN_BATCH) -> int:
+    """Micro-steps per optimizer step so that `world_size` devices train at `total` samples per step."""
+    return _share(total, world_size, per_device, "train", "gradient_accumulation_steps")
+
+
+def per_device_eval_batch(world_size: int, total: int = TOTAL_EVAL_BATCH) -> int:
+    """Eval samples per device so that `world_size` devices evaluate `total` samples per step."""
+    return _share(total, world_size, 1, "eval", "per_device_eval_batch_size")
 
 
 def get(name: str) -> Variant:
-    """The variant called `name`; a `KeyError` names the valid choices."""
+    """The variant called `name`; a `UserError` names the valid choices."""
     try:
         return VARIANTS[name]
     except KeyError:
-        raise KeyError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None
+        raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None

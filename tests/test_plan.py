@@ -3,10 +3,11 @@
 import math
 
 import pytest
+from conftest import assert_user_error, neosft
 
 from neosft.data.build import build
 from neosft.errors import UserError
-from neosft.plan import QWEN2_7B, parameters, plan, render, zero3_checkpoint_bytes
+from neosft.plan import QWEN2_7B, disk, memory, parameters, plan, recommend, render, zero3_checkpoint_bytes
 from neosft.sample import SAMPLE_CORPUS
 from neosft.variants import VARIANTS
 
@@ -31,6 +32,10 @@ def test_steps_tokens_and_hours_follow_the_table(data):
     assert single.total_steps == 5 * single.steps_per_epoch
     assert single.exact and single.tokens == manifest.variants["single"].stats["tokens"]["total_within_cutoff"]
     assert single.gpu_hours == pytest.approx(5 * single.tokens / 100 / 3600)
+    (on16,) = plan(uri, ["single"], tokens_per_gpu_s=100, gpus=16)  # 16 x 1 x 4: the same 64 rows per step
+    assert on16.steps_per_epoch == math.ceil(math.ceil(rows / 16) / 4)
+    with pytest.raises(UserError, match="not divisible by 3 device"):
+        plan(uri, ["single"], gpus=3)
 
 
 def test_render_names_every_variant_and_the_assumptions(data):
@@ -38,6 +43,40 @@ def test_render_names_every_variant_and_the_assumptions(data):
     for name, v in VARIANTS.items():
         assert any(line.startswith(name) and f"{v.cutoff_len}" in line for line in text.splitlines())
     assert "3,000 tokens/s per GPU" in text and "107 GB" in text
+    assert "disk per training node: " in text and "3 checkpoints 320 GB" in text
+
+
+def test_node_disk_counts_checkpoints_model_and_tokens(data):
+    plans = plan(data[0], ["single"])
+    one, two = disk(plans, 8), disk(plans, 16)
+    params = parameters(QWEN2_7B)
+    assert one.checkpoints == 3 * zero3_checkpoint_bytes(params) and two.checkpoints == one.checkpoints // 2
+    assert one.model == one.final == 2 * params and one.tokens == 8 * plans[0].tokens
+    assert one.total == one.checkpoints + one.final + one.model + one.tokens
+
+
+def test_gpu_memory_uses_deepspeeds_estimators_and_recommends_zero2_on_8x80():
+    params = parameters(QWEN2_7B)
+    zero2, zero3 = memory("zero2", 8, 4096), memory("zero3", 8, 4096)
+    assert zero2.model_states == 2 * params + 18 * params // 8  # bf16 weights everywhere, the rest sharded
+    assert zero3.model_states == 4 * QWEN2_7B["vocab_size"] * QWEN2_7B["hidden_size"] + 18 * params // 8
+    assert zero2.logits == 4096 * QWEN2_7B["vocab_size"] * 10 and memory("zero2", 8, 4096, liger=True).logits == 0
+    assert memory("zero2", 8, 8192).activations == 2 * zero2.activations
+    options, advice = recommend(80, 8, 8192)
+    assert [m.stage for m in options] == ["zero2", "zero3"] and advice.startswith("recommended: --deepspeed zero2")
+    assert recommend(40, 8, 8192)[1].startswith("recommended: --deepspeed zero3")
+    assert recommend(80, 1, 4096)[1].startswith("does not fit")
+
+
+def test_plan_command_prints_memory_and_a_recommendation_without_a_dataset(tmp_path):
+    result = neosft("plan", "--variant", "single", "--gpu-memory", "80", "--data", tmp_path / "none")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "cutoff_len 4096 (single)" in lines[0]
+    assert lines[2].split()[0] == "zero2" and lines[3].split()[0] == "zero3" and float(lines[2].split()[-1]) < 80
+    assert any(line.startswith("recommended: --deepspeed zero2") for line in lines)
+    assert "no steps or hours" in result.stderr
+    assert_user_error(neosft("plan", "--gpus", "3"), "not divisible by 3 device")
 
 
 def test_without_token_stats_the_plan_says_it_estimates(tmp_path):

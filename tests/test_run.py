@@ -1,6 +1,5 @@
 """`neosft run`: the whole pipeline on one machine, through a real local S3 server."""
 
-import json
 import os
 import shlex
 import sys
@@ -10,7 +9,8 @@ import pytest
 import yaml
 from conftest import assert_user_error, neosft
 
-from neosft.artifacts import Manifest
+from neosft.artifacts import Manifest, RunRecord, read_losses
+from neosft.storage import location
 
 
 @pytest.mark.slow
@@ -23,9 +23,12 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     manifest = Manifest.read(str(bucket / "data" / "r1"))
     assert manifest.build_id == "r1" and set(manifest.variants) == {"conversations", "multi", "single", "all_pair"}
     run = bucket / "runs" / "r1"
-    steps = [json.loads(line)["current_steps"] for line in (run / "single" / "loss.jsonl").read_text().splitlines()]
-    assert steps[-1] == 4
-    assert json.loads((run / "single" / "final" / "run.json").read_text())["variant"] == "single"
+    losses = read_losses((run / "single" / "loss.jsonl").read_bytes())
+    assert [r.current_steps for r in losses] == [1, 2, 3, 4]
+    record = RunRecord.read(location(run / "single"))
+    assert record.variant == "single" and record.overrides["gradient_accumulation_steps"] == 8  # the visible override
+    assert record.batch["overridden"] == ["gradient_accumulation_steps"] and record.batch["total_train_batch"] == 8
+    assert record.dataset["uri"] == "s3://neosft/data/r1"  # the run's own dataset
     assert (run / "single" / "loss.png").read_bytes()[:4] == (run / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     row = next(line for line in result.stdout.splitlines() if line.startswith("single"))
     assert row.split()[1:3] == [str(manifest.variants["single"].rows), "4"]
@@ -36,8 +39,7 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert status.returncode == 0, status.stderr
     header, single = status.stdout.splitlines()
     assert header.split() == ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"]
-    last = json.loads((run / "single" / "loss.jsonl").read_text().splitlines()[-1])
-    assert single.split()[:3] == ["single", "4/4", f"{last['loss']:.4f}"]
+    assert single.split()[:3] == ["single", "4/4", f"{losses[-1].loss:.4f}"]
     plotted = neosft("plot", run / "single", "--out", tmp_path / "single.png")
     assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")
@@ -49,3 +51,17 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert ran[3:] == [arg.replace("$(PET_NODE_RANK)", "0").replace("$(MASTER_ADDR)", "127.0.0.1")
                        .replace("$(MASTER_PORT)", ran[7].split("=")[1]) for arg in rendered[1:]]
     assert ran[:3] == [sys.executable, "-m", "torch.distributed.run"] and rendered[0] == "torchrun"
+
+    again = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert RunRecord.read(location(run / "single")) == record  # complete: not trained again
+    assert "holds a finished run" in (tmp_path / ".neosft" / "logs" / "r1-single.log").read_text()
+
+
+def test_a_failed_data_build_is_one_line(tmp_path):
+    result = neosft("run", "--variant", "single", "--source", tmp_path / "missing.json", "--store", tmp_path / "store",
+                    "--run-id", "r1", cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]] and "missing.json does not exist" in lines[-1]
+    assert not (tmp_path / "store" / "neosft" / "runs" / "r1" / "single").exists()  # nothing trained

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 
@@ -13,12 +14,13 @@ from conftest import neosft
 from hypothesis import given
 from hypothesis import strategies as st
 
-from neosft.artifacts import Manifest
-from neosft.chat import segments
+from neosft.artifacts import LossRecord, Manifest, losses_jsonl, read_losses
+from neosft.chat import DEFAULT_SYSTEM, ChatFormat, segments
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
 from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
+from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.packing import (
     VARLEN_ATTENTION,
     FlattenCollator,
@@ -31,10 +33,11 @@ from neosft.train.tokenize import IGNORE_INDEX, tokenize, truncated_lengths
 from neosft.variants import VARIANTS
 
 
-def _arguments(variant: str, sets: list[str], tmp_path):
+def _arguments(variant: str, sets: list[str], tmp_path, world_size: int = 8):
     overrides = parse_overrides(sets)
     hp = hyperparameters(variant, overrides)
-    args = training_arguments(hp, overrides, tmp_path, deepspeed=None, max_steps=-1, save_steps=100, evaluate=False)
+    args = training_arguments(hp, overrides, tmp_path, deepspeed=None, max_steps=-1, save_steps=100, evaluate=False,
+                              world_size=world_size)
     return json.loads(json.dumps(arguments_record(hp, overrides, args))), args  # as run.json stores it
 
 
@@ -48,6 +51,21 @@ def test_saved_arguments_match_the_table(variant, tmp_path):
             assert args.get_warmup_steps(1000) == round(1000 * value)
         elif key != "cutoff_len":  # not a TrainingArguments field; the tokenizer applies it
             assert record["training_arguments"][key] == value, key
+    assert (args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (8, 8)  # at the seed's 8 devices
+
+
+@pytest.mark.parametrize("world, accumulation, eval_batch", [(1, 64, 64), (2, 32, 32), (4, 16, 16), (16, 4, 4)])
+def test_batches_keep_the_total_at_any_world_size(world, accumulation, eval_batch, tmp_path):
+    _, args = _arguments("single", [], tmp_path, world_size=world)
+    assert (args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (accumulation, eval_batch)
+    with pytest.raises(UserError, match="not divisible by 3 device"):
+        _arguments("single", [], tmp_path, world_size=3)
+    with pytest.raises(UserError, match="--set per_device_eval_batch_size=N"):
+        _arguments("single", ["gradient_accumulation_steps=5"], tmp_path, world_size=3)
+    sets = ["gradient_accumulation_steps=5", "per_device_eval_batch_size=7"]
+    record, args = _arguments("single", sets, tmp_path, world_size=3)
+    assert (args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (5, 7)
+    assert record["overrides"] == {"gradient_accumulation_steps": 5, "per_device_eval_batch_size": 7}
 
 
 def test_set_overrides_any_field_and_is_recorded(tmp_path):
@@ -63,6 +81,36 @@ def test_set_overrides_any_field_and_is_recorded(tmp_path):
         _arguments("single", ["learnin_rate=1"], tmp_path)
     with pytest.raises(UserError, match="expected key=value"):
         parse_overrides(["learning_rate"])
+
+
+def llamafactory_infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """LLaMA-Factory 0.9.x `data/processor/processor_utils.py: infer_seqlen`, verbatim."""
+    if target_len * 2 < cutoff_len:  # truncate source
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:  # truncate target
+        max_target_len = cutoff_len - source_len
+    else:  # truncate both
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+
+    new_target_len = min(max_target_len, target_len)
+    max_source_len = max(cutoff_len - new_target_len, 0)
+    new_source_len = min(max_source_len, source_len)
+    return new_source_len, new_target_len
+
+
+def test_truncation_is_llamafactory_infer_seqlen_on_a_grid():
+    assert truncated_lengths(63, 87, 100) == (43, 57)  # where `cutoff * response / total` would keep (42, 58)
+    lengths = [*range(1, 130), 150, 255, 256, 257, 1000, 2047, 2048, 4095, 4096, 4097, 5000, 8191, 8192, 9000]
+    cutoffs = [*range(1, 130), 255, 256, 1000, 1023, 4096, 8192]
+    differ = 0
+    for cutoff in cutoffs:
+        for prompt in lengths:
+            for response in lengths:
+                ours = truncated_lengths(prompt, response, cutoff)
+                assert ours == llamafactory_infer_seqlen(prompt, response, cutoff), (prompt, response, cutoff)
+                whole = min(cutoff * response // (prompt + response), response)
+                differ += 2 * prompt >= cutoff and 2 * response >= cutoff and ours[1] != whole
+    assert differ > 0  # the grid holds cases where the two expressions part
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(8, 4096))
@@ -84,6 +132,75 @@ def tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def llamafactory_qwen_sample(row: dict, tokenizer, cutoff_len: int, default_system: str = DEFAULT_SYSTEM):
+    """What LLaMA-Factory's supervised processor makes of one alpaca row with its `qwen` template
+    (train_on_prompt off): each formatted slot encoded on its own, `system or default_system`, `infer_seqlen`."""
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    user = row["instruction"] + ("\n" + row["input"] if row.get("input") else "")
+    source = (encode(f"<|im_start|>system\n{row.get('system') or default_system}<|im_end|>\n")
+              + encode(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"))
+    target = encode(f"{row['output']}<|im_end|>\n")
+    source_len, target_len = llamafactory_infer_seqlen(len(source), len(target), cutoff_len)
+    return source[:source_len] + target[:target_len], [IGNORE_INDEX] * source_len + target[:target_len]
+
+
+def _rows(sample_dataset, variant: str, limit: int = 60) -> list[dict]:
+    rows = [json.loads(line) for line in (sample_dataset / variant / "part-00000.jsonl").open()][:limit]
+    return rows + [{**rows[0], "system": ""}, {**rows[1], "system": "You are terse."}, {**rows[2], "input": "more"}]
+
+
+@pytest.fixture(scope="module")
+def qwen2_tokenizer(qwen_tokenizer):
+    """The real Qwen2 BPE (local files) with Qwen2-7B-Instruct's chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer)
+    tokenizer.chat_template = QWEN2_CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_sample_equals_llamafactory_at_the_variant_cutoff_and_small_ones(variant, sample_dataset,
+                                                                               qwen2_tokenizer):
+    rows = _rows(sample_dataset, variant)
+    for cutoff in (VARIANTS[variant].cutoff_len, 100, 37, 16):
+        tokens = tokenize(rows, qwen2_tokenizer, cutoff)
+        for i, row in enumerate(rows):
+            ids, labels = llamafactory_qwen_sample(row, qwen2_tokenizer, cutoff)
+            assert tokens.sample(i) == {"input_ids": ids, "labels": labels}, (variant, cutoff, i)
+
+
+@pytest.mark.parametrize("which", ["tiny", "qwen2"])
+def test_the_chat_template_and_chatml_give_identical_tokens(which, sample_dataset, tokenizer, qwen2_tokenizer):
+    tok = tokenizer if which == "tiny" else qwen2_tokenizer
+    assert tok.chat_template == QWEN2_CHAT_TEMPLATE
+    rows = [row for variant in VARIANTS for row in _rows(sample_dataset, variant, 30)]
+    template, chatml = ChatFormat(tok), ChatFormat(tok, use_template=False)
+    assert (template.name, chatml.name) == ("tokenizer chat template", "ChatML")
+    for system in (DEFAULT_SYSTEM, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."):
+        a = tokenize(rows, tok, 64, ChatFormat(tok, system))
+        b = tokenize(rows, tok, 64, ChatFormat(tok, system, use_template=False))
+        assert all(np.array_equal(x, y) for x, y in ((a.ids, b.ids), (a.offsets, b.offsets), (a.prompt_lens, b.prompt_lens)))
+        assert a.truncated == b.truncated > 0
+
+
+def test_an_empty_system_gets_the_default_and_the_default_is_a_setting(tokenizer):
+    row = {"instruction": "Hi", "input": "", "output": "Hello!"}
+    for chat in (ChatFormat(tokenizer), ChatFormat(tokenizer, use_template=False)):
+        assert chat(**row, system="")[0] == chat(**row, system=None)[0] == chat(**row, system=DEFAULT_SYSTEM)[0]
+        assert "You are a helpful assistant." in chat(**row, system="")[0]
+    custom = ChatFormat(tokenizer, "Be brief.")
+    assert custom(**row, system="")[0].startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert custom(**row, system="Be kind.")[0].startswith("<|im_start|>system\nBe kind.<|im_end|>\n")
+
+
+def test_a_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
+    odd = copy.copy(tokenizer)
+    odd.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    with pytest.raises(UserError, match="--chat-format chatml"):
+        ChatFormat(odd)("Hi", "", "Hello")
 
 
 def test_loss_only_on_the_assistant_tokens(tokenizer):
@@ -149,13 +266,27 @@ def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, samp
     assert abs(leaky.item() - padded_loss.item()) > 1e-2  # attention across samples would change it
 
 
+def _losses(slope: float, steps: int = 19) -> list[LossRecord]:
+    return [LossRecord(current_steps=s, total_steps=steps, epoch=s / steps, total_tokens=100 * s, throughput=10.0,
+                       percentage=100 * s / steps, elapsed_s=float(s), elapsed_time="0:00:01", remaining_time="0:00:01",
+                       loss=5 - slope * s, lr=1e-5) for s in range(1, steps + 1)]
+
+
+def test_loss_records_round_trip_and_a_bad_line_is_one_clear_error():
+    records = [*_losses(0.1, 3), dataclasses.replace(_losses(0.1, 3)[-1], loss=None, eval_loss=4.0)]
+    data = losses_jsonl(records)
+    assert read_losses(data) == records
+    assert b"eval_loss" not in data.splitlines()[0] and b'"loss"' not in data.splitlines()[-1]
+    with pytest.raises(UserError, match="loss.jsonl line 2 is not a loss record"):
+        read_losses(data.splitlines()[0] + b"\n{\"step\": 2}\n")
+
+
 def test_plot_compares_runs(tmp_path):
     runs = []
     for name, slope in (("single", 0.1), ("multi", 0.2)):
         run = tmp_path / name
         run.mkdir()
-        (run / "loss.jsonl").write_text("".join(json.dumps({"current_steps": s, "loss": 5 - slope * s}) + "\n"
-                                                for s in range(1, 20)))
+        (run / "loss.jsonl").write_bytes(losses_jsonl(_losses(slope)))
         runs.append(run)
     result = neosft("plot", *runs, "--out", tmp_path / "cmp.png")
     assert result.returncode == 0, result.stderr

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from neosft.storage import s3 as storage
+from neosft.artifacts import Manifest, RunRecord, read_losses, train_losses
 from neosft.data.build import build
 from neosft.sample import SAMPLE_CORPUS
-from neosft.artifacts import Manifest
 from neosft.storage import location
+from neosft.storage import s3 as storage
 from neosft.variants import VARIANTS
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,20 @@ def torchrun(*args, env: dict, log: Path, **popen) -> subprocess.Popen:
                              *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, **popen)
 
 
+def kill_pod(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every process below it, as a pod's end does (its workers run in sessions of their own)."""
+    def tree(pid: int) -> list[int]:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return [pid]
+        return [pid, *(p for child in children for p in tree(int(child)))]
+
+    for pid in tree(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
 def finished(proc: subprocess.Popen, log: Path, timeout: int = 240) -> None:
     assert proc.wait(timeout) == 0, log.read_text()[-5000:]
 
@@ -44,12 +58,16 @@ def train_args(data, output, model, work, *extra):
             "--max-steps", STEPS, "--save-steps", SAVE, "--work-dir", work, *QUICK, *extra]
 
 
-def records(output: str) -> list[dict]:
-    return [json.loads(line) for line in location(f"{output}/loss.jsonl").read_bytes().decode().splitlines()]
+def records(output: str):
+    return read_losses(location(f"{output}/loss.jsonl").read_bytes())
 
 
 def losses(output: str) -> list[tuple[int, float]]:
-    return [(r["current_steps"], r["loss"]) for r in records(output) if "loss" in r]
+    return [(r.current_steps, r.loss) for r in train_losses(records(output))]
+
+
+def run_record(output) -> RunRecord:
+    return RunRecord.read(location(str(output)))
 
 
 def went_down(output: str) -> bool:
@@ -88,21 +106,20 @@ def test_zero3_run_writes_everything_to_s3(reference, bucket):
     assert [step for step, _ in losses(reference)] == list(range(1, STEPS + 1))
     assert went_down(reference)
     last = records(reference)[-1]
-    assert {"current_steps", "total_steps", "epoch", "loss", "lr", "grad_norm", "total_tokens", "throughput",
-            "elapsed_s", "elapsed_time", "remaining_time", "percentage"} <= last.keys()
-    assert last["total_steps"] == STEPS and last["total_tokens"] > 0 and last["throughput"] > 0
+    assert None not in (last.loss, last.lr, last.grad_norm)
+    assert last.total_steps == STEPS and last.total_tokens > 0 and last.throughput > 0
 
-    run = json.loads((out / "final/run.json").read_bytes())
+    run = run_record(reference)
     manifest = Manifest.read(f"{bucket}/data")
-    assert run["variant"] == "single" and run["world_size"] == 2 and run["deepspeed"] == "zero3"
-    assert run["hyperparameters"] == {**VARIANTS["single"].hyperparameters(), "cutoff_len": 256,
-                                      "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
-    assert run["overrides"] == {"cutoff_len": 256, "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
-    assert run["training_arguments"]["learning_rate"] == 1e-3 and run["training_arguments"]["seed"] == 42
-    assert run["dataset"]["sha256"] == manifest.variants["single"].sha256
-    assert run["dataset"]["source_sha256"] == manifest.source.sha256
-    assert run["steps"] == STEPS and run["tokens"] == last["total_tokens"] and run["final_loss"] == last["loss"]
-    assert run["wall_time_s"] > 0 and run["neosft_version"] and run["resumed_from"] is None
+    assert run.variant == "single" and run.world_size == 2 and run.deepspeed == "zero3"
+    assert run.hyperparameters == {**VARIANTS["single"].hyperparameters(), "cutoff_len": 256, "learning_rate": 1e-3}
+    assert run.overrides == {"cutoff_len": 256, "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
+    assert run.batch["gradient_accumulation_steps"] == 2 and run.batch["overridden"] == ["gradient_accumulation_steps"]
+    assert run.training_arguments["learning_rate"] == 1e-3 and run.training_arguments["seed"] == 42
+    assert run.dataset["sha256"] == manifest.variants["single"].sha256
+    assert run.dataset["source_sha256"] == manifest.source.sha256
+    assert run.steps == STEPS and run.tokens == last.total_tokens and run.final_loss == last.loss
+    assert run.wall_time_s > 0 and run.neosft_version and run.resumed_from is None
 
     # the last two complete checkpoints are kept, each marked complete; the last step went to final/
     checkpoints = {n.split("/")[1] for n in names if n.startswith("checkpoints/")}
@@ -123,7 +140,7 @@ def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tin
     marker = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
     log = tmp_path / "log-1"
     proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1"), env=s3_server.env(),
-                    log=log, start_new_session=True)
+                    log=log)
 
     def reached() -> bool:  # after checkpoint-4 is complete, or once step 6 of 12 is logged
         return marker.exists() if moment.startswith("right") else log.read_text().count("'loss':") >= SAVE + 2
@@ -133,20 +150,19 @@ def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tin
         assert proc.poll() is None, log.read_text()[-5000:]
         assert time.monotonic() < deadline, f"never reached {moment}"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_pod(proc)
     assert not location(f"{output}/final/run.json").exists(), "the run ended before it was killed"
 
     # a new pod: empty local disk, same OUTPUT_URI
     proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2"), env=s3_server.env(),
                     log=tmp_path / "log-2")
     finished(proc, tmp_path / "log-2")
-    run = json.loads(location(f"{output}/final/run.json").read_bytes())
-    assert run["resumed_from"] is not None and run["steps"] == STEPS
+    run = run_record(output)
+    assert run.resumed_from is not None and run.steps == STEPS
     resumed, expected = losses(output), losses(reference)
     assert [s for s, _ in resumed] == [s for s, _ in expected]
     assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in expected], rel=1e-5)
-    assert run["tokens"] == records(reference)[-1]["total_tokens"]
+    assert run.tokens == records(reference)[-1].total_tokens
 
 
 def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path):
@@ -155,10 +171,11 @@ def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path):
                                 "--packing", "--val-size", "0.2"), env={}, log=tmp_path / "log")
     finished(proc, tmp_path / "log")
     assert went_down(str(output))
-    evals = [r for r in records(str(output)) if "eval_loss" in r]
-    assert [r["current_steps"] for r in evals] == list(range(SAVE, STEPS + 1, SAVE))
-    run = json.loads((output / "final/run.json").read_text())
-    assert run["packing"] and run["deepspeed"] == "zero2"
+    evals = [r for r in records(str(output)) if r.eval_loss is not None]
+    assert [r.current_steps for r in evals] == list(range(SAVE, STEPS + 1, SAVE))
+    run = run_record(output)
+    assert run.packing and run.deepspeed == "zero2"
+    assert run.batch["per_device_eval"] == 32 and run.batch["total_eval_batch"] == 64  # 2 ranks
     assert (output / "final/model.safetensors").exists() and (output / "loss.png").exists()
 
 
@@ -207,3 +224,41 @@ def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucke
     secret = s3_server.secret_key
     assert secret not in location(f"{output}/final/run.json").read_bytes().decode()
     assert secret not in (tmp_path / "log").read_text()
+
+
+def test_two_ranks_train_at_total_batch_64_and_leave_tensorboard_events(sample_dataset, tiny_model, tmp_path):
+    output = tmp_path / "out"
+    proc = torchrun("-m", "neosft", "train", "--variant", "single", "--data", sample_dataset, "--output", output,
+                    "--model", tiny_model, "--deepspeed", "none", "--max-steps", 2, "--work-dir", tmp_path / "work",
+                    "--set", "cutoff_len=128", "--report-to", "tensorboard", env={}, log=tmp_path / "log")
+    finished(proc, tmp_path / "log")
+    run = run_record(output)
+    assert run.batch == {"world_size": 2, "per_device": 1, "gradient_accumulation_steps": 32, "total_train_batch": 64,
+                         "per_device_eval": 32, "total_eval_batch": 64, "overridden": []}
+    assert run.training_arguments["gradient_accumulation_steps"] == 32 and run.report_to == "tensorboard"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (output / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    steps = [e.step for e in accumulator.Scalars("train/loss")]
+    assert steps == [1, 2]
+    assert [e.value for e in accumulator.Scalars("train/loss")] == pytest.approx([r.loss for r in train_losses(records(str(output)))])
+
+
+def test_the_loss_log_reaches_output_on_a_timer_while_training(sample_dataset, tiny_model, tmp_path):
+    output = tmp_path / "out"
+    log = tmp_path / "log"
+    proc = subprocess.Popen([sys.executable, "-m", "neosft", "train", "--variant", "single", "--data", str(sample_dataset),
+                             "--output", str(output), "--model", str(tiny_model), "--deepspeed", "none",
+                             "--max-steps", "400", "--save-steps", "1000", "--upload-every", "1", "--work-dir",
+                             str(tmp_path / "work"), "--set", "cutoff_len=64", "--set", "gradient_accumulation_steps=1"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen: set[int] = set()  # record counts of loss.jsonl seen in OUTPUT before the run finished
+    while proc.poll() is None:
+        if (output / "loss.jsonl").exists() and not (output / "final" / "run.json").exists():
+            seen.add(len(read_losses((output / "loss.jsonl").read_bytes())))
+        time.sleep(0.2)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert len({n for n in seen if 0 < n < 400}) >= 2, seen  # it moved, more than once, before the last upload
+    assert len(records(str(output))) == 400 and (output / "loss.png").read_bytes()[:4] == b"\x89PNG"

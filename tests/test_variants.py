@@ -2,11 +2,23 @@
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import neosft
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS, get
+
+from neosft.errors import UserError
+from neosft.variants import (
+    NUM_DEVICES,
+    SHARED,
+    TOTAL_EVAL_BATCH,
+    TOTAL_TRAIN_BATCH,
+    VARIANTS,
+    get,
+    gradient_accumulation,
+    per_device_eval_batch,
+)
 
 SEED_TABLE = {  # variant: (learning_rate, cutoff_len), as the seed run used them
     "conversations": (5e-6, 8192),
@@ -23,8 +35,6 @@ def test_every_variant_has_the_seed_learning_rate_and_cutoff():
 def test_shared_hyperparameters_are_the_seed_ones():
     assert SHARED == {
         "per_device_train_batch_size": 1,
-        "per_device_eval_batch_size": 8,
-        "gradient_accumulation_steps": 8,
         "num_train_epochs": 5,
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.1,
@@ -35,6 +45,22 @@ def test_shared_hyperparameters_are_the_seed_ones():
     }
     assert NUM_DEVICES == 8
     assert (TOTAL_TRAIN_BATCH, TOTAL_EVAL_BATCH) == (64, 64)
+    assert (gradient_accumulation(NUM_DEVICES), per_device_eval_batch(NUM_DEVICES)) == (8, 8)  # the seed's 1 x 8 x 8
+    assert gradient_accumulation(NUM_DEVICES, per_device=2) == 4
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8, 16, 32, 64])
+def test_total_batch_is_64_at_any_world_size_that_divides_it(world):
+    assert world * 1 * gradient_accumulation(world) == TOTAL_TRAIN_BATCH
+    assert world * per_device_eval_batch(world) == TOTAL_EVAL_BATCH
+
+
+@pytest.mark.parametrize("world", [3, 5, 12, 24, 128])
+def test_a_world_size_that_does_not_divide_the_batch_is_refused(world):
+    with pytest.raises(UserError, match=f"not divisible by {world} device"):
+        gradient_accumulation(world)
+    with pytest.raises(UserError, match="eval batch 64"):
+        per_device_eval_batch(world)
 
 
 def test_hyperparameters_merge_the_variant_and_shared_values():
@@ -43,12 +69,8 @@ def test_hyperparameters_merge_the_variant_and_shared_values():
 
 
 def test_unknown_variant_names_the_choices():
-    try:
+    with pytest.raises(UserError, match="conversations, multi, single, all_pair"):
         get("pairs")
-    except KeyError as e:
-        assert "conversations, multi, single, all_pair" in str(e)
-    else:
-        raise AssertionError("no KeyError")
 
 
 def test_cli_prints_the_table():

@@ -67,14 +67,25 @@ def processes(spec: dict, secrets: dict[tuple[str, str], str], folders: dict[str
     return out
 
 
-def run(process: Process, log: Path | None, base_env: dict[str, str]) -> subprocess.Popen:
-    """Start `process` with `base_env` (PATH, caches) under its own environment; its output goes into
-    `log`, or to this process's stderr without one."""
-    if log is None:
-        return subprocess.Popen(process.argv, env={**base_env, **process.env}, stdout=sys.stderr,
-                                stdin=subprocess.DEVNULL)
+def run_attached(process: Process, base_env: dict[str, str]) -> None:
+    """Run `process` to its end with `base_env` (PATH, caches) under its own environment, its output on this
+    terminal; a failure ends in its own `error:` line, as this process's `UserError`."""
+    child = subprocess.Popen(process.argv, env={**base_env, **process.env}, stdout=sys.stderr, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, text=True)
+    error = None
+    for line in child.stderr:
+        if line.startswith("error: "):
+            error = line.removeprefix("error: ").strip()
+        else:
+            sys.stderr.write(line)
+    if child.wait():
+        raise UserError(error or f"container {process.name} failed with exit code {child.returncode}")
+
+
+def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subprocess.Popen:
+    """Start `process` with `base_env` under its own environment, its command line and output into `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:
         out.write(("+ " + shlex.join(process.argv) + "\n").encode())  # what ran, first, as `set -x` shows it
         out.flush()
         return subprocess.Popen(process.argv, env={**base_env, **process.env}, stdout=out, stderr=subprocess.STDOUT,

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from importlib.resources import files
 from pathlib import Path
 
 from neosft.errors import UserError
-from neosft.variants import get
+from neosft.variants import get, gradient_accumulation, per_device_eval_batch
 
 DEEPSPEED_CONFIGS = ("zero3", "zero2")
 TOKENIZER_KEYS = {"cutoff_len"}  # table keys that the tokenizer applies, not TrainingArguments
 RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmup_steps < 1 as the ratio
+POSITIVE = {"cutoff_len", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "learning_rate", "num_train_epochs"}
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
+FLAGS = {"report_to": "--report-to tensorboard|wandb|mlflow|none", "use_liger_kernel": "--liger",
+         "deepspeed": "--deepspeed", "output_dir": "--output and --work-dir"}  # settings that have their own option
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -40,36 +46,72 @@ def deepspeed_config(name: str) -> str | None:
     return name
 
 
-def hyperparameters(variant: str, overrides: dict) -> dict:
-    """The variant's table row with the overrides of its keys applied."""
-    try:
-        table = get(variant).hyperparameters()
-    except KeyError as e:
-        raise UserError(e.args[0]) from None
+def hyperparameters(name: str, overrides: dict) -> dict:
+    """The variant's table row with the overrides of its keys applied; every override's value checked."""
+    table = get(name).hyperparameters()
+    check_values(overrides, table)
     return {key: overrides.get(key, value) for key, value in table.items()}
 
 
-def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed: str | None, max_steps: int,
-                       save_steps: int, evaluate: bool):
-    """`transformers.TrainingArguments`: the table, neosft's defaults, then every override.
+def check_values(overrides: dict, table: dict) -> None:
+    """Refuse an override whose value is not of its field's type (a number, an integer, a flag), not finite, or not
+    positive where only a positive value makes sense: one line, before any model is loaded."""
+    from transformers import TrainingArguments
 
-    On GPU: bf16 and gradient checkpointing. On CPU without DeepSpeed: `use_cpu`, without which DDP may skip the
-    gradient sync (with DeepSpeed it would keep DeepSpeed's process group from starting).
+    types = {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
+    types.update({key: type(value) for key, value in table.items()})
+    for key, value in overrides.items():
+        kind = types.get(key)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            expected = "a finite number"
+        elif kind is int:
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif kind is bool:
+            ok, expected = isinstance(value, bool), "true or false"
+        else:
+            continue
+        if ok and key in POSITIVE and value <= 0:
+            ok, expected = False, f"{expected} above 0"
+        if not ok:
+            raise UserError(f"--set {key}={json.dumps(value)}: expected {expected}")
+
+
+def batch_settings(hp: dict, overrides: dict, world_size: int) -> dict:
+    """Per-device batches and gradient accumulation that keep the table's total batches at `world_size`,
+    except where `--set` gives them explicitly (run.json records the overrides)."""
+    per_device = hp["per_device_train_batch_size"]
+    accumulation = overrides.get("gradient_accumulation_steps") or gradient_accumulation(world_size, per_device)
+    eval_batch = overrides.get("per_device_eval_batch_size") or per_device_eval_batch(world_size)
+    return {"gradient_accumulation_steps": accumulation, "per_device_eval_batch_size": eval_batch}
+
+
+def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed: str | None, max_steps: int,
+                       save_steps: int, evaluate: bool, world_size: int = 1, report_to: str = "none",
+                       liger: bool = False):
+    """`transformers.TrainingArguments`: the table, the batches for `world_size`, neosft's defaults, then every override.
+
+    On GPU: bf16, gradient checkpointing and, with `liger`, the Trainer's Liger kernels. On CPU without DeepSpeed:
+    `use_cpu`, without which DDP may skip the gradient sync (with DeepSpeed it would keep DeepSpeed's process group
+    from starting).
     """
     import torch
     from transformers import TrainingArguments
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key, flag in FLAGS.items():
+        if key in overrides:
+            raise UserError(f"--set {key}: use {flag}")
     unknown = sorted(set(overrides) - fields - set(hp))
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
     renamed = {old: new for old, new in RENAMED.items() if old not in fields}
     table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
-    assert table.keys() <= fields, f"table keys unknown to TrainingArguments: {sorted(table.keys() - fields)}"
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     gpu = torch.cuda.is_available()
     settings = {
         **table,
+        **batch_settings(hp, overrides, world_size),
         "output_dir": str(output_dir),
         "deepspeed": deepspeed,
         "max_steps": max_steps,
@@ -81,7 +123,8 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
         "logging_steps": 1,
         "include_num_input_tokens_seen": "non_padding",
         "remove_unused_columns": False,
-        "report_to": "none",
+        "report_to": report_to,
+        "use_liger_kernel": liger and gpu,
         "bf16": gpu,
         checkpointing: gpu,
         f"{checkpointing}_kwargs": {"use_reentrant": False},

@@ -2,7 +2,7 @@
 and the newest complete one fetched at start so a killed run resumes where it left off.
 
 Each node uploads the files its ranks wrote, then `.nodes/node-K`; node 0 waits for every node, then
-writes loss.jsonl and loss.png beside the run and `COMPLETE.json` last. Only a checkpoint with that
+writes `COMPLETE.json` last. Only a checkpoint with that
 marker is ever resumed from; the older ones beyond the last `keep` are deleted, marker first.
 """
 
@@ -65,12 +65,12 @@ def resume_point(output: Location, work_dir: Path) -> Path | None:
 class CheckpointUploader(TrainerCallback):
     """Uploads each saved checkpoint on a background thread, one at a time, from one process per node.
 
-    `publish()` runs on node 0 as the checkpoint is saved: it returns the files (name -> bytes) to write beside the
-    run once the checkpoint is complete. Its loss.jsonl also goes into the checkpoint: a resumed run continues it.
+    `losses()` runs on node 0 as the checkpoint is saved: its loss.jsonl goes into the checkpoint, so that a resumed
+    run continues it.
     """
 
-    def __init__(self, output: Location, keep: int, publish: Callable[[], dict[str, bytes]]):
-        self.output, self.keep, self.publish = output, keep, publish
+    def __init__(self, output: Location, keep: int, losses: Callable[[], bytes]):
+        self.output, self.keep, self.losses = output, keep, losses
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neosft-upload")
         self.pending: Future | None = None
 
@@ -86,11 +86,10 @@ class CheckpointUploader(TrainerCallback):
         staged = Path(args.output_dir) / ".uploading" / name
         shutil.rmtree(staged, ignore_errors=True)
         shutil.copytree(Path(args.output_dir) / name, staged, copy_function=os.link)  # rotation may delete the original
-        beside = self.publish() if dist.node() == 0 else {}
-        if "loss.jsonl" in beside:
-            (staged / "loss.jsonl").write_bytes(beside["loss.jsonl"])
+        if dist.node() == 0:
+            (staged / "loss.jsonl").write_bytes(self.losses())
         self.wait()
-        self.pending = self.pool.submit(self._upload, staged, name, beside)
+        self.pending = self.pool.submit(self._upload, staged, name)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.wait()
@@ -101,7 +100,7 @@ class CheckpointUploader(TrainerCallback):
             self.pending.result()
             self.pending = None
 
-    def _upload(self, staged: Path, name: str, beside: dict[str, bytes]) -> None:
+    def _upload(self, staged: Path, name: str) -> None:
         remote = self.output / "checkpoints" / name
         remote.upload_dir(staged)
         (remote / ".nodes" / f"node-{dist.node()}").write_bytes(b"")
@@ -114,8 +113,6 @@ class CheckpointUploader(TrainerCallback):
                 log(f"{remote}: not every node uploaded its part; the checkpoint stays incomplete")
                 return
             time.sleep(1)
-        for file, data in beside.items():
-            (self.output / file).write_bytes(data)
         (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode())
         log(f"{remote} complete")
         self._prune(_step(name))

@@ -1,30 +1,21 @@
-"""loss.jsonl: one record per logging step from rank 0, in the fields of LLaMA-Factory's trainer_log.jsonl
-(current_steps, total_steps, epoch, loss, eval_loss, lr, total_tokens, throughput, percentage,
-elapsed_time, remaining_time) plus grad_norm and elapsed_s."""
+"""The loss log: a `LossRecord` (neosft.artifacts) per logging step of rank 0, continued across resumes."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import time
 
 from transformers import TrainerCallback
 
-
-def to_jsonl(records: list[dict]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-def from_jsonl(data: bytes) -> list[dict]:
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+from neosft.artifacts import LossRecord
 
 
 class LossLog(TrainerCallback):
     """Collects the records; a resumed run starts from the records saved in its checkpoint."""
 
-    def __init__(self, records: list[dict] | None = None):
+    def __init__(self, records: list[LossRecord] | None = None):
         self.records = list(records or [])
-        self.elapsed_before = self.records[-1]["elapsed_s"] if self.records else 0.0
+        self.elapsed_before = self.records[-1].elapsed_s if self.records else 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.base = time.monotonic(), None
@@ -39,20 +30,21 @@ class LossLog(TrainerCallback):
         run_s = time.monotonic() - self.start
         elapsed = self.elapsed_before + run_s
         steps = max(state.global_step - self.base[0], 1)
-        record = {
-            "current_steps": state.global_step,
-            "total_steps": state.max_steps,
-            "epoch": round(state.epoch or 0.0, 4),
-            **{k: logs[k] for k in ("loss", "eval_loss", "grad_norm") if k in logs},
-            "lr": logs.get("learning_rate"),
-            "total_tokens": state.num_input_tokens_seen,
-            "throughput": round((state.num_input_tokens_seen - self.base[1]) / max(run_s, 1e-9), 2),
-            "percentage": round(100 * state.global_step / max(state.max_steps, 1), 2),
-            "elapsed_s": round(elapsed, 3),
-            "elapsed_time": _hms(elapsed),
-            "remaining_time": _hms(run_s / steps * (state.max_steps - state.global_step)),
-        }
-        self.records.append({k: v for k, v in record.items() if v is not None})
+        self.records.append(LossRecord(
+            current_steps=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(state.epoch or 0.0, 4),
+            loss=logs.get("loss"),
+            eval_loss=logs.get("eval_loss"),
+            grad_norm=logs.get("grad_norm"),
+            lr=logs.get("learning_rate"),
+            total_tokens=state.num_input_tokens_seen,
+            throughput=round((state.num_input_tokens_seen - self.base[1]) / max(run_s, 1e-9), 2),
+            percentage=round(100 * state.global_step / max(state.max_steps, 1), 2),
+            elapsed_s=round(elapsed, 3),
+            elapsed_time=_hms(elapsed),
+            remaining_time=_hms(run_s / steps * (state.max_steps - state.global_step)),
+        ))
 
 
 def _hms(seconds: float) -> str:

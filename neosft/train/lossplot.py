@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import math
 
+from neosft.artifacts import LossRecord
+
 
 def smooth(values: list[float]) -> list[float]:
     """Exponential moving average, stronger for longer curves (LLaMA-Factory's `smooth`)."""
@@ -18,8 +20,8 @@ def smooth(values: list[float]) -> list[float]:
     return out
 
 
-def _curve(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["current_steps"], r[key]) for r in records if key in r]
+def _curve(records: list[LossRecord], key: str) -> tuple[list[int], list[float]]:
+    points = [(r.current_steps, getattr(r, key)) for r in records if getattr(r, key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -29,7 +31,7 @@ def _png(figure) -> bytes:
     return buf.getvalue()
 
 
-def run_plot(records: list[dict], title: str) -> bytes:
+def run_plot(records: list[LossRecord], title: str) -> bytes:
     """PNG of one run: raw loss, smoothed loss, and eval loss when there is one."""
     from matplotlib.figure import Figure  # no pyplot: safe on the uploader thread
 
@@ -47,7 +49,7 @@ def run_plot(records: list[dict], title: str) -> bytes:
     return _png(figure)
 
 
-def compare_plot(runs: dict[str, list[dict]]) -> bytes:
+def compare_plot(runs: dict[str, list[LossRecord]]) -> bytes:
     """PNG comparing the smoothed loss of several runs (labelled by the dict's keys)."""
     from matplotlib.figure import Figure
 

@@ -92,6 +92,16 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     return out.transpose(1, 2).contiguous(), None
 
 
+def attention_implementation(packing: bool) -> str:
+    """flash-attention 2 on a GPU where it is installed (packed rows: variable-length attention); on CPU, one SDPA
+    per packed sample with packing, else SDPA."""
+    import importlib.util
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return register_varlen_attention() if packing else "sdpa"
+
+
 def register_varlen_attention() -> str:
     """Make `attn_implementation=VARLEN_ATTENTION` available; its samples' borders replace the attention mask."""
     from transformers import AttentionInterface

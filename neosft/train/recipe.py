@@ -1,11 +1,10 @@
-"""The training recipe: `setup` (data, model, Trainer, resume point) -> `train` -> `save` (final model and run.json)."""
+"""The training recipe, read top to bottom: `setup` (its `_setup_*` steps: inputs, dataset, output, tokenizer, model
+config, tokens, resume point, Trainer) -> `train` -> `save` (final model, loss files, run.json last)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-import os
 import tempfile
 import time
 import warnings
@@ -13,11 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neosft import __version__
+from neosft.artifacts import RunRecord, losses_jsonl, read_losses, train_losses
+from neosft.chat import DEFAULT_SYSTEM, ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location, location
 from neosft.train import DEFAULT_MODEL, dist
-from neosft.train.args import arguments_record, deepspeed_config, hyperparameters, parse_overrides, training_arguments
+from neosft.train.args import (
+    REPORT_TO,
+    arguments_record,
+    deepspeed_config,
+    hyperparameters,
+    parse_overrides,
+    training_arguments,
+)
+from neosft.train.dataset import manifest_entry, tokenized
 
 
 @dataclass
@@ -35,10 +44,15 @@ class Options:
     val_size: float = 0.0
     overrides: list[str] = field(default_factory=list)
     work_dir: str | None = None
+    default_system: str = DEFAULT_SYSTEM
+    chat_format: str = "auto"  # auto: the tokenizer's chat template when it has one, else ChatML; chatml: ChatML
+    report_to: str = "none"
+    liger: bool = False
+    upload_every_s: float = 60.0
 
 
 @dataclass
-class Run:
+class Prepared:
     """Everything `setup` prepared."""
 
     options: Options
@@ -51,61 +65,184 @@ class Run:
     work_dir: Path
     resume: Path | None
     loss_log: object
-    title: str
+    uploader: object
+    chat: ChatFormat
     samples: int
     truncated: int
     started: float = field(default_factory=time.monotonic)
 
 
-def run(options: Options) -> dict:
-    """Train one variant end to end; returns run.json."""
+def fine_tune(options: Options) -> RunRecord:
+    """Train one variant end to end; returns its run record. A run that already finished is not trained again."""
+    done = finished(options)
+    if done is not None:
+        return done
     prepared = setup(options)
     return save(prepared, train(prepared))
 
 
-def setup(options: Options) -> Run:
-    """Check the inputs, tokenize (once), build the datasets, model and Trainer, and find the resume point."""
-    from transformers import AutoTokenizer, Trainer
+def finished(options: Options) -> RunRecord | None:
+    """The run record at OUTPUT when that run is complete."""
+    output = location(options.output)
+    record = RunRecord.read(output)
+    if record is not None:
+        log(f"{output} holds a finished run ({record.steps} steps, final loss {record.final_loss}): nothing to do; "
+            "train into another --output to train again")
+    return record
 
-    from neosft.train.checkpoints import CheckpointUploader, resume_point
-    from neosft.train.data import manifest_entry, tokenized
-    from neosft.train.losslog import LossLog, from_jsonl
+
+def setup(options: Options) -> Prepared:
+    """The steps, in order: check the inputs, find the dataset and the output, decide the arguments, check the model's
+    config and weights, load the tokenizer and tokenize (once), find the resume point, build the Trainer."""
+    from neosft.train.losslog import LossLog
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
-    if not 0 <= options.val_size < 1:
-        raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
-    overrides = parse_overrides(options.overrides)
-    hp = hyperparameters(options.variant, overrides)
-    manifest, entry = manifest_entry(options.data, options.variant)
-    output = location(options.output)
-    output.check()
-    work_dir = Path(options.work_dir or os.environ.get("NEOSFT_WORK_DIR") or
-                    Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}")
+    overrides, hp = _setup_inputs(options)
+    manifest, entry = _setup_dataset(options)
+    output, work_dir = _setup_output(options)
     ds_config = deepspeed_config(options.deepspeed)
     if ds_config:
         dist.single_process_env()
     args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
-                              max_steps=options.max_steps, save_steps=options.save_steps, evaluate=options.val_size > 0)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(options.model)
-    except OSError as e:  # no such folder or model ID, no network, no access
-        raise UserError(f"--model {options.model}: {str(e).splitlines()[0]}") from None
-    tokens = tokenized(options.data, options.variant, entry, tokenizer, hp["cutoff_len"], output, work_dir)
-    if not len(tokens):
-        raise UserError(f"{options.data}: the {options.variant} dataset has no rows")
+                              max_steps=options.max_steps, save_steps=options.save_steps,
+                              evaluate=options.val_size > 0, world_size=dist.world_size(),
+                              report_to=options.report_to, liger=options.liger)
+    model_config = _setup_model_config(options)
+    tokenizer, chat = _setup_tokenizer(options)
+    tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
-
-    resume = resume_point(output, work_dir)
-    loss_log = LossLog(from_jsonl((resume / "loss.jsonl").read_bytes()) if resume else [])
+    resume = _setup_resume(output, work_dir)
+    loss_log = LossLog(read_losses((resume / "loss.jsonl").read_bytes()) if resume else [])
     title = (f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
              f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
-    uploader = CheckpointUploader(output, args.save_total_limit or 2, lambda: _publish(loss_log, title))
-    trainer = Trainer(model=_model(options, args, ds_config), args=args, train_dataset=train_set,
+    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, tokenizer, train_set, eval_set,
+                                       collator, output, work_dir, loss_log, title)
+    return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader,
+                    chat, len(tokens), tokens.truncated)
+
+
+def _setup_inputs(options: Options) -> tuple[dict, dict]:
+    """(overrides, hyper-parameters), every value checked: a bad one is one line before anything loads."""
+    if not 0 <= options.val_size < 1:
+        raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
+    if options.report_to not in REPORT_TO:
+        raise UserError(f"--report-to {options.report_to}: choose from {', '.join(REPORT_TO)}")
+    if options.report_to != "none" and importlib.util.find_spec(options.report_to) is None:
+        raise UserError(f"--report-to {options.report_to}: the {options.report_to} package is not installed")
+    if options.liger and importlib.util.find_spec("liger_kernel") is None and _gpu():
+        raise UserError("--liger: the liger-kernel package is not installed (pip install liger-kernel)")
+    if options.liger and not _gpu():
+        log("--liger: no GPU here; training without Liger kernels")
+    overrides = parse_overrides(options.overrides)
+    return overrides, hyperparameters(options.variant, overrides)
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _setup_dataset(options: Options) -> tuple[dict, dict]:
+    """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
+    manifest, entry = manifest_entry(options.data, options.variant)
+    if not entry.get("rows"):
+        raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
+    train_rows = entry["rows"] - round(entry["rows"] * options.val_size)
+    if train_rows < 1:
+        raise UserError(f"--val-size {options.val_size} holds out all {entry['rows']} {options.variant} rows: "
+                        "the training set would be empty")
+    return manifest, entry
+
+
+def _setup_output(options: Options) -> tuple[Location, Path]:
+    """OUTPUT (checked reachable) and the local work folder: --work-dir, else one per OUTPUT in the temp folder."""
+    output = location(options.output)
+    output.check()
+    work_dir = Path(options.work_dir or Path(tempfile.gettempdir()) /
+                    f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}")
+    return output, work_dir
+
+
+def _setup_tokenizer(options: Options):
+    """(tokenizer, chat format) of --model."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(options.model)
+    except (OSError, ValueError, KeyError) as e:  # no such folder or model ID, no network, no access, bad files
+        raise UserError(f"--model {options.model}: no usable tokenizer ({_first_line(e)})") from None
+    return tokenizer, ChatFormat(tokenizer, options.default_system, use_template=options.chat_format == "auto")
+
+
+def _setup_model_config(options: Options):
+    """--model's config, read before any work: an unknown model_type or a folder without weights is one line."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(options.model)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"--model {options.model}: no usable config ({_first_line(e)})") from None
+    folder = Path(options.model)
+    if folder.is_dir():
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights and not any(folder.glob("*.bin")):
+            raise UserError(f"--model {options.model}: the folder holds no weights (*.safetensors or *.bin)")
+        for file in weights:
+            _check_safetensors(file)
+    return config
+
+
+def _check_safetensors(file: Path) -> None:
+    """Read the header of a weights file: a corrupt or truncated one is one line, not a traceback at load."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "np"):
+            pass
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for unreadable files
+        raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
+
+
+def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
+                  work_dir: Path):
+    log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
+    return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
+
+
+def _setup_resume(output: Location, work_dir: Path) -> Path | None:
+    from neosft.train.checkpoints import resume_point
+
+    return resume_point(output, work_dir)
+
+
+def _setup_trainer(options: Options, args, ds_config, model_config, tokenizer, train_set, eval_set, collator,
+                   output: Location, work_dir: Path, loss_log, title: str):
+    """The Trainer with its callbacks: the loss log, the checkpoint uploader and the loss uploader (which also
+    carries the TensorBoard event files, written under the work folder, to OUTPUT)."""
+    from transformers import Trainer
+
+    from neosft.train.checkpoints import CheckpointUploader
+    from neosft.train.lossupload import TENSORBOARD, LossUploader
+
+    events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
+    checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
+    uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
+    trainer = Trainer(model=_model(options, args, ds_config, model_config), args=args, train_dataset=train_set,
                       eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=[loss_log, uploader])
-    return Run(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, title,
-               len(tokens), tokens.truncated)
+                      callbacks=[loss_log, checkpoints, uploader])
+    if events is not None:
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback):
+                callback.logging_dir = str(events)
+    return trainer, uploader
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
@@ -125,73 +262,81 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
     return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
 
 
-def _model(options: Options, args, ds_config: str | None):
-    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads."""
+def _model(options: Options, args, ds_config: str | None, config):
+    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads.
+
+    Attention: flash-attention 2 on GPU when installed (packed rows become variable-length attention), else one
+    SDPA per packed sample on CPU, else SDPA.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from neosft.train.packing import register_varlen_attention
+    from neosft.train.packing import attention_implementation
 
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        attention = "flash_attention_2"
-    else:
-        attention = register_varlen_attention() if options.packing else "sdpa"
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
-    model = AutoModelForCausalLM.from_pretrained(options.model, dtype=dtype, attn_implementation=attention)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(options.model, config=config, dtype=dtype,
+                                                     attn_implementation=attention_implementation(options.packing))
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # corrupt or mismatched weights
+        raise UserError(f"--model {options.model}: cannot load the weights ({_first_line(e)})") from None
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
     return model
 
 
-def _publish(loss_log, title: str) -> dict[str, bytes]:
-    """loss.jsonl and loss.png, as written beside the run."""
-    from neosft.train.losslog import to_jsonl
-    from neosft.train.lossplot import run_plot
-
-    return {"loss.jsonl": to_jsonl(loss_log.records), "loss.png": run_plot(loss_log.records, title)}
+def train(prepared: Prepared):
+    return prepared.trainer.train(resume_from_checkpoint=str(prepared.resume) if prepared.resume else None)
 
 
-def train(run: Run):
-    return run.trainer.train(resume_from_checkpoint=str(run.resume) if run.resume else None)
-
-
-def save(run: Run, result) -> dict:
-    """final/: the model in safetensors, tokenizer and config, then run.json; loss.jsonl and loss.png beside."""
-    final = run.work_dir / "final"
-    run.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
-    record = run_record(run, result)
+def save(prepared: Prepared, result) -> RunRecord:
+    """final/: the model in safetensors, tokenizer and config; loss.jsonl, loss.png and events beside; run.json last."""
+    final = prepared.work_dir / "final"
+    prepared.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
+    record = run_record(prepared, result)
     if dist.rank() == 0:
         (final / "run.json").unlink(missing_ok=True)
-        (run.output / "final").upload_dir(final)
-        for name, data in _publish(run.loss_log, run.title).items():
-            (run.output / name).write_bytes(data)
-        (run.output / "final" / "run.json").write_bytes(json.dumps(record, indent=2).encode())
-        log(f"wrote {run.output}/final (loss {record['final_loss']}, {record['steps']} steps, "
-            f"{record['tokens']:,} tokens, {record['wall_time_s']:.0f} s)")
+        (prepared.output / "final").upload_dir(final)
+        prepared.uploader.final()
+        record.write(prepared.output)
+        log(f"wrote {prepared.output}/final (loss {record.final_loss}, {record.steps} steps, "
+            f"{record.tokens:,} tokens, {record.wall_time_s:.0f} s)")
     dist.barrier()
     return record
 
 
-def run_record(run: Run, result) -> dict:
+def run_record(prepared: Prepared, result) -> RunRecord:
     """run.json: what was trained, on what, with which arguments, and how it went."""
-    state = run.trainer.state
-    losses = [r["loss"] for r in run.loss_log.records if "loss" in r]
-    return {
-        "variant": run.options.variant,
-        "model": run.options.model,
-        **arguments_record(run.hyperparameters, run.overrides, run.trainer.args),
-        "deepspeed": run.options.deepspeed,
-        "packing": run.options.packing,
-        "world_size": dist.world_size(),
-        "dataset": {"uri": run.options.data, "sha256": run.entry["sha256"], "rows": run.entry["rows"],
-                    "source_sha256": run.manifest["source"]["sha256"]},
-        "samples": run.samples,
-        "truncated": run.truncated,
-        "resumed_from": run.resume.name if run.resume else None,
-        "neosft_version": __version__,
-        "steps": state.global_step,
-        "tokens": state.num_input_tokens_seen,
-        "wall_time_s": round(run.loss_log.elapsed_before + time.monotonic() - run.started, 3),
-        "train_runtime_s": result.metrics["train_runtime"],
-        "train_loss": result.training_loss,
-        "final_loss": losses[-1] if losses else None,
-    }
+    state, args, options = prepared.trainer.state, prepared.trainer.args, prepared.options
+    losses = train_losses(prepared.loss_log.records)
+    recorded = arguments_record(prepared.hyperparameters, prepared.overrides, args)
+    world = dist.world_size()
+    return RunRecord(
+        variant=options.variant,
+        model=options.model,
+        **recorded,
+        batch={"world_size": world, "per_device": args.per_device_train_batch_size,
+               "gradient_accumulation_steps": args.gradient_accumulation_steps,
+               "total_train_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+               "per_device_eval": args.per_device_eval_batch_size,
+               "total_eval_batch": args.per_device_eval_batch_size * world,
+               "overridden": sorted({"gradient_accumulation_steps", "per_device_eval_batch_size",
+                                     "per_device_train_batch_size"} & prepared.overrides.keys())},
+        deepspeed=options.deepspeed,
+        packing=options.packing,
+        chat_format=prepared.chat.name,
+        default_system=options.default_system,
+        report_to=options.report_to,
+        liger=bool(args.use_liger_kernel),
+        world_size=world,
+        dataset={"uri": options.data, "sha256": prepared.entry["sha256"], "rows": prepared.entry["rows"],
+                 "source_sha256": prepared.manifest["source"]["sha256"]},
+        samples=prepared.samples,
+        truncated=prepared.truncated,
+        resumed_from=prepared.resume.name if prepared.resume else None,
+        neosft_version=__version__,
+        steps=state.global_step,
+        tokens=state.num_input_tokens_seen,
+        wall_time_s=round(prepared.loss_log.elapsed_before + time.monotonic() - prepared.started, 3),
+        train_runtime_s=result.metrics["train_runtime"],
+        train_loss=result.training_loss,
+        final_loss=losses[-1].loss if losses else None,
+    )

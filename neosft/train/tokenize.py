@@ -1,4 +1,5 @@
-"""Rows to tokens in the Qwen2 chat format: loss on the assistant's tokens only, long rows cut to cutoff_len."""
+"""Rows to tokens in the chat format, token for token as LLaMA-Factory's supervised dataset makes them: prompt and
+response encoded apart, loss on the response only, long rows cut to cutoff_len by `infer_seqlen`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neosft.chat import segments
+from neosft.chat import ChatFormat
 
 IGNORE_INDEX = -100
 BATCH_ROWS = 1000
@@ -16,13 +17,14 @@ FILES = ("ids", "offsets", "prompt_lens")
 
 
 def truncated_lengths(prompt_len: int, response_len: int, cutoff_len: int) -> tuple[int, int]:
-    """(prompt, response) lengths that fit `cutoff_len`, cut in proportion (LLaMA-Factory's `infer_seqlen`)."""
+    """(prompt, response) lengths that fit `cutoff_len`, cut in proportion: LLaMA-Factory's `infer_seqlen`, float
+    rounding included (it can drop a token of a row that fits exactly, and so does this)."""
     if response_len * 2 < cutoff_len:  # a short response stays whole
         max_response = cutoff_len
     elif prompt_len * 2 < cutoff_len:  # a short prompt stays whole
         max_response = cutoff_len - prompt_len
     else:
-        max_response = int(cutoff_len * response_len / (prompt_len + response_len))
+        max_response = int(cutoff_len * (response_len / (prompt_len + response_len)))
     response = min(max_response, response_len)
     return min(max(cutoff_len - response, 0), prompt_len), response
 
@@ -60,16 +62,17 @@ class Tokens:
         return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in FILES), truncated=truncated)
 
 
-def tokenize(rows: Iterable[dict], tokenizer, cutoff_len: int) -> Tokens:
-    """Encode rows in batches (the fast tokenizer runs them in parallel)."""
+def tokenize(rows: Iterable[dict], tokenizer, cutoff_len: int, chat: ChatFormat | None = None) -> Tokens:
+    """Encode rows in batches (the fast tokenizer runs them in parallel); `chat` defaults to the tokenizer's."""
+    chat = chat or ChatFormat(tokenizer)
     ids, offsets, prompt_lens, truncated = [], [0], [], 0
-    for prompts, responses in _batches(rows):
+    for prompts, responses in _batches(rows, chat):
         encoded_prompts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
         encoded_responses = tokenizer(responses, add_special_tokens=False)["input_ids"]
         for prompt, response in zip(encoded_prompts, encoded_responses):
-            if len(prompt) + len(response) > cutoff_len:
+            p, r = truncated_lengths(len(prompt), len(response), cutoff_len)
+            if (p, r) != (len(prompt), len(response)):
                 truncated += 1
-                p, r = truncated_lengths(len(prompt), len(response), cutoff_len)
                 prompt, response = prompt[:p], response[:r]
             ids.append(np.asarray(prompt + response, dtype=np.int32))
             offsets.append(offsets[-1] + len(prompt) + len(response))
@@ -78,10 +81,10 @@ def tokenize(rows: Iterable[dict], tokenizer, cutoff_len: int) -> Tokens:
     return Tokens(flat, np.asarray(offsets, np.int64), np.asarray(prompt_lens, np.int32), truncated)
 
 
-def _batches(rows: Iterable[dict]) -> Iterator[tuple[list[str], list[str]]]:
+def _batches(rows: Iterable[dict], chat: ChatFormat) -> Iterator[tuple[list[str], list[str]]]:
     prompts, responses = [], []
     for row in rows:
-        prompt, response = segments(row["instruction"], row.get("input", ""), row["output"], row.get("system"))
+        prompt, response = chat(row["instruction"], row.get("input", ""), row["output"], row.get("system"))
         prompts.append(prompt)
         responses.append(response)
         if len(prompts) == BATCH_ROWS:

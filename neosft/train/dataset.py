@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from neosft.chat import ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location, location
@@ -41,21 +42,27 @@ def rows(data_uri: str, variant: str, entry: dict) -> Iterator[dict]:
     digest = hashlib.sha256()
     for name in entry["files"]:
         with (location(data_uri) / name).open() as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 digest.update(line)
-                yield orjson.loads(line)
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
+                                    "part); rebuild the dataset") from None
     if digest.hexdigest() != entry["sha256"]:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
 
 
-def tokenized(data_uri: str, variant: str, entry: dict, tokenizer, cutoff_len: int, output: Location,
-              work_dir: Path) -> Tokens:
+def tokenized(data_uri: str, variant: str, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int,
+              output: Location, work_dir: Path) -> Tokens:
     """The variant's tokens, computed once (global rank 0) and shared with every rank through OUTPUT_URI."""
-    key = hashlib.sha256(f"{entry['sha256']} {cutoff_len} {_tokenizer_id(tokenizer)}".encode()).hexdigest()[:16]
+    template = chat.template.chat_template if chat.template else "ChatML"
+    recipe = json.dumps([entry["sha256"], cutoff_len, _tokenizer_id(tokenizer), template, chat.default_system])
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     remote, local = output / "tokens" / key, work_dir / "tokens" / key
     if dist.rank() == 0 and not (remote / "meta.json").exists():
         log(f"tokenizing {entry['rows']:,} {variant} rows (cutoff_len {cutoff_len})")
-        tokens = tokenize(rows(data_uri, variant, entry), tokenizer, cutoff_len)
+        tokens = tokenize(rows(data_uri, variant, entry), tokenizer, cutoff_len, chat)
         tokens.save(local)
         remote.upload_dir(local)
         meta = json.dumps({"samples": len(tokens), "truncated": tokens.truncated}).encode()
