@@ -6,8 +6,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-import orjson
-
 from neosft.errors import UserError
 from neosft.storage import Location, location
 
@@ -56,7 +54,7 @@ class Manifest:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(dataclasses.asdict(self), option=orjson.OPT_INDENT_2) + b"\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
 
     def write(self, folder: Location) -> None:
         (folder / MANIFEST).write_bytes(self.to_json())
@@ -64,10 +62,10 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes, where: str = MANIFEST) -> "Manifest":
         try:
-            raw = orjson.loads(data)
+            raw = json.loads(data)
             return cls(**{**raw, "source": SourceInfo(**raw["source"]),
                           "variants": {name: VariantData(**v) for name, v in raw["variants"].items()}})
-        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             raise UserError(f"{where} is not a manifest of this neosft version: rebuild the dataset with `neosft data build`") from None
 
     @classmethod

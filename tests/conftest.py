@@ -127,16 +127,20 @@ def tiny_model(tmp_path_factory, sample_dataset) -> Path:
     return make_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), [r["instruction"] + r["output"] for r in rows])
 
 
-def write_loss_log(output, losses: list[float], total_steps: int) -> None:
-    """<output>/loss.jsonl as the trainer writes it: its own LossLog callback, fed one logging step per loss."""
+def write_loss_log(output: str, losses: list[float], total_steps: int | None = None) -> None:
+    """<output>/loss.jsonl as the trainer writes it: its LossLog callback fed one logging step per loss, then
+    the loss-record writer."""
     from transformers import TrainerState
 
-    from neosft.train.losslog import LossLog, to_jsonl
+    from neosft.artifacts import losses_jsonl
+    from neosft.storage import location
+    from neosft.train.losslog import LossLog
 
-    log, state = LossLog(), TrainerState(max_steps=total_steps, is_world_process_zero=True)
+    total = total_steps or len(losses)
+    log, state = LossLog(), TrainerState(max_steps=total, is_world_process_zero=True)
     log.on_train_begin(None, state, None)
     for step, loss in enumerate(losses, 1):
         log.on_step_begin(None, state, None)
-        state.global_step, state.epoch, state.num_input_tokens_seen = step, step / total_steps, 100 * step
+        state.global_step, state.epoch, state.num_input_tokens_seen = step, step / total, 100 * step
         log.on_log(None, state, None, logs={"loss": loss, "learning_rate": 1e-5, "grad_norm": 1.0})
-    (output / "loss.jsonl").write_bytes(to_jsonl(log.records))
+    location(f"{output}/loss.jsonl").write_bytes(losses_jsonl(log.records))

@@ -88,7 +88,7 @@ class KubeAPI:
             return 200, self.logs.get(name, "")
         if method == "PATCH":
             if content_type != "application/merge-patch+json":  # the only patch type this server speaks
-                return 415, status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format")
+                return 415, status(415, "UnsupportedMediaType", "the body of the request was in an unknown format")
             collection[name] = merge_patch(collection[name], body)
             return 200, collection[name]
         if method == "DELETE":

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import KUBE_TOKEN, packaged_tool
+from conftest import KUBE_TOKEN, packaged_tool, write_loss_log
 from workflow_runner import PENDING, Runner
 
 from neosft.variants import VARIANTS
@@ -222,21 +222,6 @@ def test_train_checks_inputs_first(runner, kube, field, value, message):
     assert not kube.requests and not result.uses  # nothing installed, nothing submitted
 
 
-def write_loss_log(output: str, losses: list[float]) -> None:
-    """loss.jsonl as the trainer's LossLog callback writes it."""
-    from neosft.storage import location
-    from neosft.train.losslog import LossLog, to_jsonl
-
-    log, state = LossLog(), SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=10 * len(losses),
-                                            epoch=0.0, num_input_tokens_seen=0)
-    log.on_train_begin(None, state, None)
-    log.on_step_begin(None, state, None)
-    for i, loss in enumerate(losses, 1):
-        state.global_step, state.epoch, state.num_input_tokens_seen = 10 * i, i / len(losses), 1000 * i
-        log.on_log(None, state, None, logs={"loss": loss, "learning_rate": 1e-5, "grad_norm": 1.0})
-    location(f"{output}/loss.jsonl").write_bytes(to_jsonl(log.records))
-
-
 @pytest.mark.slow
 def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner, kube, s3):
     kube.on_create = {"Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
@@ -297,8 +282,6 @@ def test_the_submit_extra_submits_and_watches(kube):
     assert neosft_with_submit_extra_only("delete", "r1").returncode == 0
 
 
-# LEAD: drop this mark at merge once `neosft plot` reads loss.jsonl without transformers (issue 9's artifacts module).
-@pytest.mark.xfail(strict=True, reason="neosft plot imports neosft.train.losslog, which imports transformers")
 def test_the_submit_extra_plots(tmp_path):
     write_loss_log(str(tmp_path / "single"), [2.0, 1.5])
     done = neosft_with_submit_extra_only("plot", tmp_path / "single", "--out", tmp_path / "loss.png")

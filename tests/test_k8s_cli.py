@@ -195,13 +195,11 @@ def test_wait_gives_up_after_its_timeout_and_says_what_it_waited_for(kube):
 # --- status, logs, delete ------------------------------------------------------------------------
 
 def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_server, monkeypatch):
-    from neosft.storage import location
-
     bucket = s3[5:]
     assert neosft("submit", "--variant", "all", "--run-id", "r1", "--set", f"s3.bucket={bucket}").returncode == 0
     kube.add("ml", "pods", pod("neosft-r1-single-master-0", "single", restarts=2))
     kube.add("ml", "pods", pod("neosft-r1-multi-master-0", "multi", phase="Pending", waiting="CreateContainerConfigError"))
-    write_loss_log(location(f"{s3}/neosft/runs/r1/single"), [2.5, 1.23456], total_steps=40)
+    write_loss_log(f"{s3}/neosft/runs/r1/single", [2.5, 1.23456], total_steps=40)
     result = neosft("status", "r1")
     assert result.returncode == 0, result.stderr
     header, *lines = [re.split(r"\s{2,}", line) for line in result.stdout.splitlines()]
