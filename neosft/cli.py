@@ -218,12 +218,16 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
+@click.option("--backend", type=click.Choice(["pytorchjob", "trainjob", "auto"]),
+              help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
+              "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
+              "pytorchjob with --dry-run]")
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
-@click.option("--wait", is_flag=True, help="Wait until every Job and PyTorchJob has finished.")
+@click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, run_id, dry_run, wait,
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, backend, run_id, dry_run, wait,
            timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
@@ -257,14 +261,14 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     values = load_values(values_file, sets, overrides)
     run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
     if dry_run:
+        values = runs.with_backend(values, backend, None)
         click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
         return
     from neosft.k8s.cluster import Cluster
 
     cluster = Cluster(namespace)
+    values = runs.with_backend(values, backend, cluster, click.echo)
     objects = runs.manifests(values, run_id, cluster.namespace)
-    if any(o["kind"] == "PyTorchJob" for o in objects):
-        cluster.require_pytorchjob_crd()
     _print_plan(objects, data_built_first=any(o["kind"] == "Job" for o in objects))
     created = cluster.create(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
@@ -272,7 +276,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         click.echo(f"  {what:<13} -> {uri}")
     click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
     if wait:
-        click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and PyTorchJobs to finish")
+        click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and training objects to finish")
         runs.wait(cluster, run_id, click.echo, timeout_s)
         click.echo(f"run {run_id} succeeded")
 
@@ -301,7 +305,7 @@ def _print_plan(objects: list[dict], data_built_first: bool) -> None:
 @click.option("--store", help="Read the run's progress from this store (a folder or s3://bucket/prefix), "
               "with no cluster.")
 def status(run, namespace, store) -> None:
-    """Show a run's Jobs and PyTorchJobs, their pods and latest loss; without RUN, list the runs.
+    """Show a run's Jobs and training objects, their pods and latest loss; without RUN, list the runs.
 
     \b
     Example:
@@ -318,6 +322,7 @@ def status(run, namespace, store) -> None:
         click.echo(runs.table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
         return
     from neosft.k8s.cluster import Cluster
+    from neosft.k8s.kinds import none_installed
 
     cluster = Cluster(namespace)
     objects = cluster.objects(run)
@@ -326,7 +331,9 @@ def status(run, namespace, store) -> None:
         click.echo(runs.table(["RUN", "HOLDS", "STATE", "CREATED"], rows) if rows
                    else f"no neosft runs in namespace {cluster.namespace}")
         return
-    if not objects["Job"] and not objects["PyTorchJob"]:
+    if not runs.watched(objects):
+        if not cluster.served():
+            raise UserError(none_installed())
         raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
     problems: list[str] = []
 
@@ -372,7 +379,7 @@ def logs(run, variant, follow, namespace) -> None:
 @click.argument("run")
 @_namespace
 def delete(run, namespace) -> None:
-    """Delete a run's Jobs, PyTorchJobs, pods and ServiceAccount; its data in S3 stays."""
+    """Delete a run's Jobs, training objects (pods go with them), Role and ServiceAccount; its data in S3 stays."""
     from neosft.k8s.cluster import Cluster
 
     cluster = Cluster(namespace)
@@ -385,7 +392,7 @@ def delete(run, namespace) -> None:
 
 @cli.command(hidden=True)
 @click.argument("names", nargs=-1, required=True)
-@click.option("--kind", type=click.Choice(["PyTorchJob"]), default="PyTorchJob", show_default=True)
+@click.option("--kind", type=click.Choice(["PyTorchJob", "TrainJob"]), default="PyTorchJob", show_default=True)
 @click.option("--timeout", default="5m", show_default=True, help="How long to wait for an object not created yet.")
 @_namespace
 def release(names, kind, timeout, namespace) -> None:
@@ -393,7 +400,7 @@ def release(names, kind, timeout, namespace) -> None:
     from neosft.k8s.cluster import Cluster
     from neosft.k8s.runs import parse_duration
 
-    for name in Cluster(namespace).release(list(names), parse_duration(timeout)):
+    for name in Cluster(namespace).release(kind, list(names), parse_duration(timeout)):
         click.echo(f"released {name}")
 
 

@@ -3,7 +3,9 @@
 Objects live in memory per collection path; POST creates (409 when the name exists, 404 for an unknown
 namespace), GET lists with `labelSelector` or reads one object, PATCH applies a JSON merge patch
 (RFC 7386, as `application/merge-patch+json` asks), DELETE removes. `fail` forces an answer for a
-(method, path) pair; `crd=False` makes the kubeflow.org/v1 API unknown, as without the operator.
+(method, path) pair. `served` names the custom API group versions installed (CRDs): discovery
+(GET /apis/GROUP/VERSION) lists their resources, and an API not served answers 404 for every path
+under it, as the real server does for a CRD nobody installed.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 GROUPS = {"serviceaccounts": "api/v1", "pods": "api/v1", "jobs": "apis/batch/v1",
           "roles": "apis/rbac.authorization.k8s.io/v1", "rolebindings": "apis/rbac.authorization.k8s.io/v1",
-          "pytorchjobs": "apis/kubeflow.org/v1"}
-COLLECTION = re.compile(r"^/(api/v1|apis/[a-z0-9.]+/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
+          "pytorchjobs": "apis/kubeflow.org/v1", "trainjobs": "apis/trainer.kubeflow.org/v1alpha1",
+          "trainingruntimes": "apis/trainer.kubeflow.org/v1alpha1"}
+COLLECTION = re.compile(r"^/(api/v1|apis/[a-z0-9.]+/v1(?:alpha1)?)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
 KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob",
-         "roles": "Role", "rolebindings": "RoleBinding"}
+         "roles": "Role", "rolebindings": "RoleBinding", "trainjobs": "TrainJob", "trainingruntimes": "TrainingRuntime"}
+CUSTOM = {"kubeflow.org/v1": ["pytorchjobs"], "trainer.kubeflow.org/v1alpha1": ["trainjobs", "trainingruntimes"]}
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Request:
 @dataclass
 class KubeAPI:
     namespaces: set = field(default_factory=lambda: {"default", "ml"})
-    crd: bool = True
+    served: set = field(default_factory=lambda: {"kubeflow.org/v1"})  # custom APIs installed: see CUSTOM
     objects: dict = field(default_factory=dict)  # collection path -> {name: object}
     logs: dict = field(default_factory=dict)  # pod name -> text
     fail: dict = field(default_factory=dict)  # (method, path) -> (status, Status dict or text)
@@ -55,22 +59,26 @@ class KubeAPI:
         self.requests.append(Request(method, path, query, body, content_type))
         if (method, path) in self.fail:
             return self.fail[(method, path)]
-        if path == "/apis/kubeflow.org/v1":
-            if not self.crd:
-                return 404, "404 page not found"
-            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "kubeflow.org/v1",
-                         "resources": [{"name": "pytorchjobs", "singularName": "pytorchjob", "namespaced": True,
-                                        "kind": "PyTorchJob", "verbs": ["create", "delete", "get", "list", "watch"]}]}
+        group_version = path.removeprefix("/apis/").split("/namespaces/")[0]
+        if group_version in CUSTOM and group_version not in self.served:
+            return 404, "404 page not found"
+        if group_version in CUSTOM and path == f"/apis/{group_version}":
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                         "resources": [{"name": plural, "singularName": plural[:-1], "namespaced": True,
+                                        "kind": KINDS[plural], "verbs": ["create", "delete", "deletecollection", "get",
+                                                                          "list", "patch", "update", "watch"]}
+                                       for plural in CUSTOM[group_version]]}
         match = COLLECTION.match(path)
-        if not match or (not self.crd and "kubeflow" in path):
+        if not match:
             return 404, "404 page not found"
         group, namespace, plural, name, log = match.groups()
         if GROUPS.get(plural) != group:
             return 404, "404 page not found"
         collection = self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})
-        if namespace not in self.namespaces:
-            return 404, status(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces", name=namespace)
         if method == "POST":
+            if namespace not in self.namespaces:  # reads in a missing namespace find nothing, as on a real server
+                return 404, status(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces",
+                                   name=namespace)
             obj = dict(body, metadata={**body["metadata"], "namespace": namespace, "uid": f"uid-{len(self.requests)}",
                                        "creationTimestamp": "2026-11-26T12:00:00Z"})
             if obj["metadata"]["name"] in collection:

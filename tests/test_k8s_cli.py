@@ -129,7 +129,7 @@ def test_existing_run_is_a_conflict(kube):
 
 
 def test_missing_crd_says_how_to_install_the_operator(kube):
-    kube.crd = False
+    kube.served = set()
     result = neosft("submit", "--run-id", "r1")
     assert_user_error(result, "the PyTorchJob CRD is not installed")
     assert "training-operator" in result.stderr and "v1.9.0" in result.stderr

@@ -1,6 +1,7 @@
 """A run on the cluster, through the official `kubernetes` client: apply, list, logs, delete.
 
-Every object of a run carries the label `neosft.io/run-id`; PyTorchJobs go through CustomObjectsApi.
+Every object of a run carries the label `neosft.io/run-id`; PyTorchJobs, TrainJobs and TrainingRuntimes go
+through CustomObjectsApi.
 Each API failure the user can fix becomes one `UserError` line that never holds a credential.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import yaml
 
 from neosft.errors import UserError
+from neosft.k8s.kinds import BACKENDS, BY_KIND, CUSTOM, Backend, Resource, not_installed
 
 RUN_LABEL = "neosft.io/run-id"
 VARIANT_LABEL = "neosft.io/variant"
@@ -22,13 +24,12 @@ OUTPUT_ANNOTATION = "neosft.io/output"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 QUEUE_ANNOTATION = "neosft.io/queue-name"  # the queue a held training object joins when it is released
 MANAGED_BY = "app.kubernetes.io/managed-by"
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
+# The JobSet of a TrainJob has its name; its pods carry it in these labels.
+TRAINJOB_POD_LABELS = ("trainer.kubeflow.org/trainjob-name", "jobset.sigs.k8s.io/jobset-name")
 TIMEOUT_S = 30
-CRD_MISSING = ("the PyTorchJob CRD is not installed in this cluster: install the Kubeflow training operator v1.9 with "
-               "kubectl apply --server-side -k "
-               "'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' (k8s/training-operator)")
-# The order objects are created in: the training objects (held) exist before the data Job that releases them.
-KINDS = ("ServiceAccount", "Role", "RoleBinding", "PyTorchJob", "Job")
+# The order objects are created in: a TrainJob's runtime before it, the training objects (held) before
+# the data Job that releases them.
+KINDS = ("ServiceAccount", "Role", "RoleBinding", "TrainingRuntime", "PyTorchJob", "TrainJob", "Job")
 
 
 class Cluster:
@@ -61,18 +62,25 @@ class Cluster:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def require_pytorchjob_crd(self) -> None:
+    def served(self) -> list[Backend]:
+        """The training backends whose CRD the API server serves (discovery), in the order `auto` prefers."""
+        return [backend for backend in BACKENDS.values() if self._serves(backend.resource)]
+
+    def require(self, backend: Backend) -> None:
+        if not self._serves(backend.resource):
+            raise UserError(not_installed(backend))
+
+    def _serves(self, resource: Resource) -> bool:
         from kubernetes.client.exceptions import ApiException
 
-        with self.errors("the kubeflow.org/v1 API"):
+        with self.errors(f"the {resource.api_version} API"):
             try:
-                resources = self.custom.get_api_resources(GROUP, VERSION, _request_timeout=TIMEOUT_S).resources
+                found = self.custom.get_api_resources(resource.group, resource.version, _request_timeout=TIMEOUT_S)
             except ApiException as e:
                 if e.status != 404:
                     raise
-                resources = []
-        if PLURAL not in {r.name for r in resources}:
-            raise UserError(CRD_MISSING)
+                return False
+        return resource.plural in {r.name for r in found.resources}
 
     def create(self, objects: list[dict]) -> list[str]:
         """Create `objects` in order; when one fails, remove those already created and raise."""
@@ -101,12 +109,13 @@ class Cluster:
                 self.rbac.create_namespaced_role_binding(ns, obj, **kw)
             case "Job":
                 self.batch.create_namespaced_job(ns, obj, **kw)
-            case "PyTorchJob":
-                self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, **kw)
+            case kind if kind in CUSTOM:
+                r = CUSTOM[kind]
+                self.custom.create_namespaced_custom_object(r.group, r.version, ns, r.plural, obj, **kw)
             case kind:
                 raise UserError(f"neosft does not create {kind} objects")
 
-    def release(self, names: list[str], wait_s: float) -> list[str]:
+    def release(self, kind: str, names: list[str], wait_s: float) -> list[str]:
         """Let this run's held training objects start: unsuspend them, or hand them to their Kueue queue.
 
         A training object that names a queue (annotation) gets the queue label and stays suspended:
@@ -117,48 +126,59 @@ class Cluster:
 
         from kubernetes.client.exceptions import ApiException
 
+        backend = BY_KIND[kind]
+        r, ns, kw = backend.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
         released = []
         for name in names:
             deadline = time.monotonic() + wait_s
-            with self.errors(f"PyTorchJob/{name}"):
+            with self.errors(f"{kind}/{name}"):
                 while True:
                     try:
-                        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name,
-                                                                       _request_timeout=TIMEOUT_S)
+                        obj = self.custom.get_namespaced_custom_object(r.group, r.version, ns, r.plural, name, **kw)
                         break
                     except ApiException as e:
                         if e.status != 404 or time.monotonic() > deadline:
                             raise
                         time.sleep(min(5.0, wait_s))
                 queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
-                patch = ({"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue
-                         else {"spec": {"runPolicy": {"suspend": False}}})
-                self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch,
-                                                           _content_type="application/merge-patch+json",
-                                                           _request_timeout=TIMEOUT_S)
-            released.append(f"PyTorchJob/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
+                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else backend.suspend_patch(False)
+                self.custom.patch_namespaced_custom_object(r.group, r.version, ns, r.plural, name, patch,
+                                                           _content_type="application/merge-patch+json", **kw)
+            released.append(f"{kind}/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
         return released
 
     # --- read -----------------------------------------------------------------------------------
 
     def objects(self, run_id: str | None = None) -> dict[str, list[dict]]:
-        """The run's Jobs, PyTorchJobs, Pods and ServiceAccounts as plain dicts (every run's without `run_id`)."""
+        """The run's objects as plain dicts by kind (every run's without `run_id`).
+
+        A custom kind the API server does not serve lists as empty. Pods of a TrainJob get the
+        variant label of their TrainJob (the runtime that makes them is shared by the variants).
+        """
         selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         ns, kw = self.namespace, {"label_selector": selector, "_request_timeout": TIMEOUT_S}
-        with self.errors("Jobs"):
-            jobs = self.serialize(self.batch.list_namespaced_job(ns, **kw))["items"]
-        with self.errors("PyTorchJobs"):
-            pytorchjobs = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw)["items"]
-        with self.errors("Pods"):
-            pods = self.serialize(self.core.list_namespaced_pod(ns, **kw))["items"]
-        with self.errors("ServiceAccounts"):
-            accounts = self.serialize(self.core.list_namespaced_service_account(ns, **kw))["items"]
-        with self.errors("Roles"):
-            roles = self.serialize(self.rbac.list_namespaced_role(ns, **kw))["items"]
-        with self.errors("RoleBindings"):
-            bindings = self.serialize(self.rbac.list_namespaced_role_binding(ns, **kw))["items"]
-        return {"Job": jobs, "PyTorchJob": pytorchjobs, "Pod": pods, "ServiceAccount": accounts, "Role": roles,
-                "RoleBinding": bindings}
+        found: dict[str, list[dict]] = {}
+        for kind, list_call in (("Job", self.batch.list_namespaced_job), ("Pod", self.core.list_namespaced_pod),
+                                ("ServiceAccount", self.core.list_namespaced_service_account),
+                                ("Role", self.rbac.list_namespaced_role),
+                                ("RoleBinding", self.rbac.list_namespaced_role_binding)):
+            with self.errors(f"{kind}s"):
+                found[kind] = self.serialize(list_call(ns, **kw))["items"]
+        for kind, r in CUSTOM.items():
+            found[kind] = self._list_custom(r, kw)
+        _label_trainjob_pods(found["TrainJob"], found["Pod"])
+        return found
+
+    def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
+        from kubernetes.client.exceptions import ApiException
+
+        with self.errors(f"{r.kind}s"):
+            try:
+                return self.custom.list_namespaced_custom_object(r.group, r.version, self.namespace, r.plural, **kw)["items"]
+            except ApiException as e:
+                if e.status == 404 and (_status_body(e).get("details") or {}).get("kind") != "namespaces":
+                    return []  # its CRD is not installed
+                raise
 
     def logs(self, pod: dict, follow: bool) -> Iterator[str]:
         """Lines of the pod's main container (its init container while that one still runs)."""
@@ -213,8 +233,9 @@ class Cluster:
                     self.rbac.delete_namespaced_role_binding(name, ns, **kw)
                 case "Job":
                     self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", **kw)
-                case "PyTorchJob":
-                    self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
+                case kind if kind in CUSTOM:
+                    r = CUSTOM[kind]
+                    self.custom.delete_namespaced_custom_object(r.group, r.version, ns, r.plural, name,
                                                                 propagation_policy="Background", **kw)
         except ApiException as e:
             if e.status != 404:  # already gone is what we wanted
@@ -237,10 +258,7 @@ class Cluster:
                             f"kubeconfig context right?") from None
 
     def _explain(self, e, what: str) -> str:
-        try:
-            status = json.loads(e.body or "{}")
-        except ValueError:
-            status = {}
+        status = _status_body(e)
         message = status.get("message") or e.reason or ""
         details = status.get("details") or {}
         if e.status == 401:
@@ -249,11 +267,27 @@ class Cluster:
             return f"forbidden: {message} (grant the submitter the Role in k8s/rbac.yaml)"
         if e.status == 404 and details.get("kind") == "namespaces":
             return f"namespace {self.namespace!r} does not exist: kubectl create namespace {self.namespace}"
-        if e.status == 404 and what == "PyTorchJobs":
-            return CRD_MISSING
         if e.status == 409:
             return f"{what} already exists in namespace {self.namespace!r}: pick another --run-id or neosft delete it"
         return f"{what}: {message or e.status}"
+
+
+def _status_body(e) -> dict:
+    """The Kubernetes Status of an ApiException ({} when the body is not one, e.g. '404 page not found')."""
+    try:
+        status = json.loads(e.body or "{}")
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _label_trainjob_pods(trainjobs: list[dict], pods: list[dict]) -> None:
+    variants = {job["metadata"]["name"]: (job["metadata"].get("labels") or {}).get(VARIANT_LABEL) for job in trainjobs}
+    for pod in pods:
+        labels = pod["metadata"]["labels"] = pod["metadata"].get("labels") or {}
+        owner = next((labels[key] for key in TRAINJOB_POD_LABELS if key in labels), None)
+        if VARIANT_LABEL not in labels and variants.get(owner):
+            labels[VARIANT_LABEL] = variants[owner]
 
 
 def redact_url(url: str) -> str:

@@ -9,12 +9,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from neosft.errors import UserError
-from neosft.k8s.cluster import COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, RUN_LABEL, VARIANT_LABEL, Cluster
+from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, QUEUE_LABEL, RUN_LABEL, VARIANT_LABEL,
+                                 Cluster)
+from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
+from neosft.k8s.render import merge
 from neosft.k8s.render import is_hook, render
 from neosft.k8s.validate import validate
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
 FINAL = ("Succeeded", "Failed")
+WATCHED = ("Job", *TRAINING_KINDS)  # what status, run listings and --wait follow
 
 
 def new_run_id() -> str:
@@ -39,6 +43,31 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     return [_managed_by_neosft(obj) for obj in objects if not is_hook(obj)]
 
 
+def with_backend(values: dict, requested: str | None, cluster: Cluster | None,
+                 echo: Callable[[str], None] = print) -> dict:
+    """`values` with train.backend set: `--backend`, else the values' own, else `auto`.
+
+    auto asks the cluster which CRDs it serves (TrainJob first) and says what it chose; with no
+    cluster (a dry run) it renders PyTorchJobs. A chosen backend the cluster does not serve is an error.
+    """
+    train = values.get("train") or {}
+    if train.get("enabled") is False:
+        return values  # a data-only run has no training object
+    name = requested or train.get("backend") or "auto"
+    if cluster is None:
+        return merge(values, {"train": {"backend": PYTORCHJOB.name if name == "auto" else name}})
+    if name == "auto":
+        served = cluster.served()
+        if not served:
+            raise UserError(none_installed())
+        name = served[0].name
+        echo(f"backend: {served[0].kind} (the cluster serves {' and '.join(b.kind for b in served)}; "
+             "--backend picks another)")
+    else:
+        cluster.require(BACKENDS[name])
+    return merge(values, {"train": {"backend": name}})
+
+
 def _managed_by_neosft(node):
     if isinstance(node, dict):
         return {k: ("neosft" if k == MANAGED_BY else _managed_by_neosft(v)) for k, v in node.items()}
@@ -54,33 +83,50 @@ def outputs(objects: list[dict]) -> list[tuple[str, str]]:
 
 
 def training_data(objects: list[dict]) -> tuple[str, list[str]] | None:
-    """(dataset URI, variants) that the run's PyTorchJobs train on; None for a data-only run."""
-    jobs = [o for o in objects if o["kind"] == "PyTorchJob"]
+    """(dataset URI, variants) that the run's training objects train on; None for a data-only run."""
+    jobs = [o for o in objects if o["kind"] in TRAINING_KINDS]
     if not jobs:
         return None
-    [container] = jobs[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
-    data = next(arg.split("=", 1)[1] for arg in container["command"] if arg.startswith("--data="))
+    data = next(arg.split("=", 1)[1] for arg in train_command(jobs[0]) if arg.startswith("--data="))
     return data, [variant_of(job) for job in jobs]
 
 
+def train_command(obj: dict) -> list[str]:
+    """What a training object's rank-0 container runs after its launcher: `neosft train` and its arguments."""
+    if obj["kind"] == "TrainJob":
+        return obj["spec"]["trainer"]["args"]
+    [container] = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    return container["command"]
+
+
 def state(obj: dict) -> str:
-    """Succeeded, Failed, Running, Restarting, Created, Suspended or Pending."""
+    """Succeeded, Failed, Suspended, Running, Restarting, Created or Pending.
+
+    Conditions: a Job's and a TrainJob's Complete, a PyTorchJob's Succeeded; Failed for all.
+    """
     status = obj.get("status") or {}
-    if ((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend") and not status.get("conditions"):
-        return "Suspended"
     true = [c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"]
     true = ["Succeeded" if t == "Complete" else t for t in true]
     for final in FINAL:
         if final in true:
             return final
+    backend = BY_KIND.get(obj.get("kind"))
+    if (backend and backend.suspended(obj)) or "Suspended" in true:
+        return "Suspended"
     if obj.get("kind") == "Job":
         return "Running" if status.get("active") else "Pending"
+    if obj.get("kind") == "TrainJob":  # no Running condition: its JobSet's Jobs say
+        busy = sum(j.get("active", 0) + j.get("ready", 0) for j in status.get("jobsStatus") or [])
+        return "Running" if busy else "Pending"
     return true[-1] if true else "Pending"
 
 
-def held_reason(objects: dict[str, list[dict]]) -> str:
-    """Why the run's suspended training objects wait: the state of its data Job."""
+def held_reason(objects: dict[str, list[dict]], obj: dict) -> str:
+    """Why a suspended training object waits: its data Job's state, or its Kueue queue once released."""
+    queue = (obj["metadata"].get("labels") or {}).get(QUEUE_LABEL)
     data = [state(job) for job in objects["Job"] if variant_of(job) == "data"]
+    if queue and (not data or data[0] == "Succeeded"):
+        return f"queued in Kueue queue {queue}"
     if not data:
         return "waiting to be released"
     return {"Failed": "data Job failed: no GPU held", "Succeeded": "dataset published, releasing"}.get(
@@ -88,29 +134,34 @@ def held_reason(objects: dict[str, list[dict]]) -> str:
 
 
 def status_rows(objects: dict[str, list[dict]], loss: Callable[[str], str]) -> list[list[str]]:
-    """One row per Job/PyTorchJob: kind, name, variant, state, pods, restarts, latest loss."""
+    """One row per Job and training object: kind, name, variant, state, pods, restarts, latest loss."""
     rows = []
-    for kind in ("Job", "PyTorchJob"):
+    for kind in WATCHED:
         for obj in objects[kind]:
             pods = [p for p in objects["Pod"] if _owned(p, obj)]
             restarts = sum(c.get("restartCount", 0) for p in pods for c in _container_statuses(p))
             output = (obj["metadata"].get("annotations") or {}).get(OUTPUT_ANNOTATION)
             now = state(obj)
             if now == "Suspended" and kind != "Job":
-                now = f"Suspended ({held_reason(objects)})"
+                now = f"Suspended ({held_reason(objects, obj)})"
             rows.append([kind, obj["metadata"]["name"], variant_of(obj), now, _pod_summary(pods) or "-",
-                         str(restarts), loss(output) if kind == "PyTorchJob" and output else "-"])
+                         str(restarts), loss(output) if kind != "Job" and output else "-"])
     return rows
 
 
 def run_rows(objects: dict[str, list[dict]]) -> list[list[str]]:
     """One row per run: run id, what it holds, states, creation time."""
     runs: dict[str, list[dict]] = {}
-    for obj in objects["Job"] + objects["PyTorchJob"]:
+    for obj in watched(objects):
         runs.setdefault(obj["metadata"]["labels"][RUN_LABEL], []).append(obj)
     return [[run_id, ",".join(variant_of(o) for o in objs), _count(state(o) for o in objs),
              min(o["metadata"].get("creationTimestamp") or "-" for o in objs)]
             for run_id, objs in sorted(runs.items())]
+
+
+def watched(objects: dict[str, list[dict]]) -> list[dict]:
+    """The run's Jobs and training objects."""
+    return [obj for kind in WATCHED for obj in objects[kind]]
 
 
 def latest_loss(output_uri: str) -> str:
@@ -123,7 +174,7 @@ def latest_loss(output_uri: str) -> str:
 
 
 def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: float, poll_s: float = 15) -> None:
-    """Report each state change until every Job and PyTorchJob of the run has finished.
+    """Report each state change until every Job and training object of the run has finished.
 
     Raises when one failed (a failed data Job at once: its training objects would never start), and
     when `timeout_s` passes first.
@@ -132,9 +183,10 @@ def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: 
     deadline = time.monotonic() + timeout_s
     while True:
         objects = cluster.objects(run_id)
-        current = {f"{o['kind']}/{o['metadata']['name']}": state(o) for o in objects["Job"] + objects["PyTorchJob"]}
+        current = {f"{o['kind']}/{o['metadata']['name']}": state(o) for o in watched(objects)}
         if not current:
-            raise UserError(f"run {run_id} has no Jobs or PyTorchJobs in namespace {cluster.namespace!r} (deleted?)")
+            raise UserError(f"run {run_id} has no Jobs or training objects in namespace {cluster.namespace!r} "
+                            "(deleted?)")
         for name, now in current.items():
             if seen.get(name) != now:
                 echo(f"{datetime.now(timezone.utc):%H:%M:%S} {name}: {now}")
@@ -171,11 +223,18 @@ def format_duration(seconds: float) -> str:
 
 
 def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dict]:
-    """The run's pods for `variant` ('data' for the data Job; all without it), masters first, newest first."""
+    """The run's pods for `variant` ('data' for the data Job; all without it), rank 0 first, newest first."""
     pods = [p for p in objects["Pod"] if variant is None or variant_of(p) == variant]
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
-    pods.sort(key=lambda p: p["metadata"].get("labels", {}).get("training.kubeflow.org/replica-type") != "master")
+    pods.sort(key=lambda p: not _rank_zero(p))
     return pods
+
+
+def _rank_zero(pod: dict) -> bool:
+    """A PyTorchJob's master, or the first node of a TrainJob's JobSet (completion index 0)."""
+    labels = pod["metadata"].get("labels") or {}
+    return labels.get("training.kubeflow.org/replica-type") == "master" or \
+        labels.get("batch.kubernetes.io/job-completion-index") == "0"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -1,8 +1,9 @@
 """Check every rendered object before anything reaches a cluster.
 
 Built-in kinds: `kubernetes-validate` in strict mode (unknown fields are errors) at KUBERNETES_VERSION.
-PyTorchJob: the openAPIV3Schema of the Kubeflow training-operator v1.9.0 CRD, shipped in
-`schemas/pytorchjob-v1.json` (Apache-2.0, licence beside it), made strict the same way.
+Custom resources: the openAPIV3Schema of their CRD, shipped in `schemas/` (Apache-2.0, licences beside
+them), made strict the same way: PyTorchJob from the Kubeflow training-operator v1.9.0, TrainJob and
+TrainingRuntime from Kubeflow Trainer v2.3.0.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from pathlib import Path
 from neosft.errors import UserError
 
 KUBERNETES_VERSION = "1.31.0"
-PYTORCHJOB_SCHEMA = Path(__file__).with_name("schemas") / "pytorchjob-v1.json"
+SCHEMAS = Path(__file__).with_name("schemas")
+CRD_SCHEMAS = {
+    ("kubeflow.org/v1", "PyTorchJob"): SCHEMAS / "pytorchjob-v1.json",
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): SCHEMAS / "trainjob-v1alpha1.json",
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"): SCHEMAS / "trainingruntime-v1alpha1.json",
+}
+PYTORCHJOB_SCHEMA = CRD_SCHEMAS[("kubeflow.org/v1", "PyTorchJob")]
 
 
 def validate(objects: list[dict]) -> None:
     """Raise a `UserError` naming the object and the field of the first invalid one."""
     for obj in objects:
         kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
-        if (obj.get("apiVersion"), kind) == ("kubeflow.org/v1", "PyTorchJob"):
-            error = _pytorchjob_error(obj)
-        else:
-            error = _builtin_error(obj)
+        schema = CRD_SCHEMAS.get((obj.get("apiVersion"), kind))
+        error = _custom_error(obj, schema) if schema else _builtin_error(obj)
         if error:
             raise UserError(f"{kind}/{name} is invalid: {error}")
 
@@ -41,17 +46,16 @@ def _builtin_error(obj: dict) -> str | None:
     return None
 
 
-def _pytorchjob_error(obj: dict) -> str | None:
-    error = next(iter(sorted(_pytorchjob_validator().iter_errors(obj), key=lambda e: list(e.absolute_path))), None)
+def _custom_error(obj: dict, schema: Path) -> str | None:
+    error = next(iter(sorted(_validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))), None)
     return _describe(error) if error else None
 
 
-@functools.lru_cache(maxsize=1)
-def _pytorchjob_validator():
+@functools.lru_cache(maxsize=None)
+def _validator(schema: Path):
     import jsonschema
 
-    schema = strict(json.loads(PYTORCHJOB_SCHEMA.read_text()))
-    return jsonschema.Draft7Validator(schema)
+    return jsonschema.Draft7Validator(strict(json.loads(schema.read_text())))
 
 
 def strict(schema):

@@ -55,6 +55,26 @@ s3://{{ .Values.s3.bucket }}
 {{ include "neosft.fullname" .root }}-{{ .variant | replace "_" "-" }}
 {{- end }}
 
+{{/* Metadata of one variant's training object. Held for its dataset (data.enabled), it names its Kueue
+queue in an annotation: Kueue sees it only once the data Job releases it, as `neosft release` sets the label then. */}}
+{{- define "neosft.trainMetadata" -}}
+{{- $queue := .root.Values.queue -}}
+{{- $held := .root.Values.data.enabled -}}
+name: {{ include "neosft.trainName" . }}
+labels:
+  {{- include "neosft.labels" .root | nindent 2 }}
+  neosft.io/component: train
+  neosft.io/variant: {{ .variant | quote }}
+  {{- if and $queue (not $held) }}
+  kueue.x-k8s.io/queue-name: {{ $queue | quote }}
+  {{- end }}
+annotations:
+  neosft.io/output: {{ .output | quote }}
+  {{- if and $queue $held }}
+  neosft.io/queue-name: {{ $queue | quote }}
+  {{- end }}
+{{- end }}
+
 {{- define "neosft.image" -}}
 {{ printf "%s:%s" .image.repository (.image.tag | default .chart.AppVersion) | quote }}
 {{- end }}
@@ -94,20 +114,30 @@ s3://{{ .Values.s3.bucket }}
 {{- end }}
 {{- end }}
 
+{{/* Security contexts: values podSecurityContext and securityContext (OpenShift: unset the fixed IDs). */}}
 {{- define "neosft.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-seccompProfile:
-  type: RuntimeDefault
+{{ toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "neosft.securityContext" -}}
-allowPrivilegeEscalation: false
-privileged: false
-capabilities:
-  drop: [ALL]
+{{ toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* Labels and annotations of one kind of pod: the run's labels, its component, the values' podLabels/podAnnotations. */}}
+{{- define "neosft.podMetadata" -}}
+labels:
+  {{- include "neosft.labels" .root | nindent 2 }}
+  {{- with .root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  neosft.io/component: {{ .component }}
+  {{- with .variant }}
+  neosft.io/variant: {{ . | quote }}
+  {{- end }}
+{{- with .root.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by every pod: account, security, pull secrets. */}}
@@ -149,23 +179,36 @@ limits:
   memory: 512Mi
 {{- end }}
 
-{{/* The training object kind, and its API group and plural (for RBAC and `neosft release`). */}}
-{{- define "neosft.trainKind" -}}PyTorchJob{{- end }}
-{{- define "neosft.trainGroup" -}}kubeflow.org{{- end }}
-{{- define "neosft.trainPlural" -}}pytorchjobs{{- end }}
+{{/* The training object kind (train.backend), its API group and plural: for RBAC and `neosft release`. */}}
+{{- define "neosft.trainKind" -}}
+{{ ternary "TrainJob" "PyTorchJob" (eq .Values.train.backend "trainjob") }}
+{{- end }}
+{{- define "neosft.trainGroup" -}}
+{{ ternary "trainer.kubeflow.org" "kubeflow.org" (eq .Values.train.backend "trainjob") }}
+{{- end }}
+{{- define "neosft.trainPlural" -}}
+{{ ternary "trainjobs" "pytorchjobs" (eq .Values.train.backend "trainjob") }}
+{{- end }}
 
-{{/* torchrun + `neosft train` for one variant: every value quoted. */}}
-{{- define "neosft.trainCommand" -}}
-{{- $t := .root.Values.train -}}
+{{/* torchrun, up to `-m neosft train`. Rendezvous from the operator's environment: the training
+operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR/PET_MASTER_PORT; both PET_NODE_RANK. */}}
+{{- define "neosft.torchrun" -}}
+{{- $t := .Values.train -}}
+{{- $master := ternary "PET_MASTER" "MASTER" (eq $t.backend "trainjob") -}}
 - torchrun
 - {{ printf "--nnodes=%d" (int $t.nodes) | quote }}
 - {{ printf "--nproc-per-node=%d" (int $t.gpusPerNode) | quote }}
 - --node-rank=$(PET_NODE_RANK)
-- --master-addr=$(MASTER_ADDR)
-- --master-port=$(MASTER_PORT)
+- {{ printf "--master-addr=$(%s_ADDR)" $master }}
+- {{ printf "--master-port=$(%s_PORT)" $master }}
 - -m
 - neosft
 - train
+{{- end }}
+
+{{/* The arguments of `neosft train` for one variant: every value quoted. */}}
+{{- define "neosft.trainArgs" -}}
+{{- $t := .root.Values.train -}}
 - {{ printf "--variant=%s" .variant | quote }}
 - {{ printf "--data=%s" (include "neosft.dataUri" .root) | quote }}
 - {{ printf "--output=%s" .output | quote }}
@@ -193,6 +236,12 @@ limits:
 {{- end }}
 {{- end }}
 
+{{/* The whole command of one variant's training container (PyTorchJob): torchrun + `neosft train` args. */}}
+{{- define "neosft.trainCommand" -}}
+{{ include "neosft.torchrun" .root }}
+{{ include "neosft.trainArgs" . }}
+{{- end }}
+
 {{/* Environment of a training container: S3, Hub, scratch space, NCCL. */}}
 {{- define "neosft.trainEnv" -}}
 {{- $t := .Values.train -}}
@@ -206,6 +255,17 @@ limits:
 - name: {{ $name | quote }}
   value: {{ $value | quote }}
 {{- end }}
+{{- with $t.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom of a training container: whole Secrets or ConfigMaps (train.envFrom). */}}
+{{- define "neosft.trainEnvFrom" -}}
+{{- with .Values.train.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Requests and limits of a training container: GPUs, and node disk for an emptyDir work volume. */}}
@@ -218,9 +278,15 @@ requests:
   {{- if $disk }}
   ephemeral-storage: {{ $t.workVolume.size | quote }}
   {{- end }}
+  {{- with $t.extraResources }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 limits:
   {{- toYaml $t.resources.limits | nindent 2 }}
   nvidia.com/gpu: {{ $t.gpusPerNode }}
+  {{- with $t.extraResources }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{- define "neosft.trainMounts" -}}
@@ -231,6 +297,9 @@ limits:
 {{- if .Values.train.modelCacheClaim }}
 - name: model-cache
   mountPath: /cache/huggingface
+{{- end }}
+{{- with .Values.train.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -269,4 +338,26 @@ limits:
   persistentVolumeClaim:
     claimName: {{ . | quote }}
 {{- end }}
+{{- with $t.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level fields of a training pod, the same under a PyTorchJob and a TrainingRuntime. */}}
+{{- define "neosft.trainPodSpec" -}}
+{{- $t := .Values.train -}}
+automountServiceAccountToken: false
+{{ include "neosft.podCommon" . }}
+{{- with include "neosft.scheduling" $t | trim }}
+{{ . }}
+{{- end }}
+{{- with $t.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $t.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+volumes:
+  {{- include "neosft.trainVolumes" . | nindent 2 }}
 {{- end }}
