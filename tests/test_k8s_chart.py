@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ import yaml
 from neosft.errors import UserError
 from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
 from neosft.k8s.runs import manifests
-from neosft.k8s.validate import KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
+from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
 from neosft.variants import NUM_DEVICES, VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")
 SHARED_CRD = Path(__file__).resolve().parents[1].parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
+SHARED_TRAINER = SHARED_CRD.parent / "trainer-v2.3.0"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 
@@ -34,6 +36,9 @@ def pod_specs(obj):
     elif obj["kind"] == "PyTorchJob":
         for replica in obj["spec"]["pytorchReplicaSpecs"].values():
             yield replica["template"]["spec"]
+    elif obj["kind"] == "TrainingRuntime":
+        for replicated in obj["spec"]["template"]["spec"]["replicatedJobs"]:
+            yield replicated["template"]["spec"]["template"]["spec"]
 
 
 def containers(obj):
@@ -43,6 +48,10 @@ def containers(obj):
 
 def command(job):
     return job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+
+
+def trainjob_run(values=None, variants=("single",)):
+    return render(merge({"train": {"backend": "trainjob"}, "variants": list(variants)}, values or {}), "r1", "ml")
 
 
 # --- one table --------------------------------------------------------------------------------
@@ -75,16 +84,22 @@ SELECTIONS = [[v] for v in VARIANTS] + [list(VARIANTS)]
 STAGES = [{}, {"data": {"enabled": False, "uri": "s3://corpora/built"}}, {"train": {"enabled": False}}]
 
 
+@pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
 @pytest.mark.parametrize("options", OPTIONS, ids=["defaults", "every-option"])
-def test_every_variant_and_option_combination_renders_valid_objects(options):
+def test_every_variant_and_option_combination_renders_valid_objects(options, backend):
+    kind = {"pytorchjob": "PyTorchJob", "trainjob": "TrainJob"}[backend]
     for variants, nodes, stage in itertools.product(SELECTIONS, (1, 2, 4), STAGES):
-        values = merge(merge(options, {"variants": variants, "train": {"nodes": nodes}}), stage)
+        values = merge(merge(options, {"variants": variants, "train": {"nodes": nodes, "backend": backend}}), stage)
         objects = render(values, "combo", "ml")
         validate(objects)
-        jobs = kinds(objects, "PyTorchJob")
+        jobs = kinds(objects, kind)
         assert len(jobs) == (0 if stage.get("train") else len(variants))
+        assert not kinds(objects, {"PyTorchJob": "TrainJob", "TrainJob": "PyTorchJob"}[kind])
         assert len(kinds(objects, "Job")) == (0 if stage.get("data") else 1)
         for job in jobs:
+            if kind == "TrainJob":
+                assert job["spec"]["trainer"]["numNodes"] == nodes
+                continue
             workers = job["spec"]["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0)
             assert (job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"], workers) == (1, nodes - 1)
 
@@ -137,6 +152,98 @@ def test_training_waits_suspended_until_the_data_job_releases_it():
         render({"data": {"enabled": False}}, "r1", "ml")
 
 
+def test_trainjob_backend_renders_this_runs_runtime_and_one_trainjob_per_variant():
+    objects = trainjob_run(variants=VARIANTS)
+    validate(objects)
+    [runtime] = kinds(objects, "TrainingRuntime")
+    jobs = kinds(objects, "TrainJob")
+    assert runtime["metadata"]["name"] == "neosft-r1"
+    assert [j["metadata"]["name"] for j in jobs] == [f"neosft-r1-{v.replace('_', '-')}" for v in VARIANTS]
+    assert all(re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", j["metadata"]["name"]) and len(j["metadata"]["name"]) <= 63
+               for j in jobs)  # the TrainJob CRD's own rule (CEL) on names
+    assert runtime["spec"]["mlPolicy"] == {"numNodes": 1, "torch": {}}
+    assert runtime["spec"]["template"]["spec"]["failurePolicy"] == {"maxRestarts": DEFAULTS["train"]["backoffLimit"]}
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"
+    assert node["template"]["metadata"]["labels"] == {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    [spec] = pod_specs(runtime)
+    [main] = spec["containers"]
+    assert main["name"] == "node"  # the torch plugin injects PET_* into this container and sets its args
+    assert main["command"] == ["torchrun", "--nnodes=1", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
+                               "--master-addr=$(PET_MASTER_ADDR)", "--master-port=$(PET_MASTER_PORT)",
+                               "-m", "neosft", "train"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in spec["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
+    assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "NEOSFT_WORK_DIR"}
+    assert spec["tolerations"] == DEFAULTS["train"]["tolerations"] and spec["restartPolicy"] == "Never"
+    pytorchjobs = kinds(render({"variants": list(VARIANTS)}, "r1", "ml"), "PyTorchJob")
+    for variant, job, ptj in zip(VARIANTS, jobs, pytorchjobs):
+        assert job["metadata"]["labels"]["neosft.io/variant"] == variant
+        assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime",
+                                             "name": "neosft-r1"}
+        trainer = job["spec"]["trainer"]
+        assert (trainer["numNodes"], trainer["numProcPerNode"]) == (1, NUM_DEVICES)
+        assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == NUM_DEVICES  # 8 GPUs per variant
+        assert trainer["resourcesPerNode"] == main["resources"]
+        assert command(ptj)[:9] == ["torchrun", "--nnodes=1", f"--nproc-per-node={NUM_DEVICES}",
+                                    "--node-rank=$(PET_NODE_RANK)", "--master-addr=$(MASTER_ADDR)",
+                                    "--master-port=$(MASTER_PORT)", "-m", "neosft", "train"]
+        assert trainer["args"] == command(ptj)[9:]  # both backends run the same `neosft train`
+        assert trainer["args"][0] == f"--variant={variant}"
+
+
+def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released():
+    objects = manifests({"variants": ["single", "multi"], "queue": "gpu", "train": {"backend": "trainjob"}}, "r1", "ml")
+    jobs = kinds(objects, "TrainJob")
+    assert [j["spec"]["suspend"] for j in jobs] == [True, True]
+    assert all("kueue.x-k8s.io/queue-name" not in j["metadata"]["labels"] for j in jobs)
+    assert all(j["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" for j in jobs)
+    [data] = kinds(objects, "Job")
+    assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    [release] = data["spec"]["template"]["spec"]["containers"]
+    assert release["args"] == ["release", "--kind", "TrainJob", "neosft-r1-single", "neosft-r1-multi"]
+    [role] = kinds(objects, "Role")
+    assert role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "patch"],
+                              "resourceNames": ["neosft-r1-single", "neosft-r1-multi"]}]
+    objects = manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}, "train": {"backend": "trainjob"}},
+                        "r1", "ml")
+    [job] = kinds(objects, "TrainJob")
+    assert "suspend" not in job["spec"] and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert not kinds(objects, "Role")
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
+def test_platform_passthroughs_reach_the_pods(backend):
+    values = merge(load_values(str(CHART / "ci" / "trainjob-values.yaml"), (), {}),
+                   {"train": {"backend": backend}, "global": {"imageRegistry": "registry.example.com"}})
+    objects = render(values, "r1", "ml")
+    validate(objects)
+    training = [o for o in objects if o["kind"] in ("PyTorchJob", "TrainingRuntime")]
+    assert training
+    for obj in training:
+        for spec in pod_specs(obj):
+            assert spec["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+            assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+            assert {"name": "datasets", "persistentVolumeClaim": {"claimName": "shared-datasets", "readOnly": True}} \
+                in spec["volumes"]
+            [main] = spec["containers"]
+            for part in ("requests", "limits"):
+                assert main["resources"][part]["vpc.amazonaws.com/efa"] == 4
+            assert {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}} \
+                in main["env"]
+            assert main["envFrom"] == [{"configMapRef": {"name": "nccl-tuning"}}]
+            assert {"name": "datasets", "mountPath": "/datasets", "readOnly": True} in main["volumeMounts"]
+    pods = [o for o in objects if o["kind"] == "Pod"] + [o["spec"]["template"] for o in kinds(objects, "Job")] + \
+        [r["template"] for o in kinds(objects, "PyTorchJob") for r in o["spec"]["pytorchReplicaSpecs"].values()] + \
+        [j["template"]["spec"]["template"] for o in kinds(objects, "TrainingRuntime")
+         for j in o["spec"]["template"]["spec"]["replicatedJobs"]]
+    assert len(pods) >= 3
+    for pod in pods:
+        assert pod["metadata"]["labels"]["team"] == "team-a"
+        assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert "registry.example.com" not in to_yaml(objects)  # global is the parent chart's, not neosft's
+
+
 def test_the_real_corpus_is_the_default_and_each_run_gets_its_own_dataset():
     assert DEFAULTS["data"]["source"] == "hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json"
     for run in ("r1", "r2"):
@@ -169,7 +276,8 @@ def test_a_work_volume_holds_checkpoints_and_the_model_download():
     assert env["HF_HOME"] == "/cache/huggingface"
 
 
-FREE_TEXT = ["train.priorityClassName", "train.model", "train.deepspeed", "image.train.repository", "image.train.tag",
+FREE_TEXT = ["podAnnotations.a", "podLabels.a", "podSecurityContext.seLinuxOptions.level", "train.backend",
+             "train.priorityClassName", "train.model", "train.deepspeed", "image.train.repository", "image.train.tag",
              "image.data.tag", "data.source", "data.uri", "s3.prefix", "s3.endpoint", "s3.region", "s3.secretName",
              "huggingface.tokenSecret.name", "huggingface.endpoint", "queue", "serviceAccount.name",
              "train.modelCacheClaim", "train.workVolume.storageClassName"]
@@ -232,9 +340,10 @@ def test_submitted_objects_say_neosft_manages_them():
     assert all(o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm" for o in render({}, "r1", "ml"))
 
 
-def test_pods_are_locked_down_and_sized():
-    objects = render(OPTIONS[1] | {"variants": list(VARIANTS)}, "r1", "ml")
-    assert {o["kind"] for o in objects} == {"Job", "PyTorchJob", "Pod", "Role", "RoleBinding"}
+@pytest.mark.parametrize("backend, kind", [("pytorchjob", "PyTorchJob"), ("trainjob", "TrainingRuntime")])
+def test_pods_are_locked_down_and_sized(backend, kind):
+    objects = render(merge(OPTIONS[1], {"variants": list(VARIANTS), "train": {"backend": backend}}), "r1", "ml")
+    assert {o["kind"] for o in objects} - {"TrainJob"} == {"Job", kind, "Pod", "Role", "RoleBinding"}
     for obj in objects:
         for spec in pod_specs(obj):
             assert spec["securityContext"]["runAsNonRoot"] is True
@@ -246,8 +355,10 @@ def test_pods_are_locked_down_and_sized():
             assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
-def test_s3_keys_reach_pods_only_through_secret_key_refs():
-    objects = render({"variants": list(VARIANTS), "huggingface": {"tokenSecret": {"name": "hf"}}}, "r1", "ml")
+@pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
+def test_s3_keys_reach_pods_only_through_secret_key_refs(backend):
+    objects = render({"variants": list(VARIANTS), "huggingface": {"tokenSecret": {"name": "hf"}},
+                      "train": {"backend": backend}}, "r1", "ml")
     secret_envs = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
     for obj in objects:
         for c in containers(obj):
@@ -272,9 +383,9 @@ def test_service_account_and_helm_test_pod():
 
 # --- golden snapshots ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["default", "multinode"])
+@pytest.mark.parametrize("name", ["default", "multinode", "trainjob"])
 def test_rendered_yaml_matches_the_golden_snapshot(name):
-    values = load_values(str(CHART / "ci" / "multinode-values.yaml"), (), {}) if name == "multinode" else {}
+    values = load_values(str(CHART / "ci" / f"{name}-values.yaml"), (), {}) if name != "default" else {}
     rendered = to_yaml(render(values, "golden", "ml"))
     golden = GOLDEN / f"{name}.yaml"
     if os.environ.get("NEOSFT_UPDATE_GOLDEN"):
@@ -298,6 +409,19 @@ def test_rendered_yaml_matches_the_golden_snapshot(name):
     ({"train": {"valSize": 1.5}}, "at '/train/valSize'"),
     ({"runId": "Has_Capitals"}, "at '/runId'"),
     ({"s3": {"bucket": "s3://bucket"}}, "at '/s3/bucket'"),
+    ({"train": {"backend": "mpijob"}}, "at '/train/backend'"),
+    ({"train": {"extraResources": {"nvidia.com/gpu": 16}}}, "at '/train/extraResources/nvidia.com~1gpu'"),
+    ({"train": {"extraResources": {"efa": 1}}}, "at '/train/extraResources'"),
+    ({"train": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]}}, "at '/train/extraEnv/0/name'"),
+    ({"train": {"extraEnv": [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "w", "kee": "k"}}}]}},
+     "at '/train/extraEnv/0"),
+    ({"train": {"extraEnv": [{"name": "X"}]}}, "at '/train/extraEnv/0'"),
+    ({"train": {"extraVolumeMounts": [{"name": "d", "mountpath": "/d"}]}}, "at '/train/extraVolumeMounts/0'"),
+    ({"train": {"envFrom": [{"secretRef": {"name": "w"}, "configMapRef": {"name": "c"}}]}}, "at '/train/envFrom/0'"),
+    ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot'"),
+    ({"podSecurityContext": {"runAsUser": 0}}, "at '/podSecurityContext/runAsUser'"),
+    ({"securityContext": {"privileged": True}}, "at '/securityContext/privileged'"),
+    ({"podLabels": {"team": "a b"}}, "at '/podLabels/team'"),
 ])
 def test_schema_rejects_bad_values_and_names_the_key(values, named):
     with pytest.raises(UserError, match="chart values: ") as caught:
@@ -354,6 +478,25 @@ def test_validation_rejects_unknown_fields_in_builtin_kinds_and_pytorchjobs():
         validate(objects)
 
 
+def test_validation_rejects_unknown_fields_in_trainjobs_and_their_runtime():
+    objects = trainjob_run()
+    validate(objects)
+    [job] = kinds(objects, "TrainJob")
+    job["spec"]["trainer"]["resourcesPerNod"] = {}
+    with pytest.raises(UserError, match=r"TrainJob/neosft-r1-single is invalid: spec.trainer: .*resourcesPerNod"):
+        validate(objects)
+    objects = trainjob_run()
+    [runtime] = kinds(objects, "TrainingRuntime")
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    pod["containers"][0]["volumeMount"] = []  # the API server would prune it, and the pod would lose its mounts
+    with pytest.raises(UserError, match=r"TrainingRuntime/neosft-r1 is invalid: spec.template.spec.replicatedJobs.0.*"
+                                        r"volumeMount"):
+        validate(objects)
+    objects = trainjob_run({"train": {"extraVolumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x", "readonly": True}}]}})
+    with pytest.raises(UserError, match="readonly"):  # a typo inside a passthrough volume fails too
+        validate(objects)
+
+
 def test_strict_keeps_open_maps_open():
     schema = strict({"type": "object", "properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}},
                                                       "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
@@ -370,6 +513,17 @@ def test_shipped_pytorchjob_schema_is_the_v1_9_crd():
     assert json.loads(PYTORCHJOB_SCHEMA.read_text()) == version["schema"]["openAPIV3Schema"]
     assert (PYTORCHJOB_SCHEMA.parent / "LICENSE.kubeflow-training-operator").read_text() == \
         (SHARED_CRD.parent / "LICENSE.kubeflow-training-operator").read_text()
+
+
+@pytest.mark.skipif(not SHARED_TRAINER.exists(), reason="../shared/crds is not beside this clone")
+@pytest.mark.parametrize("kind, crd", [("TrainJob", "trainer.kubeflow.org_trainjobs.yaml"),
+                                       ("TrainingRuntime", "trainer.kubeflow.org_trainingruntimes.yaml")])
+def test_shipped_trainer_schemas_are_the_v2_3_0_crds(kind, crd):
+    crd = yaml.load((SHARED_TRAINER / crd).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = CRD_SCHEMAS[("trainer.kubeflow.org/v1alpha1", kind)]
+    assert json.loads(schema.read_text()) == version["schema"]["openAPIV3Schema"]
+    assert (schema.parent / "LICENSE.kubeflow-trainer").read_text() == (SHARED_TRAINER / "LICENSE").read_text()
 
 
 # --- helm lint and the CI values files ---------------------------------------------------------------
