@@ -128,13 +128,74 @@ def test_existing_run_is_a_conflict(kube):
     assert_user_error(neosft("submit", "--run-id", "r1"), "ServiceAccount/neosft-r1 already exists in namespace 'ml'")
 
 
-def test_missing_crd_says_how_to_install_the_operator(kube):
+V1, V2 = "kubeflow.org/v1", "trainer.kubeflow.org/v1alpha1"
+
+
+@pytest.mark.parametrize("served, chosen", [({V1}, "PyTorchJob"), ({V2}, "TrainJob"), ({V1, V2}, "TrainJob")])
+def test_auto_backend_asks_the_cluster_which_crds_it_serves(kube, served, chosen):
+    kube.served = served
+    result = neosft("submit", "--run-id", "r1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"backend: {chosen} (the cluster serves ")
+    assert [p.body["kind"] for p in kube.sent("POST") if p.body["kind"] in ("PyTorchJob", "TrainJob")] == [chosen]
+    assert {r.path for r in kube.sent("GET")} >= {"/apis/kubeflow.org/v1", "/apis/trainer.kubeflow.org/v1alpha1"}
+
+
+def test_neither_crd_served_names_both_install_commands(kube):
     kube.served = set()
     result = neosft("submit", "--run-id", "r1")
-    assert_user_error(result, "the PyTorchJob CRD is not installed")
-    assert "training-operator" in result.stderr and "v1.9.0" in result.stderr
+    assert_user_error(result, "neither the TrainJob nor the PyTorchJob CRD is installed",
+                      "kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0",
+                      "training-operator.git/manifests/overlays/standalone?ref=v1.9.0")
     assert not kube.sent("POST")
-    assert_user_error(neosft("status", "r1"), "the PyTorchJob CRD is not installed")
+    assert_user_error(neosft("status", "r1"), "neither the TrainJob nor the PyTorchJob CRD is installed")
+
+
+@pytest.mark.parametrize("served, backend, missing", [({V2}, "pytorchjob", "the PyTorchJob CRD is not installed"),
+                                                       ({V1}, "trainjob", "the TrainJob CRD is not installed")])
+def test_a_chosen_backend_the_cluster_lacks_says_how_to_install_it(kube, served, backend, missing):
+    kube.served = served
+    result = neosft("submit", "--run-id", "r1", "--backend", backend)
+    assert_user_error(result, missing, "v1.9.0" if backend == "pytorchjob" else "v2.3.0")
+    assert not kube.sent("POST")
+    kube.requests.clear()
+    assert_user_error(neosft("submit", "--run-id", "r1", "--set", f"train.backend={backend}"), missing)
+
+
+def test_dry_run_renders_pytorchjobs_unless_told(monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    for args, kind in [((), "PyTorchJob"), (("--backend", "auto"), "PyTorchJob"), (("--backend", "trainjob"), "TrainJob"),
+                       (("--set", "train.backend=trainjob"), "TrainJob")]:
+        result = neosft("submit", "--run-id", "r1", "--dry-run", *args)
+        assert result.returncode == 0, result.stderr
+        training = {o["kind"] for o in yaml.safe_load_all(result.stdout)} & {"PyTorchJob", "TrainJob"}
+        assert training == {kind}
+
+
+def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs_fast(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    start = time.perf_counter()
+    result = neosft("submit", "--backend", "trainjob", "--variant", "all", "--run-id", "r1", "--dry-run")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 2.0
+    objects = list(yaml.safe_load_all(result.stdout))
+    assert [o["kind"] for o in objects] == ["Job", "Role", "RoleBinding", "ServiceAccount", "TrainingRuntime",
+                                            *["TrainJob"] * len(VARIANTS)]
+    from neosft.k8s.validate import validate
+
+    validate(objects)  # strictly, against the Trainer v2.3.0 CRDs (the command did too)
+    [runtime] = [o for o in objects if o["kind"] == "TrainingRuntime"]
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+    for job in objects[-len(VARIANTS):]:
+        assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
+        assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] and job["spec"]["suspend"] is True
+    assert "AWS_SECRET_ACCESS_KEY\n    value" not in result.stdout and "kind: Secret" not in result.stdout
+    assert_no_secret(result)
 
 
 def test_missing_namespace(kube):
@@ -187,7 +248,7 @@ def test_a_failed_data_job_ends_the_wait_at_once_and_holds_no_gpu(kube):
 
 def test_wait_gives_up_after_its_timeout_and_says_what_it_waited_for(kube):
     result = neosft("submit", "--run-id", "r1", "--wait", "--timeout", "0")
-    assert "waiting up to 0s for the run's Jobs and PyTorchJobs to finish" in result.stdout
+    assert "waiting up to 0s for the run's Jobs and training objects to finish" in result.stdout
     assert_user_error(result, "run r1 did not finish within 0s: still waiting for Job/neosft-r1-data (Pending), "
                               "PyTorchJob/neosft-r1-single (Suspended)")
 
@@ -325,7 +386,7 @@ def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
     build(str(SAMPLE_CORPUS), f"{s3}/neosft/data/p0", ["single", "multi"])
     result = neosft("submit", "--variant", "single", "--data", f"{s3}/neosft/data/p0", "--run-id", "p1")
     assert result.returncode == 0, result.stderr
-    header, single = result.stdout.splitlines()[:2]
+    header, single = result.stdout.splitlines()[1:3]  # after the backend it chose
     assert header.split()[:4] == ["variant", "lr", "cutoff", "rows"] and single.split()[:3] == ["single", "5e-05", "4096"]
     missing = neosft("submit", "--variant", "all_pair", "--data", f"{s3}/neosft/data/p0", "--run-id", "p2")
     assert missing.returncode == 0 and "warning: no plan: " in missing.stderr and "has no 'all_pair' dataset" in missing.stderr
@@ -387,3 +448,111 @@ def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monk
     result = neosft("status")
     assert_user_error(result, "cannot reach the Kubernetes API at http://***@127.0.0.1:9")
     assert_no_secret(result)
+
+
+# --- TrainJob runs (Kubeflow Trainer v2) -------------------------------------------------------------
+
+def jobset_pod(kube, trainjob: str, index: int, restarts=0) -> dict:
+    """A pod of a TrainJob's JobSet as the Trainer and JobSet controllers make it: the pod template of the
+    TrainJob's runtime, plus the labels JobSet and the Job controller add."""
+    job = kube.get("ml", "trainjobs", trainjob)
+    runtime = kube.get("ml", "trainingruntimes", job["spec"]["runtimeRef"]["name"])
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    template = node["template"]["spec"]["template"]
+    spec = json.loads(json.dumps(template["spec"]))
+    for container in spec["containers"]:  # the API server answers quantities as strings
+        for part in container["resources"].values():
+            part.update({k: str(v) for k, v in part.items()})
+    labels = {**template["metadata"]["labels"], "jobset.sigs.k8s.io/jobset-name": trainjob,
+              "jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0",
+              "batch.kubernetes.io/job-completion-index": str(index)}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{trainjob}-node-0-{index}-x7k2p", "labels": labels,
+                         "creationTimestamp": f"2026-11-26T12:0{index}:00Z"},
+            "spec": spec,
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "node", "image": "i", "imageID": "", "ready": True, "restartCount": restarts,
+                 "state": {"running": {}}}]}}
+
+
+def test_trainjob_run_is_created_followed_and_deleted(kube):
+    kube.served = {V2}
+    result = neosft("submit", "--variant", "all", "--run-id", "r1")
+    assert result.returncode == 0, result.stderr
+    posts = kube.sent("POST")
+    assert [p.path.rsplit("/", 1)[1] for p in posts] == ["serviceaccounts", "roles", "rolebindings", "trainingruntimes",
+                                                         *["trainjobs"] * len(VARIANTS), "jobs"]
+    dry = neosft("submit", "--variant", "all", "--run-id", "r1", "--backend", "trainjob", "--dry-run", "-n", "ml",
+                 env={"KUBECONFIG": "/nonexistent"})
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(dry.stdout)}
+    assert all(p.body == rendered[(p.body["kind"], p.body["metadata"]["name"])] for p in posts)  # exactly as rendered
+
+    # the data Job's release step, then the controllers: single runs on two nodes, multi is complete
+    assert neosft("release", "--kind", "TrainJob", "neosft-r1-single", "neosft-r1-multi").returncode == 0
+    assert kube.get("ml", "trainjobs", "neosft-r1-single")["spec"]["suspend"] is False
+    kube.get("ml", "trainjobs", "neosft-r1-single")["status"] = {
+        "jobsStatus": [{"name": "node", "active": 2, "ready": 2, "succeeded": 0, "failed": 0, "suspended": 0}]}
+    kube.get("ml", "trainjobs", "neosft-r1-multi")["status"] = {"conditions": [
+        {"type": "Complete", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed",
+         "lastTransitionTime": "2026-11-26T13:00:00Z"}]}
+    kube.add("ml", "pods", jobset_pod(kube, "neosft-r1-single", 1, restarts=1))
+    kube.add("ml", "pods", jobset_pod(kube, "neosft-r1-single", 0))
+    status = neosft("status", "r1")
+    assert status.returncode == 0, status.stderr
+    rows = {row[1]: row for row in (re.split(r"\s{2,}", line) for line in status.stdout.splitlines()[1:])}
+    assert rows["neosft-r1-single"][:6] == ["TrainJob", "neosft-r1-single", "single", "Running", "2 Running", "1"]
+    assert rows["neosft-r1-multi"][3:5] == ["Succeeded", "-"]
+    assert rows["neosft-r1-conversations"][3] == "Suspended (waiting for its dataset)"
+    assert rows["neosft-r1-data"][:4] == ["Job", "neosft-r1-data", "data", "Pending"]
+
+    kube.logs = {"neosft-r1-single-node-0-0-x7k2p": "rank 0: step 1 loss 2.0\n",
+                 "neosft-r1-single-node-0-1-x7k2p": "rank 1\n"}
+    followed = neosft("logs", "r1", "--variant", "single", "-f")
+    assert followed.stdout == "rank 0: step 1 loss 2.0\n", followed.stderr
+    [request] = [r for r in kube.requests if r.path.endswith("/log")]
+    assert request.path.endswith("/pods/neosft-r1-single-node-0-0-x7k2p/log") and request.query["container"] == ["node"]
+    both = neosft("logs", "r1", "--variant", "single").stdout
+    assert both.index("==> neosft-r1-single-node-0-0-x7k2p <==") < both.index("==> neosft-r1-single-node-0-1-x7k2p <==")
+
+    kube.requests.clear()
+    deleted = neosft("delete", "r1")
+    assert deleted.returncode == 0, deleted.stderr
+    assert [r.path.rsplit("/", 2)[-2] for r in kube.sent("DELETE")] == [
+        "jobs", *["trainjobs"] * len(VARIANTS), "trainingruntimes", "rolebindings", "roles", "serviceaccounts"]
+    assert not any(v for path, v in kube.objects.items() if "pods" not in path)
+
+
+def test_the_rendered_release_step_hands_trainjobs_to_kueue(kube):
+    kube.served = {V1, V2}
+    assert neosft("submit", "--variant", "all", "--run-id", "r1", "--queue", "gpu").returncode == 0
+    [data] = kube.objects["/apis/batch/v1/namespaces/ml/jobs"].values()
+    assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    jobs = kube.objects["/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"]
+    assert all("kueue.x-k8s.io/queue-name" not in j["metadata"]["labels"] for j in jobs.values())  # not before its data
+    [release] = data["spec"]["template"]["spec"]["containers"]
+    released = run_container(release, {})
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.count("(handed to Kueue queue gpu)") == len(VARIANTS)
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and j["spec"]["suspend"] is True
+               for j in jobs.values())  # Kueue admits and unsuspends them, not neosft
+    kube.get("ml", "jobs", "neosft-r1-data")["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert "Suspended (queued in Kueue queue gpu)" in neosft("status", "r1").stdout
+
+    kube.requests.clear()
+    assert neosft("submit", "--run-id", "r2", "--queue", "gpu", "--data", "s3://bkt/data/r0").returncode == 0
+    [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "TrainJob"]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and "suspend" not in job["spec"]
+
+
+@pytest.mark.parametrize("spec, status, expected", [
+    ({"suspend": True}, {"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended"}]}, "Suspended"),
+    ({"suspend": False}, {"conditions": [{"type": "Suspended", "status": "False", "reason": "Resumed"}]}, "Pending"),
+    ({}, {"jobsStatus": [{"name": "node", "active": 1, "ready": 0, "succeeded": 0, "failed": 0, "suspended": 0}]},
+     "Running"),
+    ({}, {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
+    ({"suspend": True}, {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "Failed"),
+])
+def test_state_of_trainjobs(spec, status, expected):
+    from neosft.k8s.runs import state
+
+    assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected
