@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from neosft.k8s.validate import validate
@@ -26,20 +27,37 @@ def test_cluster_prerequisites_are_valid_kubernetes_objects():
     assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # the chart's default keys
 
 
-def test_kustomizations_list_existing_files_and_pin_the_operator():
+def test_kustomizations_list_existing_files_and_pin_both_operators():
+    from neosft.k8s.kinds import PYTORCHJOB, TRAINJOB
+
     local = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
     assert all((ROOT / "k8s" / r).exists() for r in local["resources"])
     [operator] = yaml.safe_load((ROOT / "k8s" / "training-operator" / "kustomization.yaml").read_text())["resources"]
     assert operator.startswith("github.com/kubeflow/training-operator.git/") and operator.endswith("?ref=v1.9.0")
+    [trainer] = yaml.safe_load((ROOT / "k8s" / "trainer" / "kustomization.yaml").read_text())["resources"]
+    assert trainer == "https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0"
+    assert operator in PYTORCHJOB.install and trainer in TRAINJOB.install  # the errors name what k8s/ pins
 
 
-def test_submitter_role_allows_every_call_neosft_makes():
-    [role] = [o for o in load_all(ROOT / "k8s" / "rbac.yaml") if o["kind"] == "Role" and o["metadata"]["name"] == "neosft-submitter"]
-    allowed = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
-    needed = {("", "serviceaccounts", v) for v in ("create", "list", "delete")} | \
-        {("batch", "jobs", v) for v in ("create", "list", "delete")} | \
-        {("kubeflow.org", "pytorchjobs", v) for v in ("create", "list", "delete")} | \
-        {("", "pods", "list"), ("", "pods/log", "get")}
+def rules(role: dict) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+@pytest.mark.parametrize("name", ["neosft-submitter", "neosft-helm"])
+def test_submitter_and_helm_roles_allow_every_call_neosft_makes_on_both_backends(name):
+    from neosft.k8s.render import render
+
+    [role] = [o for o in load_all(ROOT / "k8s" / "rbac.yaml") if o["kind"] == "Role" and o["metadata"]["name"] == name]
+    allowed = rules(role)
+    crud = ("create", "list", "delete")
+    needed = {("", "serviceaccounts", v) for v in crud} | {("batch", "jobs", v) for v in crud} | \
+        {("rbac.authorization.k8s.io", r, v) for r in ("roles", "rolebindings") for v in crud} | \
+        {("kubeflow.org", "pytorchjobs", v) for v in crud} | \
+        {("trainer.kubeflow.org", r, v) for r in ("trainjobs", "trainingruntimes") for v in crud} | \
+        {("", "pods", "list")} | ({("", "pods/log", "get")} if name == "neosft-submitter" else set())
+    for backend in ("pytorchjob", "trainjob"):
+        [run_role] = [o for o in render({"train": {"backend": backend}}, "r1", "ml") if o["kind"] == "Role"]
+        needed |= {(g, r, v) for g, r, v in rules(run_role)}  # no escalation: who creates a Role holds its rules
     assert needed <= allowed
-    assert not any(resource == "secrets" for _, resource, _ in allowed)
+    assert name == "neosft-helm" or not any(resource == "secrets" for _, resource, _ in allowed)
