@@ -264,20 +264,19 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         values = runs.with_backend(values, backend, None)
         click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
         return
-    from neosft.k8s.cluster import Cluster
+    from neosft.backends.kubeflow import Kubeflow
 
-    cluster = Cluster(namespace)
-    values = runs.with_backend(values, backend, cluster, click.echo)
-    objects = runs.manifests(values, run_id, cluster.namespace)
+    cluster = Kubeflow(namespace)
+    objects = cluster.render(values, run_id, backend, click.echo)
     _print_plan(objects, data_built_first=any(o["kind"] == "Job" for o in objects))
-    created = cluster.create(objects)
+    created = cluster.submit(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
         click.echo(f"  {what:<13} -> {uri}")
     click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
     if wait:
         click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and training objects to finish")
-        runs.wait(cluster, run_id, click.echo, timeout_s)
+        cluster.wait(run_id, click.echo, timeout_s)
         click.echo(f"run {run_id} succeeded")
 
 
@@ -321,33 +320,18 @@ def status(run, namespace, store) -> None:
             raise UserError("--store reads one run: neosft status RUN --store STORE")
         click.echo(runs.table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
         return
-    from neosft.k8s.cluster import Cluster
-    from neosft.k8s.kinds import none_installed
+    from neosft.backends.kubeflow import Kubeflow
 
-    cluster = Cluster(namespace)
-    objects = cluster.objects(run)
+    cluster = Kubeflow(namespace)
     if run is None:
-        rows = runs.run_rows(objects)
-        click.echo(runs.table(["RUN", "HOLDS", "STATE", "CREATED"], rows) if rows
+        listing = cluster.list()
+        click.echo(runs.table(listing.headers, listing.rows) if listing.rows
                    else f"no neosft runs in namespace {cluster.namespace}")
         return
-    if not runs.watched(objects):
-        if not cluster.served():
-            raise UserError(none_installed())
-        raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
-    problems: list[str] = []
-
-    def loss(uri: str) -> str:
-        try:
-            return runs.latest_loss(uri)
-        except UserError as e:
-            problems.append(str(e))
-            return "?"
-
-    rows = runs.status_rows(objects, loss)
-    click.echo(runs.table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
-    if problems:
-        click.secho(f"latest loss unavailable: {problems[0]}", err=True, fg="yellow")
+    report = cluster.status(run)
+    click.echo(runs.table(report.headers, report.rows))
+    if report.problems:
+        click.secho(f"latest loss unavailable: {report.problems[0]}", err=True, fg="yellow")
 
 
 @cli.command()
@@ -356,22 +340,14 @@ def status(run, namespace, store) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Stream the logs of one pod (the master) as they grow.")
 @_namespace
 def logs(run, variant, follow, namespace) -> None:
-    """Print the logs of a run's pods."""
-    from neosft.k8s import runs
-    from neosft.k8s.cluster import Cluster
+    """Print the logs of a run's pods (rank 0 first); with --follow, one pod's as they grow."""
+    from neosft.backends.kubeflow import Kubeflow
 
-    cluster = Cluster(namespace)
-    pods = runs.select_pods(cluster.objects(run), variant)
-    if not pods:
-        raise UserError(f"run {run} has no {variant + ' ' if variant else ''}pods in namespace {cluster.namespace!r} yet")
-    if follow:
-        if variant is None and len({runs.variant_of(p) for p in pods}) > 1:
-            raise UserError("--follow streams one pod: pick it with --variant data|" + "|".join(VARIANTS))
-        pods = pods[:1]
-    for pod in pods:
-        if len(pods) > 1:
-            click.echo(f"==> {pod['metadata']['name']} <==")
-        for line in cluster.logs(pod, follow):
+    sources = Kubeflow(namespace).logs(run, variant, follow)
+    for name, lines in sources:
+        if len(sources) > 1:
+            click.echo(f"==> {name} <==")
+        for line in lines:
             click.echo(line)
 
 
@@ -380,13 +356,9 @@ def logs(run, variant, follow, namespace) -> None:
 @_namespace
 def delete(run, namespace) -> None:
     """Delete a run's Jobs, training objects (pods go with them), Role and ServiceAccount; its data in S3 stays."""
-    from neosft.k8s.cluster import Cluster
+    from neosft.backends.kubeflow import Kubeflow
 
-    cluster = Cluster(namespace)
-    deleted = cluster.delete(run)
-    if not deleted:
-        raise UserError(f"no run {run} in namespace {cluster.namespace!r}")
-    for name in deleted:
+    for name in Kubeflow(namespace).delete(run):
         click.echo(f"deleted {name}")
 
 
