@@ -192,6 +192,18 @@ def test_trainjob_backend_renders_this_runs_runtime_and_one_trainjob_per_variant
         assert trainer["args"][0] == f"--variant={variant}"
 
 
+def test_helm_install_creates_the_runtime_before_the_trainjobs_that_need_it():
+    objects = trainjob_run()
+    [runtime] = kinds(objects, "TrainingRuntime")
+    # Trainer's webhook refuses a TrainJob whose runtime does not exist yet, and Helm creates custom
+    # resources in alphabetical order of kind: the runtime must come first, as a pre-install hook.
+    assert sorted(["TrainingRuntime", "TrainJob"])[0] == "TrainJob"
+    assert runtime["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert not any(is_hook(o) for o in kinds(objects, "TrainJob"))
+    [submitted] = kinds(manifests({"train": {"backend": "trainjob"}}, "r1", "ml"), "TrainingRuntime")
+    assert "annotations" not in submitted["metadata"]  # `neosft submit` creates it first, as a plain object
+
+
 def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released():
     objects = manifests({"variants": ["single", "multi"], "queue": "gpu", "train": {"backend": "trainjob"}}, "r1", "ml")
     jobs = kinds(objects, "TrainJob")

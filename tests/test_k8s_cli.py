@@ -330,6 +330,19 @@ def test_delete_leaves_a_helm_release_to_helm(kube):
     assert not kube.sent("DELETE")
 
 
+def test_delete_removes_what_helm_uninstall_leaves_of_a_trainjob_run(kube):
+    from neosft.k8s.render import render
+
+    kube.served = {V2}
+    for obj in render({"train": {"backend": "trainjob"}}, "rel1", "ml"):
+        if obj["kind"] in ("TrainingRuntime", "TrainJob"):
+            kube.add("ml", obj["kind"].lower() + "s", obj)
+    assert_user_error(neosft("delete", "rel1"), "run rel1 was installed by Helm: helm uninstall rel1 -n ml")
+    kube.objects["/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"].clear()  # helm uninstall
+    result = neosft("delete", "rel1")
+    assert result.stdout == "deleted TrainingRuntime/neosft-rel1\n", result.stderr  # the hook Helm leaves
+
+
 # --- commands the pods run -------------------------------------------------------------------------
 
 def test_data_wait_and_check_storage(tmp_path, s3):

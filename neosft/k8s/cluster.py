@@ -16,6 +16,7 @@ import yaml
 
 from neosft.errors import UserError
 from neosft.k8s.kinds import BACKENDS, BY_KIND, CUSTOM, Backend, Resource, not_installed
+from neosft.k8s.render import is_hook
 
 RUN_LABEL = "neosft.io/run-id"
 VARIANT_LABEL = "neosft.io/variant"
@@ -202,11 +203,13 @@ class Cluster:
         """Delete every object of the run (pods go with their Jobs); returns 'Kind/name' of each.
 
         A run installed by `helm install` is Helm's to remove: deleting its objects here would leave
-        the release behind, so this refuses and names the `helm uninstall` to run.
+        the release behind, so this refuses and names the `helm uninstall` to run (and removes what
+        that leaves behind).
         """
         found = self.objects(run_id)
         helm = {(o["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") for kind in KINDS
-                for o in found[kind] if (o["metadata"].get("labels") or {}).get(MANAGED_BY) == "Helm"}
+                for o in found[kind] if (o["metadata"].get("labels") or {}).get(MANAGED_BY) == "Helm"
+                and not is_hook(o)}  # Helm leaves its hooks behind (a TrainJob run's runtime): those go here
         if helm:
             raise UserError(f"run {run_id} was installed by Helm: helm uninstall {' '.join(sorted(map(str, helm)))} "
                             f"-n {self.namespace}")

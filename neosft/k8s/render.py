@@ -49,6 +49,18 @@ def is_hook(obj: dict) -> bool:
     return HOOK in (obj.get("metadata", {}).get("annotations") or {})
 
 
+def is_test(obj: dict) -> bool:
+    """A `helm test` hook (the chart's S3 check)."""
+    return "test" in (obj.get("metadata", {}).get("annotations") or {}).get(HOOK, "").split(",")
+
+
+def without_hook(obj: dict) -> dict:
+    """`obj` without Helm's hook annotations: what a hook is when no Helm installs it."""
+    annotations = {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if not k.startswith(HOOK)}
+    metadata = {k: v for k, v in obj["metadata"].items() if k != "annotations"}
+    return {**obj, "metadata": {**metadata, **({"annotations": annotations} if annotations else {})}}
+
+
 def to_yaml(objects: list[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
 

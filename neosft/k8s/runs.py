@@ -13,7 +13,7 @@ from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, 
                                  Cluster)
 from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
 from neosft.k8s.render import merge
-from neosft.k8s.render import is_hook, render
+from neosft.k8s.render import is_test, render, without_hook
 from neosft.k8s.validate import validate
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
@@ -36,11 +36,12 @@ def check_run_id(run_id: str) -> str:
 def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     """The validated objects `neosft submit` creates for a run (the chart's test hook is left to `helm test`).
 
-    They are labelled managed-by neosft, not Helm: no Helm release holds them, `neosft delete` removes them.
+    They are labelled managed-by neosft, not Helm: no Helm release holds them, `neosft delete` removes
+    them. The chart's install hooks become plain objects (`neosft.k8s.cluster.KINDS` orders creation).
     """
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
-    return [_managed_by_neosft(obj) for obj in objects if not is_hook(obj)]
+    return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
 
 
 def with_backend(values: dict, requested: str | None, cluster: Cluster | None,
