@@ -261,7 +261,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     values = load_values(values_file, sets, overrides)
     run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
     if dry_run:
-        values = runs.with_backend(values, backend, None)
+        values = runs.with_backend(values, backend, None, click.echo)
         click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
         return
     from neosft.backends.kubeflow import Kubeflow

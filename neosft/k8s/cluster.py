@@ -25,7 +25,8 @@ OUTPUT_ANNOTATION = "neosft.io/output"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 QUEUE_ANNOTATION = "neosft.io/queue-name"  # the queue a held training object joins when it is released
 MANAGED_BY = "app.kubernetes.io/managed-by"
-# The JobSet of a TrainJob has its name; its pods carry it in these labels.
+# A TrainJob's JobSet has its name and labels its pods with it (jobset-name); trainjob-name is read too,
+# for Trainer releases that set it.
 TRAINJOB_POD_LABELS = ("trainer.kubeflow.org/trainjob-name", "jobset.sigs.k8s.io/jobset-name")
 TIMEOUT_S = 30
 # The order objects are created in: a TrainJob's runtime before it, the training objects (held) before

@@ -12,8 +12,7 @@ from neosft.errors import UserError
 from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, QUEUE_LABEL, RUN_LABEL, VARIANT_LABEL,
                                  Cluster)
 from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
-from neosft.k8s.render import merge
-from neosft.k8s.render import is_test, render, without_hook
+from neosft.k8s.render import is_test, merge, render, without_hook
 from neosft.k8s.validate import validate
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
@@ -44,8 +43,7 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
 
 
-def with_backend(values: dict, requested: str | None, cluster: Cluster | None,
-                 echo: Callable[[str], None] = print) -> dict:
+def with_backend(values: dict, requested: str | None, cluster: Cluster | None, echo: Callable[[str], None]) -> dict:
     """`values` with train.backend set: `--backend`, else the values' own, else `auto`.
 
     auto asks the cluster which CRDs it serves (TrainJob first) and says what it chose; with no
