@@ -527,6 +527,12 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
     both = neosft("logs", "r1", "--variant", "single").stdout
     assert both.index("==> neosft-r1-single-node-0-0-x7k2p <==") < both.index("==> neosft-r1-single-node-0-1-x7k2p <==")
 
+    kube.served = {V1, V2}  # a namespace with runs of both kinds lists them all
+    assert neosft("submit", "--run-id", "r0", "--backend", "pytorchjob").returncode == 0
+    listing = [line.split()[:2] for line in neosft("status").stdout.splitlines()[1:]]
+    assert listing == [["r0", "data,single"], ["r1", "data,conversations,multi,single,all_pair"]]
+    assert neosft("delete", "r0").returncode == 0
+
     kube.requests.clear()
     deleted = neosft("delete", "r1")
     assert deleted.returncode == 0, deleted.stderr
