@@ -172,14 +172,11 @@ def test_dry_run_renders_pytorchjobs_unless_told(monkeypatch):
         assert training == {kind}
 
 
-def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs_fast(monkeypatch):
+def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    start = time.perf_counter()
     result = neosft("submit", "--backend", "trainjob", "--variant", "all", "--run-id", "r1", "--dry-run")
-    elapsed = time.perf_counter() - start
-    assert result.returncode == 0, result.stderr
-    assert elapsed < 2.0
+    assert result.returncode == 0, result.stderr  # its speed: bench/submit.py
     objects = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in objects] == ["Job", "Role", "RoleBinding", "ServiceAccount", "TrainingRuntime",
                                             *["TrainJob"] * len(VARIANTS)]
