@@ -52,8 +52,8 @@ def prepare(work: Path, cpu: bool) -> tuple[Path, Path]:
 
     data, source = work / "data", work / "corpus.json"
     corpus.write(str(source), 0.3 if cpu else 4)
-    build(str(source), str(data), ["single"])
-    texts = [json.loads(line)["output"] for line in (data / "single" / "part-00000.jsonl").open(encoding="utf-8")]
+    part = data / build(str(source), str(data), ["single"]).variants["single"].files[0]
+    texts = [json.loads(line)["output"] for line in part.open(encoding="utf-8")]
     if cpu:
         return data, make_tiny_qwen2(work / "model", texts[:2000])
     shape = {k: v for k, v in QWEN2_0_5B.items() if k not in ("vocab_size", "hidden_size", "num_hidden_layers")}

@@ -111,8 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="neosft-bench-") as tmp:
         tmp = Path(tmp)
         corpus.write(str(tmp / "corpus.json"), args.mb)
-        build(str(tmp / "corpus.json"), str(tmp / "data"), [VARIANT])
-        part = tmp / "data" / VARIANT / "part-00000.jsonl"
+        part = tmp / "data" / build(str(tmp / "corpus.json"), str(tmp / "data"), [VARIANT]).variants[VARIANT].files[0]
         texts = [r["instruction"] + r["output"] for r in map(json.loads, part.open(encoding="utf-8"))]
         model = make_tiny_qwen2(tmp / "model", texts[:2000])
 

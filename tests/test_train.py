@@ -147,7 +147,8 @@ def llamafactory_qwen_sample(row: dict, tokenizer, cutoff_len: int, default_syst
 
 
 def _rows(sample_dataset, variant: str, limit: int = 60) -> list[dict]:
-    rows = [json.loads(line) for line in (sample_dataset / variant / "part-00000.jsonl").open()][:limit]
+    part = sample_dataset / Manifest.read(str(sample_dataset)).variants[variant].files[0]
+    rows = [json.loads(line) for line in part.open()][:limit]
     return rows + [{**rows[0], "system": ""}, {**rows[1], "system": "You are terse."}, {**rows[2], "input": "more"}]
 
 

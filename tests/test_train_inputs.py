@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import neosft, write_json
 
+from neosft.artifacts import Manifest
 from neosft.cli import cli
 from neosft.data.build import build
 
@@ -99,7 +100,7 @@ def test_a_bad_model_folder(damage, needle, sample_dataset, tiny_model, tmp_path
 def test_a_part_truncated_mid_line_is_one_line(sample_dataset, tiny_model, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(sample_dataset, data)
-    part = data / "single" / "part-00000.jsonl"
+    part = data / Manifest.read(str(data)).variants["single"].files[0]
     part.write_bytes(part.read_bytes()[:-40])
     result = neosft("train", "--variant", "single", "--data", data, "--output", tmp_path / "out", "--model", tiny_model,
                     "--deepspeed", "none", "--max-steps", "1", "--work-dir", tmp_path / "work")
