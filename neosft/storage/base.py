@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import abc
+import os
+import time
 from pathlib import Path
-from typing import BinaryIO, ContextManager
+from typing import BinaryIO, Callable, ContextManager, TypeVar
+
+from neosft.errors import Unreachable
+
+T = TypeVar("T")
 
 
 class Readable(abc.ABC):
@@ -101,3 +107,22 @@ class Location(Readable):
         """Delete every file below this prefix."""
         for name in self.list():
             (self / name).delete()
+
+
+def patiently(action: Callable[[], T], log: Callable[[str], None]) -> T:
+    """`action()`, tried again while the store is unreachable, for up to NEOSFT_STORE_PATIENCE_S seconds (600).
+
+    For writes worth waiting for (a checkpoint, the final loss log): a store that restarts or flaps for a
+    few minutes costs a pause, not the run.
+    """
+    deadline = time.monotonic() + float(os.environ.get("NEOSFT_STORE_PATIENCE_S", 600))
+    pause = 2.0
+    while True:
+        try:
+            return action()
+        except Unreachable as e:
+            if time.monotonic() + pause > deadline:
+                raise
+            log(f"{e}; trying again in {pause:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 60.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
-from neosft.errors import UserError
+from neosft.errors import Unreachable, UserError
 from neosft.storage.base import Location
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -221,10 +221,10 @@ def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
         raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint()} for {uri}: "
                         "if the server speaks plain HTTP, use an http:// endpoint") from None
     except (ConnectTimeoutError, ReadTimeoutError):
-        raise UserError(f"the S3 endpoint {_shown_endpoint()} did not answer within {_timeout():g} s "
+        raise Unreachable(f"the S3 endpoint {_shown_endpoint()} did not answer within {_timeout():g} s "
                         f"({_attempts()} attempts) for {uri}; NEOSFT_S3_TIMEOUT and AWS_MAX_ATTEMPTS set the limits") from None
     except EndpointConnectionError:
-        raise UserError(f"cannot reach the S3 endpoint {_shown_endpoint()} for {uri}") from None
+        raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint()} for {uri}") from None
     except ParamValidationError as e:
         raise UserError(f"{uri}: invalid S3 request ({_redact(str(e)).splitlines()[-1].strip()})") from None
     except BotoCoreError as e:

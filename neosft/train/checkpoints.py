@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from neosft.progress import log
 from neosft.storage import Location
+from neosft.storage.base import patiently
 from neosft.train import dist
 
 MARKER = "COMPLETE.json"
@@ -102,8 +103,8 @@ class CheckpointUploader(TrainerCallback):
 
     def _upload(self, staged: Path, name: str) -> None:
         remote = self.output / "checkpoints" / name
-        remote.upload_dir(staged)
-        (remote / ".nodes" / f"node-{dist.node()}").write_bytes(b"")
+        patiently(lambda: remote.upload_dir(staged), log)  # a store that restarts costs a pause, not the run
+        patiently(lambda: (remote / ".nodes" / f"node-{dist.node()}").write_bytes(b""), log)
         shutil.rmtree(staged)
         if dist.node() != 0:
             return
@@ -113,7 +114,8 @@ class CheckpointUploader(TrainerCallback):
                 log(f"{remote}: not every node uploaded its part; the checkpoint stays incomplete")
                 return
             time.sleep(1)
-        (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode())
+        patiently(lambda: (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode()),
+                  log)
         log(f"{remote} complete")
         self._prune(_step(name))
 

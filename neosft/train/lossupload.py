@@ -10,7 +10,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from neosft.artifacts import losses_jsonl
+from neosft.errors import Unreachable
+from neosft.progress import log
 from neosft.storage import Location
+from neosft.storage.base import patiently
 from neosft.train.losslog import LossLog
 from neosft.train.lossplot import run_plot
 
@@ -41,15 +44,19 @@ class LossUploader(TrainerCallback):
         self.pending = self.pool.submit(self._write, list(self.loss_log.records))
 
     def wait(self) -> None:
-        """Block until the current upload is done; re-raise its failure."""
+        """Block until the current upload is done; re-raise its failure, but for an unreachable store: a
+        later upload writes the same records and more."""
         if self.pending is not None:
-            self.pending.result()
+            try:
+                self.pending.result()
+            except Unreachable as e:
+                log(f"loss log not uploaded this time: {e}")
             self.pending = None
 
     def final(self) -> None:
-        """The last upload, after training: every record and event."""
+        """The last upload, after training: every record and event, waiting out a store that restarts."""
         self.wait()
-        self._write(list(self.loss_log.records))
+        patiently(lambda: self._write(list(self.loss_log.records)), log)
 
     def _write(self, records) -> None:
         (self.output / "loss.jsonl").write_bytes(losses_jsonl(records))
