@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from conftest import KUBE_TOKEN, packaged_tool, write_loss_log
-from workflow_runner import PENDING, Runner
+from workflow_runner import Runner
 
 from neosft.variants import VARIANTS
 
@@ -125,11 +125,11 @@ def runner(tmp_path, kube, s3, s3_server):
     home, bin_dir = tmp_path / "home", tmp_path / "bin"
     for folder in (home, bin_dir):
         folder.mkdir()
-    (bin_dir / "neosft").write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'workflow_runner.py'} \"$@\"\n")
+    (bin_dir / "neosft").write_text(f"#!/bin/sh\nexec {sys.executable} -m neosft \"$@\"\n")  # this checkout's CLI
     (bin_dir / "neosft").chmod(0o755)
     keys = s3_server.env()
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RUNNER_TEMP": str(tmp_path),
-           "NEOSFT_DROPPED_FLAGS": str(tmp_path / "dropped"), "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT)}
     contexts = {
         "vars": {"NEOSFT_NAMESPACE": "ml", "NEOSFT_S3_BUCKET": s3[5:], "NEOSFT_S3_PREFIX": "neosft",
                  "NEOSFT_S3_ENDPOINT": keys["NEOSFT_S3_ENDPOINT"], "NEOSFT_QUEUE": "gpu-queue"},
@@ -148,21 +148,9 @@ def runner(tmp_path, kube, s3, s3_server):
         assert not (home / ".kube" / "config").exists() and not (home / ".aws" / "credentials").exists()
         for text in (result.output, result.summary):
             assert KUBE_TOKEN not in text and keys["AWS_SECRET_ACCESS_KEY"] not in text
-        result.dropped = (tmp_path / "dropped").read_text().split("\n") if (tmp_path / "dropped").exists() else []
         return result
 
     return SimpleNamespace(run=run)
-
-
-def supported(command: str, flag: str, result) -> bool:
-    """Whether the CLI took `flag` (else the shim dropped it, as PENDING allows)."""
-    return not any(line.startswith(f"{command} {flag}") for line in result.dropped)
-
-
-def test_every_pending_flag_is_one_the_workflows_use():
-    text = "\n".join(path.read_text() for path in WORKFLOWS.values())
-    for command, flag in PENDING:
-        assert re.search(rf"neosft {command}\b.*{flag}\b|args\+?=\(.*{flag}\b", text), (command, flag)
 
 
 TRAIN = {"variant": "all", "run-id": "", "image-tag": "1.2.3", "backend": "auto"}
@@ -181,13 +169,12 @@ def test_train_submits_and_returns_with_the_run_id_and_plan_in_the_summary(runne
     assert "plan: `neosft plan --data s3://" in result.summary and "run gh-4242-1 submitted to namespace ml" in result.summary
     assert "neosft delete gh-4242-1 -n ml" in result.summary
     assert not kube.sent("DELETE")
-    if supported("submit", "--queue", result):  # the data Job queues at once; held training joins at its release
-        assert all(p.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-                   for p in kube.sent("POST") if p.body["kind"] == "Job")
-        assert all(p.body["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu-queue"
-                   for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob")
-    if supported("submit", "--backend", result):  # auto: the test API server serves only PyTorchJob
-        assert "backend: PyTorchJob (the cluster serves PyTorchJob" in result.summary + result.output
+    # the data Job queues at once; held training joins the queue at its release
+    assert all(p.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+               for p in kube.sent("POST") if p.body["kind"] == "Job")
+    assert all(p.body["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu-queue"
+               for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob")
+    assert "backend: PyTorchJob (the cluster serves PyTorchJob" in result.summary + result.output  # auto chose
 
 
 def _containers(obj: dict) -> list[dict]:
@@ -249,7 +236,6 @@ def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner
     assert [u["path"] for u in uploads] == ["collected/", "loss.png"] and uploads[1]["archive"] == "false"
     remaining = {o["metadata"]["labels"]["neosft.io/run-id"] for objs in kube.objects.values() for o in objs.values()}
     assert remaining == {"busy"}  # the finished runs were published, then deleted; their outputs stay in S3
-    supported("status", "--store", result)
 
     again = runner.run("collect", "collect", {"run-id": "busy"})  # by hand: one run, finished or not, kept
     assert again.status == "success" and "### run `busy`: Unfinished" in again.summary

@@ -4,27 +4,18 @@ workflows' real shell steps (and the `neosft` command lines in them) against loc
 Supported: `${{ }}` expressions over the contexts given (inputs, vars, secrets, github, steps), `if:` with
 the status functions, job/step `env`, `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY`, local composite actions
 (`uses: ./path`), and cancelling the run after a named step. Other `uses:` steps are recorded, not run.
-
-`python tests/workflow_runner.py ARGS...` is the `neosft` the steps find on PATH: it drops the PENDING flags
-that this checkout's CLI does not know yet (recording each in $NEOSFT_DROPPED_FLAGS) and runs `neosft ARGS`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Flags the workflows use that the CLI gains in parallel work (issues 9 and 10): (command, flag) -> how many
-# values follow it. LEAD: remove each entry at merge, once `neosft COMMAND --help` lists the flag.
-PENDING = {("submit", "--backend"): 1, ("submit", "--queue"): 1, ("status", "--store"): 1}
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
 TOKEN = re.compile(r"'(?:[^']|'')*'|==|!=|&&|\|\||!|[(),]|[A-Za-z_][\w.-]*|\d+|\s+")
@@ -134,28 +125,3 @@ class Runner:
 
 def text_of(value) -> str:
     return "true" if value is True else "false" if value is False else "" if value is None else str(value)
-
-
-def shim(args: list[str]) -> None:
-    """`neosft ARGS` without the PENDING flags this checkout's CLI lacks."""
-    command = args[0] if args else ""
-    kept, i = [], 0
-    while i < len(args):
-        values = PENDING.get((command, args[i].split("=", 1)[0]))
-        if values is not None and not known(command, args[i].split("=", 1)[0]):
-            with open(os.environ["NEOSFT_DROPPED_FLAGS"], "a") as log:
-                log.write(f"{command} {args[i]}\n")
-            i += 1 + (0 if "=" in args[i] else values)
-            continue
-        kept.append(args[i])
-        i += 1
-    os.execv(sys.executable, [sys.executable, "-m", "neosft", *kept])
-
-
-def known(command: str, flag: str) -> bool:
-    done = subprocess.run([sys.executable, "-m", "neosft", command, "--help"], capture_output=True, text=True, check=True)
-    return re.search(rf"(^|[\s,]){re.escape(flag)}\b", done.stdout) is not None
-
-
-if __name__ == "__main__":
-    shim(sys.argv[1:])
