@@ -124,7 +124,8 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
     assert command(job) == [
         "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
-        "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair"]
+        "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair",
+        "--deepspeed=zero2", "--report-to=tensorboard"]
 
 
 def test_training_waits_suspended_until_the_data_job_releases_it():
@@ -318,8 +319,8 @@ def test_training_options_become_trainer_flags():
     values = {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10,
                         "saveSteps": 5, "valSize": 0.05, "set": {"logging_steps": 1}}}
     [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
-    assert command(job)[-8:] == ["--model=Qwen/Qwen2-0.5B", "--deepspeed=zero2", "--packing", "--max-steps=10",
-                                 "--save-steps=5", "--val-size=0.05", "--set", "logging_steps=1"]
+    assert command(job)[-9:] == ["--model=Qwen/Qwen2-0.5B", "--deepspeed=zero2", "--report-to=tensorboard", "--packing",
+                                 "--max-steps=10", "--save-steps=5", "--val-size=0.05", "--set", "logging_steps=1"]
 
 
 def test_data_job_builds_every_dataset_on_cpu():
@@ -560,3 +561,15 @@ def test_the_package_ships_the_whole_chart_and_the_crd_schema():
     shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
     files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
     assert files - shipped == set()
+
+
+def test_a_world_size_that_does_not_divide_the_total_batch_is_refused_before_anything_renders():
+    with pytest.raises(UserError, match=r"24 GPUs \(train.nodes x train.gpusPerNode\) do not divide the total train batch 64"):
+        manifests({"train": {"nodes": 3}}, "r1", "ml")
+    assert manifests({"train": {"nodes": 3, "set": {"gradient_accumulation_steps": 2}}}, "r1", "ml")  # explicit: allowed
+    assert manifests({"train": {"nodes": 2}}, "r1", "ml")  # 16 GPUs accumulate 4
+
+
+def test_training_defaults_follow_the_plan_and_report_to_tensorboard():
+    [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")
+    assert {"--deepspeed=zero2", "--report-to=tensorboard"} <= set(command(job))

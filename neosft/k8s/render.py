@@ -65,6 +65,11 @@ def to_yaml(objects: list[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
 
 
+def with_defaults(values: dict) -> dict:
+    """`values` over the chart's own values.yaml, merged as Helm merges them."""
+    return merge(yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8")), values)
+
+
 def merge(base: dict, extra: dict) -> dict:
     """`extra` over `base`, recursively for mappings (as Helm merges values)."""
     merged = dict(base)

@@ -12,7 +12,7 @@ from neosft.errors import UserError
 from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, QUEUE_LABEL, RUN_LABEL, VARIANT_LABEL,
                                  Cluster)
 from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
-from neosft.k8s.render import is_test, merge, render, without_hook
+from neosft.k8s.render import is_test, merge, render, with_defaults, without_hook
 from neosft.k8s.validate import validate
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
@@ -40,7 +40,23 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     """
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
+    _check_world_size(values)
     return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
+
+
+def _check_world_size(values: dict) -> None:
+    """The seed's total batch must divide over the run's GPUs, unless the values set the accumulation themselves."""
+    from neosft.variants import TOTAL_TRAIN_BATCH, gradient_accumulation
+
+    train = with_defaults(values)["train"]
+    if train["enabled"] and "gradient_accumulation_steps" not in train["set"]:
+        gpus = train["nodes"] * train["gpusPerNode"]
+        try:
+            gradient_accumulation(gpus)
+        except UserError:
+            raise UserError(f"{gpus} GPUs (train.nodes x train.gpusPerNode) do not divide the total train batch "
+                            f"{TOTAL_TRAIN_BATCH}: pick a count that does, or set train.set.gradient_accumulation_steps "
+                            "(run.json records it)") from None
 
 
 def with_backend(values: dict, requested: str | None, cluster: Cluster | None, echo: Callable[[str], None]) -> dict:

@@ -218,6 +218,7 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- with $t.deepspeed }}
 - {{ printf "--deepspeed=%s" . | quote }}
 {{- end }}
+- {{ printf "--report-to=%s" $t.reportTo | quote }}
 {{- if $t.packing }}
 - --packing
 {{- end }}
