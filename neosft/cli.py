@@ -273,6 +273,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
         click.echo(f"  {what:<13} -> {uri}")
+    runs.keep_manifests(objects, click.echo, lambda line: click.secho(line, err=True, fg="yellow"))
     click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
     if wait:
         click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and training objects to finish")

@@ -418,6 +418,9 @@ def test_the_rendered_data_job_builds_then_releases_training(kube, s3, tmp_path)
     bucket = s3[5:]
     result = neosft("submit", "--variant", "all", "--run-id", "r1", "--source", "sample", "--set", f"s3.bucket={bucket}")
     assert result.returncode == 0, result.stderr
+    kept = list(yaml.safe_load_all(location(f"{s3}/neosft/runs/r1/manifests.yaml").read_bytes()))
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(kept, key=key) == sorted((p.body for p in kube.sent("POST")), key=key)  # the run folder: what was created
     held = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]
     assert all(job["spec"]["runPolicy"]["suspend"] for job in held.values())
     [data] = kube.objects["/apis/batch/v1/namespaces/ml/jobs"].values()

@@ -97,6 +97,28 @@ def outputs(objects: list[dict]) -> list[tuple[str, str]]:
             for obj in objects if OUTPUT_ANNOTATION in (obj["metadata"].get("annotations") or {})]
 
 
+def keep_manifests(objects: list[dict], echo: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """The objects as submitted, in the run folder beside the variants' outputs: a run folder says what ran.
+
+    Needs the store's credentials here (AWS_ACCESS_KEY_ID); without them, or when the store refuses, a warning:
+    the run is submitted either way.
+    """
+    import os
+
+    from neosft.k8s.render import to_yaml
+    from neosft.storage import location
+
+    folders = {uri.rsplit("/", 1)[0] for what, uri in outputs(objects) if what != "data"}
+    if len(folders) != 1 or not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return
+    target = f"{folders.pop()}/manifests.yaml"
+    try:
+        location(target).write_bytes(to_yaml(objects).encode())
+        echo(f"  {'manifests':<13} -> {target}")
+    except UserError as e:
+        warn(f"warning: the manifests were not kept in the run folder: {e}")
+
+
 def training_data(objects: list[dict]) -> tuple[str, list[str]] | None:
     """(dataset URI, variants) that the run's training objects train on; None for a data-only run."""
     jobs = [o for o in objects if o["kind"] in TRAINING_KINDS]
