@@ -50,7 +50,10 @@ def kill_pod(proc: subprocess.Popen) -> None:
 
 
 def finished(proc: subprocess.Popen, log: Path, timeout: int = 240) -> None:
-    assert proc.wait(timeout) == 0, log.read_text()[-5000:]
+    if proc.wait(timeout) != 0:
+        text = log.read_text()
+        errors = [line for line in text.splitlines() if line.startswith("error: ") or "Error" in line[:40]]
+        raise AssertionError("\n".join(errors[:10]) + "\n...\n" + text[-3000:])
 
 
 def train_args(data, output, model, work, *extra):

@@ -214,6 +214,8 @@ def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
             raise UserError(
                 f"S3 refused access to {uri} ({code or status}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             ) from None
+        if isinstance(status, int) and status >= 500:  # the server's own trouble: the same call may succeed later
+            raise Unreachable(f"S3 answered {status} {code} for {uri}".rstrip()) from None
         raise UserError(f"S3 error on {uri}: {code} {err.get('Message', '')}".rstrip()) from None
     except NoCredentialsError:
         raise UserError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None

@@ -109,7 +109,7 @@ class CheckpointUploader(TrainerCallback):
         if dist.node() != 0:
             return
         deadline = time.monotonic() + NODES_TIMEOUT_S
-        while len((remote / ".nodes").list()) < dist.nodes():
+        while len(patiently((remote / ".nodes").list, log)) < dist.nodes():
             if time.monotonic() > deadline:
                 log(f"{remote}: not every node uploaded its part; the checkpoint stays incomplete")
                 return
@@ -117,7 +117,7 @@ class CheckpointUploader(TrainerCallback):
         patiently(lambda: (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode()),
                   log)
         log(f"{remote} complete")
-        self._prune(_step(name))
+        patiently(lambda: self._prune(_step(name)), log)
 
     def _prune(self, newest: int) -> None:
         """Keep the newest `keep` complete checkpoints; delete older ones (marker first) and older partial ones."""

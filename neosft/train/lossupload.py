@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from neosft.artifacts import losses_jsonl
-from neosft.errors import Unreachable
+from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location
 from neosft.storage.base import patiently
@@ -44,12 +44,12 @@ class LossUploader(TrainerCallback):
         self.pending = self.pool.submit(self._write, list(self.loss_log.records))
 
     def wait(self) -> None:
-        """Block until the current upload is done; re-raise its failure, but for an unreachable store: a
-        later upload writes the same records and more."""
+        """Block until the current upload is done. Its failure is a warning: the next upload writes the same
+        records and more, and the final one must succeed."""
         if self.pending is not None:
             try:
                 self.pending.result()
-            except Unreachable as e:
+            except UserError as e:
                 log(f"loss log not uploaded this time: {e}")
             self.pending = None
 
