@@ -37,28 +37,38 @@ def _all_pair(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
 
 
 Lengths = tuple[list[int], list[int]]  # the rows' instruction and output lengths
+Turns = Sequence[tuple[int, int]]  # one conversation's (human, gpt) lengths
 
 
-def _conversations_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
-    instructions, total = [], -width
-    for human, gpt in turns:
-        total += width + human
-        instructions.append(total)
-        total += width + gpt
-    return instructions, [gpt for _, gpt in turns]
+# The rules on lengths take many conversations at once: one call per batch, not per record.
+def _conversations_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
+    instructions = []
+    for turns in conversations:
+        total = -width
+        for human, gpt in turns:
+            total += width + human
+            instructions.append(total)
+            total += width + gpt
+    return instructions, [gpt for turns in conversations for _, gpt in turns]
 
 
-def _multi_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
-    gaps = width * (len(turns) - 1)
-    return [sum(h for h, _ in turns) + gaps], [sum(g for _, g in turns) + gaps]
+def _multi_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
+    instructions, outputs = [], []
+    for turns in conversations:
+        humans, gpts = zip(*turns)
+        gaps = width * (len(turns) - 1)
+        instructions.append(sum(humans) + gaps)
+        outputs.append(sum(gpts) + gaps)
+    return instructions, outputs
 
 
-def _single_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
-    return ([turns[0][0]], [turns[0][1]]) if len(turns) == 1 else ([], [])
+def _single_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
+    singles = [turns[0] for turns in conversations if len(turns) == 1]
+    return [human for human, _ in singles], [gpt for _, gpt in singles]
 
 
-def _all_pair_lengths(turns: Sequence[tuple[int, int]], width: int) -> Lengths:
-    return [h for h, _ in turns], [g for _, g in turns]
+def _all_pair_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
+    return [human for turns in conversations for human, _ in turns], [gpt for turns in conversations for _, gpt in turns]
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,9 @@ class Variant:
     learning_rate: float
     cutoff_len: int
     pairs: Callable[[Sequence[Round], str], Iterator[Pair]]
-    # the same rule on lengths: (human, gpt) lengths and the joiner's length -> the rows' lengths, one pass
-    # (the builder's statistics; a test holds it equal to `pairs` on strings)
-    lengths: Callable[[Sequence[tuple[int, int]], int], Lengths]
+    # the same rule on lengths: many conversations' (human, gpt) lengths and the joiner's length -> their rows'
+    # lengths, in order (the builder's statistics; a test holds it equal to `pairs` on strings)
+    lengths: Callable[[Sequence[Turns], int], Lengths]
 
     def hyperparameters(self) -> dict:
         """Every training hyper-parameter of this variant, named as in `transformers.TrainingArguments`."""

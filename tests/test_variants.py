@@ -89,10 +89,11 @@ def test_cli_prints_the_table_as_json():
 
 
 @settings(max_examples=200, deadline=None)
-@given(rounds=st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), min_size=1, max_size=6),
+@given(conversations=st.lists(st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), min_size=1, max_size=6), max_size=4),
        joiner=st.sampled_from(["", "\n\n", " | "]))
-def test_each_rule_on_lengths_equals_the_rule_on_strings(rounds, joiner):
+def test_each_rule_on_lengths_equals_the_rule_on_strings(conversations, joiner):
+    """The rule on a batch of conversations' lengths gives the lengths of all their rows, in order."""
     for variant in VARIANTS.values():
-        rows = list(variant.pairs(rounds, joiner))
-        lengths = variant.lengths([(len(h), len(g)) for h, g in rounds], len(joiner))
+        rows = [row for rounds in conversations for row in variant.pairs(rounds, joiner)]
+        lengths = variant.lengths([[(len(h), len(g)) for h, g in rounds] for rounds in conversations], len(joiner))
         assert lengths == ([len(i) for i, _ in rows], [len(o) for _, o in rows]), variant.name

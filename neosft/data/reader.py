@@ -10,6 +10,7 @@ to the turns' lengths and sends only each variant's length statistics, at the en
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import signal
@@ -29,6 +30,9 @@ from neosft.errors import UserError
 from neosft.variants import Variant
 
 BATCH = 512
+# A batch (about 0.8 MB on a real corpus) crosses the pipe in one write, not in 64 KiB pieces that wake the
+# other process at each: measured 2.77..3.02 s -> 2.30..2.47 s at 200 MB. 1 MiB: Linux's limit without privileges.
+PIPE_BYTES = 1 << 20
 PROGRESS_EVERY_S = 1.0
 
 Escaped = tuple[bytes | None, list[tuple[bytes, bytes]]]
@@ -57,6 +61,8 @@ class Reader:
         # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self.receiver, sender = ctx.Pipe(duplex=False)
+        with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere the default size
+            fcntl.fcntl(sender.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.process = ctx.Process(target=_read, args=(self.file, self.variants, self.joiner, sender, self.receiver), name="neosft-reader", daemon=True)
         self.process.start()
         sender.close()
@@ -113,21 +119,27 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) 
         width = len(joiner)
         lengths = [(v, array("I"), array("I")) for v in variants]
         batch: list = []
+        turns: list = []  # the batch's conversations' (human, gpt) lengths
+
+        def send() -> None:
+            for variant, instruction, output in lengths:
+                n_instruction, n_output = variant.lengths(turns, width)
+                instruction.extend(n_instruction)
+                output.extend(n_output)
+            sender.send(("batch", batch, source.bytes, source.count))
+            batch.clear()
+            turns.clear()
+
         for record in source.records():
             conv = parse_record(record)
             if isinstance(conv, str):
                 batch.append(conv)
             else:
                 batch.append((None if conv.system is None else escape(conv.system), [(escape(h), escape(g)) for h, g in conv.rounds]))
-                turns = [(len(h), len(g)) for h, g in conv.rounds]
-                for variant, instruction, output in lengths:
-                    n_instruction, n_output = variant.lengths(turns, width)
-                    instruction.extend(n_instruction)
-                    output.extend(n_output)
+                turns.append([(len(h), len(g)) for h, g in conv.rounds])
             if len(batch) == BATCH:
-                sender.send(("batch", batch, source.bytes, source.count))
-                batch = []
-        sender.send(("batch", batch, source.bytes, source.count))
+                send()
+        send()
         stats = {v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in lengths}
         sender.send(("done", source.sha256, source.bytes, source.count, source.revision, stats))
     except UserError as e:
