@@ -173,7 +173,7 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
     import time
 
     from neosft.artifacts import MANIFEST, Manifest
-    from neosft.k8s.runs import format_duration, parse_duration
+    from neosft.progress import format_duration, parse_duration
     from neosft.storage import location
 
     manifest = location(folder) / MANIFEST
@@ -241,12 +241,13 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     """
     from neosft.k8s import runs
     from neosft.k8s.render import load_values, to_yaml
+    from neosft.progress import format_duration, parse_duration
 
     if data_only and data_uri:
         raise UserError("--data-only and --data exclude each other")
     if source and data_uri:
         raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
-    timeout_s = runs.parse_duration(timeout)
+    timeout_s = parse_duration(timeout)
     overrides: dict = {}
     if variant:
         overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
@@ -276,7 +277,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     runs.keep_manifests(objects, click.echo, lambda line: click.secho(line, err=True, fg="yellow"))
     click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
     if wait:
-        click.echo(f"waiting up to {runs.format_duration(timeout_s)} for the run's Jobs and training objects to finish")
+        click.echo(f"waiting up to {format_duration(timeout_s)} for the run's Jobs and training objects to finish")
         cluster.wait(run_id, click.echo, timeout_s)
         click.echo(f"run {run_id} succeeded")
 
@@ -371,7 +372,7 @@ def delete(run, namespace) -> None:
 def release(names, kind, timeout, namespace) -> None:
     """Start this run's held training objects: the data Job's last step, once the dataset is published."""
     from neosft.k8s.cluster import Cluster
-    from neosft.k8s.runs import parse_duration
+    from neosft.progress import parse_duration
 
     for name in Cluster(namespace).release(kind, list(names), parse_duration(timeout)):
         click.echo(f"released {name}")

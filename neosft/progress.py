@@ -1,13 +1,38 @@
-"""Progress for long work: a live bar on a terminal, a plain log line every few seconds otherwise."""
+"""Progress for long work: a live bar on a terminal, a plain log line every few seconds otherwise; and the
+durations people read and type (`--timeout 12h`, `0:42:10`)."""
 
 from __future__ import annotations
 
+import datetime
+import re
 import sys
 import time
+
+from neosft.errors import UserError
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '30m', '12h' or '7d'."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise UserError(f"--timeout {text!r}: give seconds or a duration such as 30m, 12h, 7d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def hms(seconds: float) -> str:
+    """'1:02:03' for 3723 s."""
+    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 class Progress:

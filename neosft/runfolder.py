@@ -6,10 +6,10 @@ sub-folder of a local store folder, so a local store may also be given as that f
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 
 from neosft.errors import UserError
+from neosft.progress import hms
 from neosft.storage import Location, location
 from neosft.variants import VARIANTS
 
@@ -29,8 +29,8 @@ class Progress:
 
     def row(self) -> list[str]:
         return [f"{self.step}/{self.total_steps}", "-" if self.loss is None else f"{self.loss:.4f}",
-                "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}", _hms(self.elapsed_s),
-                "-" if self.eta_s is None else _hms(self.eta_s)]
+                "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}", hms(self.elapsed_s),
+                "-" if self.eta_s is None else hms(self.eta_s)]
 
 
 def run_folder(store: str, run_id: str) -> Location:
@@ -70,6 +70,3 @@ def store_rows(store: str, run_id: str) -> list[list[str]]:
             rows.append([name, *(done.row() if done else ["0", "-", "-", "-", "-"])])
     return rows
 
-
-def _hms(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=round(seconds)))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from neosft.errors import UserError
+from neosft.progress import format_duration
 from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, QUEUE_LABEL, RUN_LABEL, VARIANT_LABEL,
                                  Cluster)
 from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
@@ -242,21 +243,6 @@ def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: 
             raise UserError(f"run {run_id} did not finish within {format_duration(timeout_s)}: still waiting for "
                             f"{waiting}; it goes on: neosft status {run_id}")
         time.sleep(poll_s)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '90s', '30m', '12h' or '7d'."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text)
-    if not match:
-        raise UserError(f"--timeout {text!r}: give seconds or a duration such as 30m, 12h, 7d")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-
-
-def format_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 
 from transformers import TrainerCallback
 
 from neosft.artifacts import LossRecord
+from neosft.progress import hms
 
 
 class LossLog(TrainerCallback):
@@ -42,10 +42,7 @@ class LossLog(TrainerCallback):
             throughput=round((state.num_input_tokens_seen - self.base[1]) / max(run_s, 1e-9), 2),
             percentage=round(100 * state.global_step / max(state.max_steps, 1), 2),
             elapsed_s=round(elapsed, 3),
-            elapsed_time=_hms(elapsed),
-            remaining_time=_hms(run_s / steps * (state.max_steps - state.global_step)),
+            elapsed_time=hms(elapsed),
+            remaining_time=hms(run_s / steps * (state.max_steps - state.global_step)),
         ))
 
-
-def _hms(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=round(seconds)))
