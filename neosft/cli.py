@@ -8,7 +8,6 @@ import click
 
 from neosft import __version__
 from neosft.errors import UserError
-from neosft.storage import EMBEDDED_DATA
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
@@ -108,7 +107,7 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 
 @cli.command()
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
-@click.option("--data", "data_uri", default=EMBEDDED_DATA, show_default=True, help="Dataset folder (local or s3://).")
+@click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
 @click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1), help="Training throughput per GPU [default: 3000].")
 @click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
 @click.option("--gpu-memory", type=click.FloatRange(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
@@ -130,6 +129,10 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
         click.echo()
     speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
     try:
+        if data_uri is None:
+            from neosft.runfolder import newest_local_dataset
+
+            data_uri = newest_local_dataset()
         click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus))
     except UserError as e:
         if not gpu_memory:

@@ -24,10 +24,10 @@ from neosft.backends import local
 from neosft.errors import UserError
 from neosft.local_s3 import LocalS3
 from neosft.progress import log
+from neosft.runfolder import LOCAL_BUCKET
 from neosft.storage import EMBEDDED_STORE, Location, location
 from neosft.variants import VARIANTS
 
-BUCKET = "neosft"  # the bucket the local server serves: <store>/neosft/
 STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
 # variant's rate by the same factor (kept in run.json as a --set override), so curves still compare.
@@ -106,15 +106,15 @@ def _object_store(store: str | None) -> Iterator[Store]:
         yield Store(store.rstrip("/"), os.environ.get("NEOSFT_S3_ENDPOINT", ""), location(store.rstrip("/")), keys)
         return
     folder = Path(store or EMBEDDED_STORE)
-    (folder / BUCKET).mkdir(parents=True, exist_ok=True)
+    (folder / LOCAL_BUCKET).mkdir(parents=True, exist_ok=True)
     with LocalS3(folder) as server:
-        yield Store(f"s3://{BUCKET}", server.endpoint, location(folder / BUCKET), (server.access_key, server.secret_key),
+        yield Store(f"s3://{LOCAL_BUCKET}", server.endpoint, location(folder / LOCAL_BUCKET), (server.access_key, server.secret_key),
                     folder)
 
 
 def _run_data_job(job: dict, secrets: dict) -> None:
     """The data Job's containers in order; its `release` step is this backend's own: training follows."""
-    [spec] = local.pods(job)
+    spec = local.pod_spec(job)
     for process in local.processes(spec, secrets, local.volume_folders(spec, WORK / "work"), {}):
         if process.argv[3:4] != ["release"]:
             local.run_attached(process, local.base_environment())
@@ -136,7 +136,7 @@ def _tiny_model(folder: Path, dataset: Location, manifest: Manifest) -> None:
 def _train(job: dict, name: str, secrets: dict, output: Location, work: Path, log_file: Path,
            steps: int) -> list[LossRecord]:
     """The training object's master container as rendered, its output in a log file; progress every few seconds."""
-    [spec] = local.pods(job)
+    spec = local.pod_spec(job)
     [process] = local.processes(spec, secrets, local.volume_folders(spec, work), local.torch_injected())
     env = {"OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str((WORK / "torch-extensions").resolve()),
            **local.base_environment()}

@@ -7,10 +7,11 @@ sub-folder of a local store folder, so a local store may also be given as that f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from neosft.errors import UserError
 from neosft.progress import hms
-from neosft.storage import Location, location
+from neosft.storage import EMBEDDED_STORE, Location, location
 from neosft.variants import VARIANTS
 
 LOCAL_BUCKET = "neosft"  # the bucket `neosft run`'s local S3 server serves from <store>/neosft/
@@ -42,6 +43,16 @@ def run_folder(store: str, run_id: str) -> Location:
     if not any((folder / name / "loss.jsonl").exists() for name in VARIANTS):
         raise UserError(f"no run {run_id} in {store}: no {root}/runs/{run_id}/<variant>/loss.jsonl yet")
     return folder
+
+
+def newest_local_dataset() -> str:
+    """The dataset of the newest `neosft run` in the embedded store (each run builds its own)."""
+    from neosft.artifacts import MANIFEST
+
+    manifests = sorted(Path(EMBEDDED_STORE, LOCAL_BUCKET, "data").glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    if not manifests:
+        raise UserError(f"no dataset in {EMBEDDED_STORE}: run `neosft run` first, or name one with --data")
+    return str(manifests[-1].parent)
 
 
 def progress(output: Location) -> Progress | None:

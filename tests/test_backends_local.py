@@ -13,7 +13,7 @@ SECRETS = {("neosft-s3", "AWS_ACCESS_KEY_ID"): "id", ("neosft-s3", "AWS_SECRET_A
 
 def training_process(tmp_path: Path, values: dict) -> local.Process:
     [job] = [o for o in manifests(values, "r1", "local") if o["kind"] == "PyTorchJob"]
-    [spec] = local.pods(job)
+    spec = local.pod_spec(job)
     [process] = local.processes(spec, SECRETS, local.volume_folders(spec, tmp_path), local.torch_injected())
     return process
 
@@ -39,7 +39,7 @@ def test_a_variant_set_reaches_only_its_variant(tmp_path):
 
 def test_the_data_job_runs_build_then_release(tmp_path):
     [job] = [o for o in manifests({"data": {"source": "sample"}}, "r1", "local") if o["kind"] == "Job"]
-    [spec] = local.pods(job)
+    spec = local.pod_spec(job)
     build, release = local.processes(spec, SECRETS, {}, {})
     assert build.argv[3:6] == ["data", "build", "sample"] and release.argv[3] == "release"
 

@@ -92,3 +92,13 @@ def test_missing_dataset_or_variant_is_a_clear_error(tmp_path, data):
     build(str(SAMPLE_CORPUS), str(tmp_path / "d"), ["multi"])
     with pytest.raises(UserError, match="has no 'single' dataset"):
         plan(str(tmp_path / "d"), ["single"])
+
+
+def test_without_data_the_plan_reads_the_newest_local_runs_dataset(tmp_path):
+    assert_user_error(neosft("plan", "--variant", "multi", cwd=tmp_path), "no dataset in .neosft/store: run `neosft run` first")
+    data = tmp_path / ".neosft" / "store" / "neosft" / "data"
+    build(str(SAMPLE_CORPUS), str(data / "r1"), ["single"])  # each `neosft run` builds its own dataset folder
+    build(str(SAMPLE_CORPUS), str(data / "r2"), ["multi"])
+    result = neosft("plan", "--variant", "multi", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[:1] == ["multi"] for line in result.stdout.splitlines())

@@ -33,12 +33,12 @@ class Process:
     env: dict[str, str]
 
 
-def pods(obj: dict) -> list[dict]:
-    """The pod specs of a Job or a training object, as the cluster would create them (one node: the master)."""
+def pod_spec(obj: dict) -> dict:
+    """The pod spec of a Job or a training object, as the cluster would create it (one node: the master)."""
     if obj["kind"] == "Job":
-        return [obj["spec"]["template"]["spec"]]
+        return obj["spec"]["template"]["spec"]
     if obj["kind"] == "PyTorchJob":
-        return [obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]]
+        return obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     raise UserError(f"the local backend does not run {obj['kind']} objects")
 
 

@@ -14,7 +14,6 @@ from neosft.errors import UserError
 from neosft.storage.base import Location, Readable
 
 EMBEDDED_STORE = ".neosft/store"  # the embedded default's object store: a local folder, one sub-folder per bucket
-EMBEDDED_DATA = f"{EMBEDDED_STORE}/neosft/data"
 SAMPLE = "sample"  # the SOURCE word for the shipped sample corpus
 
 
