@@ -459,7 +459,7 @@ def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monk
               "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
     (tmp_path / "config").write_text(json.dumps(config))
     result = neosft("status")
-    assert_user_error(result, "cannot reach the Kubernetes API at http://***@127.0.0.1:9")
+    assert_user_error(result, "cannot reach the Kubernetes API at http://127.0.0.1:9")
     assert_no_secret(result)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 from neosft.k8s.kinds import BACKENDS, BY_KIND, CUSTOM, Backend, Resource, not_installed
 from neosft.k8s.render import is_hook
 
@@ -55,7 +55,7 @@ class Cluster:
         except yaml.YAMLError as e:
             raise UserError(f"unusable kubeconfig: not valid YAML ({_first_line(e)})") from None
         configuration.retries = 1
-        self.host = redact_url(configuration.host)
+        self.host = redact(configuration.host)
         self.namespace = namespace or default_namespace or "default"
         api = client.ApiClient(configuration)
         self.serialize = api.sanitize_for_serialization
@@ -292,16 +292,6 @@ def _label_trainjob_pods(trainjobs: list[dict], pods: list[dict]) -> None:
         owner = next((labels[key] for key in TRAINJOB_POD_LABELS if key in labels), None)
         if VARIANT_LABEL not in labels and variants.get(owner):
             labels[VARIANT_LABEL] = variants[owner]
-
-
-def redact_url(url: str) -> str:
-    """`url` without any user:password@ part."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url or "")
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _first_line(error: Exception) -> str:

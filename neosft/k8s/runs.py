@@ -9,12 +9,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from neosft.errors import UserError
-from neosft.progress import format_duration
 from neosft.k8s.cluster import (COMPONENT_LABEL, MANAGED_BY, OUTPUT_ANNOTATION, QUEUE_LABEL, RUN_LABEL, VARIANT_LABEL,
                                  Cluster)
 from neosft.k8s.kinds import BACKENDS, BY_KIND, PYTORCHJOB, TRAINING_KINDS, none_installed
-from neosft.k8s.render import is_test, merge, render, with_defaults, without_hook
+from neosft.k8s.render import is_test, merge, render, to_yaml, with_defaults, without_hook
 from neosft.k8s.validate import validate
+from neosft.progress import format_duration
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
 FINAL = ("Succeeded", "Failed")
@@ -101,12 +101,11 @@ def outputs(objects: list[dict]) -> list[tuple[str, str]]:
 def keep_manifests(objects: list[dict], echo: Callable[[str], None], warn: Callable[[str], None]) -> None:
     """The objects as submitted, in the run folder beside the variants' outputs: a run folder says what ran.
 
-    Needs the store's credentials here (AWS_ACCESS_KEY_ID); without them, or when the store refuses, a warning:
-    the run is submitted either way.
+    Needs the store's credentials here (AWS_ACCESS_KEY_ID): without them it keeps nothing, and a store that
+    refuses is a warning; the run is submitted either way.
     """
     import os
 
-    from neosft.k8s.render import to_yaml
     from neosft.storage import location
 
     folders = {uri.rsplit("/", 1)[0] for what, uri in outputs(objects) if what != "data"}

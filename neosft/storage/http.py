@@ -11,9 +11,8 @@ import io
 import os
 import re
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 from neosft.storage.base import Readable
 
 TIMEOUT_S = 10.0  # connect and read; with 3 retries a silent server ends within a minute
@@ -22,7 +21,7 @@ RETRIES = 5
 
 class HttpFile(Readable):
     def __init__(self, url: str, uri: str | None = None, headers: dict | None = None, revision: str | None = None):
-        self.url, self.uri, self.headers, self.revision = url, uri or _redact(url), headers or {}, revision
+        self.url, self.uri, self.headers, self.revision = url, uri or redact(url), headers or {}, revision
 
     def open(self) -> BinaryIO:
         return io.BufferedReader(_HttpReader(self), buffer_size=1 << 20)
@@ -53,7 +52,7 @@ def hub_file(uri: str) -> HttpFile:
     repo, revision, path = m.group(1), m.group(2) or "main", m.group(3)
     endpoint = os.environ.get("HF_ENDPOINT") or None
     url = hf_hub_url(repo, path, repo_type="dataset", revision=revision, endpoint=endpoint)
-    where = f"the Hub at {_redact(endpoint)}" if endpoint else "the Hugging Face Hub"
+    where = f"the Hub at {redact(endpoint)}" if endpoint else "the Hugging Face Hub"
     try:
         meta = get_hf_file_metadata(url, endpoint=endpoint, timeout=TIMEOUT_S)
     except GatedRepoError:
@@ -120,7 +119,7 @@ def _request(file: HttpFile, method: str, headers: dict):
                                    redirect=True, retries=urllib3.Retry(total=3, redirect=5, backoff_factor=0.5,
                                                                         status_forcelist=(500, 502, 503, 504)))
     except urllib3.exceptions.HTTPError as e:
-        raise UserError(f"cannot reach {_redact(file.url).split('/')[2]} for {file.uri} ({type(e).__name__})") from None
+        raise UserError(f"cannot reach {redact(file.url).split('/')[2]} for {file.uri} ({type(e).__name__})") from None
     if response.status in (200, 206):
         return response
     response.release_conn()
@@ -144,7 +143,3 @@ def _pool():
         _POOL = urllib3.PoolManager(timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S))
     return _POOL
 
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url

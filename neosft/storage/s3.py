@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
-from neosft.errors import Unreachable, UserError
+from neosft.errors import Unreachable, UserError, redact
 from neosft.storage.base import Location
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -228,7 +228,7 @@ def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
     except EndpointConnectionError:
         raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint()} for {uri}") from None
     except ParamValidationError as e:
-        raise UserError(f"{uri}: invalid S3 request ({_redact(str(e)).splitlines()[-1].strip()})") from None
+        raise UserError(f"{uri}: invalid S3 request ({redact(str(e)).splitlines()[-1].strip()})") from None
     except BotoCoreError as e:
         raise UserError(f"S3 failed on {uri} via {_shown_endpoint()}: {type(e).__name__}") from None
 
@@ -239,18 +239,14 @@ def _endpoint() -> str | None:
     if endpoint is not None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"NEOSFT_S3_ENDPOINT={_redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
+            raise UserError(f"NEOSFT_S3_ENDPOINT={redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
     return endpoint
 
 
 def _shown_endpoint() -> str:
     endpoint = os.environ.get("NEOSFT_S3_ENDPOINT")
-    return _redact(endpoint) if endpoint else "of AWS"
+    return redact(endpoint) if endpoint else "of AWS"
 
-
-def _redact(text: str) -> str:
-    """Drop credentials written into URLs (`scheme://user:secret@host`)."""
-    return re.sub(r"(\w+://)[^/@\s]*@", r"\1", text)
 
 
 def _timeout() -> float:
