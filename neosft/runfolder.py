@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from neosft.artifacts import MANIFEST, read_losses
 from neosft.errors import UserError
 from neosft.progress import hms
 from neosft.storage import EMBEDDED_STORE, Location, location
@@ -47,8 +48,6 @@ def run_folder(store: str, run_id: str) -> Location:
 
 def newest_local_dataset() -> str:
     """The dataset of the newest `neosft run` in the embedded store (each run builds its own)."""
-    from neosft.artifacts import MANIFEST
-
     manifests = sorted(Path(EMBEDDED_STORE, LOCAL_BUCKET, "data").glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
     if not manifests:
         raise UserError(f"no dataset in {EMBEDDED_STORE}: run `neosft run` first, or name one with --data")
@@ -57,8 +56,6 @@ def newest_local_dataset() -> str:
 
 def progress(output: Location) -> Progress | None:
     """Progress of the variant training into `output`; None before its first logged step."""
-    from neosft.artifacts import read_losses
-
     log = output / "loss.jsonl"
     if not log.exists():
         return None
