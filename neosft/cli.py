@@ -7,7 +7,7 @@ import sys
 import click
 
 from neosft import __version__
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
@@ -27,7 +27,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            raise _UserFailure(str(e)) from None
+            raise _UserFailure(redact(str(e))) from None  # a URL's credentials never reach the terminal
         except KeyboardInterrupt:
             click.secho("interrupted", err=True, fg="red")
             sys.exit(130)

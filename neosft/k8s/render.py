@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 
 CHART = Path(__file__).with_name("chart")
 HOOK = "helm.sh/hook"
@@ -95,6 +95,6 @@ def _helm():
 
 def _one_line(error: object) -> str:
     """Helm's multi-line schema report as one line, e.g. "at '/train': additional properties 'nodez' not allowed"."""
-    lines = [line.strip(" -") for line in str(error).strip().splitlines()]
+    lines = [line.strip(" -") for line in redact(str(error)).strip().splitlines()]
     details = [line for line in lines if line.startswith("at '")]
     return "; ".join(details) if details else " ".join(filter(None, lines))

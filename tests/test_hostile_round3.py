@@ -1,0 +1,142 @@
+"""Hostile input, round 3 (issue 20), grouped by root cause: nothing deleted that neosft did not write, no
+secret echoed, no traceback for bad artifacts, numbers or values, no hang, the model is the one asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+
+import pytest
+from conftest import assert_user_error, neosft
+
+from neosft.artifacts import Manifest
+from neosft.data.build import build
+from neosft.errors import UserError
+from neosft.storage import location
+
+QA = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+SECRET = "pw-that-must-never-show"
+
+
+@contextlib.contextmanager
+def serving(handler_class):
+    """An HTTP server on 127.0.0.1 in a thread; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def file_handler(body: bytes):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+
+        def do_GET(self):
+            self.do_HEAD()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+# --- data that is not neosft's is never touched ---------------------------------------------------------------
+
+
+def test_a_build_removes_only_what_neosft_wrote(tmp_path):
+    dest = tmp_path / "out"
+    (dest / "single").mkdir(parents=True)
+    (dest / "single" / "notes.md").write_text("mine")
+    (dest / "single" / "part-00000.jsonl").write_text("{}\n")  # the old layout's part: neosft's
+    (dest / "single" / "part-of-my-plan.txt").write_text("mine")
+    (dest / "parts-archive").mkdir()
+    (dest / "parts-archive" / "x.jsonl").write_text("mine")
+    build("sample", str(dest))
+    build("sample", str(dest), shard_rows=7)  # a second build cleans up after the first
+    build("sample", str(dest), shard_rows=9)
+    assert (dest / "single" / "notes.md").read_text() == "mine"
+    assert (dest / "single" / "part-of-my-plan.txt").read_text() == "mine"
+    assert (dest / "parts-archive" / "x.jsonl").read_text() == "mine"
+    assert not (dest / "single" / "part-00000.jsonl").exists()
+    assert len(list(dest.glob("parts-*"))) == 3  # the archive, this build's and the previous build's
+
+
+@pytest.mark.parametrize("command", [("data", "build", "sample", "--out"), ("check-storage",)])
+def test_an_empty_file_uri_is_refused(tmp_path, command):
+    result = neosft(*command, "file://", cwd=tmp_path)
+    assert_user_error(result, "empty path")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_builds_publishing_to_one_s3_prefix_leave_one_builds_files(s3, monkeypatch):
+    """Build B publishes whole between build A's manifest and A's dataset_info.json: both files name one build."""
+    from neosft.storage.s3 import S3Location
+
+    dest, write, interleaved = f"{s3}/data", S3Location.write_bytes, []
+
+    def write_bytes(self, data):
+        write(self, data)
+        if self.key.endswith("dataset_info.json") and not interleaved:
+            interleaved.append(neosft("data", "build", "sample", "--out", dest, "--shard-rows", "5"))
+
+    monkeypatch.setattr(S3Location, "write_bytes", write_bytes)
+    build("sample", dest, build_id="a")
+    manifest = Manifest.read(dest)
+    info = json.loads(location(f"{dest}/dataset_info.json").read_bytes())
+    assert interleaved[0].returncode == 0, interleaved[0].stderr
+    assert {v["file_name"].split("/")[0] for v in info.values()} == {manifest.parts}
+
+
+# --- secrets never echoed ----------------------------------------------------------------------------------------
+
+
+def test_http_credentials_stay_out_of_the_manifest_and_errors(tmp_path):
+    good, bad = json.dumps([QA]).encode(), json.dumps([{"messages": []}]).encode()
+    with serving(file_handler(good)) as url:
+        source = url.replace("http://", f"http://user:{SECRET}@") + "/c.json"
+        result = neosft("data", "build", source, "--out", tmp_path / "o")
+        assert result.returncode == 0, result.stderr
+        assert SECRET not in result.stderr + result.stdout
+        assert SECRET not in (tmp_path / "o" / "manifest.json").read_text()
+        assert Manifest.read(str(tmp_path / "o")).source.uri == f"{url}/c.json"
+    with serving(file_handler(bad)) as url:
+        result = neosft("data", "build", url.replace("http://", f"http://user:{SECRET}@") + "/c.json",
+                        "--out", tmp_path / "o")
+        assert_user_error(result, "no usable record")
+        assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("data", "wait", "--timeout", "0", "s3://KEY:{secret}@bucket/d"),
+    ("check-storage", "s3://KEY:{secret}@bucket/d"),
+    ("data", "build", "sample", "--out", "s3://KEY:{secret}@bucket/d"),
+    ("plan", "--data", "s3://KEY:{secret}@bucket/d"),
+    ("status", "r1", "--store", "s3://KEY:{secret}@bucket/d"),
+])
+def test_credentials_in_an_s3_uri_are_refused_unechoed(args):
+    result = neosft(*[a.format(secret=SECRET) for a in args])
+    assert_user_error(result, "credentials", "AWS_ACCESS_KEY_ID")
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_a_schema_error_does_not_echo_the_userinfo_of_an_endpoint():
+    result = neosft("submit", "--dry-run", "--set", "s3.bucket=bkt", "--set", f"s3.endpoint=http://u:{SECRET}@h:9")
+    assert_user_error(result, "s3/endpoint")
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_submit_refuses_a_source_with_credentials():
+    result = neosft("submit", "--dry-run", "--set", "s3.bucket=bkt", "--source", f"https://u:{SECRET}@h/c.json")
+    assert_user_error(result, "data/source")
+    assert SECRET not in result.stderr + result.stdout
