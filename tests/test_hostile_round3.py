@@ -140,3 +140,91 @@ def test_submit_refuses_a_source_with_credentials():
     result = neosft("submit", "--dry-run", "--set", "s3.bucket=bkt", "--source", f"https://u:{SECRET}@h/c.json")
     assert_user_error(result, "data/source")
     assert SECRET not in result.stderr + result.stdout
+
+
+# --- no traceback for bad artifacts --------------------------------------------------------------------------------
+
+LOSS = {"current_steps": 1, "total_steps": 2, "epoch": 0.5, "total_tokens": 10, "throughput": 1.0, "percentage": 50.0,
+        "elapsed_s": 3.0, "elapsed_time": "0:00:03", "remaining_time": "0:00:03", "loss": 1.5}
+
+
+@pytest.mark.parametrize("field,value", [("loss", "1.5"), ("current_steps", "1"), ("loss", float("nan")),
+                                         ("elapsed_s", 1e300), ("total_steps", -2)])
+def test_a_loss_log_of_wrong_types_is_one_line_naming_it(tmp_path, field, value):
+    from conftest import write_loss_log
+
+    output = tmp_path / "runs" / "r1" / "single"
+    write_loss_log(str(output), [1.0])
+    record = json.loads((output / "loss.jsonl").read_text())
+    (output / "loss.jsonl").write_text(json.dumps({**record, field: value}) + "\n")
+    assert_user_error(neosft("status", "r1", "--store", tmp_path), "loss.jsonl line 1", field)
+    assert_user_error(neosft("plot", output, "--out", tmp_path / "p.png"), "loss.jsonl line 1", field)
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda m: m["variants"]["single"].update(rows="12"), "variants.single.rows"),
+    (lambda m: m["variants"]["single"].update(rows=-5), "variants.single.rows"),
+    (lambda m: m["variants"]["single"].pop("stats"), "variants.single.stats"),
+    (lambda m: m["variants"]["single"]["stats"].pop("output_chars"), "output_chars"),
+    (lambda m: m["variants"].update(single=7), "variants.single"),
+    (lambda m: m["source"].update(bytes=float("inf")), "source.bytes"),
+])
+def test_a_manifest_of_wrong_types_is_one_line_naming_it(tmp_path, change, needle):
+    manifest = json.loads(build("sample", str(tmp_path / "d")).to_json())
+    change(manifest)
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps(manifest))
+    assert_user_error(neosft("plan", "--variant", "single", "--data", tmp_path / "d"), "manifest.json", needle)
+    with pytest.raises(UserError, match=f"manifest.json .*{needle}"):
+        from neosft.train.dataset import manifest_entry
+
+        manifest_entry(str(tmp_path / "d"), "single")
+
+
+def test_a_run_record_of_wrong_types_is_one_line_naming_it(tmp_path):
+    from neosft.artifacts import RunRecord
+
+    with pytest.raises(UserError, match="run.json is not a neosft run record .*steps"):
+        RunRecord.from_json(json.dumps({"variant": "single", "steps": "many"}).encode(), "x/final/run.json")
+
+
+@pytest.mark.parametrize("row", [["a", "b"], {"instruction": "q", "input": ""}, {"instruction": 5, "input": "",
+                                                                                  "output": "a"}])
+def test_a_row_of_the_wrong_shape_under_a_matching_sha256_names_part_and_line(tmp_path, row):
+    import dataclasses
+    import hashlib
+
+    from neosft.train.dataset import rows
+
+    dest = tmp_path / "d"
+    manifest = build("sample", str(dest))
+    entry = manifest.variants["single"]
+    part = dest / entry.files[0]
+    lines = part.read_bytes().splitlines(keepends=True)
+    part.write_bytes(lines[0] + json.dumps(row).encode() + b"\n" + b"".join(lines[2:]))
+    digest = hashlib.sha256(b"".join((dest / f).read_bytes() for f in entry.files)).hexdigest()
+    variants = {**manifest.variants, "single": dataclasses.replace(entry, sha256=digest)}
+    dataclasses.replace(manifest, variants=variants).write(location(str(dest)))
+    entry = Manifest.read(str(dest)).variants["single"]
+    with pytest.raises(UserError, match=f"{entry.files[0]} line 2 is not a row"):
+        list(rows(str(dest), "single", entry))
+
+
+# --- no traceback, no hang for bad numbers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("plan", "--tokens-per-gpu-s", "nan"), ("plan", "--gpu-memory", "inf"),
+    ("data", "wait", "missing", "--interval", "nan"), ("train", "--variant", "single", "--data", "d", "--output", "o",
+                                                       "--val-size", "nan"),
+])
+def test_non_finite_numbers_are_refused(args):
+    result = neosft(*args)
+    assert result.returncode == 2 and "finite" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "nan" not in result.stdout
+
+
+@pytest.mark.parametrize("interval", ["3600", "1e300"])
+def test_data_wait_never_sleeps_past_its_timeout(tmp_path, interval):
+    result = neosft("data", "wait", tmp_path, "--timeout", "1", "--interval", interval, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("did not appear within 1s")

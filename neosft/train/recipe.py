@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neosft import __version__
-from neosft.artifacts import RunRecord, losses_jsonl, read_losses, train_losses
+from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
@@ -59,8 +59,8 @@ class Prepared:
     trainer: object
     hyperparameters: dict
     overrides: dict
-    manifest: dict
-    entry: dict
+    manifest: Manifest
+    entry: VariantData
     output: Location
     work_dir: Path
     resume: Path | None
@@ -147,11 +147,11 @@ def _gpu() -> bool:
 def _setup_dataset(options: Options) -> tuple[dict, dict]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
-    if not entry.get("rows"):
+    if not entry.rows:
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
-    train_rows = entry["rows"] - round(entry["rows"] * options.val_size)
+    train_rows = entry.rows - round(entry.rows * options.val_size)
     if train_rows < 1:
-        raise UserError(f"--val-size {options.val_size} holds out all {entry['rows']} {options.variant} rows: "
+        raise UserError(f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
                         "the training set would be empty")
     return manifest, entry
 
@@ -205,7 +205,7 @@ def _check_safetensors(file: Path) -> None:
         raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
-def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
+def _setup_tokens(options: Options, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
                   work_dir: Path):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
     return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
@@ -327,8 +327,8 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
         world_size=world,
-        dataset={"uri": options.data, "sha256": prepared.entry["sha256"], "rows": prepared.entry["rows"],
-                 "source_sha256": prepared.manifest["source"]["sha256"]},
+        dataset={"uri": options.data, "sha256": prepared.entry.sha256, "rows": prepared.entry.rows,
+                 "source_sha256": prepared.manifest.source.sha256},
         samples=prepared.samples,
         truncated=prepared.truncated,
         resumed_from=prepared.resume.name if prepared.resume else None,
