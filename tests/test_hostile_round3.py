@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -228,3 +230,121 @@ def test_data_wait_never_sleeps_past_its_timeout(tmp_path, interval):
     result = neosft("data", "wait", tmp_path, "--timeout", "1", "--interval", interval, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("did not appear within 1s")
+
+
+# --- memory flat per record, sources that cannot seek ------------------------------------------------------------
+
+
+def test_one_conversation_of_thousands_of_rounds_builds_in_flat_memory(tmp_path):
+    from test_hostile import limited
+
+    rounds = 2700  # a 330 KB record whose conversations rows are about 400 MB
+    turns = [{"from": f, "value": f"{f} turn {i} " + "x" * 40} for i in range(rounds) for f in ("human", "gpt")]
+    (tmp_path / "long.jsonl").write_text(json.dumps({"conversations": turns}) + "\n")
+    result = limited("data", "build", tmp_path / "long.jsonl", "--out", tmp_path / "o", "--variants", "conversations",
+                     gib=0.5)
+    assert result.returncode == 0, result.stderr
+    assert Manifest.read(str(tmp_path / "o")).variants["conversations"].rows == rounds
+
+
+def test_a_named_pipe_holding_parquet_is_spooled(tmp_path):
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"conversations": [QA["conversations"]] * 3}), tmp_path / "c.parquet")
+    os.mkfifo(tmp_path / "pipe")
+    feeder = threading.Thread(target=lambda: (tmp_path / "pipe").write_bytes((tmp_path / "c.parquet").read_bytes()))
+    feeder.start()
+    result = neosft("data", "build", tmp_path / "pipe", "--out", tmp_path / "o", timeout=120)
+    feeder.join()
+    assert result.returncode == 0, result.stderr
+    assert Manifest.read(str(tmp_path / "o")).kept == 3
+
+
+@pytest.mark.parametrize("body", [json.dumps([QA]).encode(), b"PAR1"])
+def test_dev_stdin_is_read_as_a_stream(tmp_path, body):
+    if body == b"PAR1":
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"conversations": [QA["conversations"]]}), buffer)
+        body = buffer.getvalue()
+    result = subprocess.run([sys.executable, "-m", "neosft", "data", "build", "/dev/stdin", "--out", str(tmp_path / "o")],
+                            input=body, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert Manifest.read(str(tmp_path / "o")).kept == 1
+
+
+def test_valid_json_after_70_kb_of_whitespace_parses(tmp_path):
+    (tmp_path / "c.json").write_text(" \n" * 35_000 + json.dumps([QA]))
+    assert build(str(tmp_path / "c.json"), str(tmp_path / "o")).kept == 1
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: (p / "f").write_text("x") and p / "f" / "c.json", "a part of its path is a file"),
+    (lambda p: (p / "loop").symlink_to(p / "loop") or p / "loop", "symbolic links form a loop"),
+    (lambda p: p / ("n" * 300), "the name is too long"),
+])
+def test_every_os_error_on_a_local_source_is_one_line(tmp_path, make, needle):
+    assert_user_error(neosft("data", "build", make(tmp_path), "--out", tmp_path / "o"), needle)
+
+
+# --- S3 answers botocore cannot parse ------------------------------------------------------------------------------
+
+
+def test_an_s3_5xx_with_checksum_headers_is_unreachable_and_retried(monkeypatch):
+    from neosft.errors import Unreachable
+
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # rclone's answer when a listed object vanished
+            requests.append(self.path)
+            body = b'<?xml version="1.0"?><Error><Code>InternalError</Code><Message>gone</Message></Error>'
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-amz-checksum-crc32", "AAAAAA==")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    with serving(Handler) as url:
+        for key, value in {"NEOSFT_S3_ENDPOINT": url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+                           "AWS_MAX_ATTEMPTS": "2"}.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(Unreachable, match="S3 answered 500 InternalError for s3://bkt/x"):
+            location("s3://bkt/x").read_bytes()
+    assert len(requests) >= 2
+
+
+# --- values files and --set as Helm reads them ---------------------------------------------------------------------
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path):
+    lines, previous = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'], "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]")
+        previous = name
+    (tmp_path / "v.yaml").write_text("\n".join(lines) + "\n")
+    assert_user_error(neosft("submit", "--dry-run", "--values", tmp_path / "v.yaml"), "aliasing")
+
+
+def test_a_values_file_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "v.yaml").write_bytes(b"s3:\n  bucket: \xff\xfe\n")
+    assert_user_error(neosft("submit", "--dry-run", "--values", tmp_path / "v.yaml"), "not valid UTF-8", "byte 14")
+
+
+def test_several_sets_on_one_list_element_merge_as_helms_strvals():
+    from neosft.k8s.render import load_values
+
+    values = load_values(None, ("train.tolerations[0].key=gpu", "train.tolerations[0].operator=Exists"), {})
+    assert values["train"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]

@@ -172,8 +172,8 @@ class _VariantOutput:
             self.block_bytes += len(instruction) + len(output)
             if self.tokens:
                 self.tokens.add(**orjson.loads(b"".join(block[-5:])))
-        if self.block_bytes >= self.BLOCK_BYTES:
-            self._flush()
+            if self.block_bytes >= self.BLOCK_BYTES:  # inside the record: its rows may be quadratic in its rounds
+                self._flush()
         self.has_system |= system is not None
 
     def _flush(self) -> None:
