@@ -348,3 +348,75 @@ def test_several_sets_on_one_list_element_merge_as_helms_strvals():
 
     values = load_values(None, ("train.tolerations[0].key=gpu", "train.tolerations[0].operator=Exists"), {})
     assert values["train"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+
+
+@pytest.mark.parametrize("values,where", [
+    ({"data": {"resources": {"requests": {"cpu": -2}}}}, "/data/resources/requests/cpu"),
+    ({"train": {"shmSize": -1}}, "/train/shmSize"),
+    ({"podLabels": {"a" * 64: "x"}}, "/podLabels"),
+    ({"podAnnotations": {"example.com/" + "n" * 64: "x"}}, "/podAnnotations"),
+    ({"data": {"activeDeadlineSeconds": 0}}, "/data/activeDeadlineSeconds"),
+])
+def test_the_schema_refuses_what_the_api_server_refuses(values, where):
+    from neosft.k8s.render import render
+
+    with pytest.raises(UserError, match=where):
+        render(values, "r1", "ml")
+
+
+def test_the_data_job_has_a_deadline():
+    from neosft.k8s.render import render
+
+    [job] = [o for o in render({}, "r1", "ml") if o["kind"] == "Job" and o["metadata"]["name"].endswith("-data")]
+    assert job["spec"]["activeDeadlineSeconds"] == 21600
+
+
+# --- time bounded per request --------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_server_trickling_its_headers_ends_in_one_line(monkeypatch):
+    from neosft.storage import http as http_source
+
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(6000):  # a header byte every 0.05 s, for at most 5 minutes
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(http_source, "DEADLINE_S", 0.5)
+    monkeypatch.setattr(http_source, "_POOL", None)
+    with serving(Trickle) as url:
+        try:
+            with pytest.raises(UserError, match="did not answer .* within"):
+                http_source.HttpFile(f"{url}/c.json").size()
+        finally:
+            stop.set()
+
+
+def test_a_hub_revision_holding_a_slash_is_named_url_encoded(tmp_path, monkeypatch):
+    from hub_server import Hub, Repo, serve
+
+    hub = Hub({"o/n": Repo({"c.json": json.dumps([QA]).encode()}, branches=("main", "refs/convert/parquet"))})
+    server = serve(hub)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    try:
+        manifest = build("hf://datasets/o/n@refs%2Fconvert%2Fparquet/c.json", str(tmp_path / "o"))
+    finally:
+        server.shutdown()
+    assert manifest.kept == 1 and manifest.source.revision == hub.repos["o/n"].commit
