@@ -420,3 +420,30 @@ def test_a_hub_revision_holding_a_slash_is_named_url_encoded(tmp_path, monkeypat
     finally:
         server.shutdown()
     assert manifest.kept == 1 and manifest.source.revision == hub.repos["o/n"].commit
+
+
+# --- trainer settings checked at submit; the model is the model asked for -------------------------------------------
+
+
+@pytest.mark.parametrize("setting,needle", [
+    ("train.set.nonsense_key=1", "--set nonsense_key: not a hyper-parameter"),
+    ("train.set.report_to=wandb", "--set report_to: use --report-to"),
+    ("train.set.learning_rate=fast", 'learning_rate="fast": expected a finite number'),
+    ("train.variantSet.single.cutoff_len=0", "cutoff_len=0: expected an integer above 0"),
+])
+def test_trainer_settings_are_checked_at_submit(setting, needle):
+    result = neosft("submit", "--dry-run", "--variant", "single", "--set", "s3.bucket=bkt", "--set", setting)
+    assert_user_error(result, needle)
+
+
+def test_a_model_folder_whose_config_names_another_architecture_is_refused(sample_dataset, tiny_model, tmp_path):
+    import shutil
+
+    from test_train_inputs import assert_refused, train
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "model_type": "llama",
+                                                   "architectures": ["LlamaForCausalLM"]}))
+    assert_refused(train(data=sample_dataset, model=model, tmp_path=tmp_path), f"--model {model}", "unexpected keys")
