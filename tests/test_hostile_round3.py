@@ -447,3 +447,32 @@ def test_a_model_folder_whose_config_names_another_architecture_is_refused(sampl
     (model / "config.json").write_text(json.dumps({**config, "model_type": "llama",
                                                    "architectures": ["LlamaForCausalLM"]}))
     assert_refused(train(data=sample_dataset, model=model, tmp_path=tmp_path), f"--model {model}", "unexpected keys")
+
+
+# --- an S3 server that forgets a multipart upload ------------------------------------------------------------------
+
+
+def test_a_multipart_upload_the_server_forgot_is_uploaded_again_from_its_start(s3, tmp_path, monkeypatch):
+    from boto3.s3.transfer import TransferConfig
+
+    from neosft.storage import s3 as s3_store
+
+    monkeypatch.setattr(s3_store, "_transfer_config",
+                        lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20,
+                                               max_concurrency=1))
+    forgotten = []
+
+    def forget(params, **kwargs):  # as a restarted server: the upload id is gone before its second part
+        if params.get("PartNumber") == 2 and not forgotten:
+            forgotten.append(params["UploadId"])
+            client.abort_multipart_upload(Bucket=params["Bucket"], Key=params["Key"], UploadId=params["UploadId"])
+
+    client = s3_store._client()
+    client.meta.events.register("provide-client-params.s3.UploadPart", forget)
+    try:
+        data = bytes(range(256)) * (48 << 12)  # 12 MiB: three parts
+        (tmp_path / "blob").write_bytes(data)
+        location(f"{s3}/blob").upload(tmp_path / "blob")
+    finally:
+        client.meta.events.unregister("provide-client-params.s3.UploadPart", forget)
+    assert forgotten and location(f"{s3}/blob").read_bytes() == data

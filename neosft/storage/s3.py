@@ -20,6 +20,7 @@ from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
 from neosft.errors import Unreachable, UserError, redact
+from neosft.progress import log
 from neosft.storage.base import Location
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -99,10 +100,32 @@ class S3Location(Location):
         self.upload(src)
         os.unlink(src)
 
+    UPLOAD_ATTEMPTS = 3
+
     def upload(self, src: Path) -> None:
-        """Multipart when large; the object appears whole when the upload completes."""
-        with self._errors():
-            _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+        """Multipart when large; the object appears whole when the upload completes. A server that forgot the
+        multipart upload meanwhile (restarted: NoSuchUpload, or 403 for the upload id it no longer knows) gets it
+        again from its start."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError
+
+        for attempt in range(1, self.UPLOAD_ATTEMPTS + 1):
+            try:
+                with self._errors():
+                    _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+                return
+            except S3UploadFailedError as e:  # s3transfer's wrapper of the ClientError of one of the upload's calls
+                forgotten = any(code in str(e) for code in ("(NoSuchUpload)", "(AccessDenied)", "(403)"))
+                if forgotten and attempt < self.UPLOAD_ATTEMPTS:
+                    log(f"{self.uri}: the store forgot the upload (restarted?); uploading it again from the start")
+                    continue
+                if forgotten:
+                    raise UserError(f"{self.uri}: the store forgot the upload {attempt} times (restarted, or it "
+                                    "refuses access: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+                if isinstance(e.__context__, ClientError):
+                    with self._errors():  # the same one line as any other call's
+                        raise e.__context__ from None
+                raise UserError(f"uploading to {self.uri} failed: {redact(str(e))}") from None
 
     def publish_dir(self, src: Path) -> None:
         """Upload every file, each whole (the caller's manifest, written last, makes them visible)."""
