@@ -53,7 +53,7 @@ def _typed(cls, fields: dict, where: str = ""):
             checked[f.name] = _valid(fields[f.name], f.type, where + f.name)
     unknown = set(fields) - set(checked)
     if unknown:
-        raise _Invalid(f"unknown field {sorted(unknown)[0]!r}")
+        raise _Invalid(f"unknown field {min(unknown)!r}")
     try:
         return cls(**checked)
     except TypeError:

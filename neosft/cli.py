@@ -121,7 +121,8 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 @cli.command()
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
 @click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
-@click.option("--tokens-per-gpu-s", default=None, type=Finite(min=1), help="Training throughput per GPU [default: 3000].")
+@click.option("--tokens-per-gpu-s", default=None, type=Finite(min=1),
+              help="Training throughput per GPU [default: 3000].")
 @click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
 @click.option("--gpu-memory", type=Finite(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
 def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None) -> None:
@@ -404,7 +405,8 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
 @click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
-@click.option("--val-size", default=0.0, show_default=True, type=Finite(), help="Fraction of rows held out for eval loss.")
+@click.option("--val-size", default=0.0, show_default=True, type=Finite(),
+              help="Fraction of rows held out for eval loss.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).")
 @click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")

@@ -274,8 +274,8 @@ def test_dev_stdin_is_read_as_a_stream(tmp_path, body):
         buffer = io.BytesIO()
         pq.write_table(pa.table({"conversations": [QA["conversations"]]}), buffer)
         body = buffer.getvalue()
-    result = subprocess.run([sys.executable, "-m", "neosft", "data", "build", "/dev/stdin", "--out", str(tmp_path / "o")],
-                            input=body, capture_output=True, timeout=120)
+    command = [sys.executable, "-m", "neosft", "data", "build", "/dev/stdin", "--out", str(tmp_path / "o")]
+    result = subprocess.run(command, input=body, capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()
     assert Manifest.read(str(tmp_path / "o")).kept == 1
 

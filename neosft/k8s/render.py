@@ -38,7 +38,11 @@ def _values_file(path: str) -> dict:
     try:
         loaded = helm.values_from_yaml(text) if text.strip() else {}
     except helm.HelmError as e:
-        raise UserError(f"{path} is not valid YAML: {_one_line(e).removeprefix('error converting YAML to JSON: ')}") from None
+        problem = _one_line(e)
+        if "cannot unmarshal" in problem:  # YAML, but a list or a scalar where the values' mapping should be
+            raise UserError(f"{path} must hold a YAML mapping of values") from None
+        problem = problem.removeprefix("error converting YAML to JSON: ")
+        raise UserError(f"{path} is not valid YAML: {problem}") from None
     if not isinstance(loaded, dict):
         raise UserError(f"{path} must hold a YAML mapping of values")
     return loaded

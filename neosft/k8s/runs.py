@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -56,7 +57,9 @@ def _check_trainer_settings(objects: list[dict]) -> None:
             continue
         args = train_command(obj)
         variant = next(a.split("=", 1)[1] for a in args if a.startswith("--variant="))
-        pairs = [value for flag, value in zip(args, args[1:]) if flag == "--set"]
+        pairs = [value for flag, value in itertools.pairwise(args) if flag == "--set"]
+        if not pairs:
+            continue
         try:
             checked_overrides(variant, pairs)
         except UserError as e:

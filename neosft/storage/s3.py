@@ -30,7 +30,8 @@ def s3_location(uri: str) -> "S3Location":
     bucket, _, key = uri[5:].partition("/")
     if "@" in bucket:
         raise UserError(f"{redact(uri)}: credentials do not belong in an S3 URI, where they would be printed and "
-                        "stored; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a cluster: the s3.secretName Secret)")
+                        "stored; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a cluster: the s3.secretName "
+                        "Secret)")
     if not bucket:
         raise UserError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:

@@ -44,7 +44,8 @@ def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple
         if key in overrides:
             raise UserError(f"--set {key}: use {flag}")
     table = get(variant).hyperparameters()
-    unknown = sorted(set(overrides) - _training_fields() - set(table))
+    unknown = set(overrides) - set(table)
+    unknown = sorted(unknown - _training_fields()) if unknown else []
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
     return overrides, hyperparameters(variant, overrides)
@@ -77,6 +78,8 @@ def hyperparameters(name: str, overrides: dict) -> dict:
 def check_values(overrides: dict, table: dict) -> None:
     """Refuse an override whose value is not of its field's type (a number, an integer, a flag), not finite, or not
     positive where only a positive value makes sense: one line, before any model is loaded."""
+    if not overrides:
+        return
     from transformers import TrainingArguments
 
     types = {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
