@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from neosft.errors import UserError, path_error, redact
+from neosft.errors import UserError, redact
 
 CHART = Path(__file__).with_name("chart")
 HOOK = "helm.sh/hook"
@@ -30,7 +30,7 @@ def _values_file(path: str) -> dict:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise UserError(path_error(path, e)) from None
+        raise UserError(f"cannot read values file {path}: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
