@@ -4,10 +4,76 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from neosft.errors import UserError
 from neosft.storage import Location, location
+
+# checking what was read ----------------------------------------------------------------------------------------
+
+MAX_NUMBER = 1e12  # no count, time or rate neosft writes comes near; 1e300 seconds would overflow a duration
+
+
+class _Invalid(Exception):
+    """A field of the wrong type, sign or size; its message names the field."""
+
+
+def _valid(value, kind: str, name: str):
+    """`value` if it is of the annotated `kind` (the dataclass field's annotation); numbers finite, 0 to MAX_NUMBER."""
+    if kind.endswith(" | None"):
+        return None if value is None else _valid(value, kind[: -len(" | None")], name)
+    if kind in ("int", "float"):
+        number = isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
+            raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {'a count' if kind == 'int' else 'a number'} "
+                           f"from 0 to {MAX_NUMBER:g}")
+        return value
+    simple = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
+    if kind not in simple:  # a nested artifact type: its caller builds and checks it
+        return value
+    if not isinstance(value, simple[kind]):
+        raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {kind}")
+    if kind == "list[str]" and not all(isinstance(v, str) for v in value):
+        raise _Invalid(f"{name} holds a value that is not a string")
+    if kind == "dict[str, int]":
+        for key, count in value.items():
+            _valid(count, "int", f"{name}.{key}")
+    return value
+
+
+def _typed(cls, fields: dict, where: str = ""):
+    """`cls(**fields)` with every field checked against its annotation; an unknown, missing or wrongly typed field
+    is `_Invalid`."""
+    if not isinstance(fields, dict):
+        raise _Invalid(f"{where.rstrip('.') or 'it'} is not a JSON object")
+    checked = {}
+    for f in dataclasses.fields(cls):
+        if f.name in fields:
+            checked[f.name] = _valid(fields[f.name], f.type, where + f.name)
+    unknown = set(fields) - set(checked)
+    if unknown:
+        raise _Invalid(f"unknown field {min(unknown)!r}")
+    try:
+        return cls(**checked)
+    except TypeError:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in checked and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise _Invalid(f"{where}{missing[0] if missing else '?'} is missing") from None
+
+
+def _check_stats(stats: dict, where: str) -> None:
+    """The length statistics `neosft plan` reads: characters of instruction and output (and tokens, when counted)."""
+    for key in ("instruction_chars", "output_chars", *(("tokens",) if "tokens" in stats else ())):
+        part = stats.get(key)
+        if not isinstance(part, dict) or "total" not in part:
+            raise _Invalid(f"{where}.{key} is missing")
+        for name, value in part.items():
+            _valid(value, "int", f"{where}.{key}.{name}")
+    if "tokens" in stats:
+        for name in ("total_within_cutoff", "over_cutoff"):
+            _valid(stats["tokens"].get(name), "int", f"{where}.tokens.{name}")
+
 
 # manifest.json ----------------------------------------------------------------------------------
 
@@ -63,10 +129,19 @@ class Manifest:
     def from_json(cls, data: bytes, where: str = MANIFEST) -> "Manifest":
         try:
             raw = json.loads(data)
-            return cls(**{**raw, "source": SourceInfo(**raw["source"]),
-                          "variants": {name: VariantData(**v) for name, v in raw["variants"].items()}})
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise UserError(f"{where} is not a manifest of this neosft version: rebuild the dataset with `neosft data build`") from None
+            manifest = _typed(cls, raw)
+            variants = _valid(raw["variants"], "dict", "variants")
+            built = {}
+            for name, v in variants.items():
+                built[name] = _typed(VariantData, v, f"variants.{name}.")
+                _check_stats(built[name].stats, f"variants.{name}.stats")
+            return dataclasses.replace(manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built)
+        except (ValueError, RecursionError):
+            problem = "not valid JSON"
+        except _Invalid as e:
+            problem = str(e)
+        raise UserError(f"{where} is not a manifest of this neosft version ({problem}): rebuild the dataset with "
+                        "`neosft data build`")
 
     @classmethod
     def read(cls, folder: str | Location) -> "Manifest":
@@ -125,9 +200,12 @@ def read_losses(data: bytes, where: str = "loss.jsonl") -> list[LossRecord]:
             continue
         try:
             fields = json.loads(line)
-            records.append(LossRecord(**{k: v for k, v in fields.items() if k in _LOSS_FIELDS}))
-        except (ValueError, TypeError, AttributeError):
-            raise UserError(f"{where} line {number} is not a loss record") from None
+            records.append(_typed(LossRecord, {k: v for k, v in fields.items() if k in _LOSS_FIELDS}
+                                  if isinstance(fields, dict) else fields))
+        except (ValueError, RecursionError):
+            raise UserError(f"{where} line {number} is not a loss record (not valid JSON)") from None
+        except _Invalid as e:
+            raise UserError(f"{where} line {number} is not a loss record ({e})") from None
     return records
 
 
@@ -179,11 +257,16 @@ class RunRecord:
     def from_json(cls, data: bytes, where: str = "run.json") -> RunRecord:
         try:
             fields = json.loads(data)
+            if not isinstance(fields, dict):
+                raise _Invalid("not a JSON object")
             known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-            return cls(**{k: v for k, v in fields.items() if k in known},
-                       extra={k: v for k, v in fields.items() if k not in known})
-        except (ValueError, TypeError, AttributeError):
-            raise UserError(f"{where} is not a neosft run record") from None
+            return _typed(cls, {**{k: v for k, v in fields.items() if k in known},
+                                "extra": {k: v for k, v in fields.items() if k not in known}})
+        except (ValueError, RecursionError):
+            problem = "not valid JSON"
+        except _Invalid as e:
+            problem = str(e)
+        raise UserError(f"{where} is not a neosft run record ({problem})")
 
     @classmethod
     def read(cls, output) -> RunRecord | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
 
 from neosft import __version__
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
@@ -20,6 +21,18 @@ class _UserFailure(click.ClickException):
         click.secho(f"error: {self.message}", err=True, fg="red")
 
 
+class Finite(click.FloatRange):
+    """A number option that refuses nan and inf (click's FloatRange lets nan through any bound)."""
+
+    name = "finite number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 class _Group(click.Group):
     """Turns a `UserError` from any command into one red line on stderr and exit code 2."""
 
@@ -27,7 +40,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            raise _UserFailure(str(e)) from None
+            raise _UserFailure(redact(str(e))) from None  # a URL's credentials never reach the terminal
         except KeyboardInterrupt:
             click.secho("interrupted", err=True, fg="red")
             sys.exit(130)
@@ -108,9 +121,10 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 @cli.command()
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
 @click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
-@click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1), help="Training throughput per GPU [default: 3000].")
+@click.option("--tokens-per-gpu-s", default=None, type=Finite(min=1),
+              help="Training throughput per GPU [default: 3000].")
 @click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
-@click.option("--gpu-memory", type=click.FloatRange(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
+@click.option("--gpu-memory", type=Finite(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
 def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
@@ -169,7 +183,7 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
 @click.argument("folder")
 @click.option("--variant", type=click.Choice(list(VARIANTS)), help="Also require this variant in the manifest.")
 @click.option("--timeout", default="1h", show_default=True, help="Give up after this long: seconds, or 30m, 12h, 7d.")
-@click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.01), help="Seconds between checks.")
+@click.option("--interval", default=15.0, show_default=True, type=Finite(min=0.01), help="Seconds between checks.")
 @click.option("--build-id", help="Wait for the manifest of the build run with this --build-id, not an older one.")
 def data_wait(folder, variant, timeout, interval, build_id) -> None:
     """Wait until FOLDER/manifest.json exists: training pods run this before they start."""
@@ -189,10 +203,11 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
     if not ready():
         click.echo(f"waiting for {manifest}" + (f" of build {build_id}" if build_id else ""), err=True)
     while not ready():
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise UserError(f"{manifest}" + (f" of build {build_id}" if build_id else "")
                             + f" did not appear within {format_duration(timeout_s)}")
-        time.sleep(interval)
+        time.sleep(min(interval, left))  # never past the deadline, whatever the interval
     if variant and variant not in Manifest.read(folder).variants:
         raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")
     click.echo(f"{manifest} is ready")
@@ -390,7 +405,8 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
 @click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
-@click.option("--val-size", default=0.0, show_default=True, type=float, help="Fraction of rows held out for eval loss.")
+@click.option("--val-size", default=0.0, show_default=True, type=Finite(),
+              help="Fraction of rows held out for eval loss.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).")
 @click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")
@@ -401,7 +417,7 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--report-to", default="none", show_default=True, type=click.Choice(["tensorboard", "wandb", "mlflow", "none"]),
               help="Experiment tracker; tensorboard writes event files to OUTPUT/tensorboard.")
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
-@click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=Finite(min=1),
               help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
 def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
           work_dir, default_system, chat_format, report_to, liger, upload_every_s) -> None:

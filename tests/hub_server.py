@@ -10,6 +10,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
@@ -40,7 +41,7 @@ class Hub:
             return 401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, b""
         if repo.gated_for and headers.get("Authorization") != f"Bearer {repo.gated_for}":
             return 401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this dataset is restricted"}, b""
-        if m.group(2) not in (*repo.branches, repo.commit):
+        if unquote(m.group(2)) not in (*repo.branches, repo.commit):  # as the Hub: refs%2Fconvert%2Fparquet
             return 404, {"X-Error-Code": "RevisionNotFound"}, b""
         if m.group(3) not in repo.files:
             return 404, {"X-Error-Code": "EntryNotFound"}, b""

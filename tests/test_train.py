@@ -19,7 +19,7 @@ from neosft.chat import DEFAULT_SYSTEM, ChatFormat, segments
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
-from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
+from neosft.train.args import arguments_record, checked_overrides, parse_overrides, training_arguments
 from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.packing import (
     VARLEN_ATTENTION,
@@ -34,8 +34,7 @@ from neosft.variants import VARIANTS
 
 
 def _arguments(variant: str, sets: list[str], tmp_path, world_size: int = 8):
-    overrides = parse_overrides(sets)
-    hp = hyperparameters(variant, overrides)
+    overrides, hp = checked_overrides(variant, sets)  # as `neosft train` checks them
     args = training_arguments(hp, overrides, tmp_path, deepspeed=None, max_steps=-1, save_steps=100, evaluate=False,
                               world_size=world_size)
     return json.loads(json.dumps(arguments_record(hp, overrides, args))), args  # as run.json stores it
@@ -310,4 +309,4 @@ def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     assert tampered.returncode == 2 and "do not match the sha256" in tampered.stderr, tampered.stderr[-2000:]
     assert "Traceback" not in tampered.stderr
     shutil.rmtree(only_single)
-    assert "build the dataset first" in neosft("train", "--variant", "single", "--data", only_single, *common).stderr
+    assert "no manifest.json" in neosft("train", "--variant", "single", "--data", only_single, *common).stderr

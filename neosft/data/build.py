@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import re
 import signal
 import threading
 from collections import deque
@@ -31,7 +32,7 @@ from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
 from neosft.data.stats import TokenCounter
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 from neosft.progress import Progress, log
 from neosft.storage import Location, location, readable
 from neosft.variants import VARIANTS, Variant
@@ -73,14 +74,14 @@ def build(
                     progress.update(reader.bytes, reader.count)
             kept = reader.count - sum(skipped.values())
             if not kept:
-                raise UserError(f"{source}: no usable record among {reader.count:,} (skipped: "
+                raise UserError(f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
             built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
         finally:
             writer.close()
         parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
         manifest = Manifest(
-            source=SourceInfo(source, reader.sha256, reader.bytes, reader.count, reader.revision),
+            source=SourceInfo(redact(source), reader.sha256, reader.bytes, reader.count, reader.revision),
             options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
             skipped=skipped,
             kept=kept,
@@ -171,8 +172,8 @@ class _VariantOutput:
             self.block_bytes += len(instruction) + len(output)
             if self.tokens:
                 self.tokens.add(**orjson.loads(b"".join(block[-5:])))
-        if self.block_bytes >= self.BLOCK_BYTES:
-            self._flush()
+            if self.block_bytes >= self.BLOCK_BYTES:  # inside the record: its rows may be quadratic in its rounds
+                self._flush()
         self.has_system |= system is not None
 
     def _flush(self) -> None:
@@ -259,27 +260,49 @@ def dataset_info(manifest: Manifest) -> dict:
 
 
 def _publish_parts_then_manifest(staging: Path, out: Location, manifest: Manifest) -> None:
-    """Publish the staged parts in their own new folder, then replace dataset_info.json and manifest.json;
-    only then remove parts no manifest names any more (keeping the previous build's for readers still on it)."""
+    """Publish the staged parts in their own new folder, then replace manifest.json and derive dataset_info.json
+    from the manifest that won; only then remove parts no manifest names any more (keeping the previous build's
+    for readers still on it)."""
     log(f"publishing to {out}")
     with out.lock():
         previous = _parts_named_by(out)
         (out / manifest.parts).publish_dir(staging)
-        (out / "dataset_info.json").write_bytes(orjson.dumps(dataset_info(manifest), option=orjson.OPT_INDENT_2) + b"\n")
         manifest.write(out)
+        _write_dataset_info(out)
         _remove_unnamed_parts(out, keep={manifest.parts, previous})
 
 
+def _write_dataset_info(out: Location, attempts: int = 10) -> None:
+    """dataset_info.json from the manifest in `out` now, written again while that manifest changed meanwhile: the
+    build that writes dataset_info.json last saw its manifest still in place afterwards, so both name one build
+    (another build replacing the manifest later writes dataset_info.json again itself)."""
+    current = (out / MANIFEST).read_bytes()
+    for _ in range(attempts):
+        info = dataset_info(Manifest.from_json(current, str(out / MANIFEST)))
+        (out / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2) + b"\n")
+        current, written_from = (out / MANIFEST).read_bytes(), current
+        if current == written_from:
+            return
+    raise UserError(f"{out}: other builds kept replacing manifest.json while this one published; build again")
+
+
+_PARTS = re.compile(r"parts-[0-9a-f]{16}")  # the folders neosft names its parts
+_OLD_PART = re.compile(r"part-[0-9]{5}\.jsonl")  # the older layout's parts: <variant>/part-NNNNN.jsonl
+
+
 def _remove_unnamed_parts(out: Location, keep: set) -> None:
-    """Remove the parts folders in `out` not in `keep` (and an older layout's `<variant>/part-*` files), except
-    those with a file written within the store's clean-up grace: another build's, still publishing."""
+    """Remove the parts folders of neosft's naming in `out` not in `keep` (and an older layout's
+    `<variant>/part-NNNNN.jsonl` files), except those with a file written within the store's clean-up grace: another
+    build's, still publishing. Nothing else in `out` is touched."""
     files = out.list()
     old = set(out.list(older_than_s=out.CLEANUP_GRACE_S)) if out.CLEANUP_GRACE_S else set(files)
     stale: dict[str, bool] = {}
     for name in files:
         top, _, rest = name.partition("/")
-        if (top.startswith("parts-") and top not in keep) or (top in VARIANTS and rest.startswith("part-")):
+        if _PARTS.fullmatch(top) and top not in keep:
             stale[top] = stale.get(top, True) and name in old
+        elif top in VARIANTS and _OLD_PART.fullmatch(rest) and name in old:
+            (out / name).delete()
     for top, whole in stale.items():
         if whole:
             (out / top).delete_dir()

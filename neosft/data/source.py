@@ -63,7 +63,9 @@ class Source:
         if stream.peek(4)[:4] == b"PAR1":
             return _parquet_records(stream, self.file)
         text, name = self._text(stream)
-        first = text.peek(CHUNK).lstrip()[:1]
+        while (head := text.peek(CHUNK)) and not head.lstrip(_BLANKS):  # leading whitespace, however long
+            text.read(len(head))
+        first = head.lstrip(_BLANKS)[:1]
         if first == b"[":
             return _Values(text, name).array()
         if first == b"{":
@@ -110,6 +112,7 @@ def _int(digits: str) -> int | Decimal:
     return int(digits) if len(digits) <= MAX_INT_DIGITS else Decimal(digits)
 
 
+_BLANKS = b" \t\n\r"  # JSON's whitespace
 _SPACE = re.compile(r"[ \t\n\r]*")
 _NOT_A_VALUE = ("", " ", "\t", "\n", "\r")  # where `_peek` must skip whitespace or read on before a value
 _DECODER = json.JSONDecoder(parse_int=_int)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from neosft.errors import UserError
+from neosft.errors import UserError, redact
 
 CHART = Path(__file__).with_name("chart")
 HOOK = "helm.sh/hook"
@@ -17,18 +17,35 @@ def load_values(values_file: str | None, sets: tuple[str, ...], overrides: dict)
     """User values: a values file, then `--set k=v` (Helm syntax), then the CLI's own `overrides`."""
     values: dict = {}
     if values_file:
-        try:
-            loaded = yaml.safe_load(Path(values_file).read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise UserError(f"cannot read values file {values_file}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{values_file} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{values_file} must hold a YAML mapping of values")
-        values = loaded
-    for expression in sets:
-        values = merge(values, _parse_set(expression))
+        values = _values_file(values_file)
+    if sets:
+        values = merge(values, _parse_sets(sets))
     return merge(values, overrides)
+
+
+def _values_file(path: str) -> dict:
+    """A values file read as Helm reads it (Go's YAML, which refuses excessive aliasing: a 1 KB alias bomb
+    would otherwise expand to gigabytes when the values are handed to Helm)."""
+    helm = _helm()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read values file {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"values file {path} is not valid UTF-8 (at byte {e.start})") from None
+    try:
+        loaded = helm.values_from_yaml(text) if text.strip() else {}
+    except helm.HelmError as e:
+        problem = _one_line(e)
+        if "cannot unmarshal" in problem:  # YAML, but a list or a scalar where the values' mapping should be
+            raise UserError(f"{path} must hold a YAML mapping of values") from None
+        problem = problem.removeprefix("error converting YAML to JSON: ")
+        raise UserError(f"{path} is not valid YAML: {problem}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a YAML mapping of values")
+    return loaded
 
 
 def render(values: dict, release: str, namespace: str) -> list[dict]:
@@ -78,12 +95,18 @@ def merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def _parse_set(expression: str) -> dict:
+def _parse_sets(expressions: tuple[str, ...]) -> dict:
+    """Every `--set` parsed into one base, as Helm's strvals does: `a[0].x=1` then `a[0].y=2` merge into one element.
+    Each is parsed alone first, so an error names its flag."""
     helm = _helm()
-    try:
-        return helm.parse_set_string(expression)
-    except helm.HelmError as e:
-        raise UserError(f"--set {expression}: {_one_line(e)}") from None
+    for expression in expressions:
+        try:
+            helm.parse_set_string(expression)
+        except helm.HelmError as e:
+            raise UserError(f"--set {expression}: {_one_line(e)}") from None
+        if expression.endswith("\\"):  # it would escape the comma that joins it to the next
+            raise UserError(f"--set {expression}: ends with a backslash that escapes nothing")
+    return helm.parse_set_string(",".join(expressions))
 
 
 def _helm():
@@ -95,6 +118,6 @@ def _helm():
 
 def _one_line(error: object) -> str:
     """Helm's multi-line schema report as one line, e.g. "at '/train': additional properties 'nodez' not allowed"."""
-    lines = [line.strip(" -") for line in str(error).strip().splitlines()]
+    lines = [line.strip(" -") for line in redact(str(error)).strip().splitlines()]
     details = [line for line in lines if line.startswith("at '")]
     return "; ".join(details) if details else " ".join(filter(None, lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -42,7 +43,27 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
     _check_world_size(values)
+    _check_trainer_settings(objects)
     return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
+
+
+def _check_trainer_settings(objects: list[dict]) -> None:
+    """Each training object's `--set` settings (train.set and train.variantSet, as rendered) checked now, exactly as
+    `neosft train` checks them, not in the pods after the data build, with GPUs allocated."""
+    from neosft.train.args import checked_overrides
+
+    for obj in objects:
+        if obj["kind"] not in TRAINING_KINDS:
+            continue
+        args = train_command(obj)
+        variant = next(a.split("=", 1)[1] for a in args if a.startswith("--variant="))
+        pairs = [value for flag, value in itertools.pairwise(args) if flag == "--set"]
+        if not pairs:
+            continue
+        try:
+            checked_overrides(variant, pairs)
+        except UserError as e:
+            raise UserError(f"train.set / train.variantSet.{variant}: {e}") from None
 
 
 def _check_world_size(values: dict) -> None:

@@ -28,6 +28,8 @@ def location(uri: str | os.PathLike) -> Location:
         return s3_location(uri)
     if uri.startswith("file://"):
         uri = uri[7:]
+        if not uri:
+            raise UserError("file:// has an empty path: name a folder, as in file:///data/neosft")
     elif "://" in uri:
         raise UserError(f"{uri}: unsupported storage scheme; use a local path or s3://bucket/key")
     from neosft.storage.local import LocalLocation

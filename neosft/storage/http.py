@@ -10,12 +10,16 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
+import threading
 from typing import BinaryIO
+from urllib.parse import unquote
 
 from neosft.errors import UserError, redact
 from neosft.storage.base import Readable
 
 TIMEOUT_S = 10.0  # connect and read; with 3 retries a silent server ends within a minute
+DEADLINE_S = 60.0  # for a response's status line and headers in all: a server trickling them ends here
 RETRIES = 5
 
 
@@ -49,7 +53,8 @@ def hub_file(uri: str) -> HttpFile:
     m = re.fullmatch(r"hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?/(.+)", uri)
     if not m:
         raise UserError(f"{uri}: a Hub source reads hf://datasets/OWNER/NAME[@REVISION]/PATH")
-    repo, revision, path = m.group(1), m.group(2) or "main", m.group(3)
+    # a revision holding '/' (refs/convert/parquet, refs/pr/1) is written URL-encoded, as huggingface_hub does
+    repo, revision, path = m.group(1), unquote(m.group(2) or "main"), m.group(3)
     endpoint = os.environ.get("HF_ENDPOINT") or None
     url = hf_hub_url(repo, path, repo_type="dataset", revision=revision, endpoint=endpoint)
     where = f"the Hub at {redact(endpoint)}" if endpoint else "the Hugging Face Hub"
@@ -119,7 +124,11 @@ def _request(file: HttpFile, method: str, headers: dict):
                                    redirect=True, retries=urllib3.Retry(total=3, redirect=5, backoff_factor=0.5,
                                                                         status_forcelist=(500, 502, 503, 504)))
     except urllib3.exceptions.HTTPError as e:
-        raise UserError(f"cannot reach {redact(file.url).split('/')[2]} for {file.uri} ({type(e).__name__})") from None
+        host = redact(file.url).split("/")[2]
+        if isinstance(getattr(e, "reason", e), urllib3.exceptions.TimeoutError):
+            raise UserError(f"{host} did not answer for {file.uri} within {TIMEOUT_S:g} s (or its headers within "
+                            f"{DEADLINE_S:g} s), 4 times") from None
+        raise UserError(f"cannot reach {host} for {file.uri} ({type(e).__name__})") from None
     if response.status in (200, 206):
         return response
     response.release_conn()
@@ -141,5 +150,42 @@ def _pool():
         import urllib3
 
         _POOL = urllib3.PoolManager(timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S))
+        _POOL.pool_classes_by_scheme = {"http": _deadlined(urllib3.HTTPConnectionPool),
+                                        "https": _deadlined(urllib3.HTTPSConnectionPool)}
     return _POOL
 
+
+def _deadlined(pool_class):
+    """`pool_class` whose connections give up on a response whose status line and headers take over DEADLINE_S
+    in all (a read timeout alone restarts with every byte a trickling server sends)."""
+    import urllib3
+
+    class Connection(pool_class.ConnectionCls):
+        def getresponse(self, *args, **kwargs):
+            expired = threading.Event()
+            timer = threading.Timer(DEADLINE_S, self._expire, (expired,))
+            timer.daemon = True
+            timer.start()
+            late = urllib3.exceptions.ReadTimeoutError(None, "", f"no headers within {DEADLINE_S:g} s")
+            try:
+                response = super().getresponse(*args, **kwargs)
+            except Exception:
+                if expired.is_set():
+                    raise late from None
+                raise
+            finally:
+                timer.cancel()
+            if expired.is_set():  # the cut-off headers may have parsed as complete
+                response.close()
+                raise late
+            return response
+
+        def _expire(self, expired: threading.Event) -> None:
+            expired.set()
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+                except OSError:
+                    pass
+
+    return type(pool_class.__name__, (pool_class,), {"ConnectionCls": Connection})

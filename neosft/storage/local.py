@@ -6,13 +6,14 @@ import contextlib
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from neosft.errors import UserError
+from neosft.errors import UserError, path_error
 from neosft.storage.base import Location
 
 STAGING_PREFIX = ".neosft-staging-"
@@ -26,9 +27,6 @@ class LocalLocation(Location):
 
     def __truediv__(self, name: str) -> "LocalLocation":
         return LocalLocation(self.path / name)
-
-    def local_path(self) -> Path:
-        return self.path
 
     def check(self, create: bool = True) -> None:
         if create:
@@ -46,21 +44,31 @@ class LocalLocation(Location):
     def open(self) -> BinaryIO:
         try:
             return open(self.path, "rb")
-        except FileNotFoundError:
-            raise UserError(f"{self.uri} does not exist") from None
-        except IsADirectoryError:
-            raise UserError(f"{self.uri} is a folder, not a file") from None
-        except PermissionError:
-            raise UserError(f"{self.uri} is not readable (permission denied)") from None
+        except OSError as e:
+            raise UserError(path_error(self.uri, e)) from None
 
     def size(self) -> int:
         try:
             return self.path.stat().st_size
-        except FileNotFoundError:
-            raise UserError(f"{self.uri} does not exist") from None
+        except OSError as e:
+            raise UserError(path_error(self.uri, e)) from None
 
     def exists(self) -> bool:
-        return self.path.exists()
+        try:
+            self.path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as e:  # not "absent": a loop, a name too long, a file where a folder should be
+            raise UserError(path_error(self.uri, e)) from None
+        return True
+
+    def local_path(self) -> Path | None:
+        """The file itself when it is a regular file; a named pipe or a device (/dev/stdin) is streamed once and
+        spooled where random access is needed, as remote sources are."""
+        try:
+            return self.path if stat.S_ISREG(self.path.stat().st_mode) else None
+        except OSError:
+            return None
 
     def read_bytes(self) -> bytes:
         with self.open() as f:

@@ -20,6 +20,7 @@ from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
 from neosft.errors import Unreachable, UserError, redact
+from neosft.progress import log
 from neosft.storage.base import Location
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -27,6 +28,10 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 def s3_location(uri: str) -> "S3Location":
     bucket, _, key = uri[5:].partition("/")
+    if "@" in bucket:
+        raise UserError(f"{redact(uri)}: credentials do not belong in an S3 URI, where they would be printed and "
+                        "stored; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a cluster: the s3.secretName "
+                        "Secret)")
     if not bucket:
         raise UserError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
@@ -96,10 +101,32 @@ class S3Location(Location):
         self.upload(src)
         os.unlink(src)
 
+    UPLOAD_ATTEMPTS = 3
+
     def upload(self, src: Path) -> None:
-        """Multipart when large; the object appears whole when the upload completes."""
-        with self._errors():
-            _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+        """Multipart when large; the object appears whole when the upload completes. A server that forgot the
+        multipart upload meanwhile (restarted: NoSuchUpload, or 403 for the upload id it no longer knows) gets it
+        again from its start."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError
+
+        for attempt in range(1, self.UPLOAD_ATTEMPTS + 1):
+            try:
+                with self._errors():
+                    _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+                return
+            except S3UploadFailedError as e:  # s3transfer's wrapper of the ClientError of one of the upload's calls
+                forgotten = any(code in str(e) for code in ("(NoSuchUpload)", "(AccessDenied)", "(403)"))
+                if forgotten and attempt < self.UPLOAD_ATTEMPTS:
+                    log(f"{self.uri}: the store forgot the upload (restarted?); uploading it again from the start")
+                    continue
+                if forgotten:
+                    raise UserError(f"{self.uri}: the store forgot the upload {attempt} times (restarted, or it "
+                                    "refuses access: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+                if isinstance(e.__context__, ClientError):
+                    with self._errors():  # the same one line as any other call's
+                        raise e.__context__ from None
+                raise UserError(f"uploading to {self.uri} failed: {redact(str(e))}") from None
 
     def publish_dir(self, src: Path) -> None:
         """Upload every file, each whole (the caller's manifest, written last, makes them visible)."""
@@ -275,6 +302,9 @@ def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int
 
     config = Config(
         signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout,
+        # a body whose checksum is checked is wrapped unparseably when the answer is an error (botocore: a 5xx with
+        # checksum headers, as rclone sends for an object listed a moment ago, crashed its parser)
+        response_checksum_validation="when_required",
         retries={"mode": "standard", "max_attempts": attempts},
         s3={"addressing_style": "path"} if endpoint else {},
     )

@@ -35,6 +35,28 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
     return overrides
 
 
+def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple[dict, dict]:
+    """(overrides, hyper-parameters) of `--set key=value` pairs, each checked as it will be used: a key with its
+    own option, a key neither in the table nor a TrainingArguments field, a value of the wrong type or sign are one
+    line. `neosft train` runs it before any work, `neosft submit` on every training object's arguments."""
+    overrides = parse_overrides(pairs)
+    for key, flag in FLAGS.items():
+        if key in overrides:
+            raise UserError(f"--set {key}: use {flag}")
+    table = get(variant).hyperparameters()
+    unknown = set(overrides) - set(table)
+    unknown = sorted(unknown - _training_fields()) if unknown else []
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
+    return overrides, hyperparameters(variant, overrides)
+
+
+def _training_fields() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
 def deepspeed_config(name: str) -> str | None:
     """Path of a packaged config (`zero3`, `zero2`), of the user's JSON file, or None for `none` (plain DDP)."""
     if name == "none":
@@ -56,6 +78,8 @@ def hyperparameters(name: str, overrides: dict) -> dict:
 def check_values(overrides: dict, table: dict) -> None:
     """Refuse an override whose value is not of its field's type (a number, an integer, a flag), not finite, or not
     positive where only a positive value makes sense: one line, before any model is loaded."""
+    if not overrides:
+        return
     from transformers import TrainingArguments
 
     types = {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -98,13 +122,7 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
     import torch
     from transformers import TrainingArguments
 
-    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    for key, flag in FLAGS.items():
-        if key in overrides:
-            raise UserError(f"--set {key}: use {flag}")
-    unknown = sorted(set(overrides) - fields - set(hp))
-    if unknown:
-        raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
+    fields = _training_fields()
     renamed = {old: new for old, new in RENAMED.items() if old not in fields}
     table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"

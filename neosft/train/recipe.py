@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neosft import __version__
-from neosft.artifacts import RunRecord, losses_jsonl, read_losses, train_losses
+from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
@@ -21,9 +21,8 @@ from neosft.train import DEFAULT_MODEL, dist
 from neosft.train.args import (
     REPORT_TO,
     arguments_record,
+    checked_overrides,
     deepspeed_config,
-    hyperparameters,
-    parse_overrides,
     training_arguments,
 )
 from neosft.train.dataset import manifest_entry, tokenized
@@ -59,8 +58,8 @@ class Prepared:
     trainer: object
     hyperparameters: dict
     overrides: dict
-    manifest: dict
-    entry: dict
+    manifest: Manifest
+    entry: VariantData
     output: Location
     work_dir: Path
     resume: Path | None
@@ -134,8 +133,7 @@ def _setup_inputs(options: Options) -> tuple[dict, dict]:
         raise UserError("--liger: the liger-kernel package is not installed (pip install liger-kernel)")
     if options.liger and not _gpu():
         log("--liger: no GPU here; training without Liger kernels")
-    overrides = parse_overrides(options.overrides)
-    return overrides, hyperparameters(options.variant, overrides)
+    return checked_overrides(options.variant, options.overrides)
 
 
 def _gpu() -> bool:
@@ -147,11 +145,11 @@ def _gpu() -> bool:
 def _setup_dataset(options: Options) -> tuple[dict, dict]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
-    if not entry.get("rows"):
+    if not entry.rows:
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
-    train_rows = entry["rows"] - round(entry["rows"] * options.val_size)
+    train_rows = entry.rows - round(entry.rows * options.val_size)
     if train_rows < 1:
-        raise UserError(f"--val-size {options.val_size} holds out all {entry['rows']} {options.variant} rows: "
+        raise UserError(f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
                         "the training set would be empty")
     return manifest, entry
 
@@ -191,7 +189,30 @@ def _setup_model_config(options: Options):
             raise UserError(f"--model {options.model}: the folder holds no weights (*.safetensors or *.bin)")
         for file in weights:
             _check_safetensors(file)
+        _check_weights_fit(options.model, config)
     return config
+
+
+def _check_weights_fit(model: str, config) -> None:
+    """Load the folder's weights onto the meta device (no memory, no compute): a folder whose config.json names
+    another architecture is refused here, before any work, not trained from random weights."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        _, loading = AutoModelForCausalLM.from_pretrained(model, config=config, device_map="meta",
+                                                          output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise UserError(f"--model {model}: cannot load the weights ({_first_line(e)})") from None
+    _refuse_misfit(model, config, loading)
+
+
+def _refuse_misfit(model: str, config, loading: dict) -> None:
+    """A load that reports weights missing, unexpected or of another shape is refused in one line."""
+    for problem in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = sorted(map(str, loading.get(problem) or ()))
+        if names:
+            raise UserError(f"--model {model}: the weights do not fit its config.json ({config.model_type}): "
+                            f"{len(names)} {problem.replace('_', ' ')} such as {names[0]!r}")
 
 
 def _check_safetensors(file: Path) -> None:
@@ -205,7 +226,7 @@ def _check_safetensors(file: Path) -> None:
         raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
-def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
+def _setup_tokens(options: Options, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
                   work_dir: Path):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
     return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
@@ -275,10 +296,12 @@ def _model(options: Options, args, ds_config: str | None, config):
 
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
     try:
-        model = AutoModelForCausalLM.from_pretrained(options.model, config=config, dtype=dtype,
-                                                     attn_implementation=attention_implementation(options.packing))
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            options.model, config=config, dtype=dtype, attn_implementation=attention_implementation(options.packing),
+            output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:  # corrupt or mismatched weights
         raise UserError(f"--model {options.model}: cannot load the weights ({_first_line(e)})") from None
+    _refuse_misfit(options.model, config, loading)
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
     return model
 
@@ -327,8 +350,8 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
         world_size=world,
-        dataset={"uri": options.data, "sha256": prepared.entry["sha256"], "rows": prepared.entry["rows"],
-                 "source_sha256": prepared.manifest["source"]["sha256"]},
+        dataset={"uri": options.data, "sha256": prepared.entry.sha256, "rows": prepared.entry.rows,
+                 "source_sha256": prepared.manifest.source.sha256},
         samples=prepared.samples,
         truncated=prepared.truncated,
         resumed_from=prepared.resume.name if prepared.resume else None,
