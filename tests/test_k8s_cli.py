@@ -372,7 +372,7 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
 ])
 def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
-    from neosft.k8s.runs import state
+    from neosft.k8s.state import state
 
     assert state({"kind": kind, "status": status}) == expected
 
@@ -572,6 +572,6 @@ def test_the_rendered_release_step_hands_trainjobs_to_kueue(kube):
     ({"suspend": True}, {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "Failed"),
 ])
 def test_state_of_trainjobs(spec, status, expected):
-    from neosft.k8s.runs import state
+    from neosft.k8s.state import state
 
     assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import yaml
 
 from neosft.errors import UserError, redact
-from neosft.k8s.kinds import BACKENDS, BY_KIND, CUSTOM, Backend, Resource, not_installed
+from neosft.k8s.kinds import BY_KIND, CUSTOM, TRAINER_KINDS, Resource, TrainerKind, not_installed
 from neosft.k8s.render import is_hook
 
 RUN_LABEL = "neosft.io/run-id"
@@ -64,13 +64,13 @@ class Cluster:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def served(self) -> list[Backend]:
-        """The training backends whose CRD the API server serves (discovery), in the order `auto` prefers."""
-        return [backend for backend in BACKENDS.values() if self._serves(backend.resource)]
+    def served(self) -> list[TrainerKind]:
+        """The trainer kinds whose CRD the API server serves (discovery), in the order `auto` prefers."""
+        return [trainer for trainer in TRAINER_KINDS.values() if self._serves(trainer.resource)]
 
-    def require(self, backend: Backend) -> None:
-        if not self._serves(backend.resource):
-            raise UserError(not_installed(backend))
+    def require(self, trainer: TrainerKind) -> None:
+        if not self._serves(trainer.resource):
+            raise UserError(not_installed(trainer))
 
     def _serves(self, resource: Resource) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -128,8 +128,8 @@ class Cluster:
 
         from kubernetes.client.exceptions import ApiException
 
-        backend = BY_KIND[kind]
-        r, ns, kw = backend.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
+        trainer = BY_KIND[kind]
+        r, ns, kw = trainer.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
         released = []
         for name in names:
             deadline = time.monotonic() + wait_s
@@ -143,7 +143,7 @@ class Cluster:
                             raise
                         time.sleep(min(5.0, wait_s))
                 queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
-                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else backend.suspend_patch(False)
+                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else trainer.suspend_patch(False)
                 self.custom.patch_namespaced_custom_object(r.group, r.version, ns, r.plural, name, patch,
                                                            _content_type="application/merge-patch+json", **kw)
             released.append(f"{kind}/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))

@@ -17,15 +17,16 @@ EMBEDDED_STORE = ".neosft/store"  # the embedded default's object store: a local
 SAMPLE = "sample"  # the SOURCE word for the shipped sample corpus
 
 
-def location(uri: str | os.PathLike) -> Location:
-    """The `Location` for a local path, a `file://` URI or an `s3://bucket/key` URI."""
+def location(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
+    """The `Location` for a local path, a `file://` URI or an `s3://bucket/key` URI (on the S3 server at
+    `endpoint`, '' for AWS; None: NEOSFT_S3_ENDPOINT, or AWS when unset)."""
     uri = os.fspath(uri)
     if not uri:
         raise UserError("an empty path: name a folder or s3://bucket/prefix")
     if uri.startswith("s3://"):
         from neosft.storage.s3 import s3_location
 
-        return s3_location(uri)
+        return s3_location(uri, endpoint)
     if uri.startswith("file://"):
         uri = uri[7:]
     elif "://" in uri:

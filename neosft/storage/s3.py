@@ -25,27 +25,31 @@ from neosft.storage.base import Location
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def s3_location(uri: str) -> "S3Location":
+def s3_location(uri: str, endpoint: str | None = None) -> S3Location:
+    """`uri` on the S3 server at `endpoint` ('' for AWS; None: NEOSFT_S3_ENDPOINT, or AWS when unset)."""
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
         raise UserError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise UserError(f"{uri}: {bucket!r} is not a valid bucket name (3 to 63 lowercase letters, digits, '.' and '-')")
-    return S3Location(bucket, key.strip("/"))
+    return S3Location(bucket, key.strip("/"), endpoint)
 
 
 class S3Location(Location):
     CLEANUP_GRACE_S = 3600.0  # no lock on S3: parts another build uploaded within the hour are left alone
 
-    def __init__(self, bucket: str, key: str):
-        self.bucket, self.key = bucket, key
+    def __init__(self, bucket: str, key: str, endpoint: str | None = None):
+        self.bucket, self.key, self.endpoint = bucket, key, endpoint
         self.uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
-    def __truediv__(self, name: str) -> "S3Location":
-        return S3Location(self.bucket, f"{self.key}/{name}" if self.key else name)
+    def __truediv__(self, name: str) -> S3Location:
+        return S3Location(self.bucket, f"{self.key}/{name}" if self.key else name, self.endpoint)
 
     def _errors(self):
-        return _s3_errors(self.uri, self.bucket)
+        return _s3_errors(self.uri, self.bucket, self.endpoint)
+
+    def _client(self):
+        return _client(self.endpoint)
 
     def _object_key(self) -> str:
         if not self.key:
@@ -56,19 +60,19 @@ class S3Location(Location):
         """The bucket exists and the credentials are accepted (an S3 prefix needs no creating)."""
         try:
             with self._errors():
-                _client().head_bucket(Bucket=self.bucket)
+                self._client().head_bucket(Bucket=self.bucket)
         except UserError as e:
             if isinstance(e.__cause__, _NotFound):
                 raise UserError(f"bucket {self.bucket!r} does not exist ({self.uri})") from None
             raise
 
     def open(self) -> BinaryIO:
-        return io.BufferedReader(_S3Reader(self.bucket, self._object_key(), self.uri), buffer_size=1 << 20)
+        return io.BufferedReader(_S3Reader(self.bucket, self._object_key(), self.uri, self.endpoint), buffer_size=1 << 20)
 
     def size(self) -> int:
         try:
             with self._errors():
-                return _client().head_object(Bucket=self.bucket, Key=self._object_key())["ContentLength"]
+                return self._client().head_object(Bucket=self.bucket, Key=self._object_key())["ContentLength"]
         except UserError as e:
             if isinstance(e.__cause__, _NotFound):
                 self.check()  # a missing bucket says so
@@ -90,7 +94,7 @@ class S3Location(Location):
     def write_bytes(self, data: bytes) -> None:
         """One PUT: S3 makes it atomic."""
         with self._errors():
-            _client().put_object(Bucket=self.bucket, Key=self._object_key(), Body=data)
+            self._client().put_object(Bucket=self.bucket, Key=self._object_key(), Body=data)
 
     def move_from(self, src: Path) -> None:
         self.upload(src)
@@ -99,7 +103,7 @@ class S3Location(Location):
     def upload(self, src: Path) -> None:
         """Multipart when large; the object appears whole when the upload completes."""
         with self._errors():
-            _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+            self._client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
 
     def publish_dir(self, src: Path) -> None:
         """Upload every file, each whole (the caller's manifest, written last, makes them visible)."""
@@ -108,7 +112,7 @@ class S3Location(Location):
 
     def download(self, dest: Path) -> None:
         with self._errors():
-            _client().download_file(self.bucket, self._object_key(), str(dest), Config=_transfer_config())
+            self._client().download_file(self.bucket, self._object_key(), str(dest), Config=_transfer_config())
 
     def list(self, older_than_s: float = 0) -> list[str]:
         import time
@@ -116,14 +120,14 @@ class S3Location(Location):
         prefix = f"{self.key}/" if self.key else ""
         cutoff, names = time.time() - older_than_s, []
         with self._errors():
-            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 names += [obj["Key"][len(prefix):] for obj in page.get("Contents", ())
                           if not older_than_s or obj["LastModified"].timestamp() < cutoff]
         return sorted(names)
 
     def delete(self) -> None:
         with self._errors():
-            _client().delete_object(Bucket=self.bucket, Key=self._object_key())
+            self._client().delete_object(Bucket=self.bucket, Key=self._object_key())
 
     def lock(self):
         return contextlib.nullcontext()
@@ -140,16 +144,16 @@ class _S3Reader(io.RawIOBase):
 
     RETRIES = 5
 
-    def __init__(self, bucket: str, key: str, uri: str):
-        self.bucket, self.key, self.uri = bucket, key, uri
+    def __init__(self, bucket: str, key: str, uri: str, endpoint: str | None):
+        self.bucket, self.key, self.uri, self.endpoint = bucket, key, uri, endpoint
         self.pos, self.body, self.etag = 0, None, None
         self._connect()
 
     def _connect(self) -> None:
         extra = {"Range": f"bytes={self.pos}-", "IfMatch": self.etag} if self.pos else {}
         try:
-            with _s3_errors(self.uri, self.bucket):
-                response = _client().get_object(Bucket=self.bucket, Key=self.key, **extra)
+            with _s3_errors(self.uri, self.bucket, self.endpoint):
+                response = _client(self.endpoint).get_object(Bucket=self.bucket, Key=self.key, **extra)
         except UserError as e:
             if isinstance(e.__cause__, _Changed):
                 raise UserError(f"{self.uri} was replaced while it was being read; run the build again") from None
@@ -193,7 +197,7 @@ class _Changed(Exception):
 
 
 @contextlib.contextmanager
-def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
+def _s3_errors(uri: str, bucket: str, endpoint: str | None) -> Iterator[None]:
     """Turn botocore failures into one clear `UserError` line."""
     from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                      NoCredentialsError, ParamValidationError, ReadTimeoutError, SSLError)
@@ -220,31 +224,31 @@ def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
     except NoCredentialsError:
         raise UserError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
     except SSLError:
-        raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint()} for {uri}: "
+        raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint(endpoint)} for {uri}: "
                         "if the server speaks plain HTTP, use an http:// endpoint") from None
     except (ConnectTimeoutError, ReadTimeoutError):
-        raise Unreachable(f"the S3 endpoint {_shown_endpoint()} did not answer within {_timeout():g} s "
+        raise Unreachable(f"the S3 endpoint {_shown_endpoint(endpoint)} did not answer within {_timeout():g} s "
                         f"({_attempts()} attempts) for {uri}; NEOSFT_S3_TIMEOUT and AWS_MAX_ATTEMPTS set the limits") from None
     except EndpointConnectionError:
-        raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint()} for {uri}") from None
+        raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint(endpoint)} for {uri}") from None
     except ParamValidationError as e:
         raise UserError(f"{uri}: invalid S3 request ({redact(str(e)).splitlines()[-1].strip()})") from None
     except BotoCoreError as e:
-        raise UserError(f"S3 failed on {uri} via {_shown_endpoint()}: {type(e).__name__}") from None
+        raise UserError(f"S3 failed on {uri} via {_shown_endpoint(endpoint)}: {type(e).__name__}") from None
 
 
-def _endpoint() -> str | None:
-    """NEOSFT_S3_ENDPOINT, checked: it must be an http:// or https:// URL."""
-    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT") or None
+def _endpoint(given: str | None = None) -> str | None:
+    """`given` ('' for AWS), else NEOSFT_S3_ENDPOINT, checked: it must be an http:// or https:// URL; None: AWS."""
+    endpoint = (os.environ.get("NEOSFT_S3_ENDPOINT") if given is None else given) or None
     if endpoint is not None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"NEOSFT_S3_ENDPOINT={redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
+            raise UserError(f"S3 endpoint {redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
     return endpoint
 
 
-def _shown_endpoint() -> str:
-    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT")
+def _shown_endpoint(given: str | None) -> str:
+    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT") if given is None else given
     return redact(endpoint) if endpoint else "of AWS"
 
 
@@ -281,10 +285,10 @@ def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
-def _client():
+def _client(endpoint: str | None = None):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     credentials = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
-    return _client_for(_endpoint(), region, _timeout(), _attempts(), credentials)  # a new client when the environment changes
+    return _client_for(_endpoint(endpoint), region, _timeout(), _attempts(), credentials)  # a new client when the environment changes
 
 
 def forget_clients() -> None:
