@@ -60,7 +60,7 @@ class Manifest:
         (folder / MANIFEST).write_bytes(self.to_json())
 
     @classmethod
-    def from_json(cls, data: bytes, where: str = MANIFEST) -> "Manifest":
+    def from_json(cls, data: bytes, where: str = MANIFEST) -> Manifest:
         try:
             raw = json.loads(data)
             return cls(**{**raw, "source": SourceInfo(**raw["source"]),
@@ -69,7 +69,7 @@ class Manifest:
             raise UserError(f"{where} is not a manifest of this neosft version: rebuild the dataset with `neosft data build`") from None
 
     @classmethod
-    def read(cls, folder: str | Location) -> "Manifest":
+    def read(cls, folder: str | Location) -> Manifest:
         """The manifest of the dataset in `folder`; a `UserError` when there is none or it is not one."""
         loc = (location(folder) if isinstance(folder, str) else folder) / MANIFEST
         if not loc.exists():

@@ -7,11 +7,10 @@ import sys
 import click
 
 from neosft import __version__
-from neosft.errors import UserError
 from neosft.chat import DEFAULT_SYSTEM
+from neosft.errors import UserError
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
-
 
 _TRAINER_KINDS = ["auto", "pytorchjob", "trainjob"]  # a run's trainer_kind: neosft.k8s.kinds.TRAINER_KINDS, or auto
 
@@ -121,7 +120,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render, render_memory
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, render, render_memory
+    from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
     gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
@@ -350,7 +350,7 @@ def status(run, namespace, store) -> None:
         return
     backend = _backend(run, namespace=namespace)
     if run is None:
-        listing = [[r.run_id, ",".join(r.holds), r.states, r.created] for r in backend.list()]
+        listing = [[r.run_id, ",".join(r.holds), r.states, r.created] for r in backend.runs()]
         click.echo(_table(["RUN", "HOLDS", "STATE", "CREATED"], listing) if listing
                    else f"no neosft runs in namespace {backend.namespace}")
         return

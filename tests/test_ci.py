@@ -8,11 +8,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 import yaml
 from conftest import KUBE_TOKEN, packaged_tool, write_loss_log
 from workflow_runner import Runner

@@ -20,7 +20,6 @@ from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
 from neosft.train.args import arguments_record, hyperparameters, parse_overrides, training_arguments
-from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.packing import (
     VARLEN_ATTENTION,
     FlattenCollator,
@@ -29,6 +28,7 @@ from neosft.train.packing import (
     pack,
     register_varlen_attention,
 )
+from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.tokenize import IGNORE_INDEX, tokenize, truncated_lengths
 from neosft.variants import VARIANTS
 
@@ -310,4 +310,4 @@ def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     assert tampered.returncode == 2 and "do not match the sha256" in tampered.stderr, tampered.stderr[-2000:]
     assert "Traceback" not in tampered.stderr
     shutil.rmtree(only_single)
-    assert "build the dataset first" in neosft("train", "--variant", "single", "--data", only_single, *common).stderr
+    assert "build it with `neosft data build" in neosft("train", "--variant", "single", "--data", only_single, *common).stderr

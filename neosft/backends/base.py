@@ -60,7 +60,7 @@ class ExecutionBackend(abc.ABC):
         """The run's parts, each with its latest progress from the store."""
 
     @abc.abstractmethod
-    def list(self) -> list[RunSummary]:
+    def runs(self) -> list[RunSummary]:
         """Every run this backend holds."""
 
     @abc.abstractmethod
@@ -76,7 +76,7 @@ class ExecutionBackend(abc.ABC):
     def delete(self, run_id: str) -> list[str]:
         """Remove what the run made here (its data in the store stays); returns 'Kind/name' of each."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  # optional: most backends hold nothing
         """Release what the backend holds (a local S3 server)."""
 
     def __enter__(self) -> ExecutionBackend:

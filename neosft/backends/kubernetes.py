@@ -90,7 +90,7 @@ class Kubernetes(ExecutionBackend):
             parts.append(part)
         return RunStatus(run_id, parts, problems)
 
-    def list(self) -> list[RunSummary]:
+    def runs(self) -> list[RunSummary]:
         return view.summaries(self.cluster.objects())
 
     def logs(self, run_id: str, variant: str | None, follow: bool) -> list[tuple[str, Iterator[str]]]:
@@ -116,10 +116,10 @@ class Kubernetes(ExecutionBackend):
 
 def _pods_endpoint(objects: dict[str, list[dict]]) -> str:
     """The S3 endpoint the run's pods were given (NEOSFT_S3_ENDPOINT in their spec; '' for AWS)."""
-    runtimes = objects.get("TrainingRuntime") or [None]
+    runtime = next(iter(objects.get("TrainingRuntime") or []), None)
     for obj in state.watched(objects):
         try:
-            spec = pod_spec(obj, runtimes[0])
+            spec = pod_spec(obj, runtime)
         except ValueError:
             continue
         for container in spec.get("initContainers", []) + spec["containers"]:

@@ -187,7 +187,7 @@ class Local(ExecutionBackend):
                               else "-", 0, outputs.get(variant, record["data_uri"]), done))
         return RunStatus(run_id, parts, problems)
 
-    def list(self) -> list[RunSummary]:
+    def runs(self) -> list[RunSummary]:
         found = []
         for folder in sorted((self.work / "runs").glob("*/run.json")):
             run_id = folder.parent.name
@@ -294,5 +294,5 @@ def _doing(log: Path) -> str:
     if steps:
         return f"step {steps}"
     lines = [line for line in text.strip().splitlines() if not line.startswith("+ ")]
-    return f"starting ({lines[-1][-100:]})" if lines else "starting"
+    return f"starting ({lines[-1][:100]})" if lines else "starting"
 

@@ -9,8 +9,9 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from neosft.errors import UserError
 from neosft.storage.base import Location
@@ -24,7 +25,7 @@ class LocalLocation(Location):
         self.path = path
         self.uri = str(path)
 
-    def __truediv__(self, name: str) -> "LocalLocation":
+    def __truediv__(self, name: str) -> LocalLocation:
         return LocalLocation(self.path / name)
 
     def local_path(self) -> Path:

@@ -15,8 +15,9 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from neosft.errors import Unreachable, UserError, redact
@@ -146,7 +147,8 @@ class _S3Reader(io.RawIOBase):
 
     def __init__(self, bucket: str, key: str, uri: str, endpoint: str | None):
         self.bucket, self.key, self.uri, self.endpoint = bucket, key, uri, endpoint
-        self.pos, self.body, self.etag = 0, None, None
+        self.pos, self.etag = 0, None
+        self.body: Any = None  # the botocore stream of the current GET
         self._connect()
 
     def _connect(self) -> None:
@@ -199,8 +201,16 @@ class _Changed(Exception):
 @contextlib.contextmanager
 def _s3_errors(uri: str, bucket: str, endpoint: str | None) -> Iterator[None]:
     """Turn botocore failures into one clear `UserError` line."""
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, ParamValidationError, ReadTimeoutError, SSLError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ParamValidationError,
+        ReadTimeoutError,
+        SSLError,
+    )
 
     try:
         yield
@@ -272,7 +282,7 @@ def _number(name: str, default: float) -> float:
     return number
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int, _credentials: tuple):
     import boto3
     from botocore.config import Config

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from neosft.artifacts import Manifest, VariantData
 from neosft.chat import ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
@@ -22,25 +23,16 @@ from neosft.train import dist
 from neosft.train.tokenize import FILES, Tokens, tokenize
 
 
-def manifest_entry(data_uri: str, variant: str) -> tuple[dict, dict]:
+def manifest_entry(data_uri: str, variant: str) -> tuple[Manifest, VariantData]:
     """(manifest, its entry for `variant`); refuses a folder that is not a built dataset of that variant."""
-    manifest_loc = location(data_uri) / "manifest.json"
-    if not manifest_loc.exists():
-        raise UserError(f"{manifest_loc} does not exist: build the dataset first with `neosft data build`")
-    try:
-        manifest = json.loads(manifest_loc.read_bytes())
-        entry = manifest["variants"].get(variant)
-    except (ValueError, KeyError, AttributeError):
-        raise UserError(f"{manifest_loc} is not a neosft dataset manifest") from None
-    if entry is None:
-        raise UserError(f"{data_uri} has no {variant!r} dataset (it has {', '.join(manifest['variants']) or 'none'})")
-    return manifest, entry
+    manifest = Manifest.read(data_uri)
+    return manifest, manifest.variant(variant, data_uri)
 
 
-def rows(data_uri: str, variant: str, entry: dict) -> Iterator[dict]:
+def rows(data_uri: str, variant: str, entry: VariantData) -> Iterator[dict]:
     """Stream the variant's rows; at the end, refuse them if their sha256 is not the manifest's."""
     digest = hashlib.sha256()
-    for name in entry["files"]:
+    for name in entry.files:
         with (location(data_uri) / name).open() as f:
             for number, line in enumerate(f, 1):
                 digest.update(line)
@@ -49,19 +41,19 @@ def rows(data_uri: str, variant: str, entry: dict) -> Iterator[dict]:
                 except orjson.JSONDecodeError:
                     raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                                     "part); rebuild the dataset") from None
-    if digest.hexdigest() != entry["sha256"]:
+    if digest.hexdigest() != entry.sha256:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
 
 
-def tokenized(data_uri: str, variant: str, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int,
+def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int,
               output: Location, work_dir: Path) -> Tokens:
     """The variant's tokens, computed once (global rank 0) and shared with every rank through OUTPUT_URI."""
     template = chat.template.chat_template if chat.template else "ChatML"
-    recipe = json.dumps([entry["sha256"], cutoff_len, _tokenizer_id(tokenizer), template, chat.default_system])
+    recipe = json.dumps([entry.sha256, cutoff_len, _tokenizer_id(tokenizer), template, chat.default_system])
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     remote, local = output / "tokens" / key, work_dir / "tokens" / key
     if dist.rank() == 0 and not (remote / "meta.json").exists():
-        log(f"tokenizing {entry['rows']:,} {variant} rows (cutoff_len {cutoff_len})")
+        log(f"tokenizing {entry.rows:,} {variant} rows (cutoff_len {cutoff_len})")
         tokens = tokenize(rows(data_uri, variant, entry), tokenizer, cutoff_len, chat)
         tokens.save(local)
         remote.upload_dir(local)

@@ -41,3 +41,12 @@ def single_process_env() -> None:
             port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def without_shm_comm() -> None:
+    """One process has no peer to share memory with: keep DeepSpeed from JIT-compiling its shared-memory
+    all-reduce (`deepspeed_shm_comm`, about 30 s of C++ on a fresh machine) before the first step."""
+    if world_size() == 1:
+        import deepspeed.comm.torch  # DeepSpeed itself: only when it trains
+
+        deepspeed.comm.torch.build_shm_op = lambda: None

@@ -10,9 +10,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neosft import __version__
-from neosft.artifacts import RunRecord, losses_jsonl, read_losses, train_losses
+from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
@@ -27,6 +28,15 @@ from neosft.train.args import (
     training_arguments,
 )
 from neosft.train.dataset import manifest_entry, tokenized
+
+if TYPE_CHECKING:  # transformers and torch: imported by the steps that use them, after the inputs are checked
+    from collections.abc import Callable
+
+    from torch.utils.data import Dataset
+    from transformers import Trainer
+
+    from neosft.train.losslog import LossLog
+    from neosft.train.lossupload import LossUploader
 
 
 @dataclass
@@ -56,16 +66,16 @@ class Prepared:
     """Everything `setup` prepared."""
 
     options: Options
-    trainer: object
+    trainer: Trainer
     hyperparameters: dict
     overrides: dict
-    manifest: dict
-    entry: dict
+    manifest: Manifest
+    entry: VariantData
     output: Location
     work_dir: Path
     resume: Path | None
-    loss_log: object
-    uploader: object
+    loss_log: LossLog
+    uploader: LossUploader
     chat: ChatFormat
     samples: int
     truncated: int
@@ -103,6 +113,7 @@ def setup(options: Options) -> Prepared:
     ds_config = deepspeed_config(options.deepspeed)
     if ds_config:
         dist.single_process_env()
+        dist.without_shm_comm()
     args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
                               max_steps=options.max_steps, save_steps=options.save_steps,
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
@@ -144,14 +155,14 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _setup_dataset(options: Options) -> tuple[dict, dict]:
+def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
-    if not entry.get("rows"):
+    if not entry.rows:
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
-    train_rows = entry["rows"] - round(entry["rows"] * options.val_size)
+    train_rows = entry.rows - round(entry.rows * options.val_size)
     if train_rows < 1:
-        raise UserError(f"--val-size {options.val_size} holds out all {entry['rows']} {options.variant} rows: "
+        raise UserError(f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
                         "the training set would be empty")
     return manifest, entry
 
@@ -205,7 +216,7 @@ def _check_safetensors(file: Path) -> None:
         raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
-def _setup_tokens(options: Options, entry: dict, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
+def _setup_tokens(options: Options, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
                   work_dir: Path):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
     return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
@@ -255,6 +266,8 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
 
     order = np.random.default_rng(seed).permutation(len(tokens))
     n_eval = round(len(tokens) * options.val_size)
+    make: Callable[[np.ndarray], Dataset]
+    collator: Callable
     if options.packing:
         make, collator = (lambda idx: PackedDataset(tokens, idx, cutoff_len)), FlattenCollator()
     else:
@@ -327,8 +340,8 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
         world_size=world,
-        dataset={"uri": options.data, "sha256": prepared.entry["sha256"], "rows": prepared.entry["rows"],
-                 "source_sha256": prepared.manifest["source"]["sha256"]},
+        dataset={"uri": options.data, "sha256": prepared.entry.sha256, "rows": prepared.entry.rows,
+                 "source_sha256": prepared.manifest.source.sha256},
         samples=prepared.samples,
         truncated=prepared.truncated,
         resumed_from=prepared.resume.name if prepared.resume else None,
