@@ -6,8 +6,8 @@ import abc
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from neosft.errors import Unreachable

@@ -47,6 +47,8 @@ def without_shm_comm() -> None:
     """One process has no peer to share memory with: keep DeepSpeed from JIT-compiling its shared-memory
     all-reduce (`deepspeed_shm_comm`, about 30 s of C++ on a fresh machine) before the first step."""
     if world_size() == 1:
-        import deepspeed.comm.torch  # DeepSpeed itself: only when it trains
+        import importlib
 
-        deepspeed.comm.torch.build_shm_op = lambda: None
+        # DeepSpeed itself, only when it trains; by module path: `deepspeed.comm.torch` as an attribute is torch
+        backend = importlib.import_module("deepspeed.comm.torch")
+        setattr(backend, "build_shm_op", lambda: None)  # noqa: B010  # its only caller reads the module's name
