@@ -31,7 +31,7 @@ from neosft.backends.types import Part, RenderedRun, RunStatus, RunSummary, Stor
 from neosft.errors import UserError
 from neosft.k8s.kinds import TRAINER_KINDS, TRAINING_KINDS, TRAINJOB, TrainerKind, pod_spec
 from neosft.k8s.render import merge, with_defaults
-from neosft.k8s.state import changes, timed_out, variant_of
+from neosft.k8s.state import report, timed_out, variant_of
 from neosft.k8s.view import count
 from neosft.local_s3 import LocalS3
 from neosft.runfolder import LOCAL_BUCKET, progress
@@ -262,7 +262,7 @@ class Local(ExecutionBackend):
         before = {n: _current(e) for n, e in states.items()}
         states[name] = {"state": state, "variant": states[name]["variant"], **({"pid": pid} if pid else {})}
         self._write_states(run_id, states)
-        changes(run_id, {n: _current(e) for n, e in states.items()}, before, echo)
+        report({n: _current(e) for n, e in states.items()}, before, echo)
 
 
 def _pods(run: RenderedRun) -> list[dict]:

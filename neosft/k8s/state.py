@@ -60,14 +60,16 @@ def variant_of(obj: dict) -> str:
     return labels.get(VARIANT_LABEL) or labels.get(COMPONENT_LABEL, "?")
 
 
-def changes(run_id: str, current: dict[str, str], seen: dict[str, str], echo: Callable[[str], None]) -> bool:
-    """Echo each 'Kind/name: State' that changed since `seen`; True once every part has finished.
-
-    Raises when one failed (a failed data Job at once: its training objects would never start).
-    """
+def report(current: dict[str, str], seen: dict[str, str], echo: Callable[[str], None]) -> None:
+    """Echo each 'Kind/name: State' that changed since `seen`."""
     for name, now in current.items():
         if seen.get(name) != now:
             echo(f"{datetime.now(timezone.utc):%H:%M:%S} {name}: {now}")
+
+
+def finished(run_id: str, current: dict[str, str]) -> bool:
+    """True once every part has finished; raises when one failed (a failed data Job at once: its training
+    objects would never start)."""
     data_failed = [name for name, s in current.items() if s == "Failed" and name.startswith("Job/")]
     if data_failed:
         raise UserError(f"run {run_id} failed: {data_failed[0]} did not build the dataset, so training never "
@@ -98,7 +100,8 @@ def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: 
         if not current:
             raise UserError(f"run {run_id} has no Jobs or training objects in namespace {cluster.namespace!r} "
                             "(deleted?)")
-        if changes(run_id, current, seen, echo):
+        report(current, seen, echo)
+        if finished(run_id, current):
             return
         seen = current
         if time.monotonic() > deadline:
