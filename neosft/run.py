@@ -59,25 +59,39 @@ def values(variants: list[str], source: str, steps: int, model: Path) -> dict:
     return {
         "variants": variants,
         "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
-        "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
-                  "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
-                  "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
-                  "variantSet": {name: {"learning_rate": f"{VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}"}
-                                 for name in variants}},
+        "train": {
+            "nodes": 1,
+            "gpusPerNode": 1,
+            "model": str(model),
+            "deepspeed": "zero2",
+            "maxSteps": steps,
+            "saveSteps": max(1, steps // 2),
+            "workVolume": {"type": "emptyDir", "size": "10Gi"},
+            "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
+            "variantSet": {
+                name: {"learning_rate": f"{VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}"} for name in variants
+            },
+        },
     }
 
 
-def run(backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int,
-        trainer_kind: str) -> Result:
+def run(
+    backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str
+) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
     rendered = backend.render(values(variants, source, steps, model_folder(run_id)), run_id, trainer_kind, log)
-    log(f"object store: {rendered.store.root}"
-        + (f", served from {rendered.store.folder}" if rendered.store.folder else ""))
+    log(
+        f"object store: {rendered.store.root}"
+        + (f", served from {rendered.store.folder}" if rendered.store.folder else "")
+    )
     backend.submit(rendered, log, log)
     log(f"training {steps} steps per variant of a tiny Qwen2 on CPU with DeepSpeed ZeRO-2, after the data Job")
     backend.wait(run_id, log, math.inf)
-    losses = {name: read_losses(rendered.store.location(f"{uri}/loss.jsonl").read_bytes())
-              for name, uri in rendered.outputs().items() if name != "data"}
+    losses = {
+        name: read_losses(rendered.store.location(f"{uri}/loss.jsonl").read_bytes())
+        for name, uri in rendered.outputs().items()
+        if name != "data"
+    }
     if losses:
         from neosft.train.lossplot import compare_plot  # matplotlib: only once there is something to plot
 
@@ -93,8 +107,11 @@ def tiny_model(folder: Path, dataset: Location) -> None:
 
     manifest = Manifest.read(dataset)
     entry = next(iter(manifest.variants.values()))
-    texts = [row["instruction"] + "\n" + row["output"] for file in entry.files
-             for row in map(json.loads, (dataset / file).read_bytes().splitlines())]
+    texts = [
+        row["instruction"] + "\n" + row["output"]
+        for file in entry.files
+        for row in map(json.loads, (dataset / file).read_bytes().splitlines())
+    ]
     log(f"making a tiny Qwen2 from a config in {folder}")
     make_tiny_qwen2(folder, texts)
 
@@ -102,15 +119,20 @@ def tiny_model(folder: Path, dataset: Location) -> None:
 def summary(result: Result) -> str:
     """The table `neosft run` ends with."""
     manifest, folder = result.manifest, result.folder
-    lines = [f"run {result.run.run_id} in {folder.rsplit('/runs/', 1)[0]}",
-             f"source: {manifest.source.records:,} records, {manifest.kept:,} kept; skipped: "
-             + ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()), "",
-             f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot"]
+    lines = [
+        f"run {result.run.run_id} in {folder.rsplit('/runs/', 1)[0]}",
+        f"source: {manifest.source.records:,} records, {manifest.kept:,} kept; skipped: "
+        + ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()),
+        "",
+        f"{'variant':<14}{'rows':>7}{'steps':>7}{'first loss':>12}{'last loss':>11}  loss plot",
+    ]
     for name, entry in manifest.variants.items():
         records = train_losses(result.losses.get(name, []))
         if records:
-            lines.append(f"{name:<14}{entry.rows:>7,}{records[-1].current_steps:>7}{records[0].loss:>12.3f}"
-                         f"{records[-1].loss:>11.3f}  {folder}/{name}/loss.png")
+            lines.append(
+                f"{name:<14}{entry.rows:>7,}{records[-1].current_steps:>7}{records[0].loss:>12.3f}"
+                f"{records[-1].loss:>11.3f}  {folder}/{name}/loss.png"
+            )
         else:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if result.losses:

@@ -22,12 +22,24 @@ def training_process(tmp_path: Path, values: dict, trainer=PYTORCHJOB) -> pods.P
 
 
 @pytest.mark.parametrize("trainer", [PYTORCHJOB, TRAINJOB])
-def test_a_training_container_becomes_its_rendered_command_with_variables_secrets_and_mounts_resolved(tmp_path, trainer):
+def test_a_training_container_becomes_its_rendered_command_with_variables_secrets_and_mounts_resolved(
+    tmp_path, trainer
+):
     process = training_process(tmp_path, {"train": {"gpusPerNode": 1, "set": {"seed": 7}}}, trainer)
     port = process.env["PET_MASTER_PORT" if trainer is TRAINJOB else "MASTER_PORT"]
-    assert process.argv[:11] == [pods.LAUNCHERS["torchrun"][0], "-m", "torch.distributed.run", "--nnodes=1",
-                                 "--nproc-per-node=1", "--node-rank=0", "--master-addr=127.0.0.1",
-                                 f"--master-port={port}", "-m", "neosft", "train"]
+    assert process.argv[:11] == [
+        pods.LAUNCHERS["torchrun"][0],
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc-per-node=1",
+        "--node-rank=0",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        "-m",
+        "neosft",
+        "train",
+    ]
     assert process.argv[11] == "--variant=single" and process.argv[-2:] == ["--set", "seed=7"]
     assert process.env["AWS_ACCESS_KEY_ID"] == "id" and process.env["AWS_SECRET_ACCESS_KEY"] == "key"
     assert process.env["NEOSFT_WORK_DIR"] == str(tmp_path / "scratch" / "neosft")  # /scratch is a local folder
@@ -36,8 +48,13 @@ def test_a_training_container_becomes_its_rendered_command_with_variables_secret
 
 def test_a_variant_set_reaches_only_its_variant(tmp_path):
     values = {"variants": ["single", "multi"], "train": {"set": {"seed": 1}, "variantSet": {"multi": {"seed": 2}}}}
-    commands = {o["metadata"]["labels"]["neosft.io/variant"]: o["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-                ["spec"]["containers"][0]["command"] for o in manifests(values, "r1", "local") if o["kind"] == "PyTorchJob"}
+    commands = {
+        o["metadata"]["labels"]["neosft.io/variant"]: o["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+            "containers"
+        ][0]["command"]
+        for o in manifests(values, "r1", "local")
+        if o["kind"] == "PyTorchJob"
+    }
     assert commands["single"][-1] == "seed=1" and commands["multi"][-1] == "seed=2"
 
 

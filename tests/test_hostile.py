@@ -166,7 +166,11 @@ def test_sigterm_ends_cleanly_and_leaves_nothing_behind(tmp_path, to_s3, request
     with open(fifo, "wb") as writer:
         writer.write(b"[" + b",".join([json.dumps(QA).encode()] * 20_000) + b",")
         writer.flush()
-        time.sleep(1.0)
+        staging = (tmp_path / "tmp") if to_s3 else (tmp_path / "out")
+        deadline = time.monotonic() + 120  # a bound for a hung build, not a synchronisation
+        while not any(staging.glob("*neosft-staging-*")):  # the build is inside its staging, reading the pipe
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err

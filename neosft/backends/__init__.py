@@ -10,9 +10,15 @@ if TYPE_CHECKING:
     from neosft.storage import Location
 
 
-def backend_for(run: str | None = None, *, local: bool = False, namespace: str | None = None,
-                store: str | None = None, offline: bool = False,
-                on_dataset: Callable[[Location], None] | None = None) -> ExecutionBackend:
+def backend_for(
+    run: str | None = None,
+    *,
+    local: bool = False,
+    namespace: str | None = None,
+    store: str | None = None,
+    offline: bool = False,
+    on_dataset: Callable[[Location], None] | None = None,
+) -> ExecutionBackend:
     """The backend of a run: `Local` for a new local run (`local`) and for a run this machine holds, else
     the cluster's namespace (`offline`: rendering only, no cluster asked)."""
     # each backend imports what it drives (a local S3 server, the Kubernetes client): only the one chosen

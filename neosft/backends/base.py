@@ -44,8 +44,15 @@ class ExecutionBackend(abc.ABC):
         data = merged["data"]
         store = self.store(values)
         data_uri = data["uri"] or f"{store.root}/data/{run_id}"
-        return RenderedRun(run_id, manifests(values, run_id, self.namespace), store, trainer,
-                           tuple(merged["variants"]) if trainer else (), data_uri, bool(data["enabled"]))
+        return RenderedRun(
+            run_id,
+            manifests(values, run_id, self.namespace),
+            store,
+            trainer,
+            tuple(merged["variants"]) if trainer else (),
+            data_uri,
+            bool(data["enabled"]),
+        )
 
     @abc.abstractmethod
     def submit(self, run: RenderedRun, echo: Echo, warn: Echo) -> list[str]:

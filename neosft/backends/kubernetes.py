@@ -50,8 +50,10 @@ class Kubernetes(ExecutionBackend):
         served = self.cluster.served()
         if not served:
             raise UserError(none_installed())
-        echo(f"backend: {served[0].kind} (the cluster serves {' and '.join(k.kind for k in served)}; "
-             "--backend picks another)")
+        echo(
+            f"backend: {served[0].kind} (the cluster serves {' and '.join(k.kind for k in served)}; "
+            "--backend picks another)"
+        )
         return served[0]
 
     def store(self, values: dict) -> Store:
@@ -96,8 +98,9 @@ class Kubernetes(ExecutionBackend):
     def logs(self, run_id: str, variant: str | None, follow: bool) -> list[tuple[str, Iterator[str]]]:
         pods = view.select_pods(self.cluster.objects(run_id), variant)
         if not pods:
-            raise UserError(f"run {run_id} has no {variant + ' ' if variant else ''}pods in namespace "
-                            f"{self.namespace!r} yet")
+            raise UserError(
+                f"run {run_id} has no {variant + ' ' if variant else ''}pods in namespace {self.namespace!r} yet"
+            )
         if follow:
             if variant is None and len({state.variant_of(p) for p in pods}) > 1:
                 raise UserError("--follow streams one pod: pick it with --variant data|" + "|".join(VARIANTS))

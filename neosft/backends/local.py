@@ -51,8 +51,9 @@ class Local(ExecutionBackend):
 
     namespace = "local"
 
-    def __init__(self, store: str | None = None, work: Path = WORK,
-                 on_dataset: Callable[[Location], None] | None = None):
+    def __init__(
+        self, store: str | None = None, work: Path = WORK, on_dataset: Callable[[Location], None] | None = None
+    ):
         self.store_arg, self.work, self.on_dataset = store, work, on_dataset
         self._resources = contextlib.ExitStack()
         self._served: tuple[dict, tuple[str, str], str | None] | None = None
@@ -99,8 +100,13 @@ class Local(ExecutionBackend):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifests.yaml").write_text(run.yaml(), encoding="utf-8")
         run.store.location(f"{run.folder}/manifests.yaml").write_bytes(run.yaml().encode())
-        record = {"store": asdict(run.store), "trainer_kind": run.trainer_kind and run.trainer_kind.name,
-                  "variants": list(run.variants), "data_uri": run.data_uri, "builds_data": run.builds_data}
+        record = {
+            "store": asdict(run.store),
+            "trainer_kind": run.trainer_kind and run.trainer_kind.name,
+            "variants": list(run.variants),
+            "data_uri": run.data_uri,
+            "builds_data": run.builds_data,
+        }
         (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         self._write_states(run.run_id, {_name(o): {"state": "Pending", "variant": variant_of(o)} for o in _pods(run)})
         self._runs[run.run_id] = run
@@ -113,7 +119,10 @@ class Local(ExecutionBackend):
         deadline = time.monotonic() + timeout_s
         _, keys, _ = self._serve()
         s3 = with_defaults({"s3": self._serve()[0]})["s3"]
-        secrets = {(s3["secretName"], s3["accessKeyIdKey"]): keys[0], (s3["secretName"], s3["secretAccessKeyKey"]): keys[1]}
+        secrets = {
+            (s3["secretName"], s3["accessKeyIdKey"]): keys[0],
+            (s3["secretName"], s3["secretAccessKeyKey"]): keys[1],
+        }
         runtimes = [o for o in run.objects if o["kind"] == "TrainingRuntime"]
         env = pods.base_environment()
         for obj in _pods(run):
@@ -121,23 +130,38 @@ class Local(ExecutionBackend):
             work = self.work / "work" / run_id / variant
             spec = pod_spec(obj, runtimes[0] if runtimes else None)
             if obj["kind"] == "Job":
-                containers = [p for p in pods.processes(spec, secrets, pods.volume_folders(spec, work), {})
-                              if p.argv[3:4] != ["release"]]
+                containers = [
+                    p
+                    for p in pods.processes(spec, secrets, pods.volume_folders(spec, work), {})
+                    if p.argv[3:4] != ["release"]
+                ]
             else:
                 assert run.trainer_kind is not None
                 procs = int(run.trainer_kind is TRAINJOB and obj["spec"]["trainer"].get("numProcPerNode") or 1)
-                containers = pods.processes(spec, secrets, pods.volume_folders(spec, work),
-                                            pods.torch_injected(run.trainer_kind, procs))
-                env = {"OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str((self.work / "torch-extensions").resolve()),
-                       **pods.base_environment()}
+                containers = pods.processes(
+                    spec, secrets, pods.volume_folders(spec, work), pods.torch_injected(run.trainer_kind, procs)
+                )
+                env = {
+                    "OMP_NUM_THREADS": "1",
+                    "TORCH_EXTENSIONS_DIR": str((self.work / "torch-extensions").resolve()),
+                    **pods.base_environment(),
+                }
             for process in containers:
                 self._run_container(run_id, obj, process, env, echo, deadline, timeout_s)
             self._set_state(run_id, _name(obj), "Succeeded", echo)
             if obj["kind"] == "Job" and self.on_dataset is not None:
                 self.on_dataset(run.store.location(run.data_uri))
 
-    def _run_container(self, run_id: str, obj: dict, process: pods.Process, env: dict[str, str], echo: Echo,
-                       deadline: float, timeout_s: float) -> None:
+    def _run_container(
+        self,
+        run_id: str,
+        obj: dict,
+        process: pods.Process,
+        env: dict[str, str],
+        echo: Echo,
+        deadline: float,
+        timeout_s: float,
+    ) -> None:
         """One container to its end, its progress echoed every few seconds; a failure is one `UserError`."""
         name, log = _name(obj), self._log(run_id, variant_of(obj))
         child = pods.start_logged(process, log, env)
@@ -183,8 +207,18 @@ class Local(ExecutionBackend):
                     done = progress(store.location(outputs[variant]))
                 except UserError as e:
                     problems.append(str(e))
-            parts.append(Part(kind, object_name, variant, now, f"1 process (pid {entry['pid']})" if now == "Running"
-                              else "-", 0, outputs.get(variant, record["data_uri"]), done))
+            parts.append(
+                Part(
+                    kind,
+                    object_name,
+                    variant,
+                    now,
+                    f"1 process (pid {entry['pid']})" if now == "Running" else "-",
+                    0,
+                    outputs.get(variant, record["data_uri"]),
+                    done,
+                )
+            )
         return RunStatus(run_id, parts, problems)
 
     def runs(self) -> list[RunSummary]:
@@ -207,8 +241,10 @@ class Local(ExecutionBackend):
             if len(chosen) > 1:
                 raise UserError("--follow streams one process: pick it with --variant " + "|".join(chosen))
             return [(str(self._log(run_id, chosen[0])), self._follow(run_id, names[chosen[0]], chosen[0]))]
-        return [(str(self._log(run_id, v)), iter(self._log(run_id, v).read_text(errors="replace").splitlines()))
-                for v in chosen]
+        return [
+            (str(self._log(run_id, v)), iter(self._log(run_id, v).read_text(errors="replace").splitlines()))
+            for v in chosen
+        ]
 
     def _follow(self, run_id: str, name: str, variant: str) -> Iterator[str]:
         """The log's lines as they are written, until its part has finished."""
@@ -232,7 +268,11 @@ class Local(ExecutionBackend):
                     os.kill(entry["pid"], signal.SIGTERM)
         for log in (self.work / "logs").glob(f"{run_id}-*.log"):
             log.unlink()
-        for folder in (self.work / "work" / run_id, self.work / "models" / f"tiny-qwen2-{run_id}", self._folder(run_id)):
+        for folder in (
+            self.work / "work" / run_id,
+            self.work / "models" / f"tiny-qwen2-{run_id}",
+            self._folder(run_id),
+        ):
             shutil.rmtree(folder, ignore_errors=True)
         return list(states)
 
@@ -295,4 +335,3 @@ def _doing(log: Path) -> str:
         return f"step {steps}"
     lines = [line for line in text.strip().splitlines() if not line.startswith("+ ")]
     return f"starting ({lines[-1][:100]})" if lines else "starting"
-

@@ -32,8 +32,9 @@ class Process:
     env: dict[str, str]
 
 
-def processes(spec: dict, secrets: dict[tuple[str, str], str], folders: dict[str, Path],
-              injected: dict[str, str]) -> list[Process]:
+def processes(
+    spec: dict, secrets: dict[tuple[str, str], str], folders: dict[str, Path], injected: dict[str, str]
+) -> list[Process]:
     """The pod's containers in the order the kubelet starts them (init containers first).
 
     `secrets` answers secretKeyRefs by (Secret name, key); `folders` maps each volume name to a local
@@ -47,8 +48,9 @@ def processes(spec: dict, secrets: dict[tuple[str, str], str], folders: dict[str
             if "valueFrom" in entry:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 if (ref["name"], ref["key"]) not in secrets:
-                    raise UserError(f"container {container['name']}: no local value for Secret {ref['name']} "
-                                    f"key {ref['key']}")
+                    raise UserError(
+                        f"container {container['name']}: no local value for Secret {ref['name']} key {ref['key']}"
+                    )
                 env[entry["name"]] = secrets[(ref["name"], ref["key"])]
             else:
                 env[entry["name"]] = _local_path(_expand(entry["value"], env), mounts)
@@ -65,8 +67,13 @@ def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subpr
     with open(log, "ab") as out:
         out.write(("+ " + shlex.join(process.argv) + "\n").encode())  # what ran, first, as `set -x` shows it
         out.flush()
-        return subprocess.Popen(process.argv, env={**base_env, **process.env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            process.argv,
+            env={**base_env, **process.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def torch_injected(trainer: TrainerKind, procs_per_node: int) -> dict[str, str]:
@@ -76,8 +83,13 @@ def torch_injected(trainer: TrainerKind, procs_per_node: int) -> dict[str, str]:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     if trainer is TRAINJOB:
-        return {"PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": port, "PET_NODE_RANK": "0", "PET_NNODES": "1",
-                "PET_NPROC_PER_NODE": str(procs_per_node)}
+        return {
+            "PET_MASTER_ADDR": "127.0.0.1",
+            "PET_MASTER_PORT": port,
+            "PET_NODE_RANK": "0",
+            "PET_NNODES": "1",
+            "PET_NPROC_PER_NODE": str(procs_per_node),
+        }
     return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "PET_NODE_RANK": "0", "PET_NNODES": "1"}
 
 
@@ -101,12 +113,24 @@ def _local_path(text: str, mounts: dict[str, Path]) -> str:
     """A value naming a path under a mount, moved under the mount's local folder."""
     for mount, folder in mounts.items():
         if text == mount or text.startswith(mount.rstrip("/") + "/"):
-            return str(folder) + text[len(mount.rstrip("/")):]
+            return str(folder) + text[len(mount.rstrip("/")) :]
     return text
 
 
 def base_environment() -> dict[str, str]:
     """The parts of this process's environment a local pod inherits: no credentials, only the machine's."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE",
-            "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONPATH", "VIRTUAL_ENV")
+    keep = (
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "OMP_NUM_THREADS",
+        "TORCH_EXTENSIONS_DIR",
+        "HF_HUB_OFFLINE",
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+    )
     return {k: v for k, v in os.environ.items() if k in keep}

@@ -22,8 +22,10 @@ def new_run_id() -> str:
 
 def check_run_id(run_id: str) -> str:
     if not RUN_ID.match(run_id):
-        raise UserError(f"run id {run_id!r}: use 1-30 lower-case letters, digits and '-', starting and ending "
-                        "with a letter or digit")
+        raise UserError(
+            f"run id {run_id!r}: use 1-30 lower-case letters, digits and '-', starting and ending "
+            "with a letter or digit"
+        )
     return run_id
 
 
@@ -47,9 +49,11 @@ def _check_world_size(values: dict) -> None:
         try:
             gradient_accumulation(gpus)
         except UserError:
-            raise UserError(f"{gpus} GPUs (train.nodes x train.gpusPerNode) do not divide the total train batch "
-                            f"{TOTAL_TRAIN_BATCH}: pick a count that does, or set train.set.gradient_accumulation_steps "
-                            "(run.json records it)") from None
+            raise UserError(
+                f"{gpus} GPUs (train.nodes x train.gpusPerNode) do not divide the total train batch "
+                f"{TOTAL_TRAIN_BATCH}: pick a count that does, or set train.set.gradient_accumulation_steps "
+                "(run.json records it)"
+            ) from None
 
 
 def _managed_by_neosft(node):

@@ -46,7 +46,8 @@ def held_reason(objects: dict[str, list[dict]], obj: dict) -> str:
     if not data:
         return "waiting to be released"
     return {"Failed": "data Job failed: no GPU held", "Succeeded": "dataset published, releasing"}.get(
-        data[0], "waiting for its dataset")
+        data[0], "waiting for its dataset"
+    )
 
 
 def watched(objects: dict[str, list[dict]]) -> list[dict]:
@@ -72,8 +73,10 @@ def finished(run_id: str, current: dict[str, str]) -> bool:
     objects would never start)."""
     data_failed = [name for name, s in current.items() if s == "Failed" and name.startswith("Job/")]
     if data_failed:
-        raise UserError(f"run {run_id} failed: {data_failed[0]} did not build the dataset, so training never "
-                        f"started and holds no GPU; see neosft logs {run_id} --variant data")
+        raise UserError(
+            f"run {run_id} failed: {data_failed[0]} did not build the dataset, so training never "
+            f"started and holds no GPU; see neosft logs {run_id} --variant data"
+        )
     if all(s in FINAL for s in current.values()):
         failed = sorted(name for name, s in current.items() if s == "Failed")
         if failed:
@@ -84,8 +87,10 @@ def finished(run_id: str, current: dict[str, str]) -> bool:
 
 def timed_out(run_id: str, current: dict[str, str], timeout_s: float) -> UserError:
     waiting = ", ".join(f"{name} ({s})" for name, s in current.items() if s not in FINAL)
-    return UserError(f"run {run_id} did not finish within {format_duration(timeout_s)}: still waiting for "
-                     f"{waiting}; it goes on: neosft status {run_id}")
+    return UserError(
+        f"run {run_id} did not finish within {format_duration(timeout_s)}: still waiting for "
+        f"{waiting}; it goes on: neosft status {run_id}"
+    )
 
 
 def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: float, poll_s: float = 15) -> None:
@@ -98,8 +103,9 @@ def wait(cluster: Cluster, run_id: str, echo: Callable[[str], None], timeout_s: 
     while True:
         current = {f"{o['kind']}/{o['metadata']['name']}": state(o) for o in watched(cluster.objects(run_id))}
         if not current:
-            raise UserError(f"run {run_id} has no Jobs or training objects in namespace {cluster.namespace!r} "
-                            "(deleted?)")
+            raise UserError(
+                f"run {run_id} has no Jobs or training objects in namespace {cluster.namespace!r} (deleted?)"
+            )
         report(current, seen, echo)
         if finished(run_id, current):
             return

@@ -18,9 +18,17 @@ def parts(objects: dict[str, list[dict]]) -> list[Part]:
             now = state(obj)
             if now == "Suspended" and kind != "Job":
                 now = f"Suspended ({held_reason(objects, obj)})"
-            found.append(Part(kind, obj["metadata"]["name"], variant_of(obj), now, _pod_summary(pods) or "-",
-                              sum(c.get("restartCount", 0) for p in pods for c in _container_statuses(p)),
-                              (obj["metadata"].get("annotations") or {}).get(OUTPUT_ANNOTATION)))
+            found.append(
+                Part(
+                    kind,
+                    obj["metadata"]["name"],
+                    variant_of(obj),
+                    now,
+                    _pod_summary(pods) or "-",
+                    sum(c.get("restartCount", 0) for p in pods for c in _container_statuses(p)),
+                    (obj["metadata"].get("annotations") or {}).get(OUTPUT_ANNOTATION),
+                )
+            )
     return found
 
 
@@ -29,9 +37,15 @@ def summaries(objects: dict[str, list[dict]]) -> list[RunSummary]:
     runs: dict[str, list[dict]] = {}
     for obj in watched(objects):
         runs.setdefault(obj["metadata"]["labels"][RUN_LABEL], []).append(obj)
-    return [RunSummary(run_id, [variant_of(o) for o in objs], count(state(o) for o in objs),
-                       min(o["metadata"].get("creationTimestamp") or "-" for o in objs))
-            for run_id, objs in sorted(runs.items())]
+    return [
+        RunSummary(
+            run_id,
+            [variant_of(o) for o in objs],
+            count(state(o) for o in objs),
+            min(o["metadata"].get("creationTimestamp") or "-" for o in objs),
+        )
+        for run_id, objs in sorted(runs.items())
+    ]
 
 
 def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dict]:
@@ -45,8 +59,10 @@ def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dic
 def _rank_zero(pod: dict) -> bool:
     """A PyTorchJob's master, or the first node of a TrainJob's JobSet (completion index 0)."""
     labels = pod["metadata"].get("labels") or {}
-    return labels.get("training.kubeflow.org/replica-type") == "master" or \
-        labels.get("batch.kubernetes.io/job-completion-index") == "0"
+    return (
+        labels.get("training.kubeflow.org/replica-type") == "master"
+        or labels.get("batch.kubernetes.io/job-completion-index") == "0"
+    )
 
 
 def _container_statuses(pod: dict) -> list[dict]:
@@ -58,8 +74,11 @@ def _pod_summary(pods: list[dict]) -> str:
     """e.g. '2 Running' or '1 Pending (CreateContainerConfigError)'."""
     phases = []
     for pod in pods:
-        reasons = {c["state"]["waiting"].get("reason") for c in _container_statuses(pod)
-                   if (c.get("state") or {}).get("waiting")} - {None, "PodInitializing"}
+        reasons = {
+            c["state"]["waiting"].get("reason")
+            for c in _container_statuses(pod)
+            if (c.get("state") or {}).get("waiting")
+        } - {None, "PodInitializing"}
         phase = (pod.get("status") or {}).get("phase", "Unknown")
         phases.append(f"{phase} ({', '.join(sorted(reasons))})" if reasons else phase)
     return count(phases)
