@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +12,10 @@ from neosft.chat import DEFAULT_SYSTEM
 from neosft.errors import UserError
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+
+if TYPE_CHECKING:  # the backends import Helm and the Kubernetes client: only in the commands that use them
+    from neosft.backends.base import ExecutionBackend
+    from neosft.backends.types import RenderedRun
 
 _TRAINER_KINDS = ["auto", "pytorchjob", "trainjob"]  # a run's trainer_kind: neosft.k8s.kinds.TRAINER_KINDS, or auto
 
@@ -224,7 +229,7 @@ def check_storage(uri) -> None:
 _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; default: the kubeconfig context's.")
 
 
-def _backend(run: str | None = None, **options):
+def _backend(run: str | None = None, **options) -> ExecutionBackend:
     """The one factory of backends (`neosft.backends.backend_for`): local for `neosft run` and the runs it holds."""
     from neosft.backends import backend_for  # the backends import the Kubernetes client and Helm: not for --help
 
@@ -308,7 +313,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         click.echo(f"run {run_id} succeeded")
 
 
-def _print_plan(run) -> None:
+def _print_plan(run: RenderedRun) -> None:
     """`neosft plan` for what is about to train, when its dataset is already in storage."""
     from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan, render
 

@@ -19,6 +19,7 @@ from neosft.k8s import state, view
 from neosft.k8s.cluster import Cluster
 from neosft.k8s.kinds import PYTORCHJOB, TRAINER_KINDS, TrainerKind, none_installed, pod_spec
 from neosft.runfolder import progress
+from neosft.storage import location
 from neosft.variants import VARIANTS
 
 
@@ -81,12 +82,12 @@ class Kubernetes(ExecutionBackend):
             if not self.cluster.served():
                 raise UserError(none_installed())
             raise UserError(f"no run {run_id} in namespace {self.namespace!r}")
-        store = Store("", _pods_endpoint(objects))
+        endpoint = _pods_endpoint(objects)  # the store the pods write to, whatever this machine's environment says
         parts, problems = [], []
         for part in view.parts(objects):
             if part.kind != "Job" and part.output:
                 try:
-                    part = replace(part, progress=progress(store.location(part.output)))
+                    part = replace(part, progress=progress(location(part.output, endpoint)))
                 except UserError as e:
                     problems.append(str(e))
             parts.append(part)

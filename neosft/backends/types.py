@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neosft.k8s.kinds import TrainerKind
-from neosft.runfolder import Progress
+from neosft.runfolder import TrainingProgress
 from neosft.storage import Location, location
 
 
@@ -78,7 +78,7 @@ class Part:
     pods: str  # e.g. '1 Running', '-' for none
     restarts: int
     output: str | None = None  # where it writes
-    progress: Progress | None = None  # from its loss log in the store
+    progress: TrainingProgress | None = None  # from its loss log in the store
 
 
 @dataclass(frozen=True)
