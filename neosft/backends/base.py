@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 from neosft.backends.types import RenderedRun, RunStatus, RunSummary, Store
 from neosft.k8s.kinds import TrainerKind
+from neosft.k8s.manifests import manifests
+from neosft.k8s.render import merge, with_defaults
 
 Echo = Callable[[str], None]
 
@@ -32,9 +34,6 @@ class ExecutionBackend(abc.ABC):
 
     def render(self, values: dict, run_id: str, requested: str | None, echo: Echo) -> RenderedRun:
         """The run's validated objects, with the trainer kind `requested`, the values' train.backend, else auto."""
-        from neosft.k8s.manifests import manifests
-        from neosft.k8s.render import merge, with_defaults
-
         train = with_defaults(values)["train"]
         trainer = None
         if train["enabled"]:
@@ -96,8 +95,6 @@ class ExecutionBackend(abc.ABC):
 def with_store_default(values: dict, environ: dict[str, str]) -> dict:
     """`values` with this machine's NEOSFT_S3_ENDPOINT as s3.endpoint when they name none: the one store
     the pods and this process then talk to."""
-    from neosft.k8s.render import merge
-
     endpoint = environ.get("NEOSFT_S3_ENDPOINT")
     if endpoint and not (values.get("s3") or {}).get("endpoint"):
         return merge(values, {"s3": {"endpoint": endpoint}})

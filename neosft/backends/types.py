@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neosft.k8s.kinds import TrainerKind
+from neosft.k8s.render import to_yaml, with_defaults
 from neosft.runfolder import TrainingProgress
 from neosft.storage import Location, location
 
@@ -26,8 +27,6 @@ class Store:
     @classmethod
     def from_values(cls, values: dict, folder: str | None = None) -> Store:
         """The store the chart's values (over its defaults) give the pods."""
-        from neosft.k8s.render import with_defaults
-
         s3 = with_defaults(values)["s3"]
         root = f"s3://{s3['bucket']}/{s3['prefix']}" if s3["prefix"] else f"s3://{s3['bucket']}"
         return cls(root, s3["endpoint"], s3["region"], folder)
@@ -62,8 +61,6 @@ class RenderedRun:
         return {**built, **{name: f"{self.folder}/{name}" for name in self.variants}}
 
     def yaml(self) -> str:
-        from neosft.k8s.render import to_yaml
-
         return to_yaml(self.objects)
 
 

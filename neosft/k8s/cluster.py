@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import yaml
@@ -38,7 +39,7 @@ class Cluster:
     """One namespace of the cluster named by the kubeconfig (or the pod's service account)."""
 
     def __init__(self, namespace: str | None = None):
-        from kubernetes import client, config
+        from kubernetes import client, config  # the client loads for a cluster, not for rendering or --help
 
         configuration = client.Configuration()
         try:
@@ -73,7 +74,7 @@ class Cluster:
             raise UserError(not_installed(trainer))
 
     def _serves(self, resource: Resource) -> bool:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         with self.errors(f"the {resource.api_version} API"):
             try:
@@ -124,9 +125,7 @@ class Cluster:
         Kueue admits it and unsuspends it when the queue has room. Waits up to `wait_s` for an object
         not created yet (Helm creates Jobs before custom resources).
         """
-        import time
-
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         trainer = BY_KIND[kind]
         r, ns, kw = trainer.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
@@ -172,7 +171,7 @@ class Cluster:
         return found
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         with self.errors(f"{r.kind}s"):
             try:
@@ -224,7 +223,7 @@ class Cluster:
         return deleted
 
     def _delete(self, kind: str, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
         try:
@@ -250,8 +249,8 @@ class Cluster:
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
         """Turn client failures about `what` into one `UserError` line."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+        from urllib3.exceptions import HTTPError  # the client's transport, loaded with it
 
         try:
             yield

@@ -35,7 +35,7 @@ def validate(objects: list[dict]) -> None:
 
 
 def _builtin_error(obj: dict) -> str | None:
-    import kubernetes_validate
+    import kubernetes_validate  # its schemas load slowly: only when a built-in object is validated
 
     try:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -53,7 +53,7 @@ def _custom_error(obj: dict, schema: Path) -> str | None:
 
 @functools.cache
 def _validator(schema: Path):
-    import jsonschema
+    import jsonschema  # only when a custom resource is validated
 
     return jsonschema.Draft7Validator(strict(json.loads(schema.read_text())))
 

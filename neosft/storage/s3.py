@@ -15,6 +15,7 @@ import io
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -116,8 +117,6 @@ class S3Location(Location):
             self._client().download_file(self.bucket, self._object_key(), str(dest), Config=_transfer_config())
 
     def list(self, older_than_s: float = 0) -> list[str]:
-        import time
-
         prefix = f"{self.key}/" if self.key else ""
         cutoff, names = time.time() - older_than_s, []
         with self._errors():
@@ -170,7 +169,7 @@ class _S3Reader(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import BotoCoreError  # botocore: loaded with the client, never by --help
 
         for attempt in range(self.RETRIES + 1):
             try:
@@ -201,7 +200,7 @@ class _Changed(Exception):
 @contextlib.contextmanager
 def _s3_errors(uri: str, bucket: str, endpoint: str | None) -> Iterator[None]:
     """Turn botocore failures into one clear `UserError` line."""
-    from botocore.exceptions import (
+    from botocore.exceptions import (  # botocore: loaded with the client, never by --help
         BotoCoreError,
         ClientError,
         ConnectTimeoutError,
@@ -284,7 +283,7 @@ def _number(name: str, default: float) -> float:
 
 @functools.cache
 def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int, _credentials: tuple):
-    import boto3
+    import boto3  # about 0.3 s: only for the first S3 request
     from botocore.config import Config
 
     config = Config(
@@ -307,6 +306,6 @@ def forget_clients() -> None:
 
 
 def _transfer_config():
-    from boto3.s3.transfer import TransferConfig
+    from boto3.s3.transfer import TransferConfig  # with boto3, on the first transfer
 
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
