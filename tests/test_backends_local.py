@@ -73,3 +73,26 @@ def test_a_trainjob_needs_its_runtime_for_a_pod(tmp_path):
 def test_a_secret_the_local_store_cannot_answer_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="no local value for Secret hf key HF_TOKEN"):
         training_process(tmp_path, {"huggingface": {"tokenSecret": {"name": "hf"}}})
+
+
+def test_a_local_run_is_submitted_waited_for_and_found_again_by_its_id(tmp_path, monkeypatch):
+    from neosft.backends import backend_for
+
+    monkeypatch.chdir(tmp_path)  # the local backend keeps its runs under ./.neosft, as `neosft run` does
+    said: list[str] = []
+    with backend_for(local=True, store=str(tmp_path / "store")) as backend:
+        run = backend.render({"train": {"enabled": False}, "data": {"source": "sample"}}, "d1", None, said.append)
+        assert run.trainer_kind is None and run.builds_data and run.data_uri == "s3://neosft/data/d1"
+        assert run.outputs() == {"data": "s3://neosft/data/d1"} and run.store.folder == str(tmp_path / "store")
+        assert backend.submit(run, said.append, said.append) == ["Job/neosft-d1-data"]
+        backend.wait("d1", said.append, 600)
+    assert [line.split(" ", 1)[1] for line in said] == ["Job/neosft-d1-data: Running", "Job/neosft-d1-data: Succeeded"]
+
+    found = backend_for("d1")  # as another process finds it: by its id, with no server running
+    assert found.status("d1").parts[0].state == "Succeeded" and [s.run_id for s in found.runs()] == ["d1"]
+    [(_, lines)] = found.logs("d1", "data", follow=True)  # a finished part's log, to its end
+    assert any("wrote s3://neosft/data/d1/manifest.json" in line for line in lines)
+    assert found.delete("d1") == ["Job/neosft-d1-data"]
+    assert not found.holds("d1") and (tmp_path / "store" / "neosft" / "data" / "d1" / "manifest.json").exists()
+    with pytest.raises(UserError, match="no local run d1"):
+        found.status("d1")
