@@ -130,14 +130,12 @@ class Local(ExecutionBackend):
             work = self.work / "work" / run_id / variant
             spec = pod_spec(obj, runtimes[0] if runtimes else None)
             if obj["kind"] == "Job":
-                containers = [
-                    p
-                    for p in pods.processes(spec, secrets, pods.volume_folders(spec, work), {})
-                    if p.argv[3:4] != ["release"]
+                containers = [  # its `release` container is this backend's own: training follows
+                    p for p in pods.processes(spec, secrets, pods.volume_folders(spec, work), {}) if p.name != "release"
                 ]
             else:
                 assert run.trainer_kind is not None
-                procs = int(run.trainer_kind is TRAINJOB and obj["spec"]["trainer"].get("numProcPerNode") or 1)
+                procs = int(obj["spec"]["trainer"].get("numProcPerNode", 1)) if obj["kind"] == TRAINJOB.kind else 1
                 containers = pods.processes(
                     spec, secrets, pods.volume_folders(spec, work), pods.torch_injected(run.trainer_kind, procs)
                 )
