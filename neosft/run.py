@@ -9,8 +9,10 @@ container trains into `<store>/runs/<run-id>/<variant>/`; the manifests are kept
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,8 +105,6 @@ def tiny_model(folder: Path, dataset: Location) -> None:
     """A tiny random Qwen2 with a BPE tokenizer trained on the dataset's rows: the local run's 'download'."""
     if (folder / "config.json").exists():
         return
-    from neosft.train.tiny import make_tiny_qwen2  # transformers and tokenizers: only for a local run
-
     manifest = Manifest.read(dataset)
     entry = next(iter(manifest.variants.values()))
     texts = [
@@ -113,8 +113,10 @@ def tiny_model(folder: Path, dataset: Location) -> None:
         for row in map(json.loads, (dataset / file).read_bytes().splitlines())
     ]
     log(f"making a tiny Qwen2 from a config in {folder}")
-    make_tiny_qwen2(folder, texts)
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed, under transformers, prints its accelerator to stdout
+        from neosft.train.tiny import make_tiny_qwen2  # transformers and tokenizers: only for a local run
 
+        make_tiny_qwen2(folder, texts)
 
 def summary(result: Result) -> str:
     """The table `neosft run` ends with."""
