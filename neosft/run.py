@@ -118,6 +118,7 @@ def tiny_model(folder: Path, dataset: Location) -> None:
 
         make_tiny_qwen2(folder, texts)
 
+
 def summary(result: Result) -> str:
     """The table `neosft run` ends with."""
     manifest, folder = result.manifest, result.folder
