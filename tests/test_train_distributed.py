@@ -218,7 +218,9 @@ def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucke
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
         time.sleep(0.05)
     s3_server.stop(kill=True)  # down while the next checkpoint is saved and uploaded
-    time.sleep(2)
+    while "trying again in" not in (tmp_path / "log").read_text():  # until an upload met the closed store
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
+        time.sleep(0.05)
     s3_server.start()
     finished(proc, tmp_path / "log")
     names = location(output).list()
