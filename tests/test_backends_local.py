@@ -96,3 +96,19 @@ def test_a_local_run_is_submitted_waited_for_and_found_again_by_its_id(tmp_path,
     assert not found.holds("d1") and (tmp_path / "store" / "neosft" / "data" / "d1" / "manifest.json").exists()
     with pytest.raises(UserError, match="no local run d1"):
         found.status("d1")
+
+
+def test_the_seams_hold_nothing_in_k8s_reads_storage_and_only_backends_builds_a_backend():
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "neosft"
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        if path.parent.name == "k8s":
+            assert not {m for m in imported if m and m.startswith(("neosft.storage", "neosft.runfolder", "boto"))}, path
+        if path.parent.name != "backends":
+            built = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            assert not built & {"Local", "Kubernetes"}, f"{path} builds a backend: use neosft.backends.backend_for"
