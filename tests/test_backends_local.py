@@ -112,3 +112,28 @@ def test_the_seams_hold_nothing_in_k8s_reads_storage_and_only_backends_builds_a_
         if path.parent.name != "backends":
             built = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
             assert not built & {"Local", "Kubernetes"}, f"{path} builds a backend: use neosft.backends.backend_for"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"variants": ["single", "multi"]},
+        {"data": {"enabled": False, "uri": "s3://bkt/data/r0"}},
+        {"s3": {"bucket": "bkt", "prefix": ""}, "train": {"backend": "trainjob"}},
+    ],
+)
+def test_what_rendering_decided_is_what_the_objects_say(values):
+    from neosft.backends import backend_for
+    from neosft.k8s.cluster import OUTPUT_ANNOTATION
+    from neosft.k8s.state import variant_of
+
+    run = backend_for(offline=True).render(values, "r1", None, print)
+    annotated = {
+        variant_of(o): o["metadata"]["annotations"][OUTPUT_ANNOTATION]
+        for o in run.objects
+        if OUTPUT_ANNOTATION in (o["metadata"].get("annotations") or {})
+    }
+    assert run.outputs() == annotated
+    trained = [o for o in run.objects if run.trainer_kind and o["kind"] == run.trainer_kind.kind]
+    assert [variant_of(o) for o in trained] == list(run.variants)
+    assert all(f"--data={run.data_uri}" in str(o["spec"]) for o in trained)
