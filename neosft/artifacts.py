@@ -126,7 +126,7 @@ class Manifest:
         (folder / MANIFEST).write_bytes(self.to_json())
 
     @classmethod
-    def from_json(cls, data: bytes, where: str = MANIFEST) -> "Manifest":
+    def from_json(cls, data: bytes, where: str = MANIFEST) -> Manifest:
         try:
             raw = json.loads(data)
             manifest = _typed(cls, raw)
@@ -144,7 +144,7 @@ class Manifest:
                         "`neosft data build`")
 
     @classmethod
-    def read(cls, folder: str | Location) -> "Manifest":
+    def read(cls, folder: str | Location) -> Manifest:
         """The manifest of the dataset in `folder`; a `UserError` when there is none or it is not one."""
         loc = (location(folder) if isinstance(folder, str) else folder) / MANIFEST
         if not loc.exists():

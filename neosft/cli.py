@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from neosft import __version__
-from neosft.errors import UserError, redact
 from neosft.chat import DEFAULT_SYSTEM
+from neosft.errors import UserError, redact
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+
+if TYPE_CHECKING:  # the backends import Helm and the Kubernetes client: only in the commands that use them
+    from neosft.backends.base import ExecutionBackend
+    from neosft.backends.types import RenderedRun
+
+_TRAINER_KINDS = ["auto", "pytorchjob", "trainjob"]  # a run's trainer_kind: neosft.k8s.kinds.TRAINER_KINDS, or auto
 
 
 class _UserFailure(click.ClickException):
@@ -132,7 +139,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render, render_memory
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, render, render_memory
+    from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
     gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
@@ -161,7 +169,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 @click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
-def run_pipeline(variant, source, store, steps, run_id) -> None:
+@click.option("--backend", "trainer_kind", default="auto", show_default=True, type=click.Choice(_TRAINER_KINDS),
+              help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).")
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -173,10 +183,18 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
     Example:
       neosft run --variant all
     """
-    from neosft.run import STEPS, run, summary
+    from functools import partial
+
+    from neosft import run as rehearsal
+    from neosft.k8s.manifests import check_run_id
 
     names = list(VARIANTS) if variant == "all" else [variant]
-    click.echo(summary(run(names, source, store, run_id, steps or STEPS)))
+    run_id = check_run_id(run_id or rehearsal.new_run_id())
+    with _backend(local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))) \
+            as backend:
+        result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind)
+    click.echo(rehearsal.summary(result))
+    click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
 
 
 @data.command("wait")
@@ -226,6 +244,17 @@ def check_storage(uri) -> None:
 _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; default: the kubeconfig context's.")
 
 
+def _backend(run: str | None = None, **options) -> ExecutionBackend:
+    """The one factory of backends (`neosft.backends.backend_for`): local for `neosft run` and the runs it holds."""
+    from neosft.backends import backend_for  # the backends import the Kubernetes client and Helm: not for --help
+
+    return backend_for(run, **options)
+
+
+def _warn(line: str) -> None:
+    click.secho(line, err=True, fg="yellow")
+
+
 @cli.command()
 @click.option("--variant", type=click.Choice([*VARIANTS, "all"]), help="Variant to train; default: the values' `variants`.")
 @_namespace
@@ -236,7 +265,7 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
-@click.option("--backend", type=click.Choice(["pytorchjob", "trainjob", "auto"]),
+@click.option("--backend", "trainer_kind", type=click.Choice(_TRAINER_KINDS),
               help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
               "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
               "pytorchjob with --dry-run]")
@@ -245,8 +274,8 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, backend, run_id, dry_run, wait,
-           timeout) -> None:
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, trainer_kind, run_id, dry_run,
+           wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
     The data Job builds the run's own dataset; the training objects are created suspended and
@@ -257,8 +286,11 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
       neosft submit --variant single --set s3.bucket=my-bucket --dry-run
       neosft submit --variant all --values my-values.yaml --wait
     """
-    from neosft.k8s import runs
-    from neosft.k8s.render import load_values, to_yaml
+    import os
+
+    from neosft.backends.base import with_store_default
+    from neosft.k8s.manifests import check_run_id, new_run_id
+    from neosft.k8s.render import load_values
     from neosft.progress import format_duration, parse_duration
 
     if data_only and data_uri:
@@ -277,45 +309,43 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         overrides["data"] = {"enabled": False, "uri": data_uri}
     if queue is not None:
         overrides["queue"] = queue
-    values = load_values(values_file, sets, overrides)
-    run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
+    values = with_store_default(load_values(values_file, sets, overrides), dict(os.environ))
+    run_id = check_run_id(run_id or values.get("runId") or new_run_id())
+    backend = _backend(namespace=namespace, offline=dry_run)
+    run = backend.render(values, run_id, trainer_kind, click.echo)
     if dry_run:
-        values = runs.with_backend(values, backend, None, click.echo)
-        click.echo(to_yaml(runs.manifests(values, run_id, namespace or "default")), nl=False)
+        click.echo(run.yaml(), nl=False)
         return
-    from neosft.backends.kubeflow import Kubeflow
-
-    cluster = Kubeflow(namespace)
-    objects = cluster.render(values, run_id, backend, click.echo)
-    _print_plan(objects, data_built_first=any(o["kind"] == "Job" for o in objects))
-    created = cluster.submit(objects)
-    click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
-    for what, uri in runs.outputs(objects):
+    _print_plan(run)
+    created = backend.submit(run, click.echo, _warn)
+    click.echo(f"run {run_id} submitted to namespace {backend.namespace}: {', '.join(created)}")
+    for what, uri in run.outputs().items():
         click.echo(f"  {what:<13} -> {uri}")
-    runs.keep_manifests(objects, click.echo, lambda line: click.secho(line, err=True, fg="yellow"))
-    click.echo(f"watch it: neosft status {run_id} -n {cluster.namespace}")
+    click.echo(f"watch it: neosft status {run_id} -n {backend.namespace}")
     if wait:
         click.echo(f"waiting up to {format_duration(timeout_s)} for the run's Jobs and training objects to finish")
-        cluster.wait(run_id, click.echo, timeout_s)
+        backend.wait(run_id, click.echo, timeout_s)
         click.echo(f"run {run_id} succeeded")
 
 
-def _print_plan(objects: list[dict], data_built_first: bool) -> None:
+def _print_plan(run: RenderedRun) -> None:
     """`neosft plan` for what is about to train, when its dataset is already in storage."""
-    from neosft.k8s.runs import training_data
     from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan, render
 
-    target = training_data(objects)
-    if target is None:
+    if not run.variants:
         return
-    data, variants = target
-    if data_built_first:
-        click.echo(f"plan: `neosft plan --data {data}` once the data Job has built the datasets")
+    if run.builds_data:
+        click.echo(f"plan: `neosft plan --data {run.data_uri}` once the data Job has built the datasets")
         return
     try:
-        click.echo(render(plan(data, variants), DEFAULT_TOKENS_PER_GPU_S))
+        click.echo(render(plan(run.data_uri, list(run.variants)), DEFAULT_TOKENS_PER_GPU_S))
     except UserError as e:
-        click.secho(f"warning: no plan: {e}", err=True, fg="yellow")
+        _warn(f"warning: no plan: {e}")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows])
 
 
 @cli.command()
@@ -331,27 +361,26 @@ def status(run, namespace, store) -> None:
       neosft status 20261128-120501-k3x9 -n ml
       neosft status local-20261128-120501 --store .neosft/store
     """
-    from neosft.k8s import runs
-
     if store:
         from neosft.runfolder import store_rows
 
         if run is None:
             raise UserError("--store reads one run: neosft status RUN --store STORE")
-        click.echo(runs.table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
+        click.echo(_table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
         return
-    from neosft.backends.kubeflow import Kubeflow
-
-    cluster = Kubeflow(namespace)
+    backend = _backend(run, namespace=namespace)
     if run is None:
-        listing = cluster.list()
-        click.echo(runs.table(listing.headers, listing.rows) if listing.rows
-                   else f"no neosft runs in namespace {cluster.namespace}")
+        listing = [[r.run_id, ",".join(r.holds), r.states, r.created] for r in backend.runs()]
+        click.echo(_table(["RUN", "HOLDS", "STATE", "CREATED"], listing) if listing
+                   else f"no neosft runs in namespace {backend.namespace}")
         return
-    report = cluster.status(run)
-    click.echo(runs.table(report.headers, report.rows))
+    report = backend.status(run)
+    rows = [[p.kind, p.name, p.variant, p.state, p.pods, str(p.restarts),
+             "-" if p.progress is None or p.progress.loss is None
+             else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}"] for p in report.parts]
+    click.echo(_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
     if report.problems:
-        click.secho(f"latest loss unavailable: {report.problems[0]}", err=True, fg="yellow")
+        _warn(f"latest loss unavailable: {report.problems[0]}")
 
 
 @cli.command()
@@ -360,10 +389,8 @@ def status(run, namespace, store) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Stream the logs of one pod (the master) as they grow.")
 @_namespace
 def logs(run, variant, follow, namespace) -> None:
-    """Print the logs of a run's pods (rank 0 first); with --follow, one pod's as they grow."""
-    from neosft.backends.kubeflow import Kubeflow
-
-    sources = Kubeflow(namespace).logs(run, variant, follow)
+    """Print the logs of a run's pods (rank 0 first) or local processes; with --follow, one's as they grow."""
+    sources = _backend(run, namespace=namespace).logs(run, variant, follow)
     for name, lines in sources:
         if len(sources) > 1:
             click.echo(f"==> {name} <==")
@@ -376,9 +403,7 @@ def logs(run, variant, follow, namespace) -> None:
 @_namespace
 def delete(run, namespace) -> None:
     """Delete a run's Jobs, training objects (pods go with them), Role and ServiceAccount; its data in S3 stays."""
-    from neosft.backends.kubeflow import Kubeflow
-
-    for name in Kubeflow(namespace).delete(run):
+    for name in _backend(run, namespace=namespace).delete(run):
         click.echo(f"deleted {name}")
 
 
@@ -389,10 +414,9 @@ def delete(run, namespace) -> None:
 @_namespace
 def release(names, kind, timeout, namespace) -> None:
     """Start this run's held training objects: the data Job's last step, once the dataset is published."""
-    from neosft.k8s.cluster import Cluster
     from neosft.progress import parse_duration
 
-    for name in Cluster(namespace).release(kind, list(names), parse_duration(timeout)):
+    for name in _backend(namespace=namespace).release(kind, list(names), parse_duration(timeout)):
         click.echo(f"released {name}")
 
 
@@ -435,8 +459,10 @@ def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, s
     """
     from neosft.train.recipe import Options, fine_tune
 
-    fine_tune(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
-                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
+    fine_tune(Options(variant=variant, data=data_uri, output=output_uri, model=model, deepspeed=deepspeed,
+                      packing=packing, max_steps=max_steps, save_steps=save_steps, val_size=val_size,
+                      overrides=list(overrides), work_dir=work_dir, default_system=default_system,
+                      chat_format=chat_format, report_to=report_to, liger=liger, upload_every_s=upload_every_s))
 
 
 @cli.command()

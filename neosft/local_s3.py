@@ -50,7 +50,7 @@ class LocalS3:
         return {"NEOSFT_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
                 "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
-    def start(self) -> "LocalS3":
+    def start(self) -> LocalS3:
         self.root.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'}
         self.proc = subprocess.Popen(
@@ -60,7 +60,7 @@ class LocalS3:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise UserError(f"rclone serve s3 exited: {self.proc.stderr.read().decode(errors='replace').strip()}")
+                raise UserError(f"rclone serve s3 exited: {self.proc.communicate()[1].decode(errors='replace').strip()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self
@@ -75,7 +75,7 @@ class LocalS3:
             self.proc.wait(10)
         self.proc = None
 
-    def __enter__(self) -> "LocalS3":
+    def __enter__(self) -> LocalS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:

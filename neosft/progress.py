@@ -7,6 +7,7 @@ import datetime
 import re
 import sys
 import time
+from typing import Any
 
 from neosft.errors import UserError
 
@@ -43,11 +44,12 @@ class Progress:
     def __init__(self, label: str, total_bytes: int):
         self.label, self.total = label, total_bytes
         self.start = self.last_log = time.monotonic()
-        self.bar = None
+        self.bar: Any = None  # a rich progress bar on a terminal
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if sys.stderr.isatty():
-            from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn  # a terminal only
+            from rich.progress import Progress as Bar
 
             self.bar = Bar(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True)

@@ -19,7 +19,7 @@ LOCAL_BUCKET = "neosft"  # the bucket `neosft run`'s local S3 server serves from
 
 
 @dataclass(frozen=True)
-class Progress:
+class TrainingProgress:
     """The latest loss record of one variant's OUTPUT."""
 
     step: int
@@ -54,7 +54,7 @@ def newest_local_dataset() -> str:
     return str(manifests[-1].parent)
 
 
-def progress(output: Location) -> Progress | None:
+def progress(output: Location) -> TrainingProgress | None:
     """Progress of the variant training into `output`; None before its first logged step."""
     log = output / "loss.jsonl"
     if not log.exists():
@@ -64,7 +64,7 @@ def progress(output: Location) -> Progress | None:
         return None
     last = records[-1]
     rate = last.elapsed_s / max(last.current_steps, 1)  # over the whole run, restarts included
-    return Progress(last.current_steps, last.total_steps, last.loss, last.throughput, last.elapsed_s,
+    return TrainingProgress(last.current_steps, last.total_steps, last.loss, last.throughput, last.elapsed_s,
                     rate * (last.total_steps - last.current_steps) if last.total_steps else None)
 
 

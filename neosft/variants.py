@@ -6,33 +6,38 @@ repeats a number from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import AnyStr, Protocol
 
 from neosft.errors import UserError
 
-Round = tuple[str, str]  # (human, gpt)
-Pair = tuple[str, str]  # (instruction, output)
+Round = tuple[str, str]  # (human, gpt); a rule's pairs are (instruction, output)
+# The rules also take the builder's escaped JSON bodies, as bytes.
 
 
-def _conversations(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
-    history: list[str] = []
+class Rule(Protocol):
+    def __call__(self, rounds: Sequence[tuple[AnyStr, AnyStr]], joiner: AnyStr) -> Iterator[tuple[AnyStr, AnyStr]]: ...
+
+
+def _conversations(rounds: Sequence[tuple[AnyStr, AnyStr]], joiner: AnyStr) -> Iterator[tuple[AnyStr, AnyStr]]:
+    history: list[AnyStr] = []
     for human, gpt in rounds:
         history.append(human)
         yield joiner.join(history), gpt
         history.append(gpt)
 
 
-def _multi(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+def _multi(rounds: Sequence[tuple[AnyStr, AnyStr]], joiner: AnyStr) -> Iterator[tuple[AnyStr, AnyStr]]:
     yield joiner.join(h for h, _ in rounds), joiner.join(g for _, g in rounds)
 
 
-def _single(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+def _single(rounds: Sequence[tuple[AnyStr, AnyStr]], joiner: AnyStr) -> Iterator[tuple[AnyStr, AnyStr]]:
     if len(rounds) == 1:
         yield rounds[0]
 
 
-def _all_pair(rounds: Sequence[Round], joiner: str) -> Iterator[Pair]:
+def _all_pair(rounds: Sequence[tuple[AnyStr, AnyStr]], joiner: AnyStr) -> Iterator[tuple[AnyStr, AnyStr]]:
     yield from rounds
 
 
@@ -77,7 +82,7 @@ class Variant:
     rule: str
     learning_rate: float
     cutoff_len: int
-    pairs: Callable[[Sequence[Round], str], Iterator[Pair]]
+    pairs: Rule
     # the same rule on lengths: many conversations' (human, gpt) lengths and the joiner's length -> their rows'
     # lengths, in order (the builder's statistics; a test holds it equal to `pairs` on strings)
     lengths: Callable[[Sequence[Turns], int], Lengths]

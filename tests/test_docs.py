@@ -28,3 +28,12 @@ def test_readme_variant_table_is_the_variant_table():
     rows = re.findall(r"^\| (\w+) \| .+? \| ([0-9.e+-]+) \| (\d+) \|$", README, re.M)
     assert {name: (float(lr), int(cutoff)) for name, lr, cutoff in rows} == {
         name: (v.learning_rate, v.cutoff_len) for name, v in VARIANTS.items()}
+
+
+def test_readme_layout_names_the_modules_that_exist():
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for name in re.findall(r"`(neosft/[\w/]+\.py)`", layout):
+        assert (ROOT / name).exists(), f"the README's layout names {name}, which does not exist"
+    for package in ("backends", "k8s"):  # the picture names every module of the seams
+        for module in (ROOT / "neosft" / package).glob("*.py"):
+            assert module.stem == "__init__" or module.stem in layout, f"neosft/{package}/{module.name} is not in the layout"

@@ -2,6 +2,7 @@
 the input's shape, bad options refused before any work, concurrent and stopped builds leave DEST whole."""
 
 import gzip
+import hashlib
 import json
 import os
 import resource
@@ -121,17 +122,36 @@ def test_a_non_utf8_source_name_is_refused(tmp_path, previous):
 
 
 def test_concurrent_builds_never_touch_each_other_and_the_last_publisher_wins_whole(tmp_path):
-    source = write_synthetic_corpus(tmp_path / "c.json", 3)
+    """Three builds into one DEST, each reading its own pipe: all three are held mid-source at once (three
+    staging folders), then finish one by one; the one that published last is what DEST holds, whole."""
+    corpus = write_synthetic_corpus(tmp_path / "c.json", 3).read_bytes()
     dest = tmp_path / "out"
-    command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(dest)]
-    builds = [subprocess.Popen([*command, "--shard-rows", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-              for n in (500, 700, 900)]
-    for b in builds:
-        assert b.wait() == 0, b.stderr.read()
+    dest.mkdir()
+    fifos = [tmp_path / f"c{i}.json" for i in range(3)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    builds = [subprocess.Popen([sys.executable, "-m", "neosft", "data", "build", str(fifo), "--out", str(dest),
+                                "--shard-rows", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+              for fifo, n in zip(fifos, (500, 700, 900))]
+    writers = [open(fifo, "wb") for fifo in fifos]  # each open returns once its build opened its source
+    half = len(corpus) // 2
+    for writer in writers:
+        writer.write(corpus[:half])
+        writer.flush()
+    deadline = time.monotonic() + 120  # a bound for a hung build, not a synchronisation
+    while len(list(dest.glob(".neosft-staging-*"))) < 3:  # every build is inside its own staging at once
+        assert all(b.poll() is None for b in builds) and time.monotonic() < deadline
+        time.sleep(0.05)
+    for i in (2, 0, 1):  # finish them in this order: build 1 publishes last
+        writers[i].write(corpus[half:])
+        writers[i].close()
+        assert builds[i].wait() == 0, builds[i].stderr.read()
+        assert Manifest.read(str(dest)).options["shard_rows"] == (500, 700, 900)[i]  # the newest publish, whole
     manifest = Manifest.read(str(dest))
-    assert manifest.options["shard_rows"] in (500, 700, 900)
     for v in manifest.variants.values():
-        assert len(v.files) == -(-v.rows // manifest.options["shard_rows"]) and all((dest / f).exists() for f in v.files)
+        assert len(v.files) == -(-v.rows // 700) and all((dest / f).exists() for f in v.files)
+        data = b"".join((dest / f).read_bytes() for f in v.files)
+        assert hashlib.sha256(data).hexdigest() == v.sha256
     assert not list(dest.glob(".neosft-staging-*"))
 
 
@@ -146,7 +166,11 @@ def test_sigterm_ends_cleanly_and_leaves_nothing_behind(tmp_path, to_s3, request
     with open(fifo, "wb") as writer:
         writer.write(b"[" + b",".join([json.dumps(QA).encode()] * 20_000) + b",")
         writer.flush()
-        time.sleep(1.0)
+        staging = (tmp_path / "tmp") if to_s3 else (tmp_path / "out")
+        deadline = time.monotonic() + 120  # a bound for a hung build, not a synchronisation
+        while not any(staging.glob("*neosft-staging-*")):  # the build is inside its staging, reading the pipe
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err

@@ -6,10 +6,10 @@ import io
 import json
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import packaged_tool
 from dockerfile_parse import DockerfileParser
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from neosft.errors import UserError
+from neosft.k8s.manifests import manifests
 from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
-from neosft.k8s.runs import manifests
 from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
 from neosft.variants import NUM_DEVICES, VARIANTS
 

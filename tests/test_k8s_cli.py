@@ -281,6 +281,37 @@ def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_ser
                                                            "Pending,", "4", "Suspended"]
 
 
+def test_the_pods_and_the_cli_talk_to_the_one_store_the_values_name(kube, s3, s3_server, tmp_path, monkeypatch):
+    """NEOSFT_S3_ENDPOINT here names one S3 server, `--set s3.endpoint` another: the pods, the kept manifests
+    and the loss column all use the one the values name; without the value, the environment's goes into them."""
+    from neosft.local_s3 import LocalS3
+    from neosft.storage import location
+
+    bucket = s3[5:]  # on the environment's server
+    with LocalS3(tmp_path / "other", access_key=s3_server.access_key, secret_key=s3_server.secret_key) as other:
+        (tmp_path / "other" / bucket).mkdir(parents=True)
+        result = neosft("submit", "--variant", "single", "--run-id", "r1", "--set", f"s3.bucket={bucket}",
+                        "--set", f"s3.endpoint={other.endpoint}")
+        assert result.returncode == 0, result.stderr
+        [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
+        [container] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+        assert {e["name"]: e.get("value") for e in container["env"]}["NEOSFT_S3_ENDPOINT"] == other.endpoint
+        assert (tmp_path / "other" / bucket / "neosft" / "runs" / "r1" / "manifests.yaml").exists()
+        assert not location(f"{s3}/neosft/runs/r1/manifests.yaml").exists()  # nothing on the environment's server
+        monkeypatch.setenv("NEOSFT_S3_ENDPOINT", other.endpoint)  # the trainer's upload, as the pod makes it
+        write_loss_log(f"{s3}/neosft/runs/r1/single", [2.5, 1.5], 40)
+        monkeypatch.setenv("NEOSFT_S3_ENDPOINT", s3_server.endpoint)
+        status = neosft("status", "r1")
+        assert status.returncode == 0 and "1.5000 @ step 2/40" in status.stdout, status.stdout + status.stderr
+
+    kube.requests.clear()
+    assert neosft("submit", "--variant", "single", "--run-id", "r2", "--set", f"s3.bucket={bucket}").returncode == 0
+    [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
+    [container] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["NEOSFT_S3_ENDPOINT"] == s3_server.endpoint
+    assert location(f"{s3}/neosft/runs/r2/manifests.yaml").exists()
+
+
 def test_status_of_an_unknown_run(kube):
     assert_user_error(neosft("status", "nope"), "no run nope in namespace 'ml'")
     assert neosft("status").stdout == "no neosft runs in namespace ml\n"
@@ -372,7 +403,7 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
 ])
 def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
-    from neosft.k8s.runs import state
+    from neosft.k8s.state import state
 
     assert state({"kind": kind, "status": status}) == expected
 
@@ -572,6 +603,6 @@ def test_the_rendered_release_step_hands_trainjobs_to_kueue(kube):
     ({"suspend": True}, {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "Failed"),
 ])
 def test_state_of_trainjobs(spec, status, expected):
-    from neosft.k8s.runs import state
+    from neosft.k8s.state import state
 
     assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected

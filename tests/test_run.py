@@ -44,12 +44,17 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")
 
-    # it ran what the chart renders: the manifests kept in the run folder hold the command that ran
-    [job] = [o for o in yaml.safe_load_all((run / "manifests.yaml").read_text()) if o and o["kind"] == "PyTorchJob"]
-    rendered = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    # it ran what the chart renders: the manifests kept in the run folder hold the command that ran (a TrainJob:
+    # its runtime's torchrun, with the TrainJob's arguments and the rendezvous Trainer's torch plugin injects)
+    kept = [o for o in yaml.safe_load_all((run / "manifests.yaml").read_text()) if o]
+    [job] = [o for o in kept if o["kind"] == "TrainJob"]
+    [runtime] = [o for o in kept if o["kind"] == "TrainingRuntime"]
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"]
+    rendered = node["command"] + job["spec"]["trainer"]["args"]
     ran = shlex.split((tmp_path / ".neosft" / "logs" / "r1-single.log").read_text().splitlines()[0][2:])
-    assert ran[3:] == [arg.replace("$(PET_NODE_RANK)", "0").replace("$(MASTER_ADDR)", "127.0.0.1")
-                       .replace("$(MASTER_PORT)", ran[7].split("=")[1]) for arg in rendered[1:]]
+    port = next(arg for arg in ran if arg.startswith("--master-port=")).split("=")[1]
+    assert ran[3:] == [arg.replace("$(PET_NODE_RANK)", "0").replace("$(PET_MASTER_ADDR)", "127.0.0.1")
+                       .replace("$(PET_MASTER_PORT)", port) for arg in rendered[1:]]
     assert ran[:3] == [sys.executable, "-m", "torch.distributed.run"] and rendered[0] == "torchrun"
 
     again = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
@@ -57,6 +62,20 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert RunRecord.read(location(run / "single")) == record  # complete: not trained again
     assert "holds a finished run" in (tmp_path / ".neosft" / "logs" / "r1-single.log").read_text()
 
+    # status, logs and delete find the local run as they find a cluster run
+    no_cluster = {"KUBECONFIG": str(tmp_path / "no-kubeconfig")}
+    shown = neosft("status", "r1", cwd=tmp_path, env=no_cluster)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[1]: line.split() for line in shown.stdout.splitlines()[1:]}
+    assert rows["neosft-r1-single"][:4] == ["TrainJob", "neosft-r1-single", "single", "Succeeded"]
+    assert " ".join(rows["neosft-r1-single"][-4:]) == f"{losses[-1].loss:.4f} @ step 4/4"
+    assert rows["neosft-r1-data"][:4] == ["Job", "neosft-r1-data", "data", "Succeeded"]
+    printed = neosft("logs", "r1", "--variant", "single", cwd=tmp_path, env=no_cluster)
+    assert printed.returncode == 0 and "wrote s3://neosft/runs/r1/single/final" in printed.stdout
+    deleted = neosft("delete", "r1", cwd=tmp_path, env=no_cluster)
+    assert deleted.returncode == 0 and "deleted TrainJob/neosft-r1-single" in deleted.stdout
+    assert not (tmp_path / ".neosft" / "runs" / "r1").exists() and (run / "single" / "loss.jsonl").exists()
+    assert_user_error(neosft("status", "r1", cwd=tmp_path, env=no_cluster), "no Kubernetes configuration")
 
 def test_a_failed_data_build_is_one_line(tmp_path):
     result = neosft("run", "--variant", "single", "--source", tmp_path / "missing.json", "--store", tmp_path / "store",

@@ -7,12 +7,12 @@ import time
 import pytest
 from conftest import assert_user_error, neosft
 
-from neosft.storage import s3 as storage
+from neosft.artifacts import Manifest
 from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
-from neosft.artifacts import Manifest
 from neosft.storage import location
+from neosft.storage import s3 as storage
 
 
 def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):

@@ -20,7 +20,6 @@ from neosft.data.build import build
 from neosft.errors import UserError
 from neosft.sample import SAMPLE_CORPUS
 from neosft.train.args import arguments_record, checked_overrides, parse_overrides, training_arguments
-from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.packing import (
     VARLEN_ATTENTION,
     FlattenCollator,
@@ -29,6 +28,7 @@ from neosft.train.packing import (
     pack,
     register_varlen_attention,
 )
+from neosft.train.tiny import QWEN2_CHAT_TEMPLATE
 from neosft.train.tokenize import IGNORE_INDEX, tokenize, truncated_lengths
 from neosft.variants import VARIANTS
 
@@ -310,3 +310,34 @@ def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     assert "Traceback" not in tampered.stderr
     shutil.rmtree(only_single)
     assert "no manifest.json" in neosft("train", "--variant", "single", "--data", only_single, *common).stderr
+
+
+def test_the_loss_log_reaches_output_every_few_seconds_and_at_the_end(tmp_path, monkeypatch):
+    """The uploader's timer, driven by a clock this test moves: an upload once `every_s` passed since the last,
+    none in between, and every record at the end."""
+    from transformers import TrainerState
+
+    from neosft.storage import location
+    from neosft.train import lossupload
+    from neosft.train.losslog import LossLog
+
+    now = [100.0]
+    monkeypatch.setattr(lossupload.time, "monotonic", lambda: now[0])
+    log, state = LossLog(), TrainerState(max_steps=6, is_world_process_zero=True)
+    uploader = lossupload.LossUploader(location(tmp_path), log, "single", 1.0, None)
+    log.on_train_begin(None, state, None)
+    uploaded = []
+    for step, at in enumerate((100.5, 101.0, 101.5, 101.9, 102.2, 102.4), 1):
+        now[0] = at
+        log.on_step_begin(None, state, None)
+        state.global_step, state.epoch, state.num_input_tokens_seen = step, step / 6, 10 * step
+        logs = {"loss": 2.0 / step, "learning_rate": 1e-5, "grad_norm": 1.0}
+        log.on_log(None, state, None, logs=logs)
+        uploader.on_log(None, state, None, logs=logs)
+        uploader.wait()
+        uploaded.append(len(read_losses((tmp_path / "loss.jsonl").read_bytes())) if (tmp_path / "loss.jsonl").exists()
+                        else 0)
+    assert uploaded == [0, 2, 2, 2, 5, 5]  # at 101.0 (1 s after the start) and 102.2 (1.2 s after that)
+    uploader.final()
+    assert len(read_losses((tmp_path / "loss.jsonl").read_bytes())) == 6
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

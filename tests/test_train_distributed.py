@@ -218,7 +218,9 @@ def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucke
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
         time.sleep(0.05)
     s3_server.stop(kill=True)  # down while the next checkpoint is saved and uploaded
-    time.sleep(2)
+    while "trying again in" not in (tmp_path / "log").read_text():  # until an upload met the closed store
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
+        time.sleep(0.05)
     s3_server.start()
     finished(proc, tmp_path / "log")
     names = location(output).list()
@@ -247,21 +249,3 @@ def test_two_ranks_train_at_total_batch_64_and_leave_tensorboard_events(sample_d
     steps = [e.step for e in accumulator.Scalars("train/loss")]
     assert steps == [1, 2]
     assert [e.value for e in accumulator.Scalars("train/loss")] == pytest.approx([r.loss for r in train_losses(records(str(output)))])
-
-
-def test_the_loss_log_reaches_output_on_a_timer_while_training(sample_dataset, tiny_model, tmp_path):
-    output = tmp_path / "out"
-    log = tmp_path / "log"
-    proc = subprocess.Popen([sys.executable, "-m", "neosft", "train", "--variant", "single", "--data", str(sample_dataset),
-                             "--output", str(output), "--model", str(tiny_model), "--deepspeed", "none",
-                             "--max-steps", "400", "--save-steps", "1000", "--upload-every", "1", "--work-dir",
-                             str(tmp_path / "work"), "--set", "cutoff_len=64", "--set", "gradient_accumulation_steps=1"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    seen: set[int] = set()  # record counts of loss.jsonl seen in OUTPUT before the run finished
-    while proc.poll() is None:
-        if (output / "loss.jsonl").exists() and not (output / "final" / "run.json").exists():
-            seen.add(len(read_losses((output / "loss.jsonl").read_bytes())))
-        time.sleep(0.2)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    assert len({n for n in seen if 0 < n < 400}) >= 2, seen  # it moved, more than once, before the last upload
-    assert len(records(str(output))) == 400 and (output / "loss.png").read_bytes()[:4] == b"\x89PNG"

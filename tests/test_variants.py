@@ -3,10 +3,9 @@
 import json
 
 import pytest
+from conftest import neosft
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import neosft
 
 from neosft.errors import UserError
 from neosft.variants import (
@@ -77,7 +76,7 @@ def test_cli_prints_the_table():
     out = neosft("variants")
     assert out.returncode == 0
     lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:5]}
-    assert {n: (float(l[1]), int(l[2])) for n, l in lines.items()} == SEED_TABLE
+    assert {n: (float(row[1]), int(row[2])) for n, row in lines.items()} == SEED_TABLE
     assert "total train batch 64" in out.stdout
 
 

@@ -20,10 +20,11 @@ import re
 import signal
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import orjson
 
@@ -148,15 +149,18 @@ class _VariantOutput:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: "_Writer"):
+                 tokenizer: str | None, writer: _Writer):
         self.variant = variant
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
         self.shard_rows, self.writer = shard_rows, writer
-        self.rows, self.files, self.hash = 0, [], hashlib.sha256()
-        self.block, self.block_bytes, self.file = [], 0, None
+        self.rows, self.hash = 0, hashlib.sha256()
+        self.files: list[str] = []
+        self.block: list[bytes] = []
+        self.block_bytes = 0
+        self.file: Any = None  # the open part, written on the writer thread
         self.has_system = False
         self.tokens = TokenCounter(tokenizer, variant.cutoff_len) if tokenizer else None
 

@@ -17,16 +17,16 @@ import signal
 import time
 import traceback
 from array import array
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 
-from neosft.data.records import parse_record
-from neosft.data.stats import summary
-from neosft.data.source import Source
 from neosft import storage
-from neosft.storage import Readable
+from neosft.data.records import parse_record
+from neosft.data.source import Source
+from neosft.data.stats import summary
 from neosft.errors import UserError
+from neosft.storage import Readable
 from neosft.variants import Variant
 
 BATCH = 512
@@ -55,15 +55,17 @@ class Reader:
 
     def __init__(self, file: Readable, variants: list[Variant], joiner: str):
         self.file, self.variants, self.joiner = file, variants, joiner
-        self.sha256, self.bytes, self.count, self.revision, self.stats = "", 0, 0, None, {}
+        self.sha256, self.bytes, self.count, self.revision = "", 0, 0, None
+        self.stats: dict[str, dict] = {}
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         # fork: the child needs no re-import of __main__ (spawn would re-run a caller's script)
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self.receiver, sender = ctx.Pipe(duplex=False)
         with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere the default size
             fcntl.fcntl(sender.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self.process = ctx.Process(target=_read, args=(self.file, self.variants, self.joiner, sender, self.receiver), name="neosft-reader", daemon=True)
+        self.process = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has Process
+            target=_read, args=(self.file, self.variants, self.joiner, sender, self.receiver), name="neosft-reader", daemon=True)
         self.process.start()
         sender.close()
         return self

@@ -20,9 +20,10 @@ import json
 import re
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from neosft.errors import UserError
 from neosft.storage import Readable, readable
@@ -59,7 +60,7 @@ class Source:
             except (EOFError, OSError, zlib.error) as e:  # a truncated or corrupt gzip stream
                 raise UserError(f"{self.uri}: cannot read: {e}") from None
 
-    def _parse(self, stream: io.BufferedReader) -> Iterator[object]:
+    def _parse(self, stream: io.BufferedReader[Any]) -> Iterator[object]:
         if stream.peek(4)[:4] == b"PAR1":
             return _parquet_records(stream, self.file)
         text, name = self._text(stream)
@@ -151,7 +152,7 @@ class _Values:
     def _peek(self) -> str:
         """The next character that is not whitespace ('' at the end), skipping whitespace a chunk at a time."""
         while True:
-            self.pos = _SPACE.match(self.buf, self.pos).end()
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]  # \s* always matches
             if self.pos < len(self.buf) or self.eof:
                 return self.buf[self.pos : self.pos + 1]
             self._more()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import yaml
 
 from neosft.errors import UserError, redact
-from neosft.k8s.kinds import BACKENDS, BY_KIND, CUSTOM, Backend, Resource, not_installed
+from neosft.k8s.kinds import BY_KIND, CUSTOM, TRAINER_KINDS, Resource, TrainerKind, not_installed
 from neosft.k8s.render import is_hook
 
 RUN_LABEL = "neosft.io/run-id"
@@ -38,7 +39,7 @@ class Cluster:
     """One namespace of the cluster named by the kubeconfig (or the pod's service account)."""
 
     def __init__(self, namespace: str | None = None):
-        from kubernetes import client, config
+        from kubernetes import client, config  # the client loads for a cluster, not for rendering or --help
 
         configuration = client.Configuration()
         try:
@@ -64,16 +65,16 @@ class Cluster:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def served(self) -> list[Backend]:
-        """The training backends whose CRD the API server serves (discovery), in the order `auto` prefers."""
-        return [backend for backend in BACKENDS.values() if self._serves(backend.resource)]
+    def served(self) -> list[TrainerKind]:
+        """The trainer kinds whose CRD the API server serves (discovery), in the order `auto` prefers."""
+        return [trainer for trainer in TRAINER_KINDS.values() if self._serves(trainer.resource)]
 
-    def require(self, backend: Backend) -> None:
-        if not self._serves(backend.resource):
-            raise UserError(not_installed(backend))
+    def require(self, trainer: TrainerKind) -> None:
+        if not self._serves(trainer.resource):
+            raise UserError(not_installed(trainer))
 
     def _serves(self, resource: Resource) -> bool:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         with self.errors(f"the {resource.api_version} API"):
             try:
@@ -124,12 +125,10 @@ class Cluster:
         Kueue admits it and unsuspends it when the queue has room. Waits up to `wait_s` for an object
         not created yet (Helm creates Jobs before custom resources).
         """
-        import time
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
-        from kubernetes.client.exceptions import ApiException
-
-        backend = BY_KIND[kind]
-        r, ns, kw = backend.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
+        trainer = BY_KIND[kind]
+        r, ns, kw = trainer.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
         released = []
         for name in names:
             deadline = time.monotonic() + wait_s
@@ -143,7 +142,7 @@ class Cluster:
                             raise
                         time.sleep(min(5.0, wait_s))
                 queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
-                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else backend.suspend_patch(False)
+                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else trainer.suspend_patch(False)
                 self.custom.patch_namespaced_custom_object(r.group, r.version, ns, r.plural, name, patch,
                                                            _content_type="application/merge-patch+json", **kw)
             released.append(f"{kind}/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
@@ -172,7 +171,7 @@ class Cluster:
         return found
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         with self.errors(f"{r.kind}s"):
             try:
@@ -224,7 +223,7 @@ class Cluster:
         return deleted
 
     def _delete(self, kind: str, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
         try:
@@ -250,8 +249,8 @@ class Cluster:
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
         """Turn client failures about `what` into one `UserError` line."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+        from urllib3.exceptions import HTTPError  # the client's transport, loaded with it
 
         try:
             yield

@@ -110,7 +110,7 @@ def _parse_sets(expressions: tuple[str, ...]) -> dict:
 
 
 def _helm():
-    import helm_python
+    import helm_python  # the embedded Helm (a Go runtime): only when a chart renders
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the Go runtime takes SIGINT over
     return helm_python

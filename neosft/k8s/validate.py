@@ -28,14 +28,14 @@ def validate(objects: list[dict]) -> None:
     """Raise a `UserError` naming the object and the field of the first invalid one."""
     for obj in objects:
         kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
-        schema = CRD_SCHEMAS.get((obj.get("apiVersion"), kind))
+        schema = CRD_SCHEMAS.get((obj.get("apiVersion", ""), obj.get("kind", "")))
         error = _custom_error(obj, schema) if schema else _builtin_error(obj)
         if error:
             raise UserError(f"{kind}/{name} is invalid: {error}")
 
 
 def _builtin_error(obj: dict) -> str | None:
-    import kubernetes_validate
+    import kubernetes_validate  # its schemas load slowly: only when a built-in object is validated
 
     try:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -51,9 +51,9 @@ def _custom_error(obj: dict, schema: Path) -> str | None:
     return _describe(error) if error else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(schema: Path):
-    import jsonschema
+    import jsonschema  # only when a custom resource is validated
 
     return jsonschema.Draft7Validator(strict(json.loads(schema.read_text())))
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import abc
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager, TypeVar
+from typing import BinaryIO, TypeVar
 
 from neosft.errors import Unreachable
 
@@ -42,7 +44,7 @@ class Location(Readable):
     """A file or a folder (prefix) in a store: a local path or an `s3://` prefix."""
 
     @abc.abstractmethod
-    def __truediv__(self, name: str) -> "Location": ...
+    def __truediv__(self, name: str) -> Location: ...
 
     @abc.abstractmethod
     def check(self, create: bool = True) -> None:
@@ -80,7 +82,7 @@ class Location(Readable):
     def delete(self) -> None: ...
 
     @abc.abstractmethod
-    def staging(self) -> ContextManager[Path]:
+    def staging(self) -> AbstractContextManager[Path]:
         """A new local folder, unique to the caller, for files to be published under this location, removed
         on exit. A local store keeps it on the same filesystem (publishing is a rename) and hidden."""
 
@@ -89,7 +91,7 @@ class Location(Readable):
     CLEANUP_GRACE_S: float = 0
 
     @abc.abstractmethod
-    def lock(self) -> ContextManager[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """Exclusive among builds publishing into this folder where the store can lock (local); else a no-op."""
 
     def upload_dir(self, src: Path) -> None:

@@ -45,9 +45,14 @@ class HttpFile(Readable):
 
 def hub_file(uri: str) -> HttpFile:
     """`hf://datasets/OWNER/NAME[@REV]/PATH`, resolved to the commit its revision names now."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url  # the Hub client: only for hf:// sources
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import build_hf_headers
 
     m = re.fullmatch(r"hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?/(.+)", uri)
@@ -97,7 +102,7 @@ class _HttpReader(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        from urllib3.exceptions import HTTPError
+        from urllib3.exceptions import HTTPError  # urllib3: only for http(s):// sources
 
         for attempt in range(RETRIES + 1):
             try:
@@ -117,7 +122,7 @@ class _HttpReader(io.RawIOBase):
 
 
 def _request(file: HttpFile, method: str, headers: dict):
-    import urllib3
+    import urllib3  # only for http(s):// sources
 
     try:
         response = _pool().request(method, file.url, headers={**file.headers, **headers}, preload_content=False,
@@ -147,7 +152,7 @@ _POOL = None
 def _pool():
     global _POOL
     if _POOL is None:
-        import urllib3
+        import urllib3  # only for http(s):// sources
 
         _POOL = urllib3.PoolManager(timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S))
         _POOL.pool_classes_by_scheme = {"http": _deadlined(urllib3.HTTPConnectionPool),

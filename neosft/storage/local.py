@@ -10,8 +10,9 @@ import stat
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from neosft.errors import UserError, path_error
 from neosft.storage.base import Location
@@ -25,7 +26,7 @@ class LocalLocation(Location):
         self.path = path
         self.uri = str(path)
 
-    def __truediv__(self, name: str) -> "LocalLocation":
+    def __truediv__(self, name: str) -> LocalLocation:
         return LocalLocation(self.path / name)
 
     def check(self, create: bool = True) -> None:

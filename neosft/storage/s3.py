@@ -15,8 +15,10 @@ import io
 import os
 import re
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from neosft.errors import Unreachable, UserError, redact
@@ -26,7 +28,8 @@ from neosft.storage.base import Location
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def s3_location(uri: str) -> "S3Location":
+def s3_location(uri: str, endpoint: str | None = None) -> S3Location:
+    """`uri` on the S3 server at `endpoint` ('' for AWS; None: NEOSFT_S3_ENDPOINT, or AWS when unset)."""
     bucket, _, key = uri[5:].partition("/")
     if "@" in bucket:
         raise UserError(f"{redact(uri)}: credentials do not belong in an S3 URI, where they would be printed and "
@@ -36,21 +39,24 @@ def s3_location(uri: str) -> "S3Location":
         raise UserError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise UserError(f"{uri}: {bucket!r} is not a valid bucket name (3 to 63 lowercase letters, digits, '.' and '-')")
-    return S3Location(bucket, key.strip("/"))
+    return S3Location(bucket, key.strip("/"), endpoint)
 
 
 class S3Location(Location):
     CLEANUP_GRACE_S = 3600.0  # no lock on S3: parts another build uploaded within the hour are left alone
 
-    def __init__(self, bucket: str, key: str):
-        self.bucket, self.key = bucket, key
+    def __init__(self, bucket: str, key: str, endpoint: str | None = None):
+        self.bucket, self.key, self.endpoint = bucket, key, endpoint
         self.uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
-    def __truediv__(self, name: str) -> "S3Location":
-        return S3Location(self.bucket, f"{self.key}/{name}" if self.key else name)
+    def __truediv__(self, name: str) -> S3Location:
+        return S3Location(self.bucket, f"{self.key}/{name}" if self.key else name, self.endpoint)
 
     def _errors(self):
-        return _s3_errors(self.uri, self.bucket)
+        return _s3_errors(self.uri, self.bucket, self.endpoint)
+
+    def _client(self):
+        return _client(self.endpoint)
 
     def _object_key(self) -> str:
         if not self.key:
@@ -61,19 +67,19 @@ class S3Location(Location):
         """The bucket exists and the credentials are accepted (an S3 prefix needs no creating)."""
         try:
             with self._errors():
-                _client().head_bucket(Bucket=self.bucket)
+                self._client().head_bucket(Bucket=self.bucket)
         except UserError as e:
             if isinstance(e.__cause__, _NotFound):
                 raise UserError(f"bucket {self.bucket!r} does not exist ({self.uri})") from None
             raise
 
     def open(self) -> BinaryIO:
-        return io.BufferedReader(_S3Reader(self.bucket, self._object_key(), self.uri), buffer_size=1 << 20)
+        return io.BufferedReader(_S3Reader(self.bucket, self._object_key(), self.uri, self.endpoint), buffer_size=1 << 20)
 
     def size(self) -> int:
         try:
             with self._errors():
-                return _client().head_object(Bucket=self.bucket, Key=self._object_key())["ContentLength"]
+                return self._client().head_object(Bucket=self.bucket, Key=self._object_key())["ContentLength"]
         except UserError as e:
             if isinstance(e.__cause__, _NotFound):
                 self.check()  # a missing bucket says so
@@ -95,7 +101,7 @@ class S3Location(Location):
     def write_bytes(self, data: bytes) -> None:
         """One PUT: S3 makes it atomic."""
         with self._errors():
-            _client().put_object(Bucket=self.bucket, Key=self._object_key(), Body=data)
+            self._client().put_object(Bucket=self.bucket, Key=self._object_key(), Body=data)
 
     def move_from(self, src: Path) -> None:
         self.upload(src)
@@ -113,7 +119,7 @@ class S3Location(Location):
         for attempt in range(1, self.UPLOAD_ATTEMPTS + 1):
             try:
                 with self._errors():
-                    _client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
+                    self._client().upload_file(str(src), self.bucket, self._object_key(), Config=_transfer_config())
                 return
             except S3UploadFailedError as e:  # s3transfer's wrapper of the ClientError of one of the upload's calls
                 forgotten = any(code in str(e) for code in ("(NoSuchUpload)", "(AccessDenied)", "(403)"))
@@ -135,22 +141,20 @@ class S3Location(Location):
 
     def download(self, dest: Path) -> None:
         with self._errors():
-            _client().download_file(self.bucket, self._object_key(), str(dest), Config=_transfer_config())
+            self._client().download_file(self.bucket, self._object_key(), str(dest), Config=_transfer_config())
 
     def list(self, older_than_s: float = 0) -> list[str]:
-        import time
-
         prefix = f"{self.key}/" if self.key else ""
         cutoff, names = time.time() - older_than_s, []
         with self._errors():
-            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 names += [obj["Key"][len(prefix):] for obj in page.get("Contents", ())
                           if not older_than_s or obj["LastModified"].timestamp() < cutoff]
         return sorted(names)
 
     def delete(self) -> None:
         with self._errors():
-            _client().delete_object(Bucket=self.bucket, Key=self._object_key())
+            self._client().delete_object(Bucket=self.bucket, Key=self._object_key())
 
     def lock(self):
         return contextlib.nullcontext()
@@ -167,16 +171,17 @@ class _S3Reader(io.RawIOBase):
 
     RETRIES = 5
 
-    def __init__(self, bucket: str, key: str, uri: str):
-        self.bucket, self.key, self.uri = bucket, key, uri
-        self.pos, self.body, self.etag = 0, None, None
+    def __init__(self, bucket: str, key: str, uri: str, endpoint: str | None):
+        self.bucket, self.key, self.uri, self.endpoint = bucket, key, uri, endpoint
+        self.pos, self.etag = 0, None
+        self.body: Any = None  # the botocore stream of the current GET
         self._connect()
 
     def _connect(self) -> None:
         extra = {"Range": f"bytes={self.pos}-", "IfMatch": self.etag} if self.pos else {}
         try:
-            with _s3_errors(self.uri, self.bucket):
-                response = _client().get_object(Bucket=self.bucket, Key=self.key, **extra)
+            with _s3_errors(self.uri, self.bucket, self.endpoint):
+                response = _client(self.endpoint).get_object(Bucket=self.bucket, Key=self.key, **extra)
         except UserError as e:
             if isinstance(e.__cause__, _Changed):
                 raise UserError(f"{self.uri} was replaced while it was being read; run the build again") from None
@@ -191,7 +196,7 @@ class _S3Reader(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import BotoCoreError  # botocore: loaded with the client, never by --help
 
         for attempt in range(self.RETRIES + 1):
             try:
@@ -220,10 +225,18 @@ class _Changed(Exception):
 
 
 @contextlib.contextmanager
-def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
+def _s3_errors(uri: str, bucket: str, endpoint: str | None) -> Iterator[None]:
     """Turn botocore failures into one clear `UserError` line."""
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, ParamValidationError, ReadTimeoutError, SSLError)
+    from botocore.exceptions import (  # botocore: loaded with the client, never by --help
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ParamValidationError,
+        ReadTimeoutError,
+        SSLError,
+    )
 
     try:
         yield
@@ -247,31 +260,31 @@ def _s3_errors(uri: str, bucket: str) -> Iterator[None]:
     except NoCredentialsError:
         raise UserError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
     except SSLError:
-        raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint()} for {uri}: "
+        raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint(endpoint)} for {uri}: "
                         "if the server speaks plain HTTP, use an http:// endpoint") from None
     except (ConnectTimeoutError, ReadTimeoutError):
-        raise Unreachable(f"the S3 endpoint {_shown_endpoint()} did not answer within {_timeout():g} s "
+        raise Unreachable(f"the S3 endpoint {_shown_endpoint(endpoint)} did not answer within {_timeout():g} s "
                         f"({_attempts()} attempts) for {uri}; NEOSFT_S3_TIMEOUT and AWS_MAX_ATTEMPTS set the limits") from None
     except EndpointConnectionError:
-        raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint()} for {uri}") from None
+        raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint(endpoint)} for {uri}") from None
     except ParamValidationError as e:
         raise UserError(f"{uri}: invalid S3 request ({redact(str(e)).splitlines()[-1].strip()})") from None
     except BotoCoreError as e:
-        raise UserError(f"S3 failed on {uri} via {_shown_endpoint()}: {type(e).__name__}") from None
+        raise UserError(f"S3 failed on {uri} via {_shown_endpoint(endpoint)}: {type(e).__name__}") from None
 
 
-def _endpoint() -> str | None:
-    """NEOSFT_S3_ENDPOINT, checked: it must be an http:// or https:// URL."""
-    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT") or None
+def _endpoint(given: str | None = None) -> str | None:
+    """`given` ('' for AWS), else NEOSFT_S3_ENDPOINT, checked: it must be an http:// or https:// URL; None: AWS."""
+    endpoint = (os.environ.get("NEOSFT_S3_ENDPOINT") if given is None else given) or None
     if endpoint is not None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"NEOSFT_S3_ENDPOINT={redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
+            raise UserError(f"S3 endpoint {redact(endpoint)!r} needs a scheme: http://HOST:PORT or https://HOST")
     return endpoint
 
 
-def _shown_endpoint() -> str:
-    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT")
+def _shown_endpoint(given: str | None) -> str:
+    endpoint = os.environ.get("NEOSFT_S3_ENDPOINT") if given is None else given
     return redact(endpoint) if endpoint else "of AWS"
 
 
@@ -295,9 +308,9 @@ def _number(name: str, default: float) -> float:
     return number
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int, _credentials: tuple):
-    import boto3
+    import boto3  # about 0.3 s: only for the first S3 request
     from botocore.config import Config
 
     config = Config(
@@ -311,10 +324,10 @@ def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
-def _client():
+def _client(endpoint: str | None = None):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     credentials = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
-    return _client_for(_endpoint(), region, _timeout(), _attempts(), credentials)  # a new client when the environment changes
+    return _client_for(_endpoint(endpoint), region, _timeout(), _attempts(), credentials)  # a new client when the environment changes
 
 
 def forget_clients() -> None:
@@ -323,6 +336,6 @@ def forget_clients() -> None:
 
 
 def _transfer_config():
-    from boto3.s3.transfer import TransferConfig
+    from boto3.s3.transfer import TransferConfig  # with boto3, on the first transfer
 
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)

@@ -41,3 +41,14 @@ def single_process_env() -> None:
             port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def without_shm_comm() -> None:
+    """One process has no peer to share memory with: keep DeepSpeed from JIT-compiling its shared-memory
+    all-reduce (`deepspeed_shm_comm`, about 30 s of C++ on a fresh machine) before the first step."""
+    if world_size() == 1:
+        import importlib
+
+        # DeepSpeed itself, only when it trains; by module path: `deepspeed.comm.torch` as an attribute is torch
+        backend = importlib.import_module("deepspeed.comm.torch")
+        setattr(backend, "build_shm_op", lambda: None)  # noqa: B010  # its only caller reads the module's name

@@ -16,13 +16,14 @@ class LossLog(TrainerCallback):
     def __init__(self, records: list[LossRecord] | None = None):
         self.records = list(records or [])
         self.elapsed_before = self.records[-1].elapsed_s if self.records else 0.0
+        self.base: tuple[int, int] = (0, 0)  # (step, tokens) when this process started training
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.base = time.monotonic(), None
+        self.start, self.started = time.monotonic(), False
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.base is None:  # here, unlike at train begin, a resumed state is loaded
-            self.base = (state.global_step, state.num_input_tokens_seen)
+        if not self.started:  # here, unlike at train begin, a resumed state is loaded
+            self.base, self.started = (state.global_step, state.num_input_tokens_seen), True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & logs.keys()):

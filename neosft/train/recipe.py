@@ -10,6 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neosft import __version__
 from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
@@ -26,6 +27,15 @@ from neosft.train.args import (
     training_arguments,
 )
 from neosft.train.dataset import manifest_entry, tokenized
+
+if TYPE_CHECKING:  # transformers and torch: imported by the steps that use them, after the inputs are checked
+    from collections.abc import Callable
+
+    from torch.utils.data import Dataset
+    from transformers import Trainer
+
+    from neosft.train.losslog import LossLog
+    from neosft.train.lossupload import LossUploader
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Prepared:
     """Everything `setup` prepared."""
 
     options: Options
-    trainer: object
+    trainer: Trainer
     hyperparameters: dict
     overrides: dict
     manifest: Manifest
@@ -63,8 +73,8 @@ class Prepared:
     output: Location
     work_dir: Path
     resume: Path | None
-    loss_log: object
-    uploader: object
+    loss_log: LossLog
+    uploader: LossUploader
     chat: ChatFormat
     samples: int
     truncated: int
@@ -102,6 +112,7 @@ def setup(options: Options) -> Prepared:
     ds_config = deepspeed_config(options.deepspeed)
     if ds_config:
         dist.single_process_env()
+        dist.without_shm_comm()
     args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
                               max_steps=options.max_steps, save_steps=options.save_steps,
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
@@ -142,7 +153,7 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _setup_dataset(options: Options) -> tuple[dict, dict]:
+def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
     if not entry.rows:
@@ -276,6 +287,8 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
 
     order = np.random.default_rng(seed).permutation(len(tokens))
     n_eval = round(len(tokens) * options.val_size)
+    make: Callable[[np.ndarray], Dataset]
+    collator: Callable
     if options.packing:
         make, collator = (lambda idx: PackedDataset(tokens, idx, cutoff_len)), FlattenCollator()
     else:

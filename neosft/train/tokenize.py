@@ -59,7 +59,8 @@ class Tokens:
     @classmethod
     def load(cls, folder: Path, truncated: int) -> Tokens:
         """Memory-mapped, so every rank of a node shares the pages."""
-        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in FILES), truncated=truncated)
+        ids, offsets, prompt_lens = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in FILES)
+        return cls(ids, offsets, prompt_lens, truncated)
 
 
 def tokenize(rows: Iterable[dict], tokenizer, cutoff_len: int, chat: ChatFormat | None = None) -> Tokens:
