@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from neosft.errors import UserError
 from neosft.storage import Location, location
@@ -29,7 +30,7 @@ def _valid(value, kind: str, name: str):
             raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {'a count' if kind == 'int' else 'a number'} "
                            f"from 0 to {MAX_NUMBER:g}")
         return value
-    simple = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
+    simple: dict[str, Any] = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
     if kind not in simple:  # a nested artifact type: its caller builds and checks it
         return value
     if not isinstance(value, simple[kind]):
@@ -50,7 +51,7 @@ def _typed(cls, fields: dict, where: str = ""):
     checked = {}
     for f in dataclasses.fields(cls):
         if f.name in fields:
-            checked[f.name] = _valid(fields[f.name], f.type, where + f.name)
+            checked[f.name] = _valid(fields[f.name], str(f.type), where + f.name)
     unknown = set(fields) - set(checked)
     if unknown:
         raise _Invalid(f"unknown field {min(unknown)!r}")

@@ -27,4 +27,4 @@ def path_error(path: object, error: OSError) -> str:
                errno.ENOTDIR: "does not exist (a part of its path is a file, not a folder)",
                errno.ELOOP: "cannot be opened: its symbolic links form a loop",
                errno.ENAMETOOLONG: "cannot be opened: the name is too long"}
-    return f"{path} {reasons.get(error.errno, 'cannot be read: ' + (error.strerror or type(error).__name__))}"
+    return f"{path} {reasons.get(error.errno or 0, 'cannot be read: ' + (error.strerror or type(error).__name__))}"

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 from neosft.errors import UserError, redact
@@ -165,13 +165,15 @@ def _deadlined(pool_class):
     in all (a read timeout alone restarts with every byte a trickling server sends)."""
     import urllib3
 
-    class Connection(pool_class.ConnectionCls):
+    base: Any = pool_class.ConnectionCls
+
+    class Connection(base):
         def getresponse(self, *args, **kwargs):
             expired = threading.Event()
             timer = threading.Timer(DEADLINE_S, self._expire, (expired,))
             timer.daemon = True
             timer.start()
-            late = urllib3.exceptions.ReadTimeoutError(None, "", f"no headers within {DEADLINE_S:g} s")
+            late = urllib3.exceptions.ReadTimeoutError(None, "", f"no headers within {DEADLINE_S:g} s")  # type: ignore[arg-type]  # no pool to name
             try:
                 response = super().getresponse(*args, **kwargs)
             except Exception:

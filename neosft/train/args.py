@@ -44,8 +44,8 @@ def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple
         if key in overrides:
             raise UserError(f"--set {key}: use {flag}")
     table = get(variant).hyperparameters()
-    unknown = set(overrides) - set(table)
-    unknown = sorted(unknown - _training_fields()) if unknown else []
+    outside = set(overrides) - set(table)
+    unknown = sorted(outside - _training_fields()) if outside else []
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
     return overrides, hyperparameters(variant, overrides)

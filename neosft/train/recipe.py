@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from neosft import __version__
 from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
@@ -210,11 +210,11 @@ def _check_weights_fit(model: str, config) -> None:
     from transformers import AutoModelForCausalLM
 
     try:
-        _, loading = AutoModelForCausalLM.from_pretrained(model, config=config, device_map="meta",
-                                                          output_loading_info=True)
+        pair: Any = AutoModelForCausalLM.from_pretrained(  # (model, loading info) with output_loading_info
+            model, config=config, device_map="meta", output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"--model {model}: cannot load the weights ({_first_line(e)})") from None
-    _refuse_misfit(model, config, loading)
+    _refuse_misfit(model, config, pair[1])
 
 
 def _refuse_misfit(model: str, config, loading: dict) -> None:
@@ -309,11 +309,12 @@ def _model(options: Options, args, ds_config: str | None, config):
 
     dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
     try:
-        model, loading = AutoModelForCausalLM.from_pretrained(
+        pair: Any = AutoModelForCausalLM.from_pretrained(  # (model, loading info), as above
             options.model, config=config, dtype=dtype, attn_implementation=attention_implementation(options.packing),
             output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:  # corrupt or mismatched weights
         raise UserError(f"--model {options.model}: cannot load the weights ({_first_line(e)})") from None
+    model, loading = pair
     _refuse_misfit(options.model, config, loading)
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
     return model
