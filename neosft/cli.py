@@ -10,7 +10,7 @@ from neosft import __version__
 from neosft.errors import UserError
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+from neosft.variants import DEFAULT_METHOD, LORA, METHODS, NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
 
 class _UserFailure(click.ClickException):
@@ -56,7 +56,8 @@ def variants(as_json: bool) -> None:
 
         table = {name: {"rule": v.rule, **v.hyperparameters()} for name, v in VARIANTS.items()}
         click.echo(json.dumps({"variants": table, "num_devices": NUM_DEVICES,
-                               "total_train_batch_size": TOTAL_TRAIN_BATCH, "total_eval_batch_size": TOTAL_EVAL_BATCH}, indent=2))
+                               "total_train_batch_size": TOTAL_TRAIN_BATCH, "total_eval_batch_size": TOTAL_EVAL_BATCH,
+                               "method": DEFAULT_METHOD, "lora": LORA.record()}, indent=2))
         return
     width = max(map(len, VARIANTS))
     click.echo(f"{'variant':<{width}}  learning_rate  cutoff_len  rule")
@@ -64,6 +65,9 @@ def variants(as_json: bool) -> None:
         click.echo(f"{name:<{width}}  {v.learning_rate:<13g}  {v.cutoff_len:<10}  {v.rule}")
     click.echo(f"\nshared by all: {NUM_DEVICES} devices, total train batch {TOTAL_TRAIN_BATCH}, total eval batch {TOTAL_EVAL_BATCH}")
     for key, value in SHARED.items():
+        click.echo(f"  {key} = {value}")
+    click.echo(f"\nmethod: {DEFAULT_METHOD} (--method full: every weight); LoRA settings (--lora-*):")
+    for key, value in LORA.record().items():
         click.echo(f"  {key} = {value}")
 
 
@@ -381,12 +385,25 @@ def release(names, kind, timeout, namespace) -> None:
         click.echo(f"released {name}")
 
 
+_method = click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+                       help="lora: train a LoRA adapter on the frozen model (the seed's method); full: every weight.")
+
+
 @cli.command()
 @click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
 @click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")
 @click.option("--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model ID or local folder.")
-@click.option("--deepspeed", default="zero3", show_default=True, help="zero3, zero2, none (plain DDP) or a JSON config.")
+@_method
+@click.option("--lora-rank", default=LORA.rank, show_default=True, type=click.IntRange(min=1), help="LoRA rank r.")
+@click.option("--lora-alpha", default=LORA.alpha, show_default=True, type=click.IntRange(min=1),
+              help="LoRA alpha (the update is scaled by alpha / r).")
+@click.option("--lora-dropout", default=LORA.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout on the LoRA path.")
+@click.option("--lora-target", default=LORA.target, show_default=True,
+              help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names (q_proj,v_proj).")
+@click.option("--merge", "merge_after", is_flag=True, help="LoRA: once trained, also write OUTPUT/merged (plain weights).")
+@click.option("--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  [default: zero2 with lora, zero3 with full]")
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
 @click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
@@ -403,13 +420,16 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
 @click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
-def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
-          work_dir, default_system, chat_format, report_to, liger, upload_every_s) -> None:
-    """Fully fine-tune MODEL on one variant's dataset; resumes from OUTPUT's newest complete checkpoint.
+def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, lora_dropout, lora_target, merge_after,
+          deepspeed, packing, max_steps, save_steps, val_size, overrides, work_dir, default_system, chat_format,
+          report_to, liger, upload_every_s) -> None:
+    """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
+    OUTPUT's newest complete checkpoint.
 
     Run it under torchrun (one process per GPU) or as a single process. Gradient accumulation keeps the
     total batch at 64 for any world size that divides it. OUTPUT receives loss.jsonl, loss.png (every
-    --upload-every seconds), checkpoints/checkpoint-N/ and final/ (model, tokenizer, run.json last).
+    --upload-every seconds), checkpoints/checkpoint-N/ and final/ (the PEFT adapter, or with --method
+    full the model; tokenizer; run.json last).
     An OUTPUT whose run finished is left as it is.
 
     \b
@@ -418,9 +438,30 @@ def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, s
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
     from neosft.train.recipe import Options, fine_tune
+    from neosft.variants import Lora
 
+    lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
     fine_tune(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
-                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
+                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s,
+                      method, lora, merge_after))
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--to", "dest", required=True, help="Folder for the merged model: a local path or s3://bucket/prefix.")
+@click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "base"]),
+              help="Weights in bf16, or in the base model's own dtype.")
+def merge(output, dest, dtype) -> None:
+    """Merge the LoRA adapter of a finished run (its OUTPUT folder) into the base model: plain transformers weights.
+
+    \b
+    Example:
+      neosft merge s3://my-bucket/neosft/runs/r1/single --to s3://my-bucket/neosft/merged/r1-single
+    """
+    from neosft.train.lora import merge as merge_adapter
+
+    merge_adapter(output, dest, dtype)
+    click.echo(f"wrote {dest}")
 
 
 @cli.command()

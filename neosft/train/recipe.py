@@ -19,6 +19,7 @@ from neosft.progress import log
 from neosft.storage import Location, location
 from neosft.train import DEFAULT_MODEL, dist
 from neosft.train.args import (
+    DEFAULT_DEEPSPEED,
     REPORT_TO,
     arguments_record,
     deepspeed_config,
@@ -27,6 +28,10 @@ from neosft.train.args import (
     training_arguments,
 )
 from neosft.train.dataset import manifest_entry, tokenized
+from neosft.variants import DEFAULT_METHOD, LORA, METHODS, Lora
+
+
+MERGED = "merged"  # OUTPUT/merged: the adapter merged into the base, with --merge
 
 
 @dataclass
@@ -37,7 +42,7 @@ class Options:
     data: str
     output: str
     model: str = DEFAULT_MODEL
-    deepspeed: str = "zero3"
+    deepspeed: str | None = None  # None: the method's default (DEFAULT_DEEPSPEED)
     packing: bool = False
     max_steps: int = -1
     save_steps: int = 100
@@ -49,6 +54,14 @@ class Options:
     report_to: str = "none"
     liger: bool = False
     upload_every_s: float = 60.0
+    method: str = DEFAULT_METHOD
+    lora: Lora = LORA
+    merge: bool = False  # lora: also write OUTPUT/merged (base + adapter as plain weights) once the run finished
+
+    @property
+    def zero(self) -> str:
+        """The DeepSpeed config asked for, else the method's default."""
+        return self.deepspeed or DEFAULT_DEEPSPEED[self.method]
 
 
 @dataclass
@@ -69,16 +82,23 @@ class Prepared:
     chat: ChatFormat
     samples: int
     truncated: int
+    lora_targets: list[str]  # the modules the adapter wraps (empty with full fine-tuning)
     started: float = field(default_factory=time.monotonic)
 
 
 def fine_tune(options: Options) -> RunRecord:
-    """Train one variant end to end; returns its run record. A run that already finished is not trained again."""
-    done = finished(options)
-    if done is not None:
-        return done
-    prepared = setup(options)
-    return save(prepared, train(prepared))
+    """Train one variant end to end; returns its run record. A run that already finished is not trained again
+    (with --merge, a finished run without its merged weights is merged)."""
+    record = finished(options)
+    if record is None:
+        prepared = setup(options)
+        record = save(prepared, train(prepared))
+    if options.merge and dist.rank() == 0 and not (location(options.output) / MERGED / "config.json").exists():
+        from neosft.train.lora import merge
+
+        merge(options.output, f"{options.output.rstrip('/')}/{MERGED}")
+        log(f"wrote {options.output.rstrip('/')}/{MERGED}")
+    return record
 
 
 def finished(options: Options) -> RunRecord | None:
@@ -100,7 +120,7 @@ def setup(options: Options) -> Prepared:
     overrides, hp = _setup_inputs(options)
     manifest, entry = _setup_dataset(options)
     output, work_dir = _setup_output(options)
-    ds_config = deepspeed_config(options.deepspeed)
+    ds_config = deepspeed_config(options.zero)
     if ds_config:
         dist.single_process_env()
     args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
@@ -108,6 +128,7 @@ def setup(options: Options) -> Prepared:
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
                               report_to=options.report_to, liger=options.liger)
     model_config = _setup_model_config(options)
+    lora_targets = _setup_lora_targets(options, model_config)
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
@@ -116,14 +137,20 @@ def setup(options: Options) -> Prepared:
     title = (f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
              f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
-    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, tokenizer, train_set, eval_set,
-                                       collator, output, work_dir, loss_log, title)
+    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, lora_targets, tokenizer, train_set,
+                                       eval_set, collator, output, work_dir, loss_log, title)
     return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader,
-                    chat, len(tokens), tokens.truncated)
+                    chat, len(tokens), tokens.truncated, lora_targets)
 
 
 def _setup_inputs(options: Options) -> tuple[dict, dict]:
     """(overrides, hyper-parameters), every value checked: a bad one is one line before anything loads."""
+    if options.method not in METHODS:
+        raise UserError(f"--method {options.method}: choose from {', '.join(METHODS)}")
+    if options.method == "lora":
+        options.lora.check()
+    elif options.merge:
+        raise UserError("--merge merges a LoRA adapter: it needs --method lora")
     if not 0 <= options.val_size < 1:
         raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
     if options.report_to not in REPORT_TO:
@@ -163,6 +190,15 @@ def _setup_output(options: Options) -> tuple[Location, Path]:
     work_dir = Path(options.work_dir or Path(tempfile.gettempdir()) /
                     f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}")
     return output, work_dir
+
+
+def _setup_lora_targets(options: Options, config) -> list[str]:
+    """The modules the LoRA adapter wraps, resolved on the model's config before any weights load; none for full."""
+    if options.method != "lora":
+        return []
+    from neosft.train.lora import config_targets
+
+    return config_targets(config, options.lora)
 
 
 def _setup_tokenizer(options: Options):
@@ -217,8 +253,8 @@ def _setup_resume(output: Location, work_dir: Path) -> Path | None:
     return resume_point(output, work_dir)
 
 
-def _setup_trainer(options: Options, args, ds_config, model_config, tokenizer, train_set, eval_set, collator,
-                   output: Location, work_dir: Path, loss_log, title: str):
+def _setup_trainer(options: Options, args, ds_config, model_config, lora_targets: list[str], tokenizer, train_set,
+                   eval_set, collator, output: Location, work_dir: Path, loss_log, title: str):
     """The Trainer with its callbacks: the loss log, the checkpoint uploader and the loss uploader (which also
     carries the TensorBoard event files, written under the work folder, to OUTPUT)."""
     from transformers import Trainer
@@ -229,7 +265,7 @@ def _setup_trainer(options: Options, args, ds_config, model_config, tokenizer, t
     events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
     checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
     uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
-    trainer = Trainer(model=_model(options, args, ds_config, model_config), args=args, train_dataset=train_set,
+    trainer = Trainer(model=_model(options, args, ds_config, model_config, lora_targets), args=args, train_dataset=train_set,
                       eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
                       callbacks=[loss_log, checkpoints, uploader])
     if events is not None:
@@ -262,8 +298,9 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
     return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
 
 
-def _model(options: Options, args, ds_config: str | None, config):
-    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads.
+def _model(options: Options, args, ds_config: str | None, config, lora_targets: list[str]):
+    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads. With LoRA,
+    the frozen base with a new adapter (`neosft.train.lora`).
 
     Attention: flash-attention 2 on GPU when installed (packed rows become variable-length attention), else one
     SDPA per packed sample on CPU, else SDPA.
@@ -273,13 +310,18 @@ def _model(options: Options, args, ds_config: str | None, config):
 
     from neosft.train.packing import attention_implementation
 
-    dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
+    # full fine-tuning under DDP keeps fp32 weights under autocast; a frozen LoRA base needs no fp32 copy
+    dtype = torch.bfloat16 if args.bf16 and (ds_config or options.method == "lora") else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(options.model, config=config, dtype=dtype,
                                                      attn_implementation=attention_implementation(options.packing))
     except (OSError, ValueError, RuntimeError, KeyError) as e:  # corrupt or mismatched weights
         raise UserError(f"--model {options.model}: cannot load the weights ({_first_line(e)})") from None
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
+    if options.method == "lora":
+        from neosft.train.lora import with_adapter
+
+        model = with_adapter(model, options.lora, lora_targets, args.gradient_checkpointing)
     return model
 
 
@@ -288,11 +330,16 @@ def train(prepared: Prepared):
 
 
 def save(prepared: Prepared, result) -> RunRecord:
-    """final/: the model in safetensors, tokenizer and config; loss.jsonl, loss.png and events beside; run.json last."""
+    """final/: the model in safetensors (LoRA: the adapter, in the training dtype), tokenizer and config; loss.jsonl,
+    loss.png and events beside; run.json last."""
     final = prepared.work_dir / "final"
     prepared.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
     record = run_record(prepared, result)
     if dist.rank() == 0:
+        if prepared.options.method == "lora":
+            from neosft.train.lora import cast_adapter
+
+            cast_adapter(final, bool(prepared.trainer.args.bf16))
         (final / "run.json").unlink(missing_ok=True)
         (prepared.output / "final").upload_dir(final)
         prepared.uploader.final()
@@ -320,7 +367,10 @@ def run_record(prepared: Prepared, result) -> RunRecord:
                "total_eval_batch": args.per_device_eval_batch_size * world,
                "overridden": sorted({"gradient_accumulation_steps", "per_device_eval_batch_size",
                                      "per_device_train_batch_size"} & prepared.overrides.keys())},
-        deepspeed=options.deepspeed,
+        method=options.method,
+        lora={**options.lora.record(), "target_modules": prepared.lora_targets,
+              "adapter_dtype": "bfloat16" if args.bf16 else "float32"} if options.method == "lora" else None,
+        deepspeed=options.zero,
         packing=options.packing,
         chat_format=prepared.chat.name,
         default_system=options.default_system,
