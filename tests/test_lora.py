@@ -77,7 +77,7 @@ def test_default_train_leaves_llamafactorys_adapter(lora_run, tiny_model):
 
     run = RunRecord.read(location(str(lora_run)))
     assert run.method == "lora" and run.deepspeed == "none" and run.steps == 2
-    assert run.lora == {**LORA.record(), "adapter_dtype": "float32"}
+    assert run.lora == {**LORA.record(), "target_modules": sorted(config["target_modules"]), "adapter_dtype": "float32"}
 
 
 def test_the_adapter_loads_with_peft_and_changes_the_model(lora_run, tiny_model):
