@@ -151,7 +151,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 @click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
-def run_pipeline(variant, source, store, steps, run_id) -> None:
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+              help="lora: LoRA adapters (the seed's method); full: every weight.")
+def run_pipeline(variant, source, store, steps, run_id, method) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -166,7 +168,7 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
     from neosft.run import STEPS, run, summary
 
     names = list(VARIANTS) if variant == "all" else [variant]
-    click.echo(summary(run(names, source, store, run_id, steps or STEPS)))
+    click.echo(summary(run(names, source, store, run_id, steps or STEPS, method)))
 
 
 @data.command("wait")
@@ -230,12 +232,14 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
               "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
               "pytorchjob with --dry-run]")
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
+@click.option("--method", type=click.Choice(METHODS), help="lora (LoRA adapters) or full (every weight); default: "
+              "the values' train.method, lora.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, backend, run_id, dry_run, wait,
-           timeout) -> None:
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, backend, run_id, method, dry_run,
+           wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
     The data Job builds the run's own dataset; the training objects are created suspended and
@@ -266,6 +270,8 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         overrides["data"] = {"enabled": False, "uri": data_uri}
     if queue is not None:
         overrides["queue"] = queue
+    if method:
+        overrides.setdefault("train", {})["method"] = method
     values = load_values(values_file, sets, overrides)
     run_id = runs.check_run_id(run_id or values.get("runId") or runs.new_run_id())
     if dry_run:

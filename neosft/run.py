@@ -26,7 +26,7 @@ from neosft.local_s3 import LocalS3
 from neosft.progress import log
 from neosft.runfolder import LOCAL_BUCKET
 from neosft.storage import EMBEDDED_STORE, Location, location
-from neosft.variants import VARIANTS
+from neosft.variants import DEFAULT_METHOD, VARIANTS
 
 STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
@@ -52,7 +52,8 @@ class Store:
     served_from: Path | None = None
 
 
-def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS) -> dict:
+def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS,
+        method: str = DEFAULT_METHOD) -> dict:
     """Render the chart for a local run, execute its pods, plot; returns the summary `neosft run` prints."""
     from neosft.k8s.render import to_yaml
     from neosft.k8s.runs import check_run_id, manifests
@@ -61,7 +62,7 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
     model = (WORK / "models" / f"tiny-qwen2-{run_id}").resolve()
     with _object_store(store) as s:
         log(f"object store: {s.uri}" + (f", served from {s.served_from}" if s.served_from else ""))
-        objects = manifests(_values(variants, source, s, run_id, steps, model), run_id, "local")
+        objects = manifests(_values(variants, source, s, run_id, steps, model, method), run_id, "local")
         folder = s.root / "runs" / run_id
         (folder / "manifests.yaml").write_bytes(to_yaml(objects).encode())
         secrets = {(SECRET, "AWS_ACCESS_KEY_ID"): s.keys[0], (SECRET, "AWS_SECRET_ACCESS_KEY"): s.keys[1]}
@@ -83,14 +84,16 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
         return {"store": str(s.root), "run_id": run_id, "manifest": manifest, "runs": records}
 
 
-def _values(variants: list[str], source: str, store: Store, run_id: str, steps: int, model: Path) -> dict:
+def _values(variants: list[str], source: str, store: Store, run_id: str, steps: int, model: Path,
+            method: str) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model, the local store."""
     bucket, _, prefix = store.uri[5:].partition("/")
     return {
         "runId": run_id, "variants": variants,
         "s3": {"bucket": bucket, "prefix": prefix, "endpoint": store.endpoint, "secretName": SECRET},
         "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
-        "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
+        "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "method": method, "deepspeed": "zero2",
+                  "maxSteps": steps,
                   "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
                   "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
                   "variantSet": {name: {"learning_rate": f"{VARIANTS[name].learning_rate * LEARNING_RATE_SCALE:g}"}
