@@ -112,32 +112,38 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 @cli.command()
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
 @click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
-@click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1), help="Training throughput per GPU [default: 3000].")
+@click.option("--tokens-per-gpu-s", default=None, type=click.FloatRange(min=1),
+              help="Training throughput per GPU [default: 3000 full, 4000 lora].")
 @click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
 @click.option("--gpu-memory", type=click.FloatRange(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
-def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None) -> None:
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+              help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.")
+def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None,
+         method: str) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
     \b
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render, render_memory
+    from neosft.plan import default_tokens_per_gpu_s, plan as make_plan, render, render_memory
     from neosft.variants import gradient_accumulation
 
     gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
     names = list(VARIANTS) if variant == "all" else [variant]
+    lora = LORA if method == "lora" else None
     if gpu_memory:
         cutoff = max(VARIANTS[n].cutoff_len for n in names)
-        click.echo(render_memory(gpu_memory, gpus, cutoff, ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)))
+        click.echo(render_memory(gpu_memory, gpus, cutoff, ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff),
+                                 lora))
         click.echo()
-    speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
+    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(lora)
     try:
         if data_uri is None:
             from neosft.runfolder import newest_local_dataset
 
             data_uri = newest_local_dataset()
-        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus))
+        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus, lora))
     except UserError as e:
         if not gpu_memory:
             raise
@@ -282,7 +288,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
 
     cluster = Kubeflow(namespace)
     objects = cluster.render(values, run_id, backend, click.echo)
-    _print_plan(objects, data_built_first=any(o["kind"] == "Job" for o in objects))
+    _print_plan(objects, any(o["kind"] == "Job" for o in objects), values.get("train", {}).get("method", DEFAULT_METHOD))
     created = cluster.submit(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
@@ -295,10 +301,10 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         click.echo(f"run {run_id} succeeded")
 
 
-def _print_plan(objects: list[dict], data_built_first: bool) -> None:
+def _print_plan(objects: list[dict], data_built_first: bool, method: str) -> None:
     """`neosft plan` for what is about to train, when its dataset is already in storage."""
     from neosft.k8s.runs import training_data
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan, render
+    from neosft.plan import default_tokens_per_gpu_s, plan, render
 
     target = training_data(objects)
     if target is None:
@@ -308,7 +314,8 @@ def _print_plan(objects: list[dict], data_built_first: bool) -> None:
         click.echo(f"plan: `neosft plan --data {data}` once the data Job has built the datasets")
         return
     try:
-        click.echo(render(plan(data, variants), DEFAULT_TOKENS_PER_GPU_S))
+        lora = LORA if method == "lora" else None
+        click.echo(render(plan(data, variants, default_tokens_per_gpu_s(lora)), default_tokens_per_gpu_s(lora), lora=lora))
     except UserError as e:
         click.secho(f"warning: no plan: {e}", err=True, fg="yellow")
 
