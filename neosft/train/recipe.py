@@ -1,5 +1,6 @@
-"""The training recipe, read top to bottom: `setup` (its `_setup_*` steps: inputs, dataset, output, tokenizer, model
-config, tokens, resume point, Trainer) -> `train` -> `save` (final model, loss files, run.json last)."""
+"""The training recipe, read top to bottom: `setup` (its `_setup_*` steps: inputs, dataset, output, model config, LoRA
+targets, tokenizer, tokens, resume point, Trainer) -> `train` -> `save` (final model or adapter, loss files, run.json
+last)."""
 
 from __future__ import annotations
 
@@ -112,14 +113,17 @@ def finished(options: Options) -> RunRecord | None:
 
 
 def setup(options: Options) -> Prepared:
-    """The steps, in order: check the inputs, find the dataset and the output, decide the arguments, check the model's
-    config and weights, load the tokenizer and tokenize (once), find the resume point, build the Trainer."""
+    """The steps, in order: check the inputs, find the dataset and the output, check the model's config and weights
+    (and LoRA's targets), decide the arguments, load the tokenizer and tokenize (once), find the resume point, build
+    the Trainer."""
     from neosft.train.losslog import LossLog
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     overrides, hp = _setup_inputs(options)
     manifest, entry = _setup_dataset(options)
     output, work_dir = _setup_output(options)
+    model_config = _setup_model_config(options)
+    lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
     ds_config = deepspeed_config(options.zero)
     if ds_config:
         dist.single_process_env()
@@ -127,8 +131,6 @@ def setup(options: Options) -> Prepared:
                               max_steps=options.max_steps, save_steps=options.save_steps,
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
                               report_to=options.report_to, liger=options.liger)
-    model_config = _setup_model_config(options)
-    lora_targets = _setup_lora_targets(options, model_config)
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
