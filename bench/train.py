@@ -68,7 +68,8 @@ def trainable_parameters(final: Path) -> int:
 
     weights = final / "adapter_model.safetensors"
     with safe_open(str(weights if weights.exists() else final / "model.safetensors"), "np") as f:
-        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+        names = f.keys()  # a safe_open handle is not iterable
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in names)
 
 
 def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool, method: str = "full") -> dict:

@@ -101,9 +101,9 @@ def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DE
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     table = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in lines]
     params = parameters(QWEN2_7B)
-    notes = [
-        f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient accumulation "
-        f"{gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU (--tokens-per-gpu-s)."]
+    notes = [(f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
+              f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
+              "(--tokens-per-gpu-s).")]
     if lora:
         adapter = trainable(lora)
         notes.append(f"Qwen2-7B: {params / 1e9:.2f}B parameters, frozen; LoRA r {lora.rank} on every linear "

@@ -125,3 +125,14 @@ def test_lora_settings_are_checked_before_anything_loads(sample_dataset, tiny_mo
     assert_user_error(neosft(*args, "--lora-target", "qq_proj"), "--lora-target qq_proj", "q_proj")
     assert_user_error(neosft(*args, "--lora-target", " , "), "--lora-target")
     assert_user_error(neosft(*args, "--method", "full", "--merge"), "--merge")
+
+
+def test_the_adapter_is_seeded_so_a_second_run_trains_the_same_one(lora_run, sample_dataset, tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "again"
+    result = neosft("train", "--variant", "single", "--data", sample_dataset, "--output", out, "--model", tiny_model,
+                    "--deepspeed", "none", "--work-dir", tmp_path / "work", *STEPS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (load_file(str(o / "final" / "adapter_model.safetensors")) for o in (lora_run, out))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

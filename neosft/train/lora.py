@@ -52,15 +52,19 @@ def config_targets(config, lora: Lora) -> list[str]:
         return target_modules(AutoModelForCausalLM.from_config(config), lora)
 
 
-def with_adapter(model, lora: Lora, targets: list[str], gradient_checkpointing: bool):
-    """`model` frozen, with a new LoRA adapter on the `targets` (a `peft.PeftModel`). With gradient checkpointing the
-    embeddings' outputs require gradients, as LLaMA-Factory sets them, so every checkpointed layer back-propagates."""
+def with_adapter(model, lora: Lora, targets: list[str], gradient_checkpointing: bool, seed: int):
+    """`model` frozen, with a new LoRA adapter on the `targets` (a `peft.PeftModel`), its random lora_A drawn after
+    seeding with `seed`: the same on every rank and in every run (a resumed run's reference included). With gradient
+    checkpointing the embeddings' outputs require gradients, as LLaMA-Factory sets them, so every checkpointed layer
+    back-propagates."""
     from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import set_seed
 
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, bias=lora.bias, modules_to_save=list(lora.modules_to_save) or None)
     if gradient_checkpointing:
         model.enable_input_require_grads()
+    set_seed(seed)
     return get_peft_model(model, config)
 
 

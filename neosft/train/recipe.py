@@ -323,7 +323,7 @@ def _model(options: Options, args, ds_config: str | None, config, lora_targets: 
     if options.method == "lora":
         from neosft.train.lora import with_adapter
 
-        model = with_adapter(model, options.lora, lora_targets, args.gradient_checkpointing)
+        model = with_adapter(model, options.lora, lora_targets, args.gradient_checkpointing, args.seed)
     return model
 
 
