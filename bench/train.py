@@ -74,7 +74,8 @@ def trainable_parameters(final: Path) -> int:
 
 def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool, method: str = "full") -> dict:
     cmd = [sys.executable, "-m", "neosft", "train", "--variant", VARIANT, "--data", data, "--output", out,
-           "--model", model, "--method", method, "--deepspeed", "none", "--max-steps", steps, "--save-steps", 10 * steps,
+           "--model", model, "--method", method, "--deepspeed", "none", "--max-steps", steps,
+           "--save-steps", 10 * steps,
            "--work-dir", out.with_name(out.name + "-work"), "--set", f"gradient_accumulation_steps={ACCUMULATION}"] + (["--packing"] if packing else [])
     subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
     run = json.loads((out / "final" / "run.json").read_text())

@@ -10,7 +10,16 @@ from neosft import __version__
 from neosft.errors import UserError
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
-from neosft.variants import DEFAULT_METHOD, LORA, METHODS, NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+from neosft.variants import (
+    DEFAULT_METHOD,
+    LORA,
+    METHODS,
+    NUM_DEVICES,
+    SHARED,
+    TOTAL_EVAL_BATCH,
+    TOTAL_TRAIN_BATCH,
+    VARIANTS,
+)
 
 
 class _UserFailure(click.ClickException):
@@ -134,8 +143,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
     lora = LORA if method == "lora" else None
     if gpu_memory:
         cutoff = max(VARIANTS[n].cutoff_len for n in names)
-        click.echo(render_memory(gpu_memory, gpus, cutoff, ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff),
-                                 lora))
+        largest = ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)
+        click.echo(render_memory(gpu_memory, gpus, cutoff, largest, lora))
         click.echo()
     speed = tokens_per_gpu_s or default_tokens_per_gpu_s(lora)
     try:
@@ -288,7 +297,8 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
 
     cluster = Kubeflow(namespace)
     objects = cluster.render(values, run_id, backend, click.echo)
-    _print_plan(objects, any(o["kind"] == "Job" for o in objects), values.get("train", {}).get("method", DEFAULT_METHOD))
+    method = values.get("train", {}).get("method", DEFAULT_METHOD)
+    _print_plan(objects, any(o["kind"] == "Job" for o in objects), method)
     created = cluster.submit(objects)
     click.echo(f"run {run_id} submitted to namespace {cluster.namespace}: {', '.join(created)}")
     for what, uri in runs.outputs(objects):
@@ -315,7 +325,8 @@ def _print_plan(objects: list[dict], data_built_first: bool, method: str) -> Non
         return
     try:
         lora = LORA if method == "lora" else None
-        click.echo(render(plan(data, variants, default_tokens_per_gpu_s(lora)), default_tokens_per_gpu_s(lora), lora=lora))
+        speed = default_tokens_per_gpu_s(lora)
+        click.echo(render(plan(data, variants, speed), speed, lora=lora))
     except UserError as e:
         click.secho(f"warning: no plan: {e}", err=True, fg="yellow")
 
@@ -414,9 +425,12 @@ _method = click.option("--method", default=DEFAULT_METHOD, show_default=True, ty
 @click.option("--lora-dropout", default=LORA.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Dropout on the LoRA path.")
 @click.option("--lora-target", default=LORA.target, show_default=True,
-              help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names (q_proj,v_proj).")
-@click.option("--merge", "merge_after", is_flag=True, help="LoRA: once trained, also write OUTPUT/merged (plain weights).")
-@click.option("--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  [default: zero2 with lora, zero3 with full]")
+              help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names "
+              "(q_proj,v_proj).")
+@click.option("--merge", "merge_after", is_flag=True,
+              help="LoRA: once trained, also write OUTPUT/merged (plain weights).")
+@click.option("--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  "
+              "[default: zero2 with lora, zero3 with full]")
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
 @click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")

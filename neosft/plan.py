@@ -150,7 +150,8 @@ def disk(plans: list[VariantPlan], gpus: int, lora: Lora | None = None) -> Disk:
     nodes = max(1, math.ceil(gpus / GPUS_PER_NODE))
     tokens = max((p.tokens for p in plans), default=0)
     return Disk(checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(trainable(lora)) / nodes),
-                final=2 * trainable(lora), model=2 * params, tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
+                final=2 * trainable(lora), model=2 * params,
+                tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
 
 
 # GPU memory -----------------------------------------------------------------------------------------------------

@@ -267,9 +267,9 @@ def _setup_trainer(options: Options, args, ds_config, model_config, lora_targets
     events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
     checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
     uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
-    trainer = Trainer(model=_model(options, args, ds_config, model_config, lora_targets), args=args, train_dataset=train_set,
-                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=[loss_log, checkpoints, uploader])
+    trainer = Trainer(model=_model(options, args, ds_config, model_config, lora_targets), args=args,
+                      train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+                      processing_class=tokenizer, callbacks=[loss_log, checkpoints, uploader])
     if events is not None:
         from transformers.integrations import TensorBoardCallback
 
