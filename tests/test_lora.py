@@ -136,3 +136,18 @@ def test_the_adapter_is_seeded_so_a_second_run_trains_the_same_one(lora_run, sam
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (load_file(str(o / "final" / "adapter_model.safetensors")) for o in (lora_run, out))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_train_merge_writes_merged_weights_beside_final_once(lora_run, sample_dataset, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    args = ["train", "--variant", "single", "--data", sample_dataset, "--output", lora_run, "--model", tiny_model,
+            "--deepspeed", "none", "--work-dir", lora_run.parent / "work", *STEPS, "--merge"]
+    result = neosft(*args)  # the run finished without --merge: it is not trained again, only merged
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds a finished run" in result.stderr and (lora_run / "merged" / "config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(lora_run / "merged", dtype="auto")
+    assert merged.dtype == torch.bfloat16 and not any("lora" in name for name, _ in merged.named_parameters())
+    stamp = (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns
+    assert neosft(*args).returncode == 0
+    assert (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns == stamp  # merged already: left as it is
