@@ -7,7 +7,7 @@ repeats a number from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 from neosft.errors import UserError
 
@@ -155,7 +155,7 @@ class Lora:
     alpha: int = 32
     dropout: float = 0.0
     target: str = ALL_LINEAR  # `all`, or comma-separated module names (q_proj,v_proj)
-    bias: str = "none"
+    bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: tuple[str, ...] = ()
 
     def check(self) -> "Lora":

@@ -151,3 +151,10 @@ def test_train_merge_writes_merged_weights_beside_final_once(lora_run, sample_da
     stamp = (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns
     assert neosft(*args).returncode == 0
     assert (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns == stamp  # merged already: left as it is
+
+
+def test_variants_prints_the_lora_settings_from_the_one_table():
+    text = neosft("variants").stdout
+    assert "method: lora" in text and all(f"  {key} = {value}" in text for key, value in LORA.record().items())
+    table = json.loads(neosft("variants", "--json").stdout)
+    assert table["method"] == "lora" and table["lora"] == {**LORA.record()} and LORA.scaling == 2
