@@ -334,10 +334,13 @@ def test_method_and_lora_settings_become_trainer_flags():
                                                       "--lora-dropout=0.05", "--lora-target=q_proj,v_proj", "--merge"]
     [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")  # the trainer's own LoRA settings: no flag repeats them
     assert "--method=lora" in command(job) and not [a for a in command(job) if a.startswith(("--lora", "--merge"))]
-    [job] = kinds(render({"train": {"method": "full", "lora": {"rank": 8}}}, "r1", "ml"), "PyTorchJob")
+    [job] = kinds(render({"train": {"method": "full"}}, "r1", "ml"), "PyTorchJob")
     assert "--method=full" in command(job) and not [a for a in command(job) if a.startswith("--lora")]
     with pytest.raises(UserError, match="train.merge merges a LoRA adapter"):
         render({"train": {"method": "full", "merge": True}}, "r1", "ml")
+    for lora in ({"rank": 8}, {"dropout": 0.0}, {"target": "q_proj"}):  # not ignored: refused
+        with pytest.raises(UserError, match="train.lora sets a LoRA adapter: it needs train.method lora"):
+            render({"train": {"method": "full", "lora": lora}}, "r1", "ml")
     for bad in ({"method": "qlora"}, {"lora": {"rank": 0}}, {"lora": {"target": "q_proj; rm"}}, {"lora": {"x": 1}}):
         with pytest.raises(UserError, match="chart values: at '/train/"):
             render({"train": bad}, "r1", "ml")

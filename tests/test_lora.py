@@ -125,6 +125,7 @@ def test_lora_settings_are_checked_before_anything_loads(sample_dataset, tiny_mo
     assert_user_error(neosft(*args, "--lora-target", "qq_proj"), "--lora-target qq_proj", "q_proj")
     assert_user_error(neosft(*args, "--lora-target", " , "), "--lora-target")
     assert_user_error(neosft(*args, "--method", "full", "--merge"), "--merge")
+    assert_user_error(neosft(*args, "--method", "full", "--lora-rank", "8"), "need --method lora")
 
 
 def test_the_adapter_is_seeded_so_a_second_run_trains_the_same_one(lora_run, sample_dataset, tiny_model, tmp_path):

@@ -153,6 +153,9 @@ def _setup_inputs(options: Options) -> tuple[dict, dict]:
         options.lora.check()
     elif options.merge:
         raise UserError("--merge merges a LoRA adapter: it needs --method lora")
+    elif options.lora != LORA:
+        raise UserError("--lora-rank, --lora-alpha, --lora-dropout and --lora-target set a LoRA adapter: "
+                        "they need --method lora")
     if not 0 <= options.val_size < 1:
         raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
     if options.report_to not in REPORT_TO:

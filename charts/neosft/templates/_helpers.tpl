@@ -216,8 +216,8 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 - {{ printf "--model=%s" . | quote }}
 {{- end }}
 - {{ printf "--method=%s" $t.method | quote }}
-{{- if eq $t.method "lora" }}
 {{- $l := $t.lora | default dict }}
+{{- if eq $t.method "lora" }}
 {{- if not (kindIs "invalid" $l.rank) }}
 - {{ printf "--lora-rank=%d" (int $l.rank) | quote }}
 {{- end }}
@@ -235,6 +235,9 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- end }}
 {{- else if $t.merge }}
 {{- fail "train.merge merges a LoRA adapter: it needs train.method lora" }}
+{{- else if or (not (kindIs "invalid" $l.rank)) (not (kindIs "invalid" $l.alpha))
+               (not (kindIs "invalid" $l.dropout)) $l.target }}
+{{- fail "train.lora sets a LoRA adapter: it needs train.method lora" }}
 {{- end }}
 {{- with $t.deepspeed }}
 - {{ printf "--deepspeed=%s" . | quote }}
