@@ -158,7 +158,7 @@ class Lora:
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: tuple[str, ...] = ()
 
-    def check(self) -> "Lora":
+    def check(self) -> Lora:
         """These settings; a `UserError` names the first one out of range."""
         if self.rank < 1:
             raise UserError(f"--lora-rank {self.rank}: expected an integer above 0")

@@ -31,7 +31,6 @@ from neosft.train.args import (
 from neosft.train.dataset import manifest_entry, tokenized
 from neosft.variants import DEFAULT_METHOD, LORA, METHODS, Lora
 
-
 MERGED = "merged"  # OUTPUT/merged: the adapter merged into the base, with --merge
 
 
