@@ -1,8 +1,10 @@
 """GPU training throughput of `neosft train`: a Qwen2-shaped model (Qwen2-0.5B's config, random bf16 weights, no
-download) on every GPU of this machine, for ZeRO-2 / ZeRO-3 x unpacked / packed x Liger off / on. Prints and writes
-tokens/s per GPU, MFU against the GPU's bf16 peak and peak GPU memory.
+download) on every GPU of this machine, for ZeRO-2 / ZeRO-3 x unpacked / packed x Liger off / on, full fine-tuning or
+with `--method lora` a LoRA adapter (the table's LoRA settings). Prints and writes tokens/s per GPU, MFU against the
+GPU's bf16 peak and peak GPU memory.
 
     PYTHONPATH=. python bench/gpu.py [--steps 30] [--out bench-gpu.json]     # about 5 minutes on one H100
+    PYTHONPATH=. python bench/gpu.py --method lora                            # the same configurations, LoRA
     PYTHONPATH=. python bench/gpu.py --cpu                                    # reduced: tiny model, CPU, 2 configs
 
 Each configuration is one real `neosft train` (under torchrun on several GPUs) on the `single` variant of a synthetic corpus, at
@@ -104,16 +106,18 @@ def _rss(pid: int) -> int:
     return int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0)) * 1024
 
 
-def train_flops_per_token(model: Path) -> float:
-    """6 x the parameters a token passes through (embeddings are a lookup, the output projection is not)."""
+def train_flops_per_token(model: Path, method: str = "full") -> float:
+    """6 x the parameters a token passes through (embeddings are a lookup, the output projection is not); 4 x with
+    LoRA, whose frozen weights get no gradient (the adapter's own FLOPs are negligible)."""
     config = json.loads((model / "config.json").read_text())
     h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
     per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
-    return 6 * (layers * per_layer + config["vocab_size"] * h)
+    return (6 if method == "full" else 4) * (layers * per_layer + config["vocab_size"] * h)
 
 
-def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: int, gpus: int, cpu: bool) -> dict:
+def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: int, gpus: int, cpu: bool,
+            method: str) -> dict:
     from neosft.artifacts import RunRecord, read_losses, train_losses
     from neosft.storage import location
 
@@ -122,7 +126,7 @@ def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: 
     cutoff = 128 if cpu else CUTOFF
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
     command = [sys.executable, *launcher, "-m", "neosft", "train", "--variant", "single", "--data", str(data), "--output", str(output),
-               "--model", str(model), "--deepspeed", cfg["deepspeed"], "--max-steps", str(steps),
+               "--model", str(model), "--method", method, "--deepspeed", cfg["deepspeed"], "--max-steps", str(steps),
                "--save-steps", str(10 * steps), "--work-dir", str(work / "work" / name),
                "--set", f"cutoff_len={cutoff}", "--set", f"gradient_accumulation_steps={ACCUMULATION}",
                "--set", f"per_device_eval_batch_size={ACCUMULATION}",
@@ -162,6 +166,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="Steps left out of the throughput [5; 1 with --cpu].")
     parser.add_argument("--gpus", type=int, help="Processes (GPUs) per run [every visible GPU; 1 with --cpu].")
     parser.add_argument("--peak-tflops", type=float, help="The GPU's dense bf16 peak, when not in the table.")
+    parser.add_argument("--method", default="full", choices=("full", "lora"), help="What each run trains [full].")
     parser.add_argument("--out", default="bench-gpu.json", help="JSON results.")
     parser.add_argument("--work", help="Scratch folder [a temporary one].")
     a = parser.parse_args()
@@ -175,15 +180,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         work = Path(tmp)
         data, model = prepare(work, a.cpu)
-        flops = train_flops_per_token(model)
+        flops = train_flops_per_token(model, a.method)
         rows = []
         for cfg in configs(a.cpu):
-            row = run_one(cfg, data, model, work, steps, warmup, gpus, a.cpu)
+            row = run_one(cfg, data, model, work, steps, warmup, gpus, a.cpu, a.method)
             if "error" not in row:
                 row["mfu"] = round(row["tokens_per_s_per_gpu"] * flops / (peak * 1e12), 4) if peak else None
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"device": device, "gpus": gpus, "bf16_peak_tflops": peak, "model": "cpu-tiny" if a.cpu else "Qwen2-0.5B shape",
+    result = {"device": device, "gpus": gpus, "bf16_peak_tflops": peak, "method": a.method,
+              "model": "cpu-tiny" if a.cpu else "Qwen2-0.5B shape",
               "cutoff_len": 128 if a.cpu else CUTOFF, "gradient_accumulation_steps": ACCUMULATION, "steps": steps,
               "warmup_steps": warmup, "train_flops_per_token": flops, "runs": rows}
     Path(a.out).write_text(json.dumps(result, indent=2))

@@ -1,6 +1,7 @@
 """Training throughput: `neosft train` against a plain Hugging Face Trainer script on the same tiny Qwen2,
 data and settings (the `single` variant's table row, one CPU process, no DeepSpeed), with and without
-`--packing`; plus padding efficiency (real tokens / computed tokens).
+`--packing`; LoRA (the default method) against full fine-tuning: tokens/s and the memory of the trainable state;
+plus padding efficiency (real tokens / computed tokens).
 
     PYTHONPATH=. python bench/train.py [--mb 1] [--steps 36] [--packed-steps 4] [--rounds 3]
 
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import corpus
+import numpy as np
 
 VARIANT = "single"
 ACCUMULATION = 8  # micro-steps per optimizer step in both runs (the trainer's own at one process would be 64)
@@ -57,13 +59,29 @@ print(json.dumps({"tokens": trainer.state.num_input_tokens_seen, "train_runtime_
 """
 
 
-def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool) -> dict:
+TRAINABLE_STATE_BYTES = 4 + 4 + 4 + 4  # per trainable parameter: fp32 weight, its gradient, Adam's two moments
+
+
+def trainable_parameters(final: Path) -> int:
+    """Parameters the run updated: every weight of final/model.safetensors, or its LoRA adapter's."""
+    from safetensors import safe_open
+
+    weights = final / "adapter_model.safetensors"
+    with safe_open(str(weights if weights.exists() else final / "model.safetensors"), "np") as f:
+        names = f.keys()  # a safe_open handle is not iterable
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in names)
+
+
+def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool, method: str = "full") -> dict:
     cmd = [sys.executable, "-m", "neosft", "train", "--variant", VARIANT, "--data", data, "--output", out,
-           "--model", model, "--deepspeed", "none", "--max-steps", steps, "--save-steps", 10 * steps,
+           "--model", model, "--method", method, "--deepspeed", "none", "--max-steps", steps,
+           "--save-steps", 10 * steps,
            "--work-dir", out.with_name(out.name + "-work"), "--set", f"gradient_accumulation_steps={ACCUMULATION}"] + (["--packing"] if packing else [])
     subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
     run = json.loads((out / "final" / "run.json").read_text())
-    return {"tokens": run["tokens"], "train_runtime_s": run["train_runtime_s"], "steps": run["steps"]}
+    trainable = trainable_parameters(out / "final")
+    return {"tokens": run["tokens"], "train_runtime_s": run["train_runtime_s"], "steps": run["steps"],
+            "trainable": trainable, "trainable_state_mb": trainable * TRAINABLE_STATE_BYTES / 1e6}
 
 
 def plain_hf(data: Path, model: Path, out: Path, steps: int) -> dict:
@@ -76,7 +94,6 @@ def plain_hf(data: Path, model: Path, out: Path, steps: int) -> dict:
 
 def padding_efficiency(data: Path, model: Path, batch: int) -> dict:
     """Real tokens / computed tokens over the dataset, padded batches of `batch` rows vs packed sequences."""
-    import numpy as np
     from transformers import AutoTokenizer
 
     from neosft.train.dataset import manifest_entry, rows
@@ -117,7 +134,9 @@ def main() -> None:
 
         runs = {"plain HF Trainer": lambda out: plain_hf(part, model, out, args.steps),
                 "neosft train": lambda out: neosft_train(tmp / "data", model, out, args.steps, False),
-                "neosft train --packing": lambda out: neosft_train(tmp / "data", model, out, args.packed_steps, True)}
+                "neosft train --packing": lambda out: neosft_train(tmp / "data", model, out, args.packed_steps, True),
+                "neosft train --method lora": lambda out: neosft_train(tmp / "data", model, out, args.steps, False,
+                                                                       "lora")}
         trials: dict[str, list[dict]] = {name: [] for name in runs}
         for round_ in range(args.rounds):
             for i, (name, fn) in enumerate(runs.items()):
@@ -126,10 +145,15 @@ def main() -> None:
                 trials[name].append(r)
         results = {name: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] for name, rs in trials.items()}
         base = results["plain HF Trainer"]["tokens_per_s"]
-        print(f"{'run':<24} {'steps':>5} {'real tokens':>11} {'train s':>8} {'tokens/s':>9} {'vs plain':>8}")
+        print(f"{'run':<27} {'steps':>5} {'real tokens':>11} {'train s':>8} {'tokens/s':>9} {'vs plain':>8}")
         for name, r in results.items():
-            print(f"{name:<24} {r['steps']:>5} {r['tokens']:>11,} {r['train_runtime_s']:>8.1f} "
+            print(f"{name:<27} {r['steps']:>5} {r['tokens']:>11,} {r['train_runtime_s']:>8.1f} "
                   f"{r['tokens_per_s']:>9,.0f} {r['tokens_per_s'] / base:>7.2f}x")
+        full, lora = results["neosft train"], results["neosft train --method lora"]
+        print(f"LoRA vs full (method full is `neosft train` above): {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x "
+              f"tokens/s; trainable {lora['trainable']:,} vs {full['trainable']:,} parameters, trainable state "
+              f"{lora['trainable_state_mb']:,.2f} MB vs {full['trainable_state_mb']:,.2f} MB "
+              f"({lora['trainable_state_mb'] / full['trainable_state_mb']:.1%})")
         eff = padding_efficiency(tmp / "data", model, batch=8)
         print(f"padding efficiency: batch 1 (the table's): 1.00; padded batches of {eff['padded_batch']}: "
               f"{eff['padded_efficiency']:.2f}; packed (flattened, no padding): {eff['packed_efficiency']:.2f}, "

@@ -12,7 +12,16 @@ from neosft import __version__
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.errors import UserError, redact
 from neosft.train import DEFAULT_MODEL
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+from neosft.variants import (
+    DEFAULT_METHOD,
+    LORA,
+    METHODS,
+    NUM_DEVICES,
+    SHARED,
+    TOTAL_EVAL_BATCH,
+    TOTAL_TRAIN_BATCH,
+    VARIANTS,
+)
 
 if TYPE_CHECKING:  # the backends import Helm and the Kubernetes client: only in the commands that use them
     from neosft.backends.base import ExecutionBackend
@@ -76,7 +85,8 @@ def variants(as_json: bool) -> None:
 
         table = {name: {"rule": v.rule, **v.hyperparameters()} for name, v in VARIANTS.items()}
         click.echo(json.dumps({"variants": table, "num_devices": NUM_DEVICES,
-                               "total_train_batch_size": TOTAL_TRAIN_BATCH, "total_eval_batch_size": TOTAL_EVAL_BATCH}, indent=2))
+                               "total_train_batch_size": TOTAL_TRAIN_BATCH, "total_eval_batch_size": TOTAL_EVAL_BATCH,
+                               "method": DEFAULT_METHOD, "lora": LORA.record()}, indent=2))
         return
     width = max(map(len, VARIANTS))
     click.echo(f"{'variant':<{width}}  learning_rate  cutoff_len  rule")
@@ -84,6 +94,9 @@ def variants(as_json: bool) -> None:
         click.echo(f"{name:<{width}}  {v.learning_rate:<13g}  {v.cutoff_len:<10}  {v.rule}")
     click.echo(f"\nshared by all: {NUM_DEVICES} devices, total train batch {TOTAL_TRAIN_BATCH}, total eval batch {TOTAL_EVAL_BATCH}")
     for key, value in SHARED.items():
+        click.echo(f"  {key} = {value}")
+    click.echo(f"\nmethod: {DEFAULT_METHOD} (--method full: every weight); LoRA settings (--lora-*):")
+    for key, value in LORA.record().items():
         click.echo(f"  {key} = {value}")
 
 
@@ -129,33 +142,38 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
 @click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
 @click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
 @click.option("--tokens-per-gpu-s", default=None, type=Finite(min=1),
-              help="Training throughput per GPU [default: 3000].")
+              help="Training throughput per GPU [default: 3000 full, 4000 lora].")
 @click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
 @click.option("--gpu-memory", type=Finite(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
-def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None) -> None:
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+              help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.")
+def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None,
+         method: str) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
     \b
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, render, render_memory
+    from neosft.plan import default_tokens_per_gpu_s, render, render_memory
     from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
     gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
     names = list(VARIANTS) if variant == "all" else [variant]
+    lora = LORA if method == "lora" else None
     if gpu_memory:
         cutoff = max(VARIANTS[n].cutoff_len for n in names)
-        click.echo(render_memory(gpu_memory, gpus, cutoff, ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)))
+        largest = ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)
+        click.echo(render_memory(gpu_memory, gpus, cutoff, largest, lora))
         click.echo()
-    speed = tokens_per_gpu_s or DEFAULT_TOKENS_PER_GPU_S
+    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(lora)
     try:
         if data_uri is None:
             from neosft.runfolder import newest_local_dataset
 
             data_uri = newest_local_dataset()
-        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus))
+        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus, lora))
     except UserError as e:
         if not gpu_memory:
             raise
@@ -171,7 +189,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
 @click.option("--backend", "trainer_kind", default="auto", show_default=True, type=click.Choice(_TRAINER_KINDS),
               help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).")
-def run_pipeline(variant, source, store, steps, run_id, trainer_kind) -> None:
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+              help="lora: LoRA adapters (the seed's method); full: every weight.")
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -192,7 +212,8 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind) -> None:
     run_id = check_run_id(run_id or rehearsal.new_run_id())
     with _backend(local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))) \
             as backend:
-        result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind)
+        result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind,
+                                 method)
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
 
@@ -270,11 +291,14 @@ def _warn(line: str) -> None:
               "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
               "pytorchjob with --dry-run]")
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
+@click.option("--method", type=click.Choice(METHODS), help="lora (LoRA adapters) or full (every weight); default: "
+              "the values' train.method, lora.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, trainer_kind, run_id, dry_run,
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, trainer_kind, run_id, method,
+           dry_run,
            wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
@@ -309,6 +333,8 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         overrides["data"] = {"enabled": False, "uri": data_uri}
     if queue is not None:
         overrides["queue"] = queue
+    if method:
+        overrides.setdefault("train", {})["method"] = method
     values = with_store_default(load_values(values_file, sets, overrides), dict(os.environ))
     run_id = check_run_id(run_id or values.get("runId") or new_run_id())
     backend = _backend(namespace=namespace, offline=dry_run)
@@ -316,7 +342,7 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
     if dry_run:
         click.echo(run.yaml(), nl=False)
         return
-    _print_plan(run)
+    _print_plan(run, (values.get("train") or {}).get("method") or DEFAULT_METHOD)
     created = backend.submit(run, click.echo, _warn)
     click.echo(f"run {run_id} submitted to namespace {backend.namespace}: {', '.join(created)}")
     for what, uri in run.outputs().items():
@@ -328,9 +354,9 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         click.echo(f"run {run_id} succeeded")
 
 
-def _print_plan(run: RenderedRun) -> None:
+def _print_plan(run: RenderedRun, method: str) -> None:
     """`neosft plan` for what is about to train, when its dataset is already in storage."""
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan, render
+    from neosft.plan import default_tokens_per_gpu_s, plan, render
 
     if not run.variants:
         return
@@ -338,7 +364,9 @@ def _print_plan(run: RenderedRun) -> None:
         click.echo(f"plan: `neosft plan --data {run.data_uri}` once the data Job has built the datasets")
         return
     try:
-        click.echo(render(plan(run.data_uri, list(run.variants)), DEFAULT_TOKENS_PER_GPU_S))
+        lora = LORA if method == "lora" else None
+        speed = default_tokens_per_gpu_s(lora)
+        click.echo(render(plan(run.data_uri, list(run.variants), speed), speed, lora=lora))
     except UserError as e:
         _warn(f"warning: no plan: {e}")
 
@@ -420,12 +448,28 @@ def release(names, kind, timeout, namespace) -> None:
         click.echo(f"released {name}")
 
 
+_method = click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
+                       help="lora: train a LoRA adapter on the frozen model (the seed's method); full: every weight.")
+
+
 @cli.command()
 @click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
 @click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")
 @click.option("--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model ID or local folder.")
-@click.option("--deepspeed", default="zero3", show_default=True, help="zero3, zero2, none (plain DDP) or a JSON config.")
+@_method
+@click.option("--lora-rank", default=LORA.rank, show_default=True, type=click.IntRange(min=1), help="LoRA rank r.")
+@click.option("--lora-alpha", default=LORA.alpha, show_default=True, type=click.IntRange(min=1),
+              help="LoRA alpha (the update is scaled by alpha / r).")
+@click.option("--lora-dropout", default=LORA.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout on the LoRA path.")
+@click.option("--lora-target", default=LORA.target, show_default=True,
+              help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names "
+              "(q_proj,v_proj).")
+@click.option("--merge", "merge_after", is_flag=True,
+              help="LoRA: once trained, also write OUTPUT/merged (plain weights).")
+@click.option("--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  "
+              "[default: zero2 with lora, zero3 with full]")
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
 @click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
 @click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
@@ -443,13 +487,16 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
 @click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=Finite(min=1),
               help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
-def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
-          work_dir, default_system, chat_format, report_to, liger, upload_every_s) -> None:
-    """Fully fine-tune MODEL on one variant's dataset; resumes from OUTPUT's newest complete checkpoint.
+def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, lora_dropout, lora_target, merge_after,
+          deepspeed, packing, max_steps, save_steps, val_size, overrides, work_dir, default_system, chat_format,
+          report_to, liger, upload_every_s) -> None:
+    """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
+    OUTPUT's newest complete checkpoint.
 
     Run it under torchrun (one process per GPU) or as a single process. Gradient accumulation keeps the
     total batch at 64 for any world size that divides it. OUTPUT receives loss.jsonl, loss.png (every
-    --upload-every seconds), checkpoints/checkpoint-N/ and final/ (model, tokenizer, run.json last).
+    --upload-every seconds), checkpoints/checkpoint-N/ and final/ (the PEFT adapter, or with --method
+    full the model; tokenizer; run.json last).
     An OUTPUT whose run finished is left as it is.
 
     \b
@@ -458,11 +505,32 @@ def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, s
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
     from neosft.train.recipe import Options, fine_tune
+    from neosft.variants import Lora
 
+    lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
     fine_tune(Options(variant=variant, data=data_uri, output=output_uri, model=model, deepspeed=deepspeed,
                       packing=packing, max_steps=max_steps, save_steps=save_steps, val_size=val_size,
                       overrides=list(overrides), work_dir=work_dir, default_system=default_system,
-                      chat_format=chat_format, report_to=report_to, liger=liger, upload_every_s=upload_every_s))
+                      chat_format=chat_format, report_to=report_to, liger=liger, upload_every_s=upload_every_s,
+                      method=method, lora=lora, merge=merge_after))
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--to", "dest", required=True, help="Folder for the merged model: a local path or s3://bucket/prefix.")
+@click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "base"]),
+              help="Weights in bf16, or in the base model's own dtype.")
+def merge(output, dest, dtype) -> None:
+    """Merge the LoRA adapter of a finished run (its OUTPUT folder) into the base model: plain transformers weights.
+
+    \b
+    Example:
+      neosft merge s3://my-bucket/neosft/runs/r1/single --to s3://my-bucket/neosft/merged/r1-single
+    """
+    from neosft.train.lora import merge as merge_adapter
+
+    merge_adapter(output, dest, dtype)
+    click.echo(f"wrote {dest}")
 
 
 @cli.command()

@@ -9,12 +9,15 @@ import math
 from dataclasses import dataclass
 
 from neosft.artifacts import Manifest, VariantData
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, gradient_accumulation
+from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
 QWEN2_7B = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
             "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False}
 DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
+# LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
+# backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second
+LORA_SPEEDUP = 8 / 6
 CHARS_PER_TOKEN = 2.0  # Qwen2 BPE on mixed Chinese/English text (2.3 on the sample); only without token stats
 CHAT_TEMPLATE_TOKENS = 21  # ChatML scaffolding with the default system prompt, around one row
 
@@ -29,8 +32,27 @@ def parameters(config: dict) -> int:
     return layers * layer + embeddings + h
 
 
+def lora_parameters(config: dict, rank: int) -> int:
+    """Parameters of a LoRA adapter of `rank` on every linear projection of a Qwen2 decoder (q, k, v, o, gate, up,
+    down: rank x (in + out) each); lm_head excluded, as LLaMA-Factory's `lora_target: all` excludes it."""
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    per_layer = (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
+    return rank * per_layer * config["num_hidden_layers"]
+
+
+def trainable(lora: Lora | None, config: dict = QWEN2_7B) -> int:
+    """The parameters an optimizer updates: the adapter's with LoRA, else every one."""
+    return lora_parameters(config, lora.rank) if lora else parameters(config)
+
+
+def default_tokens_per_gpu_s(lora: Lora | None) -> float:
+    return DEFAULT_TOKENS_PER_GPU_S * (LORA_SPEEDUP if lora else 1)
+
+
 def zero3_checkpoint_bytes(params: int) -> int:
-    """A resumable checkpoint: bf16 weights plus fp32 master weights and Adam's two moments."""
+    """A resumable checkpoint of `params` trainable parameters: bf16 weights plus fp32 master weights and Adam's
+    two moments (with LoRA only the adapter's: the frozen base is not saved)."""
     return params * (2 + 4 + 4 + 4)
 
 
@@ -67,8 +89,8 @@ def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_T
     return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s, gpus) for v in variants]
 
 
-def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES) -> str:
-    """The plan as a plain-text table with its assumptions."""
+def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES, lora: Lora | None = None) -> str:
+    """The plan as a plain-text table with its assumptions: of LoRA with `lora`, else of full fine-tuning."""
     head = ("variant", "lr", "cutoff", "rows", "tokens/epoch", "over cutoff", "steps/epoch", "steps", "GPU-hours", f"hours on {gpus}")
     lines = [head]
     for p in plans:
@@ -79,13 +101,19 @@ def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DE
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     table = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in lines]
     params = parameters(QWEN2_7B)
-    notes = [
-        f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient accumulation "
-        f"{gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU (--tokens-per-gpu-s).",
-        f"Qwen2-7B: {params / 1e9:.2f}B parameters; one resumable ZeRO-3 checkpoint {zero3_checkpoint_bytes(params) / 1e9:,.0f} GB, "
-        f"final bf16 weights {2 * params / 1e9:,.1f} GB.",
-    ]
-    notes.append(disk(plans, gpus).render())
+    notes = [(f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
+              f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
+              "(--tokens-per-gpu-s).")]
+    if lora:
+        adapter = trainable(lora)
+        notes.append(f"Qwen2-7B: {params / 1e9:.2f}B parameters, frozen; LoRA r {lora.rank} on every linear "
+                     f"projection: {adapter:,} trainable ({adapter // lora.rank:,} per unit of rank); adapter "
+                     f"{2 * adapter / 1e6:,.1f} MB in bf16; one resumable checkpoint "
+                     f"{zero3_checkpoint_bytes(adapter) / 1e6:,.0f} MB.")
+    else:
+        notes.append(f"Qwen2-7B: {params / 1e9:.2f}B parameters; one resumable ZeRO-3 checkpoint "
+                     f"{zero3_checkpoint_bytes(params) / 1e9:,.0f} GB, final bf16 weights {2 * params / 1e9:,.1f} GB.")
+    notes.append(disk(plans, gpus, lora).render())
     if not all(p.exact for p in plans):
         notes.append(f"~ estimated at {CHARS_PER_TOKEN} characters per token; build with --tokenizer for exact counts and truncation.")
     return "\n".join(table + [""] + notes)
@@ -109,18 +137,21 @@ class Disk:
         return self.checkpoints + self.final + self.model + self.tokens
 
     def render(self) -> str:
+        gb = lambda n: f"{n / 1e9:,.0f}" if n >= 1e9 else f"{n / 1e9:,.2f}"  # noqa: E731
         return (f"disk per training node: {self.total / 1e9:,.0f} GB = {CHECKPOINTS_KEPT + 1} checkpoints "
-                f"{self.checkpoints / 1e9:,.0f} GB + final weights {self.final / 1e9:,.0f} GB + model download "
+                f"{gb(self.checkpoints)} GB + final weights {gb(self.final)} GB + model download "
                 f"{self.model / 1e9:,.0f} GB + token cache {self.tokens / 1e9:,.1f} GB.")
 
 
-def disk(plans: list[VariantPlan], gpus: int) -> Disk:
-    """Each node holds its ranks' share of each checkpoint (optimizer states split over the nodes)."""
+def disk(plans: list[VariantPlan], gpus: int, lora: Lora | None = None) -> Disk:
+    """Each node holds its ranks' share of each checkpoint (optimizer states split over the nodes); with LoRA the
+    checkpoints and final weights are the adapter's."""
     params = parameters(QWEN2_7B)
     nodes = max(1, math.ceil(gpus / GPUS_PER_NODE))
     tokens = max((p.tokens for p in plans), default=0)
-    return Disk(checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(params) / nodes),
-                final=2 * params, model=2 * params, tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
+    return Disk(checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(trainable(lora)) / nodes),
+                final=2 * trainable(lora), model=2 * params,
+                tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
 
 
 # GPU memory -----------------------------------------------------------------------------------------------------
@@ -143,30 +174,36 @@ class Memory:
         return self.model_states + self.activations + self.logits + OVERHEAD_BYTES
 
 
-def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B) -> Memory:
-    """Per-GPU memory of full fine-tuning under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs."""
+def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B,
+           lora: Lora | None = None) -> Memory:
+    """Per-GPU memory under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs: of full fine-tuning, or with `lora` of
+    a frozen bf16 base (whole on each GPU under ZeRO-2, sharded under ZeRO-3) with the adapter's trainable states."""
     with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
         from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     params, h, inter = parameters(config), config["hidden_size"], config["intermediate_size"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    updated = lora_parameters(config, lora.rank) if lora else params
+    frozen = 2 * params if lora else 0  # the base's bf16 weights, besides the trainable states
     if stage == "zero2":
-        _, states = estimate_zero2_model_states_mem_needs(params, num_gpus_per_node=gpus, cpu_offload=False)
+        _, states = estimate_zero2_model_states_mem_needs(updated, num_gpus_per_node=gpus, cpu_offload=False)
     else:
-        largest = config["vocab_size"] * h  # the embedding (and lm_head) matrix
-        _, states, _ = estimate_zero3_model_states_mem_needs(params, largest, num_gpus_per_node=gpus,
+        largest = config["vocab_size"] * h  # the embedding (and lm_head) matrix, gathered whole
+        _, states, _ = estimate_zero3_model_states_mem_needs(updated, 0 if lora else largest, num_gpus_per_node=gpus,
                                                              cpu_offload=False)
+        frozen = math.ceil(frozen / gpus) + (4 * largest if lora else 0)
     per_token_layer = 2 * (6 * h + 2 * kv + 4 * inter)  # bf16: norms, q/k/v, attention out, residual, MLP
     activations = cutoff_len * (config["num_hidden_layers"] * 2 * h + per_token_layer)
     logits = 0 if liger else cutoff_len * config["vocab_size"] * (2 + 4 + 4)
-    return Memory(stage, int(states), activations, logits)
+    return Memory(stage, int(states) + frozen, activations, logits)
 
 
-def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int) -> tuple[list[Memory], str]:
-    """ZeRO-2 and ZeRO-3 at `cutoff_len`, and the configuration to train with."""
+def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int, lora: Lora | None = None) -> tuple[list[Memory], str]:
+    """ZeRO-2 and ZeRO-3 at `cutoff_len` (LoRA with `lora`, else full fine-tuning), and the configuration to train
+    with."""
     budget = gpu_memory_gb * 1e9 * HEADROOM
-    options = [memory(stage, gpus, cutoff_len) for stage in ("zero2", "zero3")]
+    options = [memory(stage, gpus, cutoff_len, lora=lora) for stage in ("zero2", "zero3")]
     zero2, zero3 = options
     if zero2.total <= budget:
         advice = ("recommended: --deepspeed zero2. Each GPU keeps the bf16 weights, so a micro-step moves only the "
@@ -176,18 +213,19 @@ def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int) -> tuple[list[Me
     elif zero3.total <= budget:
         advice = ("recommended: --deepspeed zero3. ZeRO-2's full bf16 weights per GPU do not fit; ZeRO-3 shards "
                   "them and pays an all-gather per layer in each micro-step.")
-    elif memory("zero3", gpus, cutoff_len, liger=True).total <= budget:
+    elif memory("zero3", gpus, cutoff_len, liger=True, lora=lora).total <= budget:
         advice = "recommended: --deepspeed zero3 --liger: only without the full logits (Liger's fused loss) does it fit."
     else:
         advice = "does not fit: use more GPUs (--gpus), GPUs with more memory, or a ZeRO-3 config with CPU offload."
     return options, advice
 
 
-def render_memory(gpu_memory_gb: float, gpus: int, cutoff_len: int, variants: str) -> str:
-    options, advice = recommend(gpu_memory_gb, gpus, cutoff_len)
+def render_memory(gpu_memory_gb: float, gpus: int, cutoff_len: int, variants: str, lora: Lora | None = None) -> str:
+    options, advice = recommend(gpu_memory_gb, gpus, cutoff_len, lora)
     gb = lambda n: f"{n / 1e9:,.1f}"  # noqa: E731
-    lines = [f"GPU memory per GPU, Qwen2-7B on {gpus} x {gpu_memory_gb:g} GB, micro-batch 1, cutoff_len {cutoff_len} "
-             f"({variants}), gradient checkpointing:",
+    what = f"LoRA r {lora.rank} on a frozen bf16 base" if lora else "full fine-tuning"
+    lines = [f"GPU memory per GPU, Qwen2-7B on {gpus} x {gpu_memory_gb:g} GB, {what}, micro-batch 1, cutoff_len "
+             f"{cutoff_len} ({variants}), gradient checkpointing:",
              f"{'':<6}{'model states':>14}{'activations':>13}{'logits':>8}{'overhead':>10}{'total GB':>10}"]
     for m in options:
         lines.append(f"{m.stage:<6}{gb(m.model_states):>14}{gb(m.activations):>13}{gb(m.logits):>8}"

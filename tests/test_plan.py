@@ -7,9 +7,21 @@ from conftest import assert_user_error, neosft
 
 from neosft.data.build import build
 from neosft.errors import UserError
-from neosft.plan import QWEN2_7B, disk, memory, parameters, plan, recommend, render, zero3_checkpoint_bytes
+from neosft.plan import (
+    QWEN2_7B,
+    disk,
+    lora_parameters,
+    memory,
+    parameters,
+    plan,
+    recommend,
+    render,
+    trainable,
+    zero3_checkpoint_bytes,
+)
 from neosft.sample import SAMPLE_CORPUS
-from neosft.variants import VARIANTS
+from neosft.train.args import DEFAULT_DEEPSPEED
+from neosft.variants import LORA, VARIANTS
 
 
 def test_qwen2_7b_has_its_published_parameter_count():
@@ -102,3 +114,40 @@ def test_without_data_the_plan_reads_the_newest_local_runs_dataset(tmp_path):
     result = neosft("plan", "--variant", "multi", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert any(line.split()[:1] == ["multi"] for line in result.stdout.splitlines())
+
+
+def test_lora_adapter_of_qwen2_7b_is_the_published_80_7_mb():
+    assert lora_parameters(QWEN2_7B, 1) == 2_523_136  # the 7 projections of 28 layers, per unit of rank
+    assert 2 * lora_parameters(QWEN2_7B, LORA.rank) == 80_740_352  # r 16 in bf16: the published 80.7 MB
+    assert trainable(LORA) == 16 * 2_523_136 and trainable(None) == parameters(QWEN2_7B)
+
+
+def test_lora_memory_is_a_frozen_base_and_the_adapters_states_and_picks_the_trainers_default():
+    params, adapter = parameters(QWEN2_7B), lora_parameters(QWEN2_7B, 16)
+    zero2, zero3 = memory("zero2", 8, 4096, lora=LORA), memory("zero3", 8, 4096, lora=LORA)
+    assert zero2.model_states == 2 * params + 2 * adapter + 18 * adapter // 8
+    largest = QWEN2_7B["vocab_size"] * QWEN2_7B["hidden_size"]
+    assert zero3.model_states == math.ceil(2 * params / 8) + 4 * largest + 18 * adapter // 8
+    assert zero2.model_states < memory("zero2", 8, 4096).model_states / 2
+    _, advice = recommend(80, 8, 8192, LORA)
+    assert advice.startswith(f"recommended: --deepspeed {DEFAULT_DEEPSPEED['lora']}")
+    _, advice = recommend(80, 8, 8192)
+    assert advice.startswith("recommended: --deepspeed zero2")  # full fine-tuning fits too; the trainer's zero3 is safe
+    assert recommend(32, 8, 8192, LORA)[1].startswith("recommended: --deepspeed zero3")
+
+
+def test_lora_plan_prints_the_adapter_its_checkpoints_disk_and_faster_hours(data):
+    uri, _ = data
+    plans = plan(uri, ["single"])
+    lora, full = disk(plans, 8, LORA), disk(plans, 8)
+    adapter = lora_parameters(QWEN2_7B, 16)
+    assert lora.final == 2 * adapter and lora.checkpoints == 3 * zero3_checkpoint_bytes(adapter)
+    assert lora.model == full.model and lora.total < full.total / 3
+    result = neosft("plan", "--variant", "single", "--data", uri, "--method", "lora")
+    assert result.returncode == 0, result.stderr
+    assert "adapter 80.7 MB in bf16" in result.stdout and "2,523,136 per unit of rank" in result.stdout
+    assert "4,000 tokens/s per GPU" in result.stdout
+    full_run = neosft("plan", "--variant", "single", "--data", uri, "--method", "full")
+    assert "107 GB" in full_run.stdout and "adapter" not in full_run.stdout
+    hours = lambda text: float(next(line for line in text.splitlines() if line.startswith("single")).split()[-2])  # noqa: E731
+    assert hours(result.stdout) == pytest.approx(hours(full_run.stdout) * 3 / 4, rel=0.05)

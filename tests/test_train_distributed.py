@@ -1,5 +1,6 @@
 """`neosft train` for real: two ranks under torchrun (gloo), DeepSpeed ZeRO-3 and ZeRO-2, plain DDP,
-outputs in the local S3 server, and a run killed with SIGKILL that resumes to the same losses."""
+outputs in the local S3 server, and a run killed with SIGKILL that resumes to the same losses; full fine-tuning
+and LoRA."""
 
 from __future__ import annotations
 
@@ -56,9 +57,14 @@ def finished(proc: subprocess.Popen, log: Path, timeout: int = 240) -> None:
         raise AssertionError("\n".join(errors[:10]) + "\n...\n" + text[-3000:])
 
 
-def train_args(data, output, model, work, *extra):
+# LoRA's update starts at zero (lora_B = 0): on a random tiny model it needs a higher rate to show its loss going down
+LORA_QUICK = ["--set", "learning_rate=5e-3"]
+
+
+def train_args(data, output, model, work, *extra, method="full"):
     return ["-m", "neosft", "train", "--variant", "single", "--data", data, "--output", output, "--model", model,
-            "--max-steps", STEPS, "--save-steps", SAVE, "--work-dir", work, *QUICK, *extra]
+            "--method", method, "--max-steps", STEPS, "--save-steps", SAVE, "--work-dir", work, *QUICK,
+            *(LORA_QUICK if method == "lora" else []), *extra]
 
 
 def records(output: str):
@@ -89,14 +95,23 @@ def bucket(s3_server):
         yield "s3://train"
 
 
-@pytest.fixture(scope="module")
-def reference(bucket, s3_server, tiny_model, tmp_path_factory):
+def uninterrupted(bucket, s3_server, tiny_model, tmp_path_factory, method: str) -> str:
     """An uninterrupted ZeRO-3 run from and to S3."""
-    output, tmp = f"{bucket}/runs/ref/single", tmp_path_factory.mktemp("ref")
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp / "work"), env=s3_server.env(),
-                    log=tmp / "log")
+    output, tmp = f"{bucket}/runs/ref-{method}/single", tmp_path_factory.mktemp(f"ref-{method}")
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp / "work", "--deepspeed", "zero3",
+                                method=method), env=s3_server.env(), log=tmp / "log")
     finished(proc, tmp / "log")
     return output
+
+
+@pytest.fixture(scope="module")
+def reference(bucket, s3_server, tiny_model, tmp_path_factory):
+    return uninterrupted(bucket, s3_server, tiny_model, tmp_path_factory, "full")
+
+
+@pytest.fixture(scope="module")
+def lora_reference(bucket, s3_server, tiny_model, tmp_path_factory):
+    return uninterrupted(bucket, s3_server, tiny_model, tmp_path_factory, "lora")
 
 
 def test_zero3_run_writes_everything_to_s3(reference, bucket):
@@ -137,13 +152,52 @@ def test_zero3_run_writes_everything_to_s3(reference, bucket):
     assert weights["model.embed_tokens.weight"].shape == (config["vocab_size"], config["hidden_size"])
 
 
+def test_zero3_lora_run_writes_the_adapter_to_s3(lora_reference, reference, tiny_model):
+    from safetensors.numpy import load
+
+    out = location(lora_reference)
+    names = out.list()
+    for name in ("loss.jsonl", "loss.png", "final/adapter_model.safetensors", "final/adapter_config.json",
+                 "final/tokenizer.json", "final/run.json"):
+        assert name in names, name
+    assert "final/model.safetensors" not in names
+    assert [step for step, _ in losses(lora_reference)] == list(range(1, STEPS + 1)) and went_down(lora_reference)
+    run = run_record(lora_reference)
+    assert run.method == "lora" and run.deepspeed == "zero3" and run.lora["rank"] == 16
+    # ZeRO-3 gathered every rank's shard of the adapter: full shapes, trained
+    weights = load((out / "final/adapter_model.safetensors").read_bytes())
+    config = json.loads((Path(tiny_model) / "config.json").read_text())
+    a = weights["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    assert a.shape == (16, config["hidden_size"]) and len(weights) == 2 * 7 * config["num_hidden_layers"]
+    assert all(abs(w).sum() > 0 for name, w in weights.items() if "lora_B" in name)
+    # a checkpoint holds the adapter and its optimizer state, not the frozen base: a fraction of full fine-tuning's
+    def checkpoint(output: str) -> dict[str, int]:
+        folder = location(f"{output}/checkpoints/checkpoint-{SAVE * 2}")
+        return {name: (folder / name).size() for name in folder.list()}
+
+    lora, full = checkpoint(lora_reference), checkpoint(reference)
+    assert "adapter_model.safetensors" in lora and not any(name.endswith("model.safetensors") and "adapter" not in name
+                                                           for name in lora)
+    assert sum(lora.values()) < sum(full.values()) / 2, (lora, full)
+
+
+def test_killed_lora_run_resumes_to_the_same_losses(lora_reference, bucket, s3_server, tiny_model, tmp_path):
+    killed_and_resumed(lora_reference, bucket, s3_server, tiny_model, tmp_path, "right after a checkpoint", "lora")
+
+
 @pytest.mark.parametrize("moment", ["right after a checkpoint", "between checkpoints"])
 def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tiny_model, tmp_path, moment):
-    output = f"{bucket}/runs/killed-{moment.split()[0]}/single"
+    killed_and_resumed(reference, bucket, s3_server, tiny_model, tmp_path, moment, "full")
+
+
+def killed_and_resumed(reference, bucket, s3_server, tiny_model, tmp_path, moment: str, method: str) -> None:
+    """Kill a run at `moment`, start it again on a new pod: it resumes and logs the uninterrupted `reference`'s
+    losses."""
+    output = f"{bucket}/runs/killed-{method}-{moment.split()[0]}/single"
     marker = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
     log = tmp_path / "log-1"
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1"), env=s3_server.env(),
-                    log=log)
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1", "--deepspeed", "zero3",
+                                method=method), env=s3_server.env(), log=log)
 
     def reached() -> bool:  # after checkpoint-4 is complete, or once step 6 of 12 is logged
         return marker.exists() if moment.startswith("right") else log.read_text().count("'loss':") >= SAVE + 2
@@ -157,8 +211,8 @@ def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tin
     assert not location(f"{output}/final/run.json").exists(), "the run ended before it was killed"
 
     # a new pod: empty local disk, same OUTPUT_URI
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2"), env=s3_server.env(),
-                    log=tmp_path / "log-2")
+    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2", "--deepspeed", "zero3",
+                                method=method), env=s3_server.env(), log=tmp_path / "log-2")
     finished(proc, tmp_path / "log-2")
     run = run_record(output)
     assert run.resumed_from is not None and run.steps == STEPS
@@ -168,26 +222,28 @@ def test_killed_run_resumes_to_the_same_losses(reference, bucket, s3_server, tin
     assert run.tokens == records(reference)[-1].total_tokens
 
 
-def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path):
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path, method):
     output = tmp_path / "out"
     proc = torchrun(*train_args(sample_dataset, output, tiny_model, tmp_path / "work", "--deepspeed", "zero2",
-                                "--packing", "--val-size", "0.2"), env={}, log=tmp_path / "log")
+                                "--packing", "--val-size", "0.2", method=method), env={}, log=tmp_path / "log")
     finished(proc, tmp_path / "log")
     assert went_down(str(output))
     evals = [r for r in records(str(output)) if r.eval_loss is not None]
     assert [r.current_steps for r in evals] == list(range(SAVE, STEPS + 1, SAVE))
     run = run_record(output)
-    assert run.packing and run.deepspeed == "zero2"
+    assert run.packing and run.deepspeed == "zero2" and run.method == method
     assert run.batch["per_device_eval"] == 32 and run.batch["total_eval_batch"] == 64  # 2 ranks
-    assert (output / "final/model.safetensors").exists() and (output / "loss.png").exists()
+    weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (output / "final" / weights).exists() and (output / "loss.png").exists()
 
 
 DDP_CHECK = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from neosft.train.recipe import Options, setup, train
-    data, output, model, work = sys.argv[1:5]
+    data, output, model, work, method = sys.argv[1:6]
     run = setup(Options("single", data, output, model, deepspeed="none", max_steps=2, save_steps=100,
-                        overrides=sys.argv[5:], work_dir=work))
+                        overrides=sys.argv[6:], work_dir=work, method=method))
     before = torch.cat([p.detach().flatten().clone() for p in run.trainer.model.parameters()])
     train(run)
     after = torch.cat([p.detach().flatten() for p in run.trainer.model.parameters()])
@@ -199,10 +255,11 @@ DDP_CHECK = textwrap.dedent("""
 """)
 
 
-def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path):
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path, method):
     script = tmp_path / "ddp_check.py"
     script.write_text(DDP_CHECK)
-    proc = torchrun(script, sample_dataset, tmp_path / "out", tiny_model, tmp_path / "work", *QUICK[1::2],
+    proc = torchrun(script, sample_dataset, tmp_path / "out", tiny_model, tmp_path / "work", method, *QUICK[1::2],
                     env={}, log=tmp_path / "log")
     finished(proc, tmp_path / "log")
     assert "RANKS IN SYNC" in (tmp_path / "log").read_text()

@@ -12,6 +12,9 @@ from neosft.errors import UserError
 from neosft.variants import get, gradient_accumulation, per_device_eval_batch
 
 DEEPSPEED_CONFIGS = ("zero3", "zero2")
+# --deepspeed when not given, per method: `neosft plan --method lora --gpu-memory 80` shows a frozen bf16 Qwen2-7B with
+# its adapter fits each GPU under ZeRO-2 with room, so LoRA skips ZeRO-3's all-gathers; full fine-tuning as before.
+DEFAULT_DEEPSPEED = {"lora": "zero2", "full": "zero3"}
 TOKENIZER_KEYS = {"cutoff_len"}  # table keys that the tokenizer applies, not TrainingArguments
 RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmup_steps < 1 as the ratio
 POSITIVE = {"cutoff_len", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",

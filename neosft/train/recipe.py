@@ -1,5 +1,6 @@
-"""The training recipe, read top to bottom: `setup` (its `_setup_*` steps: inputs, dataset, output, tokenizer, model
-config, tokens, resume point, Trainer) -> `train` -> `save` (final model, loss files, run.json last)."""
+"""The training recipe, read top to bottom: `setup` (its `_setup_*` steps: inputs, dataset, output, model config, LoRA
+targets, tokenizer, tokens, resume point, Trainer) -> `train` -> `save` (final model or adapter, loss files, run.json
+last)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from neosft.progress import log
 from neosft.storage import Location, location
 from neosft.train import DEFAULT_MODEL, dist
 from neosft.train.args import (
+    DEFAULT_DEEPSPEED,
     REPORT_TO,
     arguments_record,
     checked_overrides,
@@ -27,6 +29,9 @@ from neosft.train.args import (
     training_arguments,
 )
 from neosft.train.dataset import manifest_entry, tokenized
+from neosft.variants import DEFAULT_METHOD, LORA, METHODS, Lora
+
+MERGED = "merged"  # OUTPUT/merged: the adapter merged into the base, with --merge
 
 if TYPE_CHECKING:  # transformers and torch: imported by the steps that use them, after the inputs are checked
     from collections.abc import Callable
@@ -46,7 +51,7 @@ class Options:
     data: str
     output: str
     model: str = DEFAULT_MODEL
-    deepspeed: str = "zero3"
+    deepspeed: str | None = None  # None: the method's default (DEFAULT_DEEPSPEED)
     packing: bool = False
     max_steps: int = -1
     save_steps: int = 100
@@ -58,6 +63,14 @@ class Options:
     report_to: str = "none"
     liger: bool = False
     upload_every_s: float = 60.0
+    method: str = DEFAULT_METHOD
+    lora: Lora = LORA
+    merge: bool = False  # lora: also write OUTPUT/merged (base + adapter as plain weights) once the run finished
+
+    @property
+    def zero(self) -> str:
+        """The DeepSpeed config asked for, else the method's default."""
+        return self.deepspeed or DEFAULT_DEEPSPEED[self.method]
 
 
 @dataclass
@@ -78,16 +91,23 @@ class Prepared:
     chat: ChatFormat
     samples: int
     truncated: int
+    lora_targets: list[str]  # the modules the adapter wraps (empty with full fine-tuning)
     started: float = field(default_factory=time.monotonic)
 
 
 def fine_tune(options: Options) -> RunRecord:
-    """Train one variant end to end; returns its run record. A run that already finished is not trained again."""
-    done = finished(options)
-    if done is not None:
-        return done
-    prepared = setup(options)
-    return save(prepared, train(prepared))
+    """Train one variant end to end; returns its run record. A run that already finished is not trained again
+    (with --merge, a finished run without its merged weights is merged)."""
+    record = finished(options)
+    if record is None:
+        prepared = setup(options)
+        record = save(prepared, train(prepared))
+    if options.merge and dist.rank() == 0 and not (location(options.output) / MERGED / "config.json").exists():
+        from neosft.train.lora import merge
+
+        merge(options.output, f"{options.output.rstrip('/')}/{MERGED}")
+        log(f"wrote {options.output.rstrip('/')}/{MERGED}")
+    return record
 
 
 def finished(options: Options) -> RunRecord | None:
@@ -101,15 +121,18 @@ def finished(options: Options) -> RunRecord | None:
 
 
 def setup(options: Options) -> Prepared:
-    """The steps, in order: check the inputs, find the dataset and the output, decide the arguments, check the model's
-    config and weights, load the tokenizer and tokenize (once), find the resume point, build the Trainer."""
+    """The steps, in order: check the inputs, find the dataset and the output, check the model's config and weights
+    (and LoRA's targets), decide the arguments, load the tokenizer and tokenize (once), find the resume point, build
+    the Trainer."""
     from neosft.train.losslog import LossLog
 
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     overrides, hp = _setup_inputs(options)
     manifest, entry = _setup_dataset(options)
     output, work_dir = _setup_output(options)
-    ds_config = deepspeed_config(options.deepspeed)
+    model_config = _setup_model_config(options)
+    lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
+    ds_config = deepspeed_config(options.zero)
     if ds_config:
         dist.single_process_env()
         dist.without_shm_comm()
@@ -117,7 +140,6 @@ def setup(options: Options) -> Prepared:
                               max_steps=options.max_steps, save_steps=options.save_steps,
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
                               report_to=options.report_to, liger=options.liger)
-    model_config = _setup_model_config(options)
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
@@ -126,14 +148,23 @@ def setup(options: Options) -> Prepared:
     title = (f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
              f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
              f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
-    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, tokenizer, train_set, eval_set,
-                                       collator, output, work_dir, loss_log, title)
+    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, lora_targets, tokenizer, train_set,
+                                       eval_set, collator, output, work_dir, loss_log, title)
     return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader,
-                    chat, len(tokens), tokens.truncated)
+                    chat, len(tokens), tokens.truncated, lora_targets)
 
 
 def _setup_inputs(options: Options) -> tuple[dict, dict]:
     """(overrides, hyper-parameters), every value checked: a bad one is one line before anything loads."""
+    if options.method not in METHODS:
+        raise UserError(f"--method {options.method}: choose from {', '.join(METHODS)}")
+    if options.method == "lora":
+        options.lora.check()
+    elif options.merge:
+        raise UserError("--merge merges a LoRA adapter: it needs --method lora")
+    elif options.lora != LORA:
+        raise UserError("--lora-rank, --lora-alpha, --lora-dropout and --lora-target set a LoRA adapter: "
+                        "they need --method lora")
     if not 0 <= options.val_size < 1:
         raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
     if options.report_to not in REPORT_TO:
@@ -172,6 +203,15 @@ def _setup_output(options: Options) -> tuple[Location, Path]:
     work_dir = Path(options.work_dir or Path(tempfile.gettempdir()) /
                     f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}")
     return output, work_dir
+
+
+def _setup_lora_targets(options: Options, config) -> list[str]:
+    """The modules the LoRA adapter wraps, resolved on the model's config before any weights load; none for full."""
+    if options.method != "lora":
+        return []
+    from neosft.train.lora import config_targets
+
+    return config_targets(config, options.lora)
 
 
 def _setup_tokenizer(options: Options):
@@ -249,8 +289,8 @@ def _setup_resume(output: Location, work_dir: Path) -> Path | None:
     return resume_point(output, work_dir)
 
 
-def _setup_trainer(options: Options, args, ds_config, model_config, tokenizer, train_set, eval_set, collator,
-                   output: Location, work_dir: Path, loss_log, title: str):
+def _setup_trainer(options: Options, args, ds_config, model_config, lora_targets: list[str], tokenizer, train_set,
+                   eval_set, collator, output: Location, work_dir: Path, loss_log, title: str):
     """The Trainer with its callbacks: the loss log, the checkpoint uploader and the loss uploader (which also
     carries the TensorBoard event files, written under the work folder, to OUTPUT)."""
     from transformers import Trainer
@@ -261,9 +301,9 @@ def _setup_trainer(options: Options, args, ds_config, model_config, tokenizer, t
     events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
     checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
     uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
-    trainer = Trainer(model=_model(options, args, ds_config, model_config), args=args, train_dataset=train_set,
-                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=[loss_log, checkpoints, uploader])
+    trainer = Trainer(model=_model(options, args, ds_config, model_config, lora_targets), args=args,
+                      train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+                      processing_class=tokenizer, callbacks=[loss_log, checkpoints, uploader])
     if events is not None:
         from transformers.integrations import TensorBoardCallback
 
@@ -296,8 +336,9 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
     return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
 
 
-def _model(options: Options, args, ds_config: str | None, config):
-    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads.
+def _model(options: Options, args, ds_config: str | None, config, lora_targets: list[str]):
+    """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads. With LoRA,
+    the frozen base with a new adapter (`neosft.train.lora`).
 
     Attention: flash-attention 2 on GPU when installed (packed rows become variable-length attention), else one
     SDPA per packed sample on CPU, else SDPA.
@@ -307,7 +348,8 @@ def _model(options: Options, args, ds_config: str | None, config):
 
     from neosft.train.packing import attention_implementation
 
-    dtype = torch.bfloat16 if args.bf16 and ds_config else torch.float32  # DDP keeps fp32 weights under autocast
+    # full fine-tuning under DDP keeps fp32 weights under autocast; a frozen LoRA base needs no fp32 copy
+    dtype = torch.bfloat16 if args.bf16 and (ds_config or options.method == "lora") else torch.float32
     try:
         pair: Any = AutoModelForCausalLM.from_pretrained(  # (model, loading info), as above
             options.model, config=config, dtype=dtype, attn_implementation=attention_implementation(options.packing),
@@ -317,6 +359,10 @@ def _model(options: Options, args, ds_config: str | None, config):
     model, loading = pair
     _refuse_misfit(options.model, config, loading)
     model.config.use_cache = False  # a KV cache would also hide packed samples' borders from the attention mask
+    if options.method == "lora":
+        from neosft.train.lora import with_adapter
+
+        model = with_adapter(model, options.lora, lora_targets, args.gradient_checkpointing, args.seed)
     return model
 
 
@@ -325,11 +371,16 @@ def train(prepared: Prepared):
 
 
 def save(prepared: Prepared, result) -> RunRecord:
-    """final/: the model in safetensors, tokenizer and config; loss.jsonl, loss.png and events beside; run.json last."""
+    """final/: the model in safetensors (LoRA: the adapter, in the training dtype), tokenizer and config; loss.jsonl,
+    loss.png and events beside; run.json last."""
     final = prepared.work_dir / "final"
     prepared.trainer.save_model(str(final))  # ZeRO-3: every rank takes part in gathering the 16-bit weights
     record = run_record(prepared, result)
     if dist.rank() == 0:
+        if prepared.options.method == "lora":
+            from neosft.train.lora import cast_adapter
+
+            cast_adapter(final, bool(prepared.trainer.args.bf16))
         (final / "run.json").unlink(missing_ok=True)
         (prepared.output / "final").upload_dir(final)
         prepared.uploader.final()
@@ -357,7 +408,10 @@ def run_record(prepared: Prepared, result) -> RunRecord:
                "total_eval_batch": args.per_device_eval_batch_size * world,
                "overridden": sorted({"gradient_accumulation_steps", "per_device_eval_batch_size",
                                      "per_device_train_batch_size"} & prepared.overrides.keys())},
-        deepspeed=options.deepspeed,
+        method=options.method,
+        lora={**options.lora.record(), "target_modules": prepared.lora_targets,
+              "adapter_dtype": "bfloat16" if args.bf16 else "float32"} if options.method == "lora" else None,
+        deepspeed=options.zero,
         packing=options.packing,
         chat_format=prepared.chat.name,
         default_system=options.default_system,

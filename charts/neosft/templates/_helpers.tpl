@@ -215,6 +215,30 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- with $t.model }}
 - {{ printf "--model=%s" . | quote }}
 {{- end }}
+- {{ printf "--method=%s" $t.method | quote }}
+{{- $l := $t.lora | default dict }}
+{{- if eq $t.method "lora" }}
+{{- if not (kindIs "invalid" $l.rank) }}
+- {{ printf "--lora-rank=%d" (int $l.rank) | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $l.alpha) }}
+- {{ printf "--lora-alpha=%d" (int $l.alpha) | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $l.dropout) }}
+- {{ printf "--lora-dropout=%v" $l.dropout | quote }}
+{{- end }}
+{{- with $l.target }}
+- {{ printf "--lora-target=%s" . | quote }}
+{{- end }}
+{{- if $t.merge }}
+- --merge
+{{- end }}
+{{- else if $t.merge }}
+{{- fail "train.merge merges a LoRA adapter: it needs train.method lora" }}
+{{- else if or (not (kindIs "invalid" $l.rank)) (not (kindIs "invalid" $l.alpha))
+               (not (kindIs "invalid" $l.dropout)) $l.target }}
+{{- fail "train.lora sets a LoRA adapter: it needs train.method lora" }}
+{{- end }}
 {{- with $t.deepspeed }}
 - {{ printf "--deepspeed=%s" . | quote }}
 {{- end }}
