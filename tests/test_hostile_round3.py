@@ -476,3 +476,17 @@ def test_a_multipart_upload_the_server_forgot_is_uploaded_again_from_its_start(s
     finally:
         client.meta.events.unregister("provide-client-params.s3.UploadPart", forget)
     assert forgotten and location(f"{s3}/blob").read_bytes() == data
+
+
+def test_submit_without_transformers_checks_the_table_keys_and_says_what_it_left_to_the_trainer():
+    """`[submit]` has no transformers: a key outside the table is left to the trainer, with a warning, while the
+    table's own keys are still checked."""
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from neosft.errors import UserError\n"
+            "from neosft.train.args import checked_overrides\n"
+            "print(checked_overrides('single', ['max_grad_norm=0.5'])[0])\n"
+            "try:\n    checked_overrides('single', ['cutoff_len=0'])\nexcept UserError as e:\n    print('refused:', e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[0] == "{'max_grad_norm': 0.5}", result.stdout
+    assert result.stdout.splitlines()[1].startswith("refused: ") and "cutoff_len" in result.stdout
+    assert "max_grad_norm: not checked here (transformers is not installed)" in result.stderr

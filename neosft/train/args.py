@@ -7,8 +7,10 @@ import json
 import math
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from neosft.errors import UserError
+from neosft.progress import log
 from neosft.variants import get, gradient_accumulation, per_device_eval_batch
 
 DEEPSPEED_CONFIGS = ("zero3", "zero2")
@@ -48,16 +50,25 @@ def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple
             raise UserError(f"--set {key}: use {flag}")
     table = get(variant).hyperparameters()
     outside = set(overrides) - set(table)
-    unknown = sorted(outside - _training_fields()) if outside else []
+    fields = _training_fields() if outside else {}
+    if fields is None:
+        log(f"warning: --set {', '.join(sorted(outside))}: not checked here (transformers is not installed); the "
+            "trainer checks them when it starts")
+    unknown = sorted(outside - set(fields)) if fields else []
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
     return overrides, hyperparameters(variant, overrides)
 
 
-def _training_fields() -> set[str]:
-    from transformers import TrainingArguments
+def _training_fields() -> dict[str, Any] | None:
+    """TrainingArguments' fields and their types; None where transformers is not installed (`neosft submit` from
+    `[submit]`)."""
+    try:
+        from transformers import TrainingArguments  # heavy: only once there are overrides to check
+    except ImportError:
+        return None
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    return {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
 def deepspeed_config(name: str) -> str | None:
@@ -83,9 +94,7 @@ def check_values(overrides: dict, table: dict) -> None:
     positive where only a positive value makes sense: one line, before any model is loaded."""
     if not overrides:
         return
-    from transformers import TrainingArguments
-
-    types = {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
+    types = _training_fields() or {}
     types.update({key: type(value) for key, value in table.items()})
     for key, value in overrides.items():
         kind = types.get(key)
@@ -125,7 +134,7 @@ def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed
     import torch
     from transformers import TrainingArguments
 
-    fields = _training_fields()
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     renamed = {old: new for old, new in RENAMED.items() if old not in fields}
     table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"

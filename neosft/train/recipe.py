@@ -132,6 +132,7 @@ def setup(options: Options) -> Prepared:
     output, work_dir = _setup_output(options)
     model_config = _setup_model_config(options)
     lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
+    _setup_weights(options, model_config)
     ds_config = deepspeed_config(options.zero)
     if ds_config:
         dist.single_process_env()
@@ -226,13 +227,18 @@ def _setup_tokenizer(options: Options):
 
 
 def _setup_model_config(options: Options):
-    """--model's config, read before any work: an unknown model_type or a folder without weights is one line."""
+    """--model's config, read before any work: an unknown model_type is one line."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(options.model)
+        return AutoConfig.from_pretrained(options.model)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"--model {options.model}: no usable config ({_first_line(e)})") from None
+
+
+def _setup_weights(options: Options, config) -> None:
+    """A local --model folder's weights checked before any work: none, corrupt headers, or weights that do not fit
+    the config are one line."""
     folder = Path(options.model)
     if folder.is_dir():
         weights = sorted(folder.glob("*.safetensors"))
@@ -241,7 +247,6 @@ def _setup_model_config(options: Options):
         for file in weights:
             _check_safetensors(file)
         _check_weights_fit(options.model, config)
-    return config
 
 
 def _check_weights_fit(model: str, config) -> None:
