@@ -67,6 +67,10 @@ def variants(as_json: bool) -> None:
         click.echo(f"  {key} = {value}")
 
 
+_rules = click.option("--rules", type=click.Choice(["seed", "reilx"]), default="seed", show_default=True,
+                      help="seed: the model card's rules; reilx: REILX's published scripts, byte for byte.")
+
+
 @cli.group()
 def data() -> None:
     """Build the SFT datasets from a ShareGPT corpus."""
@@ -81,7 +85,8 @@ def data() -> None:
 @click.option("--shard-rows", default=100_000, show_default=True, type=int, help="Rows per part file.")
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
 @click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
-def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
+@_rules
+def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, rules) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
     SOURCE is a local path, s3://bucket/key, an https:// URL or hf://datasets/OWNER/NAME[@REVISION]/PATH
@@ -95,11 +100,13 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     from neosft.data.build import build
 
     names = [n.strip() for n in variants.split(",")] if variants.strip() else []
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, rules)
     click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
     for name, v in manifest.variants.items():
-        click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)")
+        click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)"
+                   + (f"; skipped: {', '.join(f'{k} {n:,}' for k, n in v.skipped.items())}" if rules != "seed" else "")
+                   + (f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}" if v.published else ""))
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")

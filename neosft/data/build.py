@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import signal
 import threading
 from collections import deque
@@ -28,6 +29,7 @@ import orjson
 
 from neosft import __version__
 from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
+from neosft.data import published, reilx
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
 from neosft.data.stats import TokenCounter
@@ -36,6 +38,7 @@ from neosft.progress import Progress, log
 from neosft.storage import Location, location, readable
 from neosft.variants import VARIANTS, Variant
 
+RULES = ("seed", "reilx")
 EXPECTED_SHAPE = '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}'
 
 
@@ -48,10 +51,13 @@ def build(
     shard_rows: int = 100_000,
     tokenizer: str | None = None,
     build_id: str | None = None,
+    rules: str = "seed",
 ) -> Manifest:
-    """Build the datasets; returns the manifest that was written to DEST/manifest.json."""
+    """Build the datasets; returns the manifest that was written to DEST/manifest.json. `rules`: `seed` (the
+    card's wording, see `records` and `variants`) or `reilx` (REILX's published scripts, see `reilx`)."""
     names = list(VARIANTS) if variants is None else variants
     _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    _check_rules(rules, joiner, input_prompt)
     out = location(dest)
     out.check()
     file = readable(source)
@@ -60,13 +66,19 @@ def build(
     with _stop_on_sigterm(), out.staging() as staging:
         writer = _Writer(staging)
         try:
-            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
-            skipped = dict.fromkeys(SKIP_REASONS, 0)
-            with Reader(file, [o.variant for o in outputs], joiner) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules) for n in names]
+            reasons = SKIP_REASONS if rules == "seed" else [r for n in names for r in reilx.skip_reasons(n)]
+            skipped = dict.fromkeys(reasons, 0)
+            with Reader(file, [o.variant for o in outputs], joiner, rules) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
                             skipped[item] += 1
+                        elif isinstance(item, list):  # reilx: each variant's lines, or its skip reason
+                            for o, lines in zip(outputs, item):
+                                o.add_lines(lines)
+                            if all(isinstance(lines, str) for lines in item):
+                                skipped[item[0]] += 1
                         else:
                             for o in outputs:
                                 o.add(*item)
@@ -75,7 +87,7 @@ def build(
             if not kept:
                 raise UserError(f"{source}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
-            built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
+            built = {o.variant.name: o.finish(reader.stats[o.variant.name], skipped, reader.sha256) for o in outputs}
         finally:
             writer.close()
         parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
@@ -90,6 +102,7 @@ def build(
             neosft_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
+            rules=rules,
         )
         _publish_parts_then_manifest(staging, out, manifest)
     return manifest
@@ -124,6 +137,14 @@ def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokeni
         load_tokenizer(tokenizer)
 
 
+def _check_rules(rules: str, joiner: str, input_prompt: str) -> None:
+    if rules not in RULES:
+        raise UserError(f"unknown rules {rules!r}; choose from {', '.join(RULES)}")
+    if rules == "reilx" and (joiner != "\n\n" or input_prompt):
+        raise UserError("--rules reilx writes REILX's scripts' rows (turns joined by '\\n\\n', `input` empty): "
+                        "--joiner and --input-prompt apply to --rules seed only")
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM (a pod being stopped) unwinds like Ctrl-C: the reader stops, staging is removed, DEST untouched."""
@@ -147,14 +168,15 @@ class _VariantOutput:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: "_Writer"):
-        self.variant = variant
+                 tokenizer: str | None, writer: "_Writer", rules: str = "seed"):
+        self.variant, self.rules = variant, rules
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
         self.shard_rows, self.writer = shard_rows, writer
-        self.rows, self.files, self.hash = 0, [], hashlib.sha256()
+        self.rows, self.files, self.hash, self.bytes = 0, [], hashlib.sha256(), 0
+        self.skipped = dict.fromkeys(reilx.skip_reasons(variant.name), 0)  # this variant's own, under reilx
         self.block, self.block_bytes, self.file = [], 0, None
         self.has_system = False
         self.tokens = TokenCounter(tokenizer, variant.cutoff_len) if tokenizer else None
@@ -175,6 +197,25 @@ class _VariantOutput:
             self._flush()
         self.has_system |= system is not None
 
+    def add_lines(self, lines: tuple[list[bytes], bool] | str) -> None:
+        """Add the rows of one record under the REILX rules: its finished lines, or the reason it is skipped."""
+        if isinstance(lines, str):
+            self.skipped[lines] += 1
+            return
+        rows, has_system = lines
+        for line in rows:
+            if self.rows % self.shard_rows == 0:
+                self._next_part()
+            self.rows += 1
+            self.block.append(line)
+            self.block_bytes += len(line)
+            if self.tokens:
+                row = json.loads(line)
+                self.tokens.add(*(reilx.text(row.get(k, "")) for k in ("instruction", "input", "output")), row.get("system"))
+        if self.block_bytes >= self.BLOCK_BYTES:
+            self._flush()
+        self.has_system |= has_system
+
     def _flush(self) -> None:
         if self.block:
             self.writer.submit(self._write_block, b"".join(self.block))
@@ -194,6 +235,7 @@ class _VariantOutput:
 
     def _write_block(self, data: bytes) -> None:
         self.hash.update(data)
+        self.bytes += len(data)
         view = memoryview(data)
         while view:  # a raw write may take less than all
             view = view[self.file.write(view) :]
@@ -203,8 +245,9 @@ class _VariantOutput:
             self.file.close()
             self.file = None
 
-    def finish(self, chars: dict) -> VariantData:
-        """Close the parts; `chars` holds the rows' character-length statistics from the reader."""
+    def finish(self, chars: dict, skipped: dict, source_sha256: str) -> VariantData:
+        """Close the parts; `chars` holds the rows' character-length statistics from the reader, `skipped` the
+        build's skip counts (this variant's under the seed rules)."""
         if not self.files:  # no rows: still one (empty) part, so the folder loads
             self._next_part()
         self._flush()
@@ -214,7 +257,10 @@ class _VariantOutput:
         stats = dict(chars)
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
-        return VariantData(self.rows, self.files, self.hash.hexdigest(), self.has_system, stats)
+        sha256 = self.hash.hexdigest()
+        return VariantData(self.rows, self.files, sha256, self.has_system, stats, self.bytes,
+                           dict(skipped) if self.rules == "seed" else self.skipped,
+                           published.compare(source_sha256, self.variant.name, sha256, self.bytes))
 
 
 class _Writer:
@@ -252,6 +298,8 @@ def dataset_info(manifest: Manifest) -> dict:
     info = {}
     for name, v in manifest.variants.items():
         columns = {"prompt": "instruction", "query": "input", "response": "output"}
+        if manifest.rules == "reilx" and name in reilx.NO_INPUT:
+            columns["query"] = None  # REILX's rows have no `input` key (LLaMA-Factory's default would look for one)
         if v.has_system:
             columns["system"] = "system"
         info[name] = {"file_name": f"{manifest.parts}/{name}", "formatting": "alpaca", "columns": columns}

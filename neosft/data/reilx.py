@@ -1,0 +1,128 @@
+"""REILX's conversion (`neosft data build --rules reilx`): the rows REILX's published scripts wrote, byte for byte.
+
+The scripts (on the dataset cards of REILX/neo_sft_phase2_conversations, _multi and _single) `json.load` the
+whole corpus, run one function per record and write every row as `json.dumps(row, ensure_ascii=False) + "\\n"`
+to a UTF-8 file. The functions below are theirs, run on each streamed record (the standard library's JSON
+scanner gives them the very objects `json.load` gives). A record on which a script would have raised (not an
+object, a missing key, a value that is not a string where one is concatenated, ...) is skipped and counted as
+`malformed`; one whose rows hold a lone surrogate, which the script's UTF-8 write refuses, as `not_utf8`.
+all_pair has no script: the seed's rule (`records.parse_record`, its skip reasons) in the same row format.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from typing import Callable
+
+from neosft.data.records import SKIP_REASONS as SEED_SKIP_REASONS
+from neosft.data.records import parse_record
+from neosft.data.stats import summary
+from neosft.variants import Variant
+
+SKIP_REASONS = ("malformed", "not_utf8")
+NO_INPUT = ("single",)  # variants whose rows have no `input` key
+
+
+class _Skip(Exception):
+    pass
+
+
+def _conversations(record) -> list[dict]:
+    """convert_conversations_to_sft(conversation_set['conversations']) of REILX/neo_sft_phase2_conversations."""
+    rows = []
+    instruction = ""
+    for turn in record["conversations"]:
+        if turn["from"] == "human":
+            instruction += turn["value"] + "\n\n"
+        else:  # any other turn, a system turn included
+            rows.append({"instruction": instruction.strip(), "input": "", "output": turn["value"]})
+            instruction += turn["value"] + "\n\n"
+    return rows
+
+
+def _multi(record) -> list[dict]:
+    """convert_conversations_to_single_turn(conversation_set['conversations']) of REILX/neo_sft_phase2_multi."""
+    instruction = ""
+    output = ""
+    for turn in record["conversations"]:
+        if turn["from"] == "human":
+            instruction += turn["value"] + "\n\n"
+        else:
+            output += turn["value"] + "\n\n"
+    return [{"instruction": instruction.strip(), "input": "", "output": output.strip()}]
+
+
+def _single(record) -> list[dict]:
+    """process_conversations of REILX/neo_sft_phase2_single: exactly 2 entries, whatever their roles."""
+    conversations = record.get("conversations", [])
+    if len(conversations) != 2:
+        return []
+    return [{"instruction": conversations[0].get("value", ""), "output": conversations[1].get("value", "")}]
+
+
+def _all_pair(record) -> list[dict]:
+    """No published script: the seed's rule, a row per round, in the scripts' row format."""
+    conversation = parse_record(record)
+    if isinstance(conversation, str):
+        raise _Skip(conversation)
+    system = {} if conversation.system is None else {"system": conversation.system}
+    return [{"instruction": h, "input": "", "output": g, **system} for h, g in conversation.rounds]
+
+
+RULES: dict[str, Callable[[object], list[dict]]] = {
+    "conversations": _conversations, "multi": _multi, "single": _single, "all_pair": _all_pair}
+
+
+def skip_reasons(name: str) -> tuple[str, ...]:
+    """The reasons variant `name` may skip a record for, under these rules."""
+    return (*SEED_SKIP_REASONS, "not_utf8") if name == "all_pair" else SKIP_REASONS
+
+
+def lines(name: str, record: object) -> tuple[list[bytes], list[dict]] | str:
+    """Variant `name`'s rows of `record` as the lines its script writes (and the rows), or the skip reason."""
+    try:
+        rows = RULES[name](record)
+    except _Skip as skip:
+        return str(skip)
+    except (TypeError, KeyError, AttributeError, RecursionError):  # where the script raises
+        return "malformed"
+    try:
+        # default=int: an integer too long for `int` here (see `source`) is written as json.dumps writes it
+        return [json.dumps(row, ensure_ascii=False, default=int).encode() + b"\n" for row in rows], rows
+    except UnicodeEncodeError:  # a lone surrogate: the script's UTF-8 file refuses it
+        return "not_utf8"
+    except (ValueError, RecursionError):  # an integer of > 4300 digits (json.load refuses it), nesting too deep
+        return "malformed"
+
+
+def text(value: object) -> str:
+    """A row's value as text (for its length statistics): a string itself, anything else its JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=int)
+
+
+class Rules:
+    """The rules for the variants being built, record by record, in the reader process. `record` gives each
+    variant's lines and whether they carry a `system` key, or its skip reason; `stats` the rows' character
+    lengths (as `neosft.data.stats` summarises them)."""
+
+    def __init__(self, variants: list[Variant]):
+        self.names = [v.name for v in variants]
+        self.lengths = [(array("I"), array("I")) for _ in variants]
+
+    def record(self, record: object) -> list[tuple[list[bytes], bool] | str]:
+        out: list[tuple[list[bytes], bool] | str] = []
+        for name, (instruction, output) in zip(self.names, self.lengths):
+            result = lines(name, record)
+            if isinstance(result, str):
+                out.append(result)
+                continue
+            written, rows = result
+            instruction.extend(len(text(row["instruction"])) for row in rows)
+            output.extend(len(text(row["output"])) for row in rows)
+            out.append((written, any("system" in row for row in rows)))
+        return out
+
+    def stats(self) -> dict:
+        return {name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
+                for name, (i, o) in zip(self.names, self.lengths)}
