@@ -15,6 +15,8 @@ import json
 from array import array
 from typing import Callable
 
+import orjson
+
 from neosft.data.records import SKIP_REASONS as SEED_SKIP_REASONS
 from neosft.data.records import parse_record
 from neosft.data.stats import summary
@@ -70,8 +72,21 @@ def _all_pair(record) -> list[dict]:
     return [{"instruction": h, "input": "", "output": g, **system} for h, g in conversation.rounds]
 
 
-RULES: dict[str, Callable[[object], list[dict]]] = {
-    "conversations": _conversations, "multi": _multi, "single": _single, "all_pair": _all_pair}
+def _string_line(row: dict) -> bytes:
+    """The line of a row whose values are strings (the scripts concatenated them, the seed's rule checked them)."""
+    line = b'{"instruction": %b, "input": "", "output": %b' % (orjson.dumps(row["instruction"]), orjson.dumps(row["output"]))
+    return line + (b', "system": %b}\n' % orjson.dumps(row["system"]) if "system" in row else b"}\n")
+
+
+def _single_line(row: dict) -> bytes:
+    return b'{"instruction": %b, "output": %b}\n' % (_json(row["instruction"]), _json(row["output"]))
+
+
+# Each variant's rule and the writer of its rows: `json.dumps(row, ensure_ascii=False) + "\n"` in UTF-8, the rows'
+# keys in the order above (default separators `", "` and `": "`; orjson's string escapes are json's, see `_json`).
+RULES: dict[str, tuple[Callable[[object], list[dict]], Callable[[dict], bytes]]] = {
+    "conversations": (_conversations, _string_line), "multi": (_multi, _string_line),
+    "single": (_single, _single_line), "all_pair": (_all_pair, _string_line)}
 
 
 def skip_reasons(name: str) -> tuple[str, ...]:
@@ -81,19 +96,31 @@ def skip_reasons(name: str) -> tuple[str, ...]:
 
 def lines(name: str, record: object) -> tuple[list[bytes], list[dict]] | str:
     """Variant `name`'s rows of `record` as the lines its script writes (and the rows), or the skip reason."""
+    rule, line = RULES[name]
     try:
-        rows = RULES[name](record)
+        rows = rule(record)
     except _Skip as skip:
         return str(skip)
     except (TypeError, KeyError, AttributeError, RecursionError):  # where the script raises
         return "malformed"
     try:
-        # default=int: an integer too long for `int` here (see `source`) is written as json.dumps writes it
-        return [json.dumps(row, ensure_ascii=False, default=int).encode() + b"\n" for row in rows], rows
-    except UnicodeEncodeError:  # a lone surrogate: the script's UTF-8 file refuses it
+        return [line(row) for row in rows], rows
+    except (UnicodeEncodeError, orjson.JSONEncodeError):  # a lone surrogate: the script's UTF-8 file refuses it
         return "not_utf8"
     except (ValueError, RecursionError):  # an integer of > 4300 digits (json.load refuses it), nesting too deep
         return "malformed"
+
+
+def _json(value: object) -> bytes:
+    """`json.dumps(value, ensure_ascii=False)` in UTF-8: orjson for a string (the same escapes, a test checks every
+    code point; faster), json for anything else."""
+    if type(value) is str:
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:  # a lone surrogate: json.dumps keeps it, its UTF-8 encoding raises below
+            pass
+    # default=int: an integer too long for `int` here (see `source`) is written as json.dumps writes an int
+    return json.dumps(value, ensure_ascii=False, default=int).encode()
 
 
 def text(value: object) -> str:
@@ -118,9 +145,13 @@ class Rules:
                 out.append(result)
                 continue
             written, rows = result
-            instruction.extend(len(text(row["instruction"])) for row in rows)
-            output.extend(len(text(row["output"])) for row in rows)
-            out.append((written, any("system" in row for row in rows)))
+            if name == "single":  # the only rule that writes values other than strings
+                instruction.extend([len(text(row["instruction"])) for row in rows])
+                output.extend([len(text(row["output"])) for row in rows])
+            else:
+                instruction.extend([len(row["instruction"]) for row in rows])
+                output.extend([len(row["output"]) for row in rows])
+            out.append((written, bool(rows) and "system" in rows[0]))  # a record's rows share its system
         return out
 
     def stats(self) -> dict:
