@@ -154,7 +154,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 @click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
-def run_pipeline(variant, source, store, steps, run_id) -> None:
+@_rules
+def run_pipeline(variant, source, store, steps, run_id, rules) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -169,7 +170,7 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
     from neosft.run import STEPS, run, summary
 
     names = list(VARIANTS) if variant == "all" else [variant]
-    click.echo(summary(run(names, source, store, run_id, steps or STEPS)))
+    click.echo(summary(run(names, source, store, run_id, steps or STEPS, rules)))
 
 
 @data.command("wait")
@@ -227,6 +228,9 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
               "values' data.source, the real corpus m-a-p/neo_sft_phase2.")
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
+@click.option("--rules", type=click.Choice(["seed", "reilx"]),
+              help="Conversion rules of the data Job (seed: the model card's; reilx: REILX's scripts, byte for byte); "
+              "default: the values' data.rules, seed.")
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
 @click.option("--backend", type=click.Choice(["pytorchjob", "trainjob", "auto"]),
               help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
@@ -237,8 +241,8 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, backend, run_id, dry_run, wait,
-           timeout) -> None:
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, rules, queue, backend, run_id, dry_run,
+           wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
     The data Job builds the run's own dataset; the training objects are created suspended and
@@ -257,14 +261,16 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         raise UserError("--data-only and --data exclude each other")
     if source and data_uri:
         raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
+    if rules and data_uri:
+        raise UserError("--rules and --data exclude each other: --data trains on a dataset already built")
     timeout_s = parse_duration(timeout)
     overrides: dict = {}
     if variant:
         overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
     if data_only:
         overrides["train"] = {"enabled": False}
-    if source:
-        overrides["data"] = {"source": source}
+    if source or rules:
+        overrides["data"] = {k: v for k, v in (("source", source), ("rules", rules)) if v}
     if data_uri:
         overrides["data"] = {"enabled": False, "uri": data_uri}
     if queue is not None:

@@ -52,7 +52,8 @@ class Store:
     served_from: Path | None = None
 
 
-def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS) -> dict:
+def run(variants: list[str], source: str, store: str | None, run_id: str | None, steps: int = STEPS,
+        rules: str = "seed") -> dict:
     """Render the chart for a local run, execute its pods, plot; returns the summary `neosft run` prints."""
     from neosft.k8s.render import to_yaml
     from neosft.k8s.runs import check_run_id, manifests
@@ -61,7 +62,7 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
     model = (WORK / "models" / f"tiny-qwen2-{run_id}").resolve()
     with _object_store(store) as s:
         log(f"object store: {s.uri}" + (f", served from {s.served_from}" if s.served_from else ""))
-        objects = manifests(_values(variants, source, s, run_id, steps, model), run_id, "local")
+        objects = manifests(_values(variants, source, s, run_id, steps, model, rules), run_id, "local")
         folder = s.root / "runs" / run_id
         (folder / "manifests.yaml").write_bytes(to_yaml(objects).encode())
         secrets = {(SECRET, "AWS_ACCESS_KEY_ID"): s.keys[0], (SECRET, "AWS_SECRET_ACCESS_KEY"): s.keys[1]}
@@ -83,13 +84,15 @@ def run(variants: list[str], source: str, store: str | None, run_id: str | None,
         return {"store": str(s.root), "run_id": run_id, "manifest": manifest, "runs": records}
 
 
-def _values(variants: list[str], source: str, store: Store, run_id: str, steps: int, model: Path) -> dict:
+def _values(variants: list[str], source: str, store: Store, run_id: str, steps: int, model: Path,
+            rules: str = "seed") -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model, the local store."""
     bucket, _, prefix = store.uri[5:].partition("/")
     return {
         "runId": run_id, "variants": variants,
         "s3": {"bucket": bucket, "prefix": prefix, "endpoint": store.endpoint, "secretName": SECRET},
-        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
+        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve()),
+                 "rules": rules},
         "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
                   "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
                   "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
