@@ -249,6 +249,13 @@ def test_the_manifest_compares_each_variant_with_reilx_published_file(tmp_path, 
     assert build(str(tmp_path / "c.json"), str(tmp_path / "out"), rules="reilx").variants["multi"].published is None
 
 
+def test_reilx_rows_get_token_statistics(tmp_path, qwen_tokenizer):
+    (tmp_path / "c.json").write_bytes(corpus_text(ADVERSARIAL[:12] + [{"conversations": [turn("human", 5), turn("gpt", [1])]}]))
+    m = build(str(tmp_path / "c.json"), str(tmp_path / "out"), rules="reilx", tokenizer=str(qwen_tokenizer))
+    for v in m.variants.values():
+        assert v.stats["rows"] == v.rows and v.stats["tokens"]["max"] > 0 and v.stats["tokens"]["over_cutoff"] == 0
+
+
 def test_reilx_refuses_options_its_scripts_do_not_have(tmp_path):
     (tmp_path / "c.json").write_bytes(corpus_text(ADVERSARIAL[:1]))
     for options in ({"joiner": " "}, {"input_prompt": "p"}):
