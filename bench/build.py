@@ -101,7 +101,8 @@ def main() -> None:
     naive, built, seed = [], [], []
     build = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out"]
     for _ in range(args.runs):  # alternated, so a slow spell of a shared machine hits both
-        naive.append(measure([sys.executable, "-c", NAIVE if args.rules == "seed" else NAIVE_REILX, str(source), str(work / "naive")]))
+        script = NAIVE if args.rules == "seed" else NAIVE_REILX
+        naive.append(measure([sys.executable, "-c", script, str(source), str(work / "naive")]))
         built.append(measure([*build, str(work / "neosft"), "--rules", args.rules]))
         if args.rules == "reilx":
             seed.append(measure([*build, str(work / "seed")]))
@@ -126,8 +127,9 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if seed:
         costs = sorted(b[0] / s[0] for b, s in zip(built, seed))
+        cpu = statistics.median(b[1] / s[1] for b, s in zip(built, seed))
         print(f"--rules reilx against --rules seed: wall median {statistics.median(costs):.2f}x "
-              f"(runs {costs[0]:.2f}x..{costs[-1]:.2f}x), CPU {statistics.median(b[1] / s[1] for b, s in zip(built, seed)):.2f}x")
+              f"(runs {costs[0]:.2f}x..{costs[-1]:.2f}x), CPU {cpu:.2f}x")
 
 if __name__ == "__main__":
     main()

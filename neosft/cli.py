@@ -10,7 +10,7 @@ from neosft import __version__
 from neosft.errors import UserError
 from neosft.chat import DEFAULT_SYSTEM
 from neosft.train import DEFAULT_MODEL
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
+from neosft.variants import NUM_DEVICES, RULES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
 
 class _UserFailure(click.ClickException):
@@ -67,7 +67,7 @@ def variants(as_json: bool) -> None:
         click.echo(f"  {key} = {value}")
 
 
-_rules = click.option("--rules", type=click.Choice(["seed", "reilx"]), default="seed", show_default=True,
+_rules = click.option("--rules", type=click.Choice(RULES), default="seed", show_default=True,
                       help="seed: the model card's rules; reilx: REILX's published scripts, byte for byte.")
 
 
@@ -104,9 +104,12 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
     for name, v in manifest.variants.items():
-        click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)"
-                   + (f"; skipped: {', '.join(f'{k} {n:,}' for k, n in v.skipped.items())}" if rules != "seed" else "")
-                   + (f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}" if v.published else ""))
+        line = f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)"
+        if rules != "seed":  # each variant has its own skips
+            line += "; skipped: " + ", ".join(f"{k} {n:,}" for k, n in v.skipped.items())
+        if v.published:
+            line += f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}"
+        click.echo(line)
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
@@ -228,7 +231,7 @@ _namespace = click.option("--namespace", "-n", help="Kubernetes namespace; defau
               "values' data.source, the real corpus m-a-p/neo_sft_phase2.")
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
-@click.option("--rules", type=click.Choice(["seed", "reilx"]),
+@click.option("--rules", type=click.Choice(RULES),
               help="Conversion rules of the data Job (seed: the model card's; reilx: REILX's scripts, byte for byte); "
               "default: the values' data.rules, seed.")
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")

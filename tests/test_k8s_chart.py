@@ -15,7 +15,7 @@ from neosft.errors import UserError
 from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
 from neosft.k8s.runs import manifests
 from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
-from neosft.variants import NUM_DEVICES, VARIANTS
+from neosft.variants import NUM_DEVICES, RULES, VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")
 SHARED_CRD = Path(__file__).resolve().parents[1].parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
@@ -268,7 +268,9 @@ def test_the_real_corpus_is_the_default_and_each_run_gets_its_own_dataset():
 
 
 def test_data_rules_reach_the_data_job_and_only_known_rules_render():
-    [build] = kinds(render({"data": {"rules": "reilx"}}, "r1", "ml"), "Job")[0]["spec"]["template"]["spec"]["initContainers"]
+    assert SCHEMA["properties"]["data"]["properties"]["rules"]["enum"] == list(RULES)
+    [job] = kinds(render({"data": {"rules": "reilx"}}, "r1", "ml"), "Job")
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
     assert build["args"][-2:] == ["--rules", "reilx"]
     with pytest.raises(UserError, match="rules"):
         render({"data": {"rules": "reilx\n- --out"}}, "r1", "ml")

@@ -57,7 +57,8 @@ def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its sp
 
 def test_submit_rules_reach_the_data_job_beside_the_source(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--rules", "reilx", "--source", "sample", "--dry-run")
+    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--rules", "reilx", "--source", "sample",
+                    "--dry-run")
     assert result.returncode == 0, result.stderr
     [job] = [o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "Job"]
     [build] = job["spec"]["template"]["spec"]["initContainers"]

@@ -91,7 +91,7 @@ def oracle(corpus, out_folder) -> dict[str, tuple[bytes, int]]:
                     lines = [json.dumps(row, ensure_ascii=False) + '\n' for row in per_record(item)]
                     for line in lines:
                         line.encode('utf-8')  # the write would raise on a lone surrogate
-                except Exception:
+                except Exception:  # noqa: BLE001 - whatever the script would have raised
                     crashed += 1
                     continue
                 for line in lines:
@@ -109,15 +109,18 @@ def turn(role, value):
 PADDED = "\u00a0\u2028\u3000 \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\u1680\u2000\u200a\u2029\u202f\u205f"
 ADVERSARIAL = [
     {"conversations": [turn("human", "hi"), turn("gpt", "hello")]},
-    {"conversations": [turn("system", " be brief "), turn("human", "q1"), turn("gpt", "a1"), turn("human", "q2"), turn("gpt", "a2")]},
-    {"conversations": [turn("Human", "capital"), turn("user", "user"), turn("gpt", "g"), turn("chatgpt", "c"), turn("assistant", "x")]},
+    {"conversations": [turn("system", " be brief "), turn("human", "q1"), turn("gpt", "a1"), turn("human", "q2"),
+                       turn("gpt", "a2")]},
+    {"conversations": [turn("Human", "capital"), turn("user", "user"), turn("gpt", "g"), turn("chatgpt", "c"),
+                       turn("assistant", "x")]},
     {"conversations": [turn("gpt", "answer first"), turn("human", "question after")]},
     {"conversations": [turn("human", "one"), turn("human", "two")]},
     {"conversations": [turn("gpt", "g1"), turn("gpt", "g2")]},
     {"conversations": [turn("system", "s"), turn("human", "only")]},
     {"conversations": [turn("human", PADDED + "padded" + PADDED), turn("gpt", PADDED + "out" + PADDED)]},
     {"conversations": [turn("human", PADDED), turn("gpt", PADDED), turn("human", "\u200b\ufeffzero-width\u200b")]},
-    {"conversations": [turn("human", "ctl \x00\x01\x07\x08\x1b\x7f \"q\" \\ / </script>"), turn("gpt", "\x1f\u2028\u2029😀𝄞\U0010ffff")]},
+    {"conversations": [turn("human", "ctl \x00\x01\x07\x08\x1b\x7f \"q\" \\ / </script>"),
+                       turn("gpt", "\x1f\u2028\u2029😀𝄞\U0010ffff")]},
     {"conversations": [turn("human", "中文" * 3), turn("gpt", "日本語 한국어 عربى")]},
     {"conversations": []},
     {"conversations": ""},
@@ -145,8 +148,8 @@ ADVERSARIAL = [
 # Texts json.dumps does not make: duplicate keys (the last wins), NaN, Infinity, 1e400, a 4100-digit integer,
 # an escaped surrogate pair (one character), an escaped lone surrogate before a letter.
 LITERALS = [
-    '{"conversations": [{"from": "gpt", "value": "dropped"}], "conversations": [{"from": "human", "value": "kept",'
-    ' "value": "last"}, {"from": "gpt", "value": "g", "from": "human"}]}',
+    ('{"conversations": [{"from": "gpt", "value": "dropped"}], "conversations": [{"from": "human", "value": "kept",'
+     ' "value": "last"}, {"from": "gpt", "value": "g", "from": "human"}]}'),
     '{"conversations": [{"from": "human", "value": NaN}, {"from": "gpt", "value": Infinity}]}',
     '{"conversations": [{"from": "human", "value": 1e400}, {"from": "gpt", "value": -0.0}]}',
     '{"conversations": [{"from": "human", "value": ' + "9" * 4100 + '}, {"from": "gpt", "value": "big int"}]}',
@@ -214,7 +217,8 @@ def test_reilx_all_pair_is_the_seed_rule_in_the_scripts_row_format(tmp_path):
 
 
 def test_a_lone_surrogate_in_an_all_pair_row_skips_the_record(tmp_path):
-    (tmp_path / "c.json").write_bytes(corpus_text(ADVERSARIAL[:2] + [{"conversations": [turn("human", "\ud800"), turn("gpt", "g")]}]))
+    lone = {"conversations": [turn("human", "\ud800"), turn("gpt", "g")]}
+    (tmp_path / "c.json").write_bytes(corpus_text([*ADVERSARIAL[:2], lone]))
     m = build(str(tmp_path / "c.json"), str(tmp_path / "out"), variants=["all_pair"], rules="reilx")
     assert (m.variants["all_pair"].rows, m.variants["all_pair"].skipped["not_utf8"]) == (3, 1)
 
@@ -232,10 +236,11 @@ def test_the_manifest_compares_each_variant_with_reilx_published_file(tmp_path, 
     (tmp_path / "c.json").write_bytes(data)
     (tmp_path / "oracle").mkdir()
     expected = oracle(tmp_path / "c.json", tmp_path / "oracle")
-    digest = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    digest = lambda b: hashlib.sha256(b).hexdigest()
     monkeypatch.setattr(published, "SOURCE", published.PublishedFile("local", digest(data), len(data)))
     monkeypatch.setattr(published, "FILES", {
-        "conversations": published.PublishedFile("c", digest(expected["conversations"][0]), len(expected["conversations"][0])),
+        "conversations": published.PublishedFile("c", digest(expected["conversations"][0]),
+                                                 len(expected["conversations"][0])),
         "multi": published.PublishedFile("m", digest(expected["multi"][0]), None),
         "single": published.PublishedFile("s", digest(b"other bytes"), len(expected["single"][0])),
     })
@@ -250,7 +255,8 @@ def test_the_manifest_compares_each_variant_with_reilx_published_file(tmp_path, 
 
 
 def test_reilx_rows_get_token_statistics(tmp_path, qwen_tokenizer):
-    (tmp_path / "c.json").write_bytes(corpus_text(ADVERSARIAL[:12] + [{"conversations": [turn("human", 5), turn("gpt", [1])]}]))
+    not_strings = {"conversations": [turn("human", 5), turn("gpt", [1])]}
+    (tmp_path / "c.json").write_bytes(corpus_text([*ADVERSARIAL[:12], not_strings]))
     m = build(str(tmp_path / "c.json"), str(tmp_path / "out"), rules="reilx", tokenizer=str(qwen_tokenizer))
     for v in m.variants.values():
         assert v.stats["rows"] == v.rows and v.stats["tokens"]["max"] > 0 and v.stats["tokens"]["over_cutoff"] == 0
@@ -261,28 +267,32 @@ def test_reilx_refuses_options_its_scripts_do_not_have(tmp_path):
     for options in ({"joiner": " "}, {"input_prompt": "p"}):
         with pytest.raises(UserError, match="--rules seed only"):
             build(str(tmp_path / "c.json"), str(tmp_path / "out"), rules="reilx", **options)
-    result = CliRunner().invoke(cli, ["data", "build", str(tmp_path / "c.json"), "--out", str(tmp_path / "o"), "--rules", "reilx",
-                                      "--joiner", "|"])
-    assert result.exit_code == 2 and "--rules seed only" in result.output and not (tmp_path / "o" / "manifest.json").exists()
-    result = CliRunner().invoke(cli, ["data", "build", str(tmp_path / "c.json"), "--out", str(tmp_path / "o"), "--rules", "card"])
+    command = ["data", "build", str(tmp_path / "c.json"), "--out", str(tmp_path / "o"), "--rules"]
+    result = CliRunner().invoke(cli, [*command, "reilx", "--joiner", "|"])
+    assert result.exit_code == 2 and "--rules seed only" in result.output
+    assert not (tmp_path / "o" / "manifest.json").exists()
+    result = CliRunner().invoke(cli, [*command, "card"])
     assert result.exit_code == 2
 
 
 # Fuzzing against the oracle -------------------------------------------------------------------------------------
 
-text = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", PADDED, "\ud800", "a\x00b", '"\\', "\u2028x\u00a0", "😀"]))
+text = st.one_of(st.text(max_size=12),
+                 st.sampled_from(["", " ", PADDED, "\ud800", "a\x00b", '"\\', "\u2028x\u00a0", "😀"]))
 role = st.sampled_from(["human", "Human", "user", "gpt", "chatgpt", "assistant", "system", "", None, 1])
 scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
 fuzz_turn = st.one_of(
     st.fixed_dictionaries({"from": role, "value": text}),
-    st.fixed_dictionaries({"from": role, "value": st.recursive(scalar, lambda c: st.lists(c, max_size=2), max_leaves=3)}),
+    st.fixed_dictionaries({"from": role,
+                           "value": st.recursive(scalar, lambda c: st.lists(c, max_size=2), max_leaves=3)}),
     st.fixed_dictionaries({"from": role}),
     st.fixed_dictionaries({"value": text}),
     scalar,
 )
 fuzz_record = st.one_of(
     st.builds(lambda t: {"conversations": t}, st.lists(fuzz_turn, max_size=6)),
-    st.builds(lambda t: {"conversations": t}, st.lists(st.fixed_dictionaries({"from": role, "value": text}), min_size=2, max_size=2)),
+    st.builds(lambda t: {"conversations": t},
+              st.lists(st.fixed_dictionaries({"from": role, "value": text}), min_size=2, max_size=2)),
     st.fixed_dictionaries({"conversations": scalar | st.dictionaries(text, scalar, max_size=2)}),
     scalar,
 )

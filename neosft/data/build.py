@@ -36,9 +36,8 @@ from neosft.data.stats import TokenCounter
 from neosft.errors import UserError
 from neosft.progress import Progress, log
 from neosft.storage import Location, location, readable
-from neosft.variants import VARIANTS, Variant
+from neosft.variants import RULES, VARIANTS, Variant
 
-RULES = ("seed", "reilx")
 EXPECTED_SHAPE = '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}'
 
 
@@ -211,7 +210,8 @@ class _VariantOutput:
             self.block_bytes += len(line)
             if self.tokens:
                 row = json.loads(line)
-                self.tokens.add(*(reilx.text(row.get(k, "")) for k in ("instruction", "input", "output")), row.get("system"))
+                fields = (reilx.text(row.get(k, "")) for k in ("instruction", "input", "output"))
+                self.tokens.add(*fields, row.get("system"))
         if self.block_bytes >= self.BLOCK_BYTES:
             self._flush()
         self.has_system |= has_system

@@ -144,8 +144,8 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, rules: s
             if len(batch) == BATCH:
                 send()
         send()
-        stats = reilx.stats() if reilx else {v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
-                                             for v, i, o in lengths}
+        stats = reilx.stats() if reilx else {
+            v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in lengths}
         sender.send(("done", source.sha256, source.bytes, source.count, source.revision, stats))
     except UserError as e:
         sender.send(("error", str(e)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
@@ -74,7 +74,8 @@ def _all_pair(record) -> list[dict]:
 
 def _string_line(row: dict) -> bytes:
     """The line of a row whose values are strings (the scripts concatenated them, the seed's rule checked them)."""
-    line = b'{"instruction": %b, "input": "", "output": %b' % (orjson.dumps(row["instruction"]), orjson.dumps(row["output"]))
+    instruction, output = orjson.dumps(row["instruction"]), orjson.dumps(row["output"])
+    line = b'{"instruction": %b, "input": "", "output": %b' % (instruction, output)
     return line + (b', "system": %b}\n' % orjson.dumps(row["system"]) if "system" in row else b"}\n")
 
 
