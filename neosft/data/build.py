@@ -196,19 +196,27 @@ class _VariantOutput:
             self._flush()
         self.has_system |= system is not None
 
-    def add_lines(self, lines: tuple[list[bytes], bool] | str) -> None:
+    def add_lines(self, lines: reilx.Lines | str) -> None:
         """Add the rows of one record under the REILX rules: its finished lines, or the reason it is skipped."""
         if isinstance(lines, str):
             self.skipped[lines] += 1
             return
-        rows, has_system = lines
-        for line in rows:
+        data, rows, has_system = lines
+        while rows:
             if self.rows % self.shard_rows == 0:
                 self._next_part()
-            self.rows += 1
-            self.block.append(line)
-            self.block_bytes += len(line)
-            if self.tokens:
+            take = min(rows, self.shard_rows - self.rows % self.shard_rows)
+            end = len(data)
+            if take < rows:  # the part ends inside this record: after its `take`-th line
+                end = 0
+                for _ in range(take):
+                    end = data.index(b"\n", end) + 1
+            piece, data = data[:end], data[end:]
+            self.rows += take
+            rows -= take
+            self.block.append(piece)
+            self.block_bytes += len(piece)
+            for line in piece.splitlines() if self.tokens else ():
                 row = json.loads(line)
                 fields = (reilx.text(row.get(k, "")) for k in ("instruction", "input", "output"))
                 self.tokens.add(*fields, row.get("system"))

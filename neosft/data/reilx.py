@@ -129,17 +129,20 @@ def text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=int)
 
 
+Lines = tuple[bytes, int, bool]  # a record's lines, joined; how many; whether they carry a `system` key
+
+
 class Rules:
     """The rules for the variants being built, record by record, in the reader process. `record` gives each
-    variant's lines and whether they carry a `system` key, or its skip reason; `stats` the rows' character
+    variant's `Lines`, or its skip reason; `stats` the rows' character
     lengths (as `neosft.data.stats` summarises them)."""
 
     def __init__(self, variants: list[Variant]):
         self.names = [v.name for v in variants]
         self.lengths = [(array("I"), array("I")) for _ in variants]
 
-    def record(self, record: object) -> list[tuple[list[bytes], bool] | str]:
-        out: list[tuple[list[bytes], bool] | str] = []
+    def record(self, record: object) -> list[Lines | str]:
+        out: list[Lines | str] = []
         for name, (instruction, output) in zip(self.names, self.lengths):
             result = lines(name, record)
             if isinstance(result, str):
@@ -152,7 +155,7 @@ class Rules:
             else:
                 instruction.extend([len(row["instruction"]) for row in rows])
                 output.extend([len(row["output"]) for row in rows])
-            out.append((written, bool(rows) and "system" in rows[0]))  # a record's rows share its system
+            out.append((b"".join(written), len(rows), bool(rows) and "system" in rows[0]))  # rows share the system
         return out
 
     def stats(self) -> dict:
