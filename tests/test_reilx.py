@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -180,6 +181,11 @@ def assert_scripts_bytes(tmp_path, data: bytes, **options) -> Manifest:
         assert (v.sha256, v.bytes, v.rows) == (hashlib.sha256(want).hexdigest(), len(want), want.count(b"\n")), name
         assert sum(v.skipped.values()) == crashed, name
     return manifest
+
+
+def test_orjson_escapes_every_string_as_json_dumps_does():  # what the rows' fast path rests on
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    assert orjson.dumps(every) == json.dumps(every, ensure_ascii=False).encode()
 
 
 def test_reilx_rules_write_the_scripts_bytes_on_an_adversarial_corpus(tmp_path):

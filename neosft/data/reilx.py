@@ -27,7 +27,7 @@ NO_INPUT = ("single",)  # variants whose rows have no `input` key
 
 
 class _Skip(Exception):
-    pass
+    """all_pair's record skipped by the seed's rule, for the reason it carries."""
 
 
 def _conversations(record) -> list[dict]:
@@ -134,8 +134,7 @@ Lines = tuple[bytes, int, bool]  # a record's lines, joined; how many; whether t
 
 class Rules:
     """The rules for the variants being built, record by record, in the reader process. `record` gives each
-    variant's `Lines`, or its skip reason; `stats` the rows' character
-    lengths (as `neosft.data.stats` summarises them)."""
+    variant's `Lines`, or its skip reason; `stats` the rows' character lengths (as `neosft.data.stats` has them)."""
 
     def __init__(self, variants: list[Variant]):
         self.names = [v.name for v in variants]
