@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from neosft.artifacts import Manifest
 from neosft.cli import cli
-from neosft.data import published
+from neosft.data import published, reilx
 from neosft.data.build import build
 from neosft.errors import UserError
+from neosft.variants import VARIANTS
 
 SCRIPTS = ("conversations", "multi", "single")
 
@@ -208,6 +209,16 @@ def test_reilx_bytes_are_the_same_across_parts_and_formats(tmp_path):
     for name in SCRIPTS:
         assert other.variants[name].sha256 == one.variants[name].sha256
         assert variant_bytes(tmp_path / "gz", other, name) == variant_bytes(tmp_path / "json" / "out", one, name)
+
+
+def test_a_record_s_lines_cross_in_chunks_and_keep_their_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(reilx, "CHUNK_BYTES", 100)  # the reader process is forked: it sees this too
+    long = {"conversations": [turn("human" if i % 2 else "gpt", f"turn {i} " * 20) for i in range(40)]}
+    manifest = assert_scripts_bytes(tmp_path, corpus_text([*ADVERSARIAL[:12], long, *ADVERSARIAL[:3]]), shard_rows=7)
+    assert manifest.variants["conversations"].rows > 20 and len(manifest.variants["conversations"].files) > 3
+    more = reilx.Rules([VARIANTS["conversations"]])
+    first = more.record(long)
+    assert first[0][1] < 20 and sum(m.lines[1] for m in more.rest()) + first[0][1] == 20
 
 
 def test_reilx_all_pair_is_the_seed_rule_in_the_scripts_row_format(tmp_path):

@@ -73,6 +73,8 @@ def build(
                     for item in batch:
                         if isinstance(item, str):
                             skipped[item] += 1
+                        elif isinstance(item, reilx.More):  # more lines of the record before
+                            outputs[item.index].add_lines(item.lines)
                         elif isinstance(item, list):  # reilx: each variant's lines, or its skip reason
                             for o, lines in zip(outputs, item):
                                 o.add_lines(lines)

@@ -136,6 +136,9 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, rules: s
         for record in source.records():
             if reilx:  # each variant's lines (or skip reason), see `reilx`
                 batch.append(reilx.record(record))
+                for more in reilx.rest():  # a record whose lines run past a chunk: sent as they are made
+                    batch.append(more)
+                    send()
             elif isinstance(conv := parse_record(record), str):
                 batch.append(conv)
             else:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import orjson
 
@@ -30,17 +31,36 @@ class _Skip(Exception):
     """all_pair's record skipped by the seed's rule, for the reason it carries."""
 
 
-def _conversations(record) -> list[dict]:
-    """convert_conversations_to_sft(conversation_set['conversations']) of REILX/neo_sft_phase2_conversations."""
-    rows = []
+def _conversations(record) -> Iterator[dict]:
+    """convert_conversations_to_sft(conversation_set['conversations']) of REILX/neo_sft_phase2_conversations, its
+    rows yielded as it appends them (they can be quadratic in the record: never all held)."""
     instruction = ""
     for turn in record["conversations"]:
         if turn["from"] == "human":
             instruction += turn["value"] + "\n\n"
         else:  # any other turn, a system turn included
-            rows.append({"instruction": instruction.strip(), "input": "", "output": turn["value"]})
+            yield {"instruction": instruction.strip(), "input": "", "output": turn["value"]}
             instruction += turn["value"] + "\n\n"
-    return rows
+
+
+def _conversations_fate(record) -> str | None:
+    """Why the conversations script would raise on `record` (None: it would not), found before any of its rows is
+    made: every turn needs a `from` and a string `value`; a lone surrogate in a value that a row holds (any up to
+    the last turn that is not `human`) fails the script's UTF-8 write."""
+    try:
+        values, written = [], 0
+        for turn in record["conversations"]:
+            human = turn["from"] == "human"
+            values.append(turn["value"] + "")  # the script's `+` raises on anything but a string
+            written = written if human else len(values)
+    except (TypeError, KeyError, AttributeError, RecursionError):
+        return "malformed"
+    try:
+        for value in values[:written]:
+            value.encode()
+    except UnicodeEncodeError:
+        return "not_utf8"
+    return None
 
 
 def _multi(record) -> list[dict]:
@@ -85,7 +105,7 @@ def _single_line(row: dict) -> bytes:
 
 # Each variant's rule and the writer of its rows: `json.dumps(row, ensure_ascii=False) + "\n"` in UTF-8, the rows'
 # keys in the order above (default separators `", "` and `": "`; orjson's string escapes are json's, see `_json`).
-RULES: dict[str, tuple[Callable[[object], list[dict]], Callable[[dict], bytes]]] = {
+RULES: dict[str, tuple[Callable[[object], Iterable[dict]], Callable[[dict], bytes]]] = {
     "conversations": (_conversations, _string_line), "multi": (_multi, _string_line),
     "single": (_single, _single_line), "all_pair": (_all_pair, _string_line)}
 
@@ -95,9 +115,13 @@ def skip_reasons(name: str) -> tuple[str, ...]:
     return (*SEED_SKIP_REASONS, "not_utf8") if name == "all_pair" else SKIP_REASONS
 
 
-def lines(name: str, record: object) -> tuple[list[bytes], list[dict]] | str:
-    """Variant `name`'s rows of `record` as the lines its script writes (and the rows), or the skip reason."""
+def lines(name: str, record: object) -> Iterable[tuple[bytes, dict]] | str:
+    """Variant `name`'s rows of `record` as the lines its script writes, each with its row, or the skip reason.
+    conversations' come one at a time once `_conversations_fate` cleared the record; the others' (each as long as
+    the record at most) are all made first, to see whether the script raises."""
     rule, line = RULES[name]
+    if name == "conversations":
+        return _conversations_fate(record) or ((line(row), row) for row in rule(record))
     try:
         rows = rule(record)
     except _Skip as skip:
@@ -105,7 +129,7 @@ def lines(name: str, record: object) -> tuple[list[bytes], list[dict]] | str:
     except (TypeError, KeyError, AttributeError, RecursionError):  # where the script raises
         return "malformed"
     try:
-        return [line(row) for row in rows], rows
+        return [(line(row), row) for row in rows]
     except (UnicodeEncodeError, orjson.JSONEncodeError):  # a lone surrogate: the script's UTF-8 file refuses it
         return "not_utf8"
     except (ValueError, RecursionError):  # an integer of > 4300 digits (json.load refuses it), nesting too deep
@@ -129,33 +153,62 @@ def text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=int)
 
 
-Lines = tuple[bytes, int, bool]  # a record's lines, joined; how many; whether they carry a `system` key
+Lines = tuple[bytes, int, bool]  # lines of a record, joined; how many; whether they carry a `system` key
+CHUNK_BYTES = 1 << 20  # a record's lines cross the pipe in pieces of about this size
+
+
+class More(NamedTuple):
+    """More lines of the record before, for the variant at `index`: its rows ran past a chunk."""
+
+    index: int
+    lines: Lines
 
 
 class Rules:
     """The rules for the variants being built, record by record, in the reader process. `record` gives each
-    variant's `Lines`, or its skip reason; `stats` the rows' character lengths (as `neosft.data.stats` has them)."""
+    variant's first `Lines` of the record, or its skip reason, and `rest` the `More` that follow;
+    `stats` the rows' character lengths (as `neosft.data.stats` has them)."""
 
     def __init__(self, variants: list[Variant]):
         self.names = [v.name for v in variants]
         self.lengths = [(array("I"), array("I")) for _ in variants]
+        self.pending: list[tuple[int, Iterator[Lines]]] = []
 
     def record(self, record: object) -> list[Lines | str]:
         out: list[Lines | str] = []
-        for name, (instruction, output) in zip(self.names, self.lengths):
-            result = lines(name, record)
-            if isinstance(result, str):
-                out.append(result)
+        self.pending = []
+        for index, name in enumerate(self.names):
+            made = lines(name, record)
+            if isinstance(made, str):
+                out.append(made)
                 continue
-            written, rows = result
-            if name == "single":  # the only rule that writes values other than strings
-                instruction.extend([len(text(row["instruction"])) for row in rows])
-                output.extend([len(text(row["output"])) for row in rows])
-            else:
-                instruction.extend([len(row["instruction"]) for row in rows])
-                output.extend([len(row["output"]) for row in rows])
-            out.append((b"".join(written), len(rows), bool(rows) and "system" in rows[0]))  # rows share the system
+            chunks = self._chunks(index, made)
+            out.append(next(chunks))
+            self.pending.append((index, chunks))
         return out
+
+    def rest(self) -> Iterator[More]:
+        """The rest of the last record's lines, a chunk at a time."""
+        for index, chunks in self.pending:
+            for piece in chunks:
+                yield More(index, piece)
+
+    def _chunks(self, index: int, made: Iterable[tuple[bytes, dict]]) -> Iterator[Lines]:
+        """`made` in pieces of about CHUNK_BYTES (the last one may be empty); each row measured as it passes."""
+        instruction, output = self.lengths[index]
+        measure = (lambda v: len(text(v))) if self.names[index] == "single" else len  # single: any JSON value
+        piece: list[bytes] = []
+        size, system = 0, False
+        for data, row in made:
+            piece.append(data)
+            size += len(data)
+            instruction.append(measure(row["instruction"]))
+            output.append(measure(row["output"]))
+            system = "system" in row
+            if size >= CHUNK_BYTES:
+                yield b"".join(piece), len(piece), system
+                piece, size = [], 0
+        yield b"".join(piece), len(piece), system
 
     def stats(self) -> dict:
         return {name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
