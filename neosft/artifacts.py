@@ -94,20 +94,36 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
+class PublishedMatch:
+    """A variant's bytes against the file REILX published from the same corpus (see `neosft.data.published`)."""
+
+    uri: str
+    sha256: str
+    bytes: int | None  # None: REILX's size is not known to the byte
+    equal: bool  # the variant's bytes (its parts concatenated) are REILX's file
+
+
+@dataclass(frozen=True)
 class VariantData:
     """One variant's dataset: its rows in `files` (paths relative to the dataset folder, in order) and the
-    sha256 of those files concatenated; `stats` holds the length statistics (see `neosft.data.stats`)."""
+    sha256 and size of those files concatenated; `stats` holds the length statistics (see `neosft.data.stats`),
+    `skipped` the records this variant's rule skipped, by reason (under the seed rules, the build's `skipped`),
+    `published` the comparison with REILX's file when the source is the corpus REILX converted."""
 
     rows: int
     files: list[str]
     sha256: str
     has_system: bool
     stats: dict
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    published: PublishedMatch | None = None
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """DEST/manifest.json: written last by `neosft data build`; a reader reads only the parts it names."""
+    """DEST/manifest.json: written last by `neosft data build`; a reader reads only the parts it names.
+    `skipped` counts the records no variant used, under the first variant's reason; `rules` is `seed` or `reilx`."""
 
     source: SourceInfo
     options: dict
@@ -119,6 +135,7 @@ class Manifest:
     neosft_version: str
     created: str
     warnings: list[str] = field(default_factory=list)
+    rules: str = "seed"
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
@@ -135,6 +152,9 @@ class Manifest:
             built = {}
             for name, v in variants.items():
                 built[name] = _typed(VariantData, v, f"variants.{name}.")
+                if built[name].published is not None:
+                    published = _typed(PublishedMatch, built[name].published, f"variants.{name}.published.")
+                    built[name] = dataclasses.replace(built[name], published=published)
                 _check_stats(built[name].stats, f"variants.{name}.stats")
             return dataclasses.replace(manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built)
         except (ValueError, RecursionError):

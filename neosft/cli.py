@@ -17,6 +17,7 @@ from neosft.variants import (
     LORA,
     METHODS,
     NUM_DEVICES,
+    RULES,
     SHARED,
     TOTAL_EVAL_BATCH,
     TOTAL_TRAIN_BATCH,
@@ -100,6 +101,10 @@ def variants(as_json: bool) -> None:
         click.echo(f"  {key} = {value}")
 
 
+_rules = click.option("--rules", type=click.Choice(RULES), default="seed", show_default=True,
+                      help="seed: the model card's rules; reilx: REILX's published scripts, byte for byte.")
+
+
 @cli.group()
 def data() -> None:
     """Build the SFT datasets from a ShareGPT corpus."""
@@ -114,7 +119,8 @@ def data() -> None:
 @click.option("--shard-rows", default=100_000, show_default=True, type=int, help="Rows per part file.")
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
 @click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
-def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
+@_rules
+def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, rules) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
     SOURCE is a local path, s3://bucket/key, an https:// URL or hf://datasets/OWNER/NAME[@REVISION]/PATH
@@ -128,11 +134,16 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     from neosft.data.build import build
 
     names = [n.strip() for n in variants.split(",")] if variants.strip() else []
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, rules)
     click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
     for name, v in manifest.variants.items():
-        click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)")
+        line = f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)"
+        if rules != "seed":  # each variant has its own skips
+            line += "; skipped: " + ", ".join(f"{k} {n:,}" for k, n in v.skipped.items())
+        if v.published:
+            line += f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}"
+        click.echo(line)
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
@@ -191,7 +202,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
               help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
               help="lora: LoRA adapters (the seed's method); full: every weight.")
-def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method) -> None:
+@_rules
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -213,7 +225,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method) ->
     with _backend(local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))) \
             as backend:
         result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind,
-                                 method)
+                                 method=method, rules=rules)
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
 
@@ -285,6 +297,9 @@ def _warn(line: str) -> None:
               "values' data.source, the real corpus m-a-p/neo_sft_phase2.")
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
+@click.option("--rules", type=click.Choice(RULES),
+              help="Conversion rules of the data Job (seed: the model card's; reilx: REILX's scripts, byte for byte); "
+              "default: the values' data.rules, seed.")
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
 @click.option("--backend", "trainer_kind", type=click.Choice(_TRAINER_KINDS),
               help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
@@ -297,8 +312,8 @@ def _warn(line: str) -> None:
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, queue, trainer_kind, run_id, method,
-           dry_run,
+def submit(variant, namespace, values_file, sets, source, data_uri, data_only, rules, queue, trainer_kind, run_id,
+           method, dry_run,
            wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
@@ -321,14 +336,16 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, q
         raise UserError("--data-only and --data exclude each other")
     if source and data_uri:
         raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
+    if rules and data_uri:
+        raise UserError("--rules and --data exclude each other: --data trains on a dataset already built")
     timeout_s = parse_duration(timeout)
     overrides: dict = {}
     if variant:
         overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
     if data_only:
         overrides["train"] = {"enabled": False}
-    if source:
-        overrides["data"] = {"source": source}
+    if source or rules:
+        overrides["data"] = {k: v for k, v in (("source", source), ("rules", rules)) if v}
     if data_uri:
         overrides["data"] = {"enabled": False, "uri": data_uri}
     if queue is not None:

@@ -22,7 +22,7 @@ from neosft.backends.base import ExecutionBackend
 from neosft.backends.types import RenderedRun
 from neosft.progress import log
 from neosft.storage import Location
-from neosft.variants import DEFAULT_METHOD, VARIANTS
+from neosft.variants import DEFAULT_METHOD, DEFAULT_RULES, VARIANTS
 
 STEPS = 40
 # A tiny random model learns nothing in a few dozen steps at 7B learning rates: scale every
@@ -56,11 +56,15 @@ def model_folder(run_id: str) -> Path:
     return (MODELS / f"tiny-qwen2-{run_id}").resolve()
 
 
-def values(variants: list[str], source: str, steps: int, model: Path, method: str = DEFAULT_METHOD) -> dict:
+def values(variants: list[str], source: str, steps: int, model: Path, *, method: str = DEFAULT_METHOD,
+           rules: str = DEFAULT_RULES) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model (the store is the backend's)."""
     return {
         "variants": variants,
-        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
+        "data": {
+            "source": source if "://" in source or source == "sample" else str(Path(source).resolve()),
+            "rules": rules,
+        },
         "train": {
             "nodes": 1,
             "gpusPerNode": 1,
@@ -80,10 +84,12 @@ def values(variants: list[str], source: str, steps: int, model: Path, method: st
 
 def run(
     backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str,
-    method: str = DEFAULT_METHOD,
+    *, method: str = DEFAULT_METHOD, rules: str = DEFAULT_RULES,
 ) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
-    rendered = backend.render(values(variants, source, steps, model_folder(run_id), method), run_id, trainer_kind, log)
+    rendered = backend.render(
+        values(variants, source, steps, model_folder(run_id), method=method, rules=rules), run_id, trainer_kind, log
+    )
     log(
         f"object store: {rendered.store.root}"
         + (f", served from {rendered.store.folder}" if rendered.store.folder else "")

@@ -102,6 +102,11 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
+# How rows are cut from a record: `seed`, the model card's wording (the table above, `neosft.data.records`), or
+# `reilx`, REILX's published scripts byte for byte (`neosft.data.reilx`).
+RULES = ("seed", "reilx")
+DEFAULT_RULES = "seed"
+
 NUM_DEVICES = 8  # the seed's world size; the totals below hold at any world size
 TOTAL_TRAIN_BATCH = 64  # samples per optimizer step, over every device
 TOTAL_EVAL_BATCH = 64  # samples per eval step, over every device

@@ -37,3 +37,18 @@ def test_readme_layout_names_the_modules_that_exist():
     for package in ("backends", "k8s"):  # the picture names every module of the seams
         for module in (ROOT / "neosft" / package).glob("*.py"):
             assert module.stem == "__init__" or module.stem in layout, f"neosft/{package}/{module.name} is not in the layout"
+
+
+def test_readme_rules_table_rows_are_what_each_rule_builds(tmp_path):
+    from neosft.data.build import build
+
+    section = README.split("### REILX's conversion", 1)[1].split("\n### ", 1)[0]
+    (tmp_path / "c.jsonl").write_text(section.split("```json\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    table = re.findall(r"^\| (\w+) \| (.+) \| (.+) \|$", section, re.M)[1:]  # below the header
+    assert [name for name, _, _ in table] == list(VARIANTS)
+    for column, rules in ((1, "seed"), (2, "reilx")):
+        manifest = build(str(tmp_path / "c.jsonl"), str(tmp_path / rules), rules=rules)
+        for row in table:
+            written = b"".join((tmp_path / rules / f).read_bytes() for f in manifest.variants[row[0]].files)
+            example = re.findall(r"`(\{\"[^`]+\})`", row[column])[-1]  # the cell's last code: its example row
+            assert example.encode() in written.splitlines(), (rules, row[0])

@@ -15,7 +15,7 @@ from neosft.errors import UserError
 from neosft.k8s.manifests import manifests
 from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
 from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
-from neosft.variants import DEFAULT_METHOD, METHODS, NUM_DEVICES, VARIANTS
+from neosft.variants import DEFAULT_METHOD, METHODS, NUM_DEVICES, RULES, VARIANTS
 
 GOLDEN = Path(__file__).with_name("golden")
 SHARED_CRD = Path(__file__).resolve().parents[1].parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
@@ -263,8 +263,17 @@ def test_the_real_corpus_is_the_default_and_each_run_gets_its_own_dataset():
         objects = render({}, run, "ml")
         [build] = kinds(objects, "Job")[0]["spec"]["template"]["spec"]["initContainers"]
         assert build["args"] == ["data", "build", DEFAULTS["data"]["source"], "--out", f"s3://neosft/neosft/data/{run}",
-                                 "--build-id", run]
+                                 "--build-id", run, "--rules", "seed"]
         assert f"--data=s3://neosft/neosft/data/{run}" in command(kinds(objects, "PyTorchJob")[0])
+
+
+def test_data_rules_reach_the_data_job_and_only_known_rules_render():
+    assert SCHEMA["properties"]["data"]["properties"]["rules"]["enum"] == list(RULES)
+    [job] = kinds(render({"data": {"rules": "reilx"}}, "r1", "ml"), "Job")
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
+    assert build["args"][-2:] == ["--rules", "reilx"]
+    with pytest.raises(UserError, match="rules"):
+        render({"data": {"rules": "reilx\n- --out"}}, "r1", "ml")
 
 
 def test_a_work_volume_holds_checkpoints_and_the_model_download():
@@ -353,7 +362,7 @@ def test_data_job_builds_every_dataset_on_cpu():
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["ttlSecondsAfterFinished"] > 0
     [build] = job["spec"]["template"]["spec"]["initContainers"]
     assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data/r1",
-                             "--build-id", "r1"]
+                             "--build-id", "r1", "--rules", "seed"]
     assert not any("gpu" in str(k) for k in build["resources"]["limits"])
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in build["env"]
 

@@ -55,6 +55,16 @@ def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its sp
     assert_no_secret(result)
 
 
+def test_submit_rules_reach_the_data_job_beside_the_source(monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--rules", "reilx", "--source", "sample",
+                    "--dry-run")
+    assert result.returncode == 0, result.stderr
+    [job] = [o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "Job"]
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
+    assert build["args"][2] == "sample" and build["args"][-2:] == ["--rules", "reilx"]
+
+
 def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     result = neosft("submit", "--variant", "single", "--run-id", "golden")
@@ -96,6 +106,8 @@ def test_submit_flags_choose_what_runs(kube):
 @pytest.mark.parametrize("args, message", [
     (("--data-only", "--data", "s3://bkt/d"), "--data-only and --data exclude each other"),
     (("--source", "sample", "--data", "s3://bkt/d"), "--source and --data exclude each other"),
+    (("--rules", "reilx", "--data", "s3://bkt/d"), "--rules and --data exclude each other"),
+    (("--set", "data.rules=card"), "at '/data/rules'"),
     (("--data", "s3://bkt/d\nhostPID: true"), "at '/data/uri'"),
     (("--source", "corpus.json"), "at '/data/source'"),
     (("--wait", "--timeout", "soon"), "--timeout 'soon': give seconds or a duration"),

@@ -84,3 +84,13 @@ def test_a_failed_data_build_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in lines if line.startswith("error: ")] == [lines[-1]] and "missing.json does not exist" in lines[-1]
     assert not (tmp_path / "store" / "neosft" / "runs" / "r1" / "single").exists()  # nothing trained
+
+
+def test_run_rules_reach_the_data_job_it_renders(tmp_path):
+    from neosft.k8s.manifests import manifests
+    from neosft.run import values
+
+    objects = manifests(values(["single"], "sample", 4, tmp_path / "model", rules="reilx"), "r1", "local")
+    [job] = [o for o in objects if o["kind"] == "Job"]
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
+    assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-2:] == ["--rules", "reilx"]

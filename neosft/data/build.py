@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import re
 import signal
 import threading
@@ -30,13 +31,14 @@ import orjson
 
 from neosft import __version__
 from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
+from neosft.data import published, reilx
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
 from neosft.data.stats import TokenCounter
 from neosft.errors import UserError, redact
 from neosft.progress import Progress, log
 from neosft.storage import Location, location, readable
-from neosft.variants import VARIANTS, Variant
+from neosft.variants import RULES, VARIANTS, Variant
 
 EXPECTED_SHAPE = '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}'
 
@@ -50,10 +52,13 @@ def build(
     shard_rows: int = 100_000,
     tokenizer: str | None = None,
     build_id: str | None = None,
+    rules: str = "seed",
 ) -> Manifest:
-    """Build the datasets; returns the manifest that was written to DEST/manifest.json."""
+    """Build the datasets; returns the manifest that was written to DEST/manifest.json. `rules`: `seed` (the
+    card's wording, see `records` and `variants`) or `reilx` (REILX's published scripts, see `reilx`)."""
     names = list(VARIANTS) if variants is None else variants
     _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    _check_rules(rules, joiner, input_prompt)
     out = location(dest)
     out.check()
     file = readable(source)
@@ -62,13 +67,21 @@ def build(
     with _stop_on_sigterm(), out.staging() as staging:
         writer = _Writer(staging)
         try:
-            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
-            skipped = dict.fromkeys(SKIP_REASONS, 0)
-            with Reader(file, [o.variant for o in outputs], joiner) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules) for n in names]
+            reasons = SKIP_REASONS if rules == "seed" else [r for n in names for r in reilx.skip_reasons(n)]
+            skipped = dict.fromkeys(reasons, 0)
+            with Reader(file, [o.variant for o in outputs], joiner, rules) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
                             skipped[item] += 1
+                        elif isinstance(item, reilx.More):  # more lines of the record before
+                            outputs[item.variant].add_lines(item.lines)
+                        elif isinstance(item, list):  # reilx: each variant's lines, or its skip reason
+                            for o, lines in zip(outputs, item):
+                                o.add_lines(lines)
+                            if all(isinstance(lines, str) for lines in item):
+                                skipped[item[0]] += 1
                         else:
                             for o in outputs:
                                 o.add(*item)
@@ -77,7 +90,7 @@ def build(
             if not kept:
                 raise UserError(f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
-            built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
+            built = {o.variant.name: o.finish(reader.stats[o.variant.name], skipped, reader.sha256) for o in outputs}
         finally:
             writer.close()
         parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
@@ -92,6 +105,7 @@ def build(
             neosft_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
+            rules=rules,
         )
         _publish_parts_then_manifest(staging, out, manifest)
     return manifest
@@ -126,6 +140,14 @@ def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokeni
         load_tokenizer(tokenizer)
 
 
+def _check_rules(rules: str, joiner: str, input_prompt: str) -> None:
+    if rules not in RULES:
+        raise UserError(f"unknown rules {rules!r}; choose from {', '.join(RULES)}")
+    if rules == "reilx" and (joiner != "\n\n" or input_prompt):
+        raise UserError("--rules reilx writes REILX's scripts' rows (turns joined by '\\n\\n', `input` empty): "
+                        "--joiner and --input-prompt apply to --rules seed only")
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM (a pod being stopped) unwinds like Ctrl-C: the reader stops, staging is removed, DEST untouched."""
@@ -149,15 +171,16 @@ class _VariantOutput:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: _Writer):
-        self.variant = variant
+                 tokenizer: str | None, writer: _Writer, rules: str = "seed"):
+        self.variant, self.rules = variant, rules
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
         self.folder = staging / variant.name
         self.folder.mkdir()
         self.shard_rows, self.writer = shard_rows, writer
-        self.rows, self.hash = 0, hashlib.sha256()
+        self.rows, self.hash, self.bytes = 0, hashlib.sha256(), 0
         self.files: list[str] = []
+        self.skipped = dict.fromkeys(reilx.skip_reasons(variant.name), 0)  # this variant's own, under reilx
         self.block: list[bytes] = []
         self.block_bytes = 0
         self.file: Any = None  # the open part, written on the writer thread
@@ -180,6 +203,35 @@ class _VariantOutput:
                 self._flush()
         self.has_system |= system is not None
 
+    def add_lines(self, lines: reilx.Lines | str) -> None:
+        """Add the rows of one record under the REILX rules: its finished lines, or the reason it is skipped."""
+        if isinstance(lines, str):
+            self.skipped[lines] += 1
+            return
+        data, rows, has_system = lines
+        while rows:
+            if self.rows % self.shard_rows == 0:
+                self._next_part()
+            take = min(rows, self.shard_rows - self.rows % self.shard_rows)
+            end = len(data)
+            if take < rows:  # the part ends inside this record: after its `take`-th line
+                end = 0
+                for _ in range(take):
+                    end = data.index(b"\n", end) + 1
+            piece, data = data[:end], data[end:]
+            self.rows += take
+            rows -= take
+            self.block.append(piece)
+            self.block_bytes += len(piece)
+            if self.tokens:
+                for line in piece.splitlines():
+                    row = json.loads(line)
+                    instruction, query, output = (reilx.text(row.get(k, "")) for k in ("instruction", "input", "output"))
+                    self.tokens.add(instruction, query, output, row.get("system"))
+        if self.block_bytes >= self.BLOCK_BYTES:
+            self._flush()
+        self.has_system |= has_system
+
     def _flush(self) -> None:
         if self.block:
             self.writer.submit(self._write_block, b"".join(self.block))
@@ -199,6 +251,7 @@ class _VariantOutput:
 
     def _write_block(self, data: bytes) -> None:
         self.hash.update(data)
+        self.bytes += len(data)
         view = memoryview(data)
         while view:  # a raw write may take less than all
             view = view[self.file.write(view) :]
@@ -208,8 +261,9 @@ class _VariantOutput:
             self.file.close()
             self.file = None
 
-    def finish(self, chars: dict) -> VariantData:
-        """Close the parts; `chars` holds the rows' character-length statistics from the reader."""
+    def finish(self, chars: dict, skipped: dict, source_sha256: str) -> VariantData:
+        """Close the parts; `chars` holds the rows' character-length statistics from the reader, `skipped` the
+        build's skip counts (this variant's under the seed rules)."""
         if not self.files:  # no rows: still one (empty) part, so the folder loads
             self._next_part()
         self._flush()
@@ -219,7 +273,10 @@ class _VariantOutput:
         stats = dict(chars)
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
-        return VariantData(self.rows, self.files, self.hash.hexdigest(), self.has_system, stats)
+        sha256 = self.hash.hexdigest()
+        return VariantData(self.rows, self.files, sha256, self.has_system, stats, self.bytes,
+                           dict(skipped) if self.rules == "seed" else self.skipped,
+                           published.compare(source_sha256, self.variant.name, sha256, self.bytes))
 
 
 class _Writer:
@@ -256,7 +313,9 @@ def dataset_info(manifest: Manifest) -> dict:
     """LLaMA-Factory's dataset_info.json: one alpaca dataset per variant folder."""
     info = {}
     for name, v in manifest.variants.items():
-        columns = {"prompt": "instruction", "query": "input", "response": "output"}
+        columns: dict[str, str | None] = {"prompt": "instruction", "query": "input", "response": "output"}
+        if manifest.rules == "reilx" and name in reilx.NO_INPUT:
+            columns["query"] = None  # REILX's rows have no `input` key (LLaMA-Factory's default would look for one)
         if v.has_system:
             columns["system"] = "system"
         info[name] = {"file_name": f"{manifest.parts}/{name}", "formatting": "alpaca", "columns": columns}

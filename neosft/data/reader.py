@@ -4,7 +4,8 @@ Parsing and writing are both Python-bound, so the build runs them on two cores. 
 the pipe as its skip reason or as `(system, rounds)`: system and turns already escaped as JSON string
 bodies (bytes, cheap to pickle; JSON escaping commutes with concatenation, so the variant rules join
 them directly). The rows' lengths in characters never cross: this process applies the variant rules
-to the turns' lengths and sends only each variant's length statistics, at the end.
+to the turns' lengths and sends only each variant's length statistics, at the end. Under `--rules reilx`
+a record crosses as each variant's finished lines (or its skip reason), see `reilx`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 
 from neosft import storage
 from neosft.data.records import parse_record
+from neosft.data.reilx import Rules
 from neosft.data.source import Source
 from neosft.data.stats import summary
 from neosft.errors import UserError
@@ -53,8 +55,8 @@ class Reader:
     `sha256`, `bytes`, `count`, `revision` and `stats` (per variant: rows and character-length statistics,
     see `neosft.data.stats`); `bytes` and `count` follow the stream for progress."""
 
-    def __init__(self, file: Readable, variants: list[Variant], joiner: str):
-        self.file, self.variants, self.joiner = file, variants, joiner
+    def __init__(self, file: Readable, variants: list[Variant], joiner: str, rules: str = "seed"):
+        self.file, self.variants, self.joiner, self.rules = file, variants, joiner, rules
         self.sha256, self.bytes, self.count, self.revision = "", 0, 0, None
         self.stats: dict[str, dict] = {}
 
@@ -65,7 +67,8 @@ class Reader:
         with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere the default size
             fcntl.fcntl(sender.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.process = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has Process
-            target=_read, args=(self.file, self.variants, self.joiner, sender, self.receiver), name="neosft-reader", daemon=True)
+            target=_read, args=(self.file, self.variants, self.joiner, self.rules, sender, self.receiver),
+            name="neosft-reader", daemon=True)
         self.process.start()
         sender.close()
         return self
@@ -94,13 +97,13 @@ class Reader:
                 raise RuntimeError(f"the reader process failed:\n{payload[0]}")
 
 
-def _read(file: Readable, variants: list[Variant], joiner: str, sender, receiver) -> None:
+def _read(file: Readable, variants: list[Variant], joiner: str, rules: str, sender, receiver) -> None:
     receiver.close()  # the parent's end: if the parent dies, sending fails and this process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends this process
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped: end quietly
     storage.forget_clients()  # never share the parent's pooled connections
     try:
-        _send_records(file, variants, joiner, sender)
+        _send_records(file, variants, joiner, rules, sender)
     except (BrokenPipeError, ConnectionResetError, EOFError):
         pass  # the parent is gone: nobody to tell
     finally:
@@ -108,7 +111,7 @@ def _read(file: Readable, variants: list[Variant], joiner: str, sender, receiver
             sender.close()
 
 
-def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) -> None:
+def _send_records(file: Readable, variants: list[Variant], joiner: str, rules: str, sender) -> None:
     try:
         last = [time.monotonic()]
 
@@ -132,9 +135,14 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) 
             batch.clear()
             turns.clear()
 
+        reilx = Rules(variants) if rules == "reilx" else None
         for record in source.records():
-            conv = parse_record(record)
-            if isinstance(conv, str):
+            if reilx:  # each variant's lines (or skip reason), see `reilx`
+                batch.append(reilx.record(record))
+                for more in reilx.rest():  # a record whose lines run past a chunk: sent as they are made
+                    batch.append(more)
+                    send()
+            elif isinstance(conv := parse_record(record), str):
                 batch.append(conv)
             else:
                 batch.append((None if conv.system is None else escape(conv.system), [(escape(h), escape(g)) for h, g in conv.rounds]))
@@ -142,7 +150,8 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, sender) 
             if len(batch) == BATCH:
                 send()
         send()
-        stats = {v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in lengths}
+        stats = reilx.stats() if reilx else {
+            v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in lengths}
         sender.send(("done", source.sha256, source.bytes, source.count, source.revision, stats))
     except UserError as e:
         sender.send(("error", str(e)))

@@ -22,7 +22,8 @@ from neosft.storage import Location, location
 from neosft.train import dist
 from neosft.train.tokenize import FILES, Tokens, tokenize
 
-ROW_KEYS = ("instruction", "input", "output")  # every row's; `system` besides where the record had one
+ROW_KEYS = ("instruction", "output")  # every row's; `input` besides (not in REILX's single rows), `system` where the
+# record had one
 
 
 def manifest_entry(data_uri: str, variant: str) -> tuple[Manifest, VariantData]:
@@ -45,8 +46,8 @@ def rows(data_uri: str, variant: str, entry: VariantData) -> Iterator[dict]:
                     raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                                     "part); rebuild the dataset") from None
                 if not _is_row(row):
-                    raise UserError(f"{data_uri}/{name} line {number} is not a row of string instruction, input and "
-                                    "output (and system); rebuild the dataset with `neosft data build`")
+                    raise UserError(f"{data_uri}/{name} line {number} is not a row of string instruction and output "
+                                    "(and input, system); rebuild the dataset with `neosft data build`")
                 yield row
     if digest.hexdigest() != entry.sha256:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
@@ -54,7 +55,7 @@ def rows(data_uri: str, variant: str, entry: VariantData) -> Iterator[dict]:
 
 def _is_row(row) -> bool:
     return (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ROW_KEYS)
-            and isinstance(row.get("system", ""), str))
+            and all(isinstance(row.get(k, ""), str) for k in ("input", "system")))
 
 
 def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int,
