@@ -39,6 +39,20 @@ class VariantData:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The source records `--holdout` set aside before any variant (see `neosft.data.holdout`): `records` of them in
+    ShareGPT form in `file` (sha256 `sha256`), chosen by `rule` (from the option `spec`), and each variant's rows built
+    from them in `variants`; no variant's training rows come from them."""
+
+    records: int
+    file: str
+    sha256: str
+    spec: str
+    rule: str
+    variants: dict[str, VariantData]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """DEST/manifest.json: written last by `neosft data build`; a reader reads only the parts it names."""
 
@@ -52,6 +66,7 @@ class Manifest:
     neosft_version: str
     created: str
     warnings: list[str] = field(default_factory=list)
+    heldout: HeldOut | None = None  # None: built with --holdout 0
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
@@ -63,7 +78,10 @@ class Manifest:
     def from_json(cls, data: bytes, where: str = MANIFEST) -> "Manifest":
         try:
             raw = json.loads(data)
-            return cls(**{**raw, "source": SourceInfo(**raw["source"]),
+            held = raw.get("heldout")
+            if held is not None:
+                held = HeldOut(**{**held, "variants": {n: VariantData(**v) for n, v in held["variants"].items()}})
+            return cls(**{**raw, "source": SourceInfo(**raw["source"]), "heldout": held,
                           "variants": {name: VariantData(**v) for name, v in raw["variants"].items()}})
         except (ValueError, TypeError, KeyError, AttributeError):
             raise UserError(f"{where} is not a manifest of this neosft version: rebuild the dataset with `neosft data build`") from None

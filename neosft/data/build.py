@@ -27,7 +27,8 @@ from typing import Iterator
 import orjson
 
 from neosft import __version__
-from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
+from neosft.artifacts import MANIFEST, HeldOut, Manifest, SourceInfo, VariantData
+from neosft.data.holdout import Holdout
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
 from neosft.data.stats import TokenCounter
@@ -48,10 +49,13 @@ def build(
     shard_rows: int = 100_000,
     tokenizer: str | None = None,
     build_id: str | None = None,
+    holdout: str = "0",
 ) -> Manifest:
-    """Build the datasets; returns the manifest that was written to DEST/manifest.json."""
+    """Build the datasets; returns the manifest that was written to DEST/manifest.json. `holdout` (see
+    `neosft.data.holdout`) sets records aside before any variant, into `<parts>/heldout/`."""
     names = list(VARIANTS) if variants is None else variants
     _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    rule = Holdout.parse(holdout)
     out = location(dest)
     out.check()
     file = readable(source)
@@ -61,8 +65,10 @@ def build(
         writer = _Writer(staging)
         try:
             outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer) for n in names]
+            held = _HeldOut(staging, [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer,
+                                                     writer, HELDOUT + "/") for n in names]) if rule.enabled else None
             skipped = dict.fromkeys(SKIP_REASONS, 0)
-            with Reader(file, [o.variant for o in outputs], joiner) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            with Reader(file, [o.variant for o in outputs], joiner, rule) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
@@ -70,15 +76,22 @@ def build(
                         else:
                             for o in outputs:
                                 o.add(*item)
+                    if held:
+                        held.add(reader.held)
                     progress.update(reader.bytes, reader.count)
             kept = reader.count - sum(skipped.values())
             if not kept:
                 raise UserError(f"{source}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
             built = {o.variant.name: o.finish(reader.stats[o.variant.name]) for o in outputs}
+            heldout = held.finish(rule, holdout, reader.heldout_stats) if held else None
         finally:
             writer.close()
-        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
+        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()}
+                                                       | ({"heldout": heldout.sha256} if heldout else {}))).hexdigest()[:16]
+        if heldout:
+            heldout = dataclasses.replace(heldout, file=f"{parts}/{heldout.file}", variants={
+                n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in heldout.variants.items()})
         manifest = Manifest(
             source=SourceInfo(source, reader.sha256, reader.bytes, reader.count, reader.revision),
             options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
@@ -90,6 +103,7 @@ def build(
             neosft_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
+            heldout=heldout,
         )
         _publish_parts_then_manifest(staging, out, manifest)
     return manifest
@@ -147,12 +161,12 @@ class _VariantOutput:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: "_Writer"):
-        self.variant = variant
+                 tokenizer: str | None, writer: "_Writer", under: str = ""):
+        self.variant, self.under = variant, under
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
-        self.folder = staging / variant.name
-        self.folder.mkdir()
+        self.folder = staging / under / variant.name
+        self.folder.mkdir(parents=True)
         self.shard_rows, self.writer = shard_rows, writer
         self.rows, self.files, self.hash = 0, [], hashlib.sha256()
         self.block, self.block_bytes, self.file = [], 0, None
@@ -184,7 +198,7 @@ class _VariantOutput:
     def _next_part(self) -> None:
         self._flush()
         name = f"part-{len(self.files):05d}.jsonl"
-        self.files.append(f"{self.variant.name}/{name}")
+        self.files.append(f"{self.under}{self.variant.name}/{name}")
         self.writer.submit(self._open_part, self.folder / name)
 
     # these three run on the writer thread
@@ -215,6 +229,33 @@ class _VariantOutput:
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
         return VariantData(self.rows, self.files, self.hash.hexdigest(), self.has_system, stats)
+
+
+HELDOUT = "heldout"  # <parts>/heldout/: records.jsonl (ShareGPT) and <variant>/part-*.jsonl
+
+
+class _HeldOut:
+    """The held-out records in ShareGPT form (records.jsonl) and each variant's rows built from them."""
+
+    def __init__(self, staging: Path, outputs: list[_VariantOutput]):
+        self.outputs, self.count, self.hash = outputs, 0, hashlib.sha256()
+        self.file = open(staging / HELDOUT / "records.jsonl", "wb")  # the outputs made the folder
+
+    def add(self, records) -> None:
+        for system, rounds in records:
+            turns = [b'{"from":"system","value":"' + system + b'"}'] if system is not None else []
+            turns += [b'{"from":"human","value":"' + h + b'"},{"from":"gpt","value":"' + g + b'"}' for h, g in rounds]
+            line = b'{"conversations":[' + b",".join(turns) + b"]}\n"
+            self.file.write(line)
+            self.hash.update(line)
+            self.count += 1
+            for o in self.outputs:
+                o.add(system, rounds)
+
+    def finish(self, rule: Holdout, spec: str, stats: dict) -> HeldOut:
+        self.file.close()
+        variants = {o.variant.name: o.finish(stats[o.variant.name]) for o in self.outputs}
+        return HeldOut(self.count, f"{HELDOUT}/records.jsonl", self.hash.hexdigest(), spec, rule.describe(), variants)
 
 
 class _Writer:
