@@ -211,3 +211,62 @@ class RunRecord:
 
     def write(self, output) -> None:
         (output / RUN_RECORD).write_bytes(self.to_json())
+
+
+# eval.json ----------------------------------------------------------------------------------------------------
+
+EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the base model
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """A token-weighted mean cross-entropy over `tokens` label tokens of `samples` samples, and its exp."""
+
+    loss: float
+    perplexity: float
+    tokens: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """What `neosft.eval` measured of one model on a dataset's held-out records.
+
+    `chat`: the loss over LLaMA-Factory's multi-turn labels of the held-out conversations, the same tokens for every
+    model; `matrix`: the response loss on each variant's held-out rows; `samples`: greedy answers to the first prompts.
+    """
+
+    name: str  # the variant, or "base"
+    method: str  # "lora", "full" or "base"
+    model: str  # what was loaded: OUTPUT/final, or the base model
+    dataset: str  # the dataset folder
+    heldout_sha256: str
+    cutoff_len: int
+    chat: LossSummary
+    matrix: dict[str, LossSummary]
+    samples: list[dict]  # {"prompt", "answer"}
+    world_size: int
+    elapsed_s: float
+    tokens_per_s: float  # scored tokens (input, labels or not) per second, over every rank
+    neosft_version: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str = EVAL_RECORD) -> EvalRecord:
+        try:
+            raw = json.loads(data)
+            return cls(**{**raw, "chat": LossSummary(**raw["chat"]),
+                          "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()}})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
+
+    @classmethod
+    def read(cls, folder: Location) -> EvalRecord | None:
+        """The eval record in `folder` (a run's OUTPUT or RUN/base), or None when it has not been evaluated."""
+        where = folder / EVAL_RECORD
+        return cls.from_json(where.read_bytes(), str(where)) if where.exists() else None
+
+    def write(self, folder: Location) -> None:
+        (folder / EVAL_RECORD).write_bytes(self.to_json())
