@@ -9,7 +9,9 @@ import click
 from neosft import __version__
 from neosft.errors import UserError
 from neosft.chat import DEFAULT_SYSTEM
+from neosft.data.holdout import CLUSTER_DEFAULT as HOLDOUT_DEFAULT
 from neosft.train import DEFAULT_MODEL
+from neosft.eval import MAX_NEW_TOKENS, SAMPLES
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_EVAL_BATCH, TOTAL_TRAIN_BATCH, VARIANTS
 
 
@@ -81,7 +83,9 @@ def data() -> None:
 @click.option("--shard-rows", default=100_000, show_default=True, type=int, help="Rows per part file.")
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
 @click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
-def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
+@click.option("--holdout", default=HOLDOUT_DEFAULT, show_default=True,
+              help="Records set aside for `neosft eval` before any variant: N, P% or P%:N (at most N); 0: none.")
+def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, holdout) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
     SOURCE is a local path, s3://bucket/key, an https:// URL or hf://datasets/OWNER/NAME[@REVISION]/PATH
@@ -95,11 +99,13 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     from neosft.data.build import build
 
     names = [n.strip() for n in variants.split(",")] if variants.strip() else []
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
+    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, holdout)
     click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
     for name, v in manifest.variants.items():
         click.echo(f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)")
+    if manifest.heldout:
+        click.echo(f"held out: {manifest.heldout.records:,} records ({holdout}), in {manifest.parts}/heldout/")
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
@@ -163,6 +169,41 @@ def run_pipeline(variant, source, store, steps, run_id) -> None:
 
     names = list(VARIANTS) if variant == "all" else [variant]
     click.echo(summary(run(names, source, store, run_id, steps or STEPS)))
+
+
+@cli.command("eval")
+@click.argument("target")
+@click.option("--base", is_flag=True, help="Score the base model of the run whose variants are in TARGET (RUN), "
+              "into RUN/base/eval.json.")
+@click.option("--model", help="With --base: the base model  [default: the one the run's variants trained from]")
+@click.option("--data", "data_uri", help="Dataset folder with held-out records  [default: the run's]")
+@click.option("--samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
+              help="Greedy answers to the first N held-out prompts.")
+@click.option("--max-new-tokens", default=MAX_NEW_TOKENS, show_default=True, type=click.IntRange(min=1),
+              help="Longest sample answer, in tokens.")
+def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None:
+    """Score a finished run (TARGET: its OUTPUT) or, with --base, its base model on the held-out records.
+
+    Writes eval.json (chat loss, perplexity, format matrix, samples) beside the run, then refreshes
+    RUN/comparison.md and RUN/eval.png.
+
+    \b
+    Example:
+      neosft eval .neosft/store/neosft/runs/local-20261201-120000/multi
+      neosft eval --base .neosft/store/neosft/runs/local-20261201-120000
+    """
+    from neosft.eval.evaluate import Settings
+    from neosft.eval.outputs import eval_base, eval_output, run_of, summary
+    from neosft.storage import location
+
+    if model and not base:
+        raise UserError("--model names the base model: use it with --base")
+    settings = Settings(samples, max_new_tokens)
+    if base:
+        eval_base(target, model, data_uri, settings)
+    else:
+        eval_output(target, data_uri, settings)
+    click.echo(summary(location(target if base else run_of(target))))
 
 
 @data.command("wait")
@@ -403,8 +444,14 @@ def release(names, kind, timeout, namespace) -> None:
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
 @click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Then score the model on the dataset's held-out records into OUTPUT/eval.json (if it has any).")
+@click.option("--eval-samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
+              help="Greedy answers to the first N held-out prompts.")
+@click.option("--eval-base", is_flag=True, help="Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder).")
 def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size, overrides,
-          work_dir, default_system, chat_format, report_to, liger, upload_every_s) -> None:
+          work_dir, default_system, chat_format, report_to, liger, upload_every_s, evaluate, eval_samples,
+          eval_base) -> None:
     """Fully fine-tune MODEL on one variant's dataset; resumes from OUTPUT's newest complete checkpoint.
 
     Run it under torchrun (one process per GPU) or as a single process. Gradient accumulation keeps the
@@ -420,7 +467,8 @@ def train(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, s
     from neosft.train.recipe import Options, fine_tune
 
     fine_tune(Options(variant, data_uri, output_uri, model, deepspeed, packing, max_steps, save_steps, val_size,
-                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s))
+                      list(overrides), work_dir, default_system, chat_format, report_to, liger, upload_every_s,
+                      eval=evaluate, eval_samples=eval_samples, eval_base=eval_base))
 
 
 @cli.command()

@@ -18,13 +18,11 @@ from neosft.artifacts import EvalRecord, Manifest, RunRecord
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat, turns
 from neosft.data.records import Conversation, parse_record
 from neosft.errors import UserError
+from neosft.eval import CHAT_CUTOFF, MAX_NEW_TOKENS, SAMPLES
 from neosft.progress import log
 from neosft.storage import Location, location
 from neosft.variants import VARIANTS
 
-CHAT_CUTOFF = 8192
-SAMPLES = 20
-MAX_NEW_TOKENS = 512
 
 
 @dataclass(frozen=True)

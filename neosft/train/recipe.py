@@ -49,6 +49,9 @@ class Options:
     report_to: str = "none"
     liger: bool = False
     upload_every_s: float = 60.0
+    eval: bool = False  # then score the trained model on the dataset's held-out records (see neosft.eval)
+    eval_samples: int = 20
+    eval_base: bool = False  # also the base model, into the run's base/ (one variant of a run does it)
 
 
 @dataclass
@@ -74,11 +77,16 @@ class Prepared:
 
 def fine_tune(options: Options) -> RunRecord:
     """Train one variant end to end; returns its run record. A run that already finished is not trained again."""
-    done = finished(options)
-    if done is not None:
-        return done
-    prepared = setup(options)
-    return save(prepared, train(prepared))
+    record = finished(options)
+    if record is None:
+        prepared = setup(options)
+        record = save(prepared, train(prepared))
+        del prepared  # the Trainer and its optimizer: their memory goes back before the eval loads the model
+    if options.eval:
+        from neosft.eval.outputs import after_training
+
+        after_training(options)
+    return record
 
 
 def finished(options: Options) -> RunRecord | None:

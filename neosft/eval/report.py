@@ -1,0 +1,116 @@
+"""A run's comparison from the eval records in its folder: RUN/comparison.md (table, format matrix, samples side by
+side) and RUN/eval.png (chat loss per variant, the base model as a line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neosft.artifacts import EvalRecord, RunRecord
+from neosft.storage import Location
+from neosft.variants import VARIANTS
+
+BASE = "base"  # RUN/base/eval.json
+COMPARISON, PLOT = "comparison.md", "eval.png"
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One variant's run record and eval record (either may be missing while the run goes on)."""
+
+    name: str
+    run: RunRecord | None
+    eval: EvalRecord | None
+
+
+def collect(run: Location) -> tuple[list[Evaluated], EvalRecord | None]:
+    """The variants found in RUN (in the table's order) and the base's eval record."""
+    found = []
+    for name in VARIANTS:
+        output = run / name
+        record, evaluated = RunRecord.read(output), EvalRecord.read(output)
+        if record or evaluated:
+            found.append(Evaluated(name, record, evaluated))
+    return found, EvalRecord.read(run / BASE)
+
+
+def table(variants: list[Evaluated], base: EvalRecord | None) -> list[list[str]]:
+    """VARIANT, METHOD, STEPS, TRAIN LOSS, CHAT LOSS, PERPLEXITY, VS BASE: the base first."""
+    rows = []
+    if base:
+        rows.append([BASE, base.method, "-", "-", f"{base.chat.loss:.4f}", f"{base.chat.perplexity:.2f}", "-"])
+    for v in variants:
+        chat = v.eval.chat if v.eval else None
+        rows.append([v.name, v.eval.method if v.eval else "-", str(v.run.steps) if v.run else "-",
+                     f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
+                     f"{chat.loss:.4f}" if chat else "-", f"{chat.perplexity:.2f}" if chat else "-",
+                     f"{chat.loss - base.chat.loss:+.4f}" if chat and base else "-"])
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)]
+
+
+def _indented(text: str) -> list[str]:
+    """A Markdown code block by indentation: no fence for the text to close."""
+    return ["    " + line for line in (text or "(empty)").splitlines()] or ["    (empty)"]
+
+
+HEADERS = ["variant", "method", "steps", "final train loss", "chat loss", "perplexity", "vs base"]
+
+
+def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) -> str:
+    evaluated = [(v.name, v.eval) for v in variants if v.eval] + ([(BASE, base)] if base else [])
+    first = evaluated[0][1] if evaluated else None
+    lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
+    if first:
+        lines += [f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
+                  f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
+                  f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
+                  "every model. Lower is better.", ""]
+    lines += [*_markdown_table(HEADERS, table(variants, base)), ""]
+    if evaluated:
+        columns = list(first.matrix)
+        lines += ["## Format matrix", "", "Response loss of each model (rows) on each variant's held-out rows "
+                  "(columns), each encoded as that variant trains.", "",
+                  *_markdown_table(["model", *columns], [[name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-"
+                                                                   for c in columns)] for name, e in evaluated]), ""]
+        lines += ["## Samples", "", "Greedy answers to the first round of the first held-out conversations.", ""]
+        for i, sample in enumerate(first.samples):
+            lines += [f"### {i + 1}", "", *_indented(sample["prompt"]), ""]
+            for name, e in evaluated:
+                answer = e.samples[i]["answer"] if i < len(e.samples) else "(none)"
+                lines += [f"**{name}**", "", *_indented(answer), ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
+    """PNG: a bar of chat loss per evaluated variant, the base model's as a dashed line."""
+    from matplotlib.figure import Figure
+
+    from neosft.train.lossplot import png
+
+    scored = [v for v in variants if v.eval]
+    figure = Figure(figsize=(8, 4.5))
+    ax = figure.subplots()
+    ax.bar([v.name for v in scored], [v.eval.chat.loss for v in scored], color="#1f77b4")
+    if base:
+        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.3f})")
+        ax.legend()
+    ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant")
+    ax.grid(alpha=0.3, axis="y")
+    return png(figure)
+
+
+def write(run: Location, run_name: str) -> str:
+    """Write RUN/comparison.md and RUN/eval.png from what RUN holds; returns the Markdown."""
+    variants, base = collect(run)
+    text = markdown(run_name, variants, base)
+    (run / COMPARISON).write_bytes(text.encode())
+    (run / PLOT).write_bytes(plot(variants, base))
+    return text
