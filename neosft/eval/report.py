@@ -98,10 +98,17 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
     scored = [v for v in variants if v.eval]
     figure = Figure(figsize=(8, 4.5))
     ax = figure.subplots()
-    ax.bar([v.name for v in scored], [v.eval.chat.loss for v in scored], color="#1f77b4")
+    losses = [v.eval.chat.loss for v in scored]
+    bars = ax.bar([v.name for v in scored], losses, color="#1f77b4")
+    ax.bar_label(bars, fmt="%.4f")
     if base:
-        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.3f})")
+        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.4f})")
         ax.legend()
+    shown = losses + ([base.chat.loss] if base else [])
+    if shown:  # differences between fine-tunes are small: the axis spans the values, not zero to them
+        low, high = min(shown), max(shown)
+        margin = max(high - low, 0.01 * high, 1e-3)
+        ax.set_ylim(max(0.0, low - margin), high + margin)
     ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant")
     ax.grid(alpha=0.3, axis="y")
     return png(figure)
