@@ -360,11 +360,11 @@ def status(run, namespace, store) -> None:
     from neosft.k8s import runs
 
     if store:
-        from neosft.runfolder import store_rows
+        from neosft.runfolder import STORE_HEADERS, store_rows
 
         if run is None:
             raise UserError("--store reads one run: neosft status RUN --store STORE")
-        click.echo(runs.table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
+        click.echo(runs.table(STORE_HEADERS, store_rows(store, run)))
         return
     from neosft.backends.kubeflow import Kubeflow
 

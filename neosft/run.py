@@ -35,6 +35,8 @@ LEARNING_RATE_SCALE = 40
 # One CPU process would accumulate 64 micro-steps per step to keep the cluster's total batch: rehearse at 8 instead,
 # as an explicit --set that run.json records among the overrides.
 REHEARSAL_ACCUMULATION = 8
+# Held-out records of the shipped sample (311 records): 48 conversations, some 12k label tokens of chat loss.
+HOLDOUT = "48"
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
 SECRET = "neosft-s3"  # the chart's default s3.secretName, answered here with the store's keys
@@ -89,7 +91,8 @@ def _values(variants: list[str], source: str, store: Store, run_id: str, steps: 
     return {
         "runId": run_id, "variants": variants,
         "s3": {"bucket": bucket, "prefix": prefix, "endpoint": store.endpoint, "secretName": SECRET},
-        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve())},
+        "data": {"source": source if "://" in source or source == "sample" else str(Path(source).resolve()),
+                 "holdout": HOLDOUT},
         "train": {"nodes": 1, "gpusPerNode": 1, "model": str(model), "deepspeed": "zero2", "maxSteps": steps,
                   "saveSteps": max(1, steps // 2), "workVolume": {"type": "emptyDir", "size": "10Gi"},
                   "set": {"gradient_accumulation_steps": REHEARSAL_ACCUMULATION},
@@ -174,4 +177,9 @@ def summary(result: dict) -> str:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if runs:
         lines += ["", f"comparison of the variants: {result['store']}/runs/{result['run_id']}/comparison.png"]
+        from neosft.eval.outputs import summary as comparison
+
+        folder = f"{result['store']}/runs/{result['run_id']}"
+        lines += ["", "chat loss on the held-out conversations (lower is better):", comparison(location(folder)),
+                  f"comparison: {folder}/comparison.md and {folder}/eval.png"]
     return "\n".join(lines)
