@@ -124,7 +124,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, render, render_memory
+    from neosft.artifacts import Manifest
+    from neosft.plan import DEFAULT_TOKENS_PER_GPU_S, plan as make_plan, plan_eval, render, render_eval, render_memory
     from neosft.variants import gradient_accumulation
 
     gradient_accumulation(gpus)  # refuses a world size that does not divide the total batch
@@ -139,7 +140,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
             from neosft.runfolder import newest_local_dataset
 
             data_uri = newest_local_dataset()
-        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus))
+        plans = make_plan(data_uri, names, speed, gpus)
+        click.echo(render(plans, speed, gpus))
+        click.echo(render_eval(plan_eval(Manifest.read(data_uri), plans, speed, gpus)))
     except UserError as e:
         if not gpu_memory:
             raise

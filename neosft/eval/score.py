@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from neosft.artifacts import LossSummary
+from neosft.eval import GENERATE_BATCH
 from neosft.train import dist
 from neosft.train.tokenize import IGNORE_INDEX
 
@@ -76,7 +77,7 @@ def summary(loss_sum: float, tokens: int, samples: int) -> LossSummary:
 
 
 @torch.inference_mode()
-def answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch: int = 8) -> list[str]:
+def answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch: int = GENERATE_BATCH) -> list[str]:
     """Greedy answers to `prompts` (chat text ending with the assistant header), shared over the ranks, in order."""
     device = next(model.parameters()).device
     rank, world = dist.shard()
