@@ -196,7 +196,8 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
       neosft eval --base .neosft/store/neosft/runs/local-20261201-120000
     """
     from neosft.eval.evaluate import Settings
-    from neosft.eval.outputs import eval_base, eval_output, run_of, summary
+    from neosft.eval.outputs import eval_base, eval_output, run_of
+    from neosft.eval.report import summary
     from neosft.storage import location
 
     if model and not base:
@@ -207,6 +208,32 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
     else:
         eval_output(target, data_uri, settings)
     click.echo(summary(location(target if base else run_of(target))))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--out", "dest", type=click.Path(file_okay=False), help="Also copy comparison.md and eval.png here.")
+def compare(run, dest) -> None:
+    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table.
+
+    RUN is the folder of a run's variants (local or s3://); no model is loaded.
+
+    \b
+    Example:
+      neosft compare s3://my-bucket/neosft/runs/20261201-120000-k3x9 --out collected/
+    """
+    from pathlib import Path
+
+    from neosft.eval import report
+    from neosft.storage import location
+
+    folder = location(run.rstrip("/"))
+    report.write(folder)
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        for name in (report.COMPARISON, report.PLOT):
+            (Path(dest) / name).write_bytes((folder / name).read_bytes())
+    click.echo(report.summary(folder))
 
 
 @data.command("wait")

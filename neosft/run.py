@@ -177,7 +177,7 @@ def summary(result: dict) -> str:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if runs:
         lines += ["", f"comparison of the variants: {result['store']}/runs/{result['run_id']}/comparison.png"]
-        from neosft.eval.outputs import summary as comparison
+        from neosft.eval.report import summary as comparison
 
         folder = f"{result['store']}/runs/{result['run_id']}"
         lines += ["", "chat loss on the held-out conversations (lower is better):", comparison(location(folder)),

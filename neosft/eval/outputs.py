@@ -34,14 +34,10 @@ def run_of(output: str) -> str:
     return output.rsplit("/", 1)[0] if "/" in output else "."
 
 
-def _name(run: str) -> str:
-    return str(Path(run).resolve().name) if "://" not in run else run.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _finish(record: EvalRecord, where: Location, run: Location, name: str) -> EvalRecord:
+def _finish(record: EvalRecord, where: Location, run: Location) -> EvalRecord:
     if dist.shard()[0] == 0:
         record.write(where)
-        report.write(run, name)
+        report.write(run)
         log(f"wrote {where}/eval.json and {run}/{report.COMPARISON}")
     dist.barrier()
     return record
@@ -57,7 +53,7 @@ def eval_output(output: str, data: str | None = None, settings: Settings = Setti
     with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
         model, tokenizer, method = load_output(final or local_final(out, Path(work)))
     result = evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings)
-    return _finish(result, out, location(run_of(output)), _name(run_of(output)))
+    return _finish(result, out, location(run_of(output)))
 
 
 def eval_base(run: str, model: str | None = None, data: str | None = None,
@@ -75,7 +71,7 @@ def eval_base(run: str, model: str | None = None, data: str | None = None,
             final = local_final(folder / records[0].variant, Path(work))
             same_tokenizer(tokenizer, load_tokenizer(final), f"the base model {name}", str(final))
     result = evaluate(load_model(name), tokenizer, held, report.BASE, "base", name, settings)
-    return _finish(result, folder / report.BASE, folder, _name(run))
+    return _finish(result, folder / report.BASE, folder)
 
 
 def after_training(options) -> None:
@@ -109,10 +105,3 @@ def after_training(options) -> None:
     eval_output(options.output, options.data, settings, final)
     if options.eval_base:
         eval_base(run_of(options.output), options.model, options.data, settings)
-
-
-def summary(run: Location) -> str:
-    """The comparison table, as `neosft run` and `neosft eval` print it."""
-    from neosft.k8s.runs import table
-
-    return table(report.HEADERS, report.table(*report.collect(run)))

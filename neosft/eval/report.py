@@ -4,8 +4,10 @@ side) and RUN/eval.png (chat loss per variant, the base model as a line)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from neosft.artifacts import EvalRecord, RunRecord
+from neosft.errors import UserError
 from neosft.storage import Location
 from neosft.variants import VARIANTS
 
@@ -114,10 +116,25 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
     return png(figure)
 
 
-def write(run: Location, run_name: str) -> str:
+def summary(run: Location) -> str:
+    """The comparison table as text, as `neosft run`, `neosft eval` and `neosft compare` print it."""
+    from neosft.k8s.runs import table as text_table
+
+    return text_table(HEADERS, table(*collect(run)))
+
+
+def _name(run: Location) -> str:
+    uri = str(run).rstrip("/")
+    return uri.rsplit("/", 1)[-1] if "://" in uri else Path(uri).resolve().name
+
+
+def write(run: Location) -> str:
     """Write RUN/comparison.md and RUN/eval.png from what RUN holds; returns the Markdown."""
     variants, base = collect(run)
-    text = markdown(run_name, variants, base)
+    if not base and not any(v.eval for v in variants):
+        raise UserError(f"{run} holds no eval.json yet (RUN/<variant>/eval.json, RUN/base/eval.json): "
+                        "run `neosft eval` first")
+    text = markdown(_name(run), variants, base)
     (run / COMPARISON).write_bytes(text.encode())
     (run / PLOT).write_bytes(plot(variants, base))
     return text
