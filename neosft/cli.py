@@ -196,18 +196,19 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
       neosft eval --base .neosft/store/neosft/runs/local-20261201-120000
     """
     from neosft.eval.evaluate import Settings
-    from neosft.eval.outputs import eval_base, eval_output, run_of
+    from neosft.eval.outputs import eval_base, eval_output, in_run, run_of
     from neosft.eval.report import summary
     from neosft.storage import location
 
     if model and not base:
         raise UserError("--model names the base model: use it with --base")
     settings = Settings(samples, max_new_tokens)
-    if base:
-        eval_base(target, model, data_uri, settings)
+    record = eval_base(target, model, data_uri, settings) if base else eval_output(target, data_uri, settings)
+    if base or in_run(target, record.name):
+        click.echo(summary(location(target if base else run_of(target))))
     else:
-        eval_output(target, data_uri, settings)
-    click.echo(summary(location(target if base else run_of(target))))
+        click.echo(f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
+                   f"({record.chat.tokens:,} tokens)")
 
 
 @cli.command()

@@ -234,6 +234,12 @@ def test_bad_input_is_one_line(sample_dataset, run_dataset, tiny_model, tmp_path
     assert_user_error(neosft("eval", "--base", run, "--model", other), "tokenizer is not the run's")
     assert_user_error(neosft("eval", run / "single", "--model", other), "--model names the base model")
 
+    shutil.copytree(run / "single", tmp_path / "elsewhere")  # an OUTPUT not laid out as RUN/<variant>
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "elsewhere"), "--samples", "1"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "single: chat loss" in result.output and EvalRecord.read(location(tmp_path / "elsewhere")) is not None
+    assert not (tmp_path / "comparison.md").exists()
+
 
 def test_training_on_a_dataset_without_held_out_records_skips_the_eval(sample_dataset, tiny_model, tmp_path):
     _train(sample_dataset, tmp_path / "out", tiny_model, tmp_path)

@@ -32,7 +32,7 @@ def _held(dest) -> list[str]:
 def documented_key(record) -> int:
     """The key as the module's docstring defines it, of a record as the build's parser normalises it."""
     conversation = parse_record(record)
-    body = lambda text: orjson.dumps(text)[1:-1]  # noqa: E731  the JSON-escaped string
+    body = lambda text: orjson.dumps(text)[1:-1]  # the JSON-escaped string
     data = b"\x01" if conversation.system is None else b"\x02" + body(conversation.system) + b"\x00"
     data += b"".join(body(h) + b"\x00" + body(g) + b"\x00" for h, g in conversation.rounds)
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
@@ -102,7 +102,7 @@ def test_identical_records_are_held_out_together(tmp_path):
 
 
 def test_holdout_zero_is_the_full_dataset(full, tmp_path):
-    full_dest, whole = full
+    _, whole = full
     manifest = build(str(SAMPLE_CORPUS), str(tmp_path / "z"), holdout="0")
     assert manifest.heldout is None and not (tmp_path / "z" / manifest.parts / "heldout").exists()
     for name in VARIANTS:

@@ -37,6 +37,7 @@ PIPE_BYTES = 1 << 20
 PROGRESS_EVERY_S = 1.0
 
 Escaped = tuple[bytes | None, list[tuple[bytes, bytes]]]
+NO_HOLDOUT = Holdout(0.0, None)
 
 
 def escape(s: str) -> bytes:
@@ -55,7 +56,7 @@ class Reader:
     `revision` and `stats` (per variant: rows and character-length statistics, see `neosft.data.stats`; those of
     the held-out rows in `heldout_stats`); `bytes` and `count` follow the stream for progress."""
 
-    def __init__(self, file: Readable, variants: list[Variant], joiner: str, holdout: Holdout = Holdout(0.0, None)):
+    def __init__(self, file: Readable, variants: list[Variant], joiner: str, holdout: Holdout = NO_HOLDOUT):
         self.file, self.variants, self.joiner, self.holdout = file, variants, joiner, holdout
         self.sha256, self.bytes, self.count, self.revision, self.stats = "", 0, 0, None, {}
         self.held: list[Escaped] = []

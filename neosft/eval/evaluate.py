@@ -24,13 +24,17 @@ from neosft.storage import Location, location
 from neosft.variants import VARIANTS
 
 
-
 @dataclass(frozen=True)
 class Settings:
+    """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system."""
+
     samples: int = SAMPLES
     max_new_tokens: int = MAX_NEW_TOKENS
     cutoff_len: int = CHAT_CUTOFF
     default_system: str = DEFAULT_SYSTEM
+
+
+DEFAULTS = Settings()
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def prompts(held: HeldOutSet, settings: Settings) -> list[str]:
 
 
 def evaluate(model, tokenizer, held: HeldOutSet, name: str, method: str, model_name: str,
-             settings: Settings = Settings()) -> EvalRecord:
+             settings: Settings = DEFAULTS) -> EvalRecord:
     """Score `model` (on its device; every rank of a process group takes a share) on `held`."""
     from neosft.eval.score import answers, score, summary
     from neosft.train import dist

@@ -13,6 +13,7 @@ from neosft.artifacts import EvalRecord
 from neosft.errors import UserError
 from neosft.eval import report
 from neosft.eval.evaluate import (
+    DEFAULTS,
     Settings,
     evaluate,
     finished_run,
@@ -34,16 +35,24 @@ def run_of(output: str) -> str:
     return output.rsplit("/", 1)[0] if "/" in output else "."
 
 
-def _finish(record: EvalRecord, where: Location, run: Location) -> EvalRecord:
+def in_run(output: str, variant: str) -> bool:
+    """Whether OUTPUT is laid out as RUN/<variant>, so that RUN holds a comparison."""
+    return output.rstrip("/").rsplit("/", 1)[-1] == variant
+
+
+def _finish(record: EvalRecord, where: Location, run: Location | None) -> EvalRecord:
+    """Write the record (rank 0) and refresh the comparison of its `run` (None: not in a run's layout)."""
     if dist.shard()[0] == 0:
         record.write(where)
-        report.write(run)
-        log(f"wrote {where}/eval.json and {run}/{report.COMPARISON}")
+        if run is not None:
+            report.write(run)
+        log(f"wrote {where}/eval.json" + (f" and {run}/{report.COMPARISON}" if run is not None else
+                                          " (not in a run folder RUN/<variant>: no comparison)"))
     dist.barrier()
     return record
 
 
-def eval_output(output: str, data: str | None = None, settings: Settings = Settings(),
+def eval_output(output: str, data: str | None = None, settings: Settings = DEFAULTS,
                 final: Path | None = None) -> EvalRecord:
     """Score the finished run at OUTPUT on the held-out records of its dataset (or `data`); `final`: a local copy
     of its final/ (default: read from OUTPUT)."""
@@ -53,11 +62,11 @@ def eval_output(output: str, data: str | None = None, settings: Settings = Setti
     with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
         model, tokenizer, method = load_output(final or local_final(out, Path(work)))
     result = evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings)
-    return _finish(result, out, location(run_of(output)))
+    return _finish(result, out, location(run_of(output)) if in_run(output, record.variant) else None)
 
 
 def eval_base(run: str, model: str | None = None, data: str | None = None,
-              settings: Settings = Settings()) -> EvalRecord:
+              settings: Settings = DEFAULTS) -> EvalRecord:
     """Score the base model of the run in RUN (the one its variants trained from, or `model`) into RUN/base/."""
     folder = location(run.rstrip("/"))
     records = [v.run for v in report.collect(folder)[0] if v.run]

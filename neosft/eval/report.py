@@ -71,15 +71,15 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
     first = evaluated[0][1] if evaluated else None
     lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
     if first:
-        lines += [f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
-                  f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
-                  f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
-                  "every model. Lower is better.", ""]
+        lines += [(f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
+                   f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
+                   f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
+                   "every model. Lower is better."), ""]
     lines += [*_markdown_table(HEADERS, table(variants, base)), ""]
-    if evaluated:
+    if first:
         columns = list(first.matrix)
-        lines += ["## Format matrix", "", "Response loss of each model (rows) on each variant's held-out rows "
-                  "(columns), each encoded as that variant trains.", "",
+        lines += ["## Format matrix", "", ("Response loss of each model (rows) on each variant's held-out rows "
+                                            "(columns), each encoded as that variant trains."), "",
                   *_markdown_table(["model", *columns], [[name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-"
                                                                    for c in columns)] for name, e in evaluated]), ""]
         lines += ["## Samples", "", "Greedy answers to the first round of the first held-out conversations.", ""]
@@ -97,11 +97,11 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
 
     from neosft.train.lossplot import png
 
-    scored = [v for v in variants if v.eval]
+    scored = [(v.name, v.eval.chat.loss) for v in variants if v.eval]
     figure = Figure(figsize=(8, 4.5))
     ax = figure.subplots()
-    losses = [v.eval.chat.loss for v in scored]
-    bars = ax.bar([v.name for v in scored], losses, color="#1f77b4")
+    losses = [loss for _, loss in scored]
+    bars = ax.bar([name for name, _ in scored], losses, color="#1f77b4")
     ax.bar_label(bars, fmt="%.4f")
     if base:
         ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.4f})")
