@@ -160,6 +160,23 @@ def finished_run(output: Location) -> RunRecord:
     return record
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+def local_tokenizer(output: Location, work: Path) -> Path:
+    """A local folder with the tokenizer of the run at `output` (only its tokenizer files downloaded when remote)."""
+    final = output / "final"
+    here = final.local_path()
+    if here is not None:
+        return here
+    (work / "tokenizer").mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (final / name).exists():
+            (final / name).download(work / "tokenizer" / name)
+    return work / "tokenizer"
+
+
 def local_final(output: Location, work: Path) -> Path:
     """The run's final/ as a local folder (downloaded from object storage into `work` when needed)."""
     final = output / "final"

@@ -21,6 +21,7 @@ from neosft.eval.evaluate import (
     load_output,
     load_tokenizer,
     local_final,
+    local_tokenizer,
     read_heldout,
     same_tokenizer,
 )
@@ -77,8 +78,8 @@ def eval_base(run: str, model: str | None = None, data: str | None = None,
     tokenizer = load_tokenizer(name)
     if records:
         with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
-            final = local_final(folder / records[0].variant, Path(work))
-            same_tokenizer(tokenizer, load_tokenizer(final), f"the base model {name}", str(final))
+            run_tokenizer = load_tokenizer(local_tokenizer(folder / records[0].variant, Path(work)))
+        same_tokenizer(tokenizer, run_tokenizer, f"the base model {name}", f"{folder}/{records[0].variant}/final")
     result = evaluate(load_model(name), tokenizer, held, report.BASE, "base", name, settings)
     return _finish(result, folder / report.BASE, folder)
 
