@@ -258,3 +258,22 @@ def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_data
     result = neosft("plan", "--data", run_dataset)
     assert result.returncode == 0 and render_eval(e) in result.stdout
     assert "eval: none" in neosft("plan", "--data", sample_dataset).stdout
+
+
+def test_compare_rewrites_the_comparison_and_flags_other_held_out_records(run_dataset, tiny, tmp_path):
+    model, tokenizer = tiny
+    other = tmp_path / "other-data"
+    build(str(SAMPLE_CORPUS), str(other), holdout="40")
+    run = tmp_path / "run"
+    for folder, dataset, name in ((run / "base", run_dataset, "base"), (run / "multi", other, "multi")):
+        folder.mkdir(parents=True)
+        evaluate(model, tokenizer, read_heldout(str(dataset)), name, "base" if name == "base" else "full", "tiny",
+                 Settings(samples=1, max_new_tokens=4)).write(location(folder))
+    result = neosft("compare", run, "--out", tmp_path / "collected")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[:3] == ["variant", "method", "steps"]
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["base", "multi"]
+    text = (tmp_path / "collected" / "comparison.md").read_text()
+    assert text == (run / "comparison.md").read_text() and "**Not comparable**: multi" in text
+    assert (tmp_path / "collected" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    assert_user_error(neosft("compare", tmp_path / "empty"), "holds no eval.json yet")

@@ -68,13 +68,16 @@ HEADERS = ["variant", "method", "steps", "final train loss", "chat loss", "perpl
 
 def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) -> str:
     evaluated = [(v.name, v.eval) for v in variants if v.eval] + ([(BASE, base)] if base else [])
-    first = evaluated[0][1] if evaluated else None
+    first = base or (evaluated[0][1] if evaluated else None)  # the yardstick: the base's held-out set
     lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
     if first:
         lines += [(f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
                    f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
                    f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
                    "every model. Lower is better."), ""]
+        others = sorted({n for n, e in evaluated if e.heldout_sha256 != first.heldout_sha256})
+        if others:
+            lines += [f"**Not comparable**: {', '.join(others)} scored other held-out records.", ""]
     lines += [*_markdown_table(HEADERS, table(variants, base)), ""]
     if first:
         columns = list(first.matrix)
