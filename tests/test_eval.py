@@ -277,3 +277,26 @@ def test_compare_rewrites_the_comparison_and_flags_other_held_out_records(run_da
     assert text == (run / "comparison.md").read_text() and "**Not comparable**: multi" in text
     assert (tmp_path / "collected" / "eval.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("compare", tmp_path / "empty"), "holds no eval.json yet")
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_eval_and_get_the_one_process_numbers(run_dataset, tiny_model, tmp_path):
+    from test_train_distributed import finished, torchrun
+
+    run = tmp_path / "run"
+    proc = torchrun("-m", "neosft", "train", "--variant", "single", "--data", run_dataset, "--output", run / "single",
+                    "--model", tiny_model, "--deepspeed", "none", "--max-steps", 1, "--work-dir", tmp_path / "work",
+                    "--set", "cutoff_len=128", "--eval-samples", 3, "--eval-base", env={}, log=tmp_path / "log")
+    finished(proc, tmp_path / "log")
+    shared, base = EvalRecord.read(location(run / "single")), EvalRecord.read(location(run / "base"))
+    assert shared.world_size == base.world_size == 2 and len(shared.samples) == 3
+    shutil.copytree(run / "single", tmp_path / "alone")
+    (tmp_path / "alone" / "eval.json").unlink()
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "alone"), "--samples", "3"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    alone = EvalRecord.read(location(tmp_path / "alone"))
+    assert alone.world_size == 1 and (alone.chat.tokens, alone.chat.samples) == (shared.chat.tokens, shared.chat.samples)
+    assert alone.chat.loss == pytest.approx(shared.chat.loss, rel=1e-6)
+    assert {n: (m.tokens, m.samples) for n, m in alone.matrix.items()} == {
+        n: (m.tokens, m.samples) for n, m in shared.matrix.items()}
+    assert [s["prompt"] for s in alone.samples] == [s["prompt"] for s in shared.samples]  # in order, every rank's
