@@ -39,7 +39,7 @@ def main() -> None:
         trained = subprocess.run([sys.executable, "-m", "neosft", "train", "--variant", options.variant, "--data",
                         str(work / "data"), "--output", str(work / "out"), "--model", str(model), "--deepspeed", "none",
                         "--max-steps", str(options.steps), "--set", "gradient_accumulation_steps=8",
-                        "--work-dir", str(work / "scratch"), "--eval-samples", "0"], capture_output=True, text=True)
+                        "--work-dir", str(work / "scratch"), "--eval-samples", "0"], capture_output=True, text=True, check=False)
         if trained.returncode:
             raise SystemExit(f"neosft train failed: {trained.stderr.strip().splitlines()[-1:]}")
         run, evaluated = RunRecord.read(location(work / "out")), EvalRecord.read(location(work / "out"))
