@@ -121,6 +121,20 @@ class VariantData:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The source records `--holdout` set aside before any variant (see `neosft.data.holdout`): `records` of them in
+    ShareGPT form in `file` (sha256 `sha256`), chosen by `rule` (from the option `spec`), and each variant's rows built
+    from them in `variants`; no variant's training rows come from them."""
+
+    records: int
+    file: str
+    sha256: str
+    spec: str
+    rule: str
+    variants: dict[str, VariantData]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """DEST/manifest.json: written last by `neosft data build`; a reader reads only the parts it names.
     `skipped` counts the records no variant used, under the first variant's reason; `rules` is `seed` or `reilx`."""
@@ -136,6 +150,7 @@ class Manifest:
     created: str
     warnings: list[str] = field(default_factory=list)
     rules: str = "seed"
+    heldout: HeldOut | None = None  # None: built with --holdout 0
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
@@ -156,7 +171,14 @@ class Manifest:
                     published = _typed(PublishedMatch, built[name].published, f"variants.{name}.published.")
                     built[name] = dataclasses.replace(built[name], published=published)
                 _check_stats(built[name].stats, f"variants.{name}.stats")
-            return dataclasses.replace(manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built)
+            heldout = manifest.heldout
+            if heldout is not None:
+                heldout = _typed(HeldOut, heldout, "heldout.")
+                held = _valid(heldout.variants, "dict", "heldout.variants")
+                heldout = dataclasses.replace(heldout, variants={
+                    name: _typed(VariantData, v, f"heldout.variants.{name}.") for name, v in held.items()})
+            return dataclasses.replace(manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built,
+                                       heldout=heldout)
         except (ValueError, RecursionError):
             problem = "not valid JSON"
         except _Invalid as e:
@@ -299,3 +321,62 @@ class RunRecord:
 
     def write(self, output) -> None:
         (output / RUN_RECORD).write_bytes(self.to_json())
+
+
+# eval.json ----------------------------------------------------------------------------------------------------
+
+EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the base model
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """A token-weighted mean cross-entropy over `tokens` label tokens of `samples` samples, and its exp."""
+
+    loss: float
+    perplexity: float
+    tokens: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """What `neosft.eval` measured of one model on a dataset's held-out records.
+
+    `chat`: the loss over LLaMA-Factory's multi-turn labels of the held-out conversations, the same tokens for every
+    model; `matrix`: the response loss on each variant's held-out rows; `samples`: greedy answers to the first prompts.
+    """
+
+    name: str  # the variant, or "base"
+    method: str  # "lora", "full" or "base"
+    model: str  # what was loaded: OUTPUT/final, or the base model
+    dataset: str  # the dataset folder
+    heldout_sha256: str
+    cutoff_len: int
+    chat: LossSummary
+    matrix: dict[str, LossSummary]
+    samples: list[dict]  # {"prompt", "answer"}
+    world_size: int
+    elapsed_s: float
+    tokens_per_s: float  # scored tokens (input, labels or not) per second, over every rank
+    neosft_version: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str = EVAL_RECORD) -> EvalRecord:
+        try:
+            raw = json.loads(data)
+            return cls(**{**raw, "chat": LossSummary(**raw["chat"]),
+                          "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()}})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
+
+    @classmethod
+    def read(cls, folder: Location) -> EvalRecord | None:
+        """The eval record in `folder` (a run's OUTPUT or RUN/base), or None when it has not been evaluated."""
+        where = folder / EVAL_RECORD
+        return cls.from_json(where.read_bytes(), str(where)) if where.exists() else None
+
+    def write(self, folder: Location) -> None:
+        (folder / EVAL_RECORD).write_bytes(self.to_json())

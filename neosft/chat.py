@@ -15,12 +15,19 @@ def segments(instruction: str, input: str, output: str, system: str | None = Non
     system gets `default_system`, as LLaMA-Factory's `system or default_system`.
     """
     user = f"{instruction}\n{input}" if input else instruction
-    prompt = (
-        f"<|im_start|>system\n{system or default_system}<|im_end|>\n"
-        f"<|im_start|>user\n{user}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    return prompt, f"{output}<|im_end|>\n"
+    [(system_text, prompt, response)] = turns([(user, output)], system, default_system)
+    return system_text + prompt, response
+
+
+def turns(rounds: list[tuple[str, str]], system: str | None = None,
+          default_system: str = DEFAULT_SYSTEM) -> list[tuple[str, str, str]]:
+    """A conversation in LLaMA-Factory's `qwen` template (data/template.py `Template._encode`): one
+    (system, user, assistant) text triple per round, each a slot LLaMA-Factory encodes on its own. Only the first
+    round has a system slot (`format_system`, `system or default_system`); every user slot is `format_user`, which
+    ends with the assistant header; every assistant slot `format_assistant`."""
+    return [(f"<|im_start|>system\n{system or default_system}<|im_end|>\n" if i == 0 else "",
+             f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", f"{assistant}<|im_end|>\n")
+            for i, (user, assistant) in enumerate(rounds)]
 
 
 class ChatFormat:

@@ -10,7 +10,9 @@ import click
 
 from neosft import __version__
 from neosft.chat import DEFAULT_SYSTEM
+from neosft.data.holdout import CLUSTER_DEFAULT as HOLDOUT_DEFAULT
 from neosft.errors import UserError, redact
+from neosft.eval import MAX_NEW_TOKENS, SAMPLES
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import (
     DEFAULT_METHOD,
@@ -120,7 +122,9 @@ def data() -> None:
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
 @click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
 @_rules
-def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, rules) -> None:
+@click.option("--holdout", help="Records set aside for `neosft eval` before any variant: N, P% or P%:N (at most N); "
+              f"0: none  [default: {HOLDOUT_DEFAULT}; 0 with --rules reilx]")
+def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, rules, holdout) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
     SOURCE is a local path, s3://bucket/key, an https:// URL or hf://datasets/OWNER/NAME[@REVISION]/PATH
@@ -134,7 +138,8 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     from neosft.data.build import build
 
     names = [n.strip() for n in variants.split(",")] if variants.strip() else []
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, rules)
+    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, rules,
+                     holdout or ("0" if rules == "reilx" else HOLDOUT_DEFAULT))
     click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
     for name, v in manifest.variants.items():
@@ -144,6 +149,8 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
         if v.published:
             line += f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}"
         click.echo(line)
+    if manifest.heldout:
+        click.echo(f"held out: {manifest.heldout.records:,} records ({manifest.heldout.spec}), in {manifest.parts}/heldout/")
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
@@ -166,7 +173,8 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
     Example:
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
-    from neosft.plan import default_tokens_per_gpu_s, render, render_memory
+    from neosft.artifacts import Manifest
+    from neosft.plan import default_tokens_per_gpu_s, plan_eval, render, render_eval, render_memory
     from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
@@ -184,7 +192,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
             from neosft.runfolder import newest_local_dataset
 
             data_uri = newest_local_dataset()
-        click.echo(render(make_plan(data_uri, names, speed, gpus), speed, gpus, lora))
+        plans = make_plan(data_uri, names, speed, gpus)
+        click.echo(render(plans, speed, gpus, lora))
+        click.echo(render_eval(plan_eval(Manifest.read(data_uri), plans, speed, gpus)))
     except UserError as e:
         if not gpu_memory:
             raise
@@ -228,6 +238,69 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
                                  method=method, rules=rules)
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
+
+
+@cli.command("eval")
+@click.argument("target")
+@click.option("--base", is_flag=True, help="Score the base model of the run whose variants are in TARGET (RUN), "
+              "into RUN/base/eval.json.")
+@click.option("--model", help="With --base: the base model  [default: the one the run's variants trained from]")
+@click.option("--data", "data_uri", help="Dataset folder with held-out records  [default: the run's]")
+@click.option("--samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
+              help="Greedy answers to the first N held-out prompts.")
+@click.option("--max-new-tokens", default=MAX_NEW_TOKENS, show_default=True, type=click.IntRange(min=1),
+              help="Longest sample answer, in tokens.")
+def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None:
+    """Score a finished run (TARGET: its OUTPUT) or, with --base, its base model on the held-out records.
+
+    Writes eval.json (chat loss, perplexity, format matrix, samples) beside the run, then refreshes
+    RUN/comparison.md and RUN/eval.png.
+
+    \b
+    Example:
+      neosft eval .neosft/store/neosft/runs/local-20261201-120000/multi
+      neosft eval --base .neosft/store/neosft/runs/local-20261201-120000
+    """
+    from neosft.eval.evaluate import Settings
+    from neosft.eval.outputs import eval_base, eval_output, in_run, run_of
+    from neosft.eval.report import summary
+    from neosft.storage import location
+
+    if model and not base:
+        raise UserError("--model names the base model: use it with --base")
+    settings = Settings(samples, max_new_tokens)
+    record = eval_base(target, model, data_uri, settings) if base else eval_output(target, data_uri, settings)
+    if base or in_run(target, record.name):
+        click.echo(summary(location(target if base else run_of(target))))
+    else:
+        click.echo(f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
+                   f"({record.chat.tokens:,} tokens)")
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--out", "dest", type=click.Path(file_okay=False), help="Also copy comparison.md and eval.png here.")
+def compare(run, dest) -> None:
+    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table.
+
+    RUN is the folder of a run's variants (local or s3://); no model is loaded.
+
+    \b
+    Example:
+      neosft compare s3://my-bucket/neosft/runs/20261201-120000-k3x9 --out collected/
+    """
+    from pathlib import Path
+
+    from neosft.eval import report
+    from neosft.storage import location
+
+    folder = location(run.rstrip("/"))
+    report.write(folder)
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        for name in (report.COMPARISON, report.PLOT):
+            (Path(dest) / name).write_bytes((folder / name).read_bytes())
+    click.echo(report.summary(folder))
 
 
 @data.command("wait")
@@ -407,11 +480,11 @@ def status(run, namespace, store) -> None:
       neosft status local-20261128-120501 --store .neosft/store
     """
     if store:
-        from neosft.runfolder import store_rows
+        from neosft.runfolder import STORE_HEADERS, store_rows
 
         if run is None:
             raise UserError("--store reads one run: neosft status RUN --store STORE")
-        click.echo(_table(["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"], store_rows(store, run)))
+        click.echo(_table(list(STORE_HEADERS), store_rows(store, run)))
         return
     backend = _backend(run, namespace=namespace)
     if run is None:
@@ -504,9 +577,14 @@ _method = click.option("--method", default=DEFAULT_METHOD, show_default=True, ty
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
 @click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=Finite(min=1),
               help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Then score the model on the dataset's held-out records into OUTPUT/eval.json (if it has any).")
+@click.option("--eval-samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
+              help="Greedy answers to the first N held-out prompts.")
+@click.option("--eval-base", is_flag=True, help="Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder).")
 def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, lora_dropout, lora_target, merge_after,
           deepspeed, packing, max_steps, save_steps, val_size, overrides, work_dir, default_system, chat_format,
-          report_to, liger, upload_every_s) -> None:
+          report_to, liger, upload_every_s, evaluate, eval_samples, eval_base) -> None:
     """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
     OUTPUT's newest complete checkpoint.
 
@@ -529,7 +607,8 @@ def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, l
                       packing=packing, max_steps=max_steps, save_steps=save_steps, val_size=val_size,
                       overrides=list(overrides), work_dir=work_dir, default_system=default_system,
                       chat_format=chat_format, report_to=report_to, liger=liger, upload_every_s=upload_every_s,
-                      method=method, lora=lora, merge=merge_after))
+                      method=method, lora=lora, merge=merge_after,
+                      eval=evaluate, eval_samples=eval_samples, eval_base=eval_base))
 
 
 @cli.command()

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from neosft.artifacts import Manifest, VariantData
+from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS, SAMPLES
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
@@ -68,14 +69,19 @@ class VariantPlan:
     gpu_hours: float
 
 
-def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: int = NUM_DEVICES) -> VariantPlan:
-    rows, stats = entry.rows, entry.stats
+def tokens_of(entry: VariantData) -> tuple[int, bool, int | None]:
+    """(tokens, counted exactly, rows over cutoff_len) of a variant's rows: the build's token stats, else chars."""
+    stats = entry.stats
     tokens = stats.get("tokens")
     if tokens:
-        count, exact, over = tokens["total_within_cutoff"], True, tokens["over_cutoff"]
-    else:
-        chars = stats["instruction_chars"]["total"] + stats["output_chars"]["total"]
-        count, exact, over = round(chars / CHARS_PER_TOKEN) + CHAT_TEMPLATE_TOKENS * rows, False, None
+        return tokens["total_within_cutoff"], True, tokens["over_cutoff"]
+    chars = stats["instruction_chars"]["total"] + stats["output_chars"]["total"]
+    return round(chars / CHARS_PER_TOKEN) + CHAT_TEMPLATE_TOKENS * entry.rows, False, None
+
+
+def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: int = NUM_DEVICES) -> VariantPlan:
+    rows = entry.rows
+    count, exact, over = tokens_of(entry)
     per_device = SHARED["per_device_train_batch_size"]
     per_device_batches = math.ceil(rows / (per_device * gpus))
     steps = math.ceil(per_device_batches / gradient_accumulation(gpus, per_device))
@@ -117,6 +123,46 @@ def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DE
     if not all(p.exact for p in plans):
         notes.append(f"~ estimated at {CHARS_PER_TOKEN} characters per token; build with --tokenizer for exact counts and truncation.")
     return "\n".join(table + [""] + notes)
+
+
+# eval (neosft.eval) -----------------------------------------------------------------------------------------------
+
+EVAL_SPEEDUP = 3.0  # a forward pass without gradients, against training's forward and backward (bench/eval.py)
+DECODE_S_PER_TOKEN = 0.03  # one greedy step of Qwen2-7B in bf16 at a small batch (memory bound)
+LOAD_S = 20  # reading the 15 GB of bf16 weights (or the base and an adapter) from the node's disk or cache
+
+
+@dataclass
+class EvalPlan:
+    models: int  # the variants and the base
+    tokens: int  # scored per model: the chat set and the four variants' held-out rows
+    gpu_minutes: float  # all models, every GPU of their pods
+    share: float  # of the training GPU time of the same variants
+
+
+def plan_eval(manifest: Manifest, plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES,
+              samples: int = SAMPLES, max_new_tokens: int = MAX_NEW_TOKENS) -> EvalPlan | None:
+    """What the eval at the end of each variant's training (and the base's, once) adds; None without held-out records."""
+    held = manifest.heldout
+    if held is None or not held.records:
+        return None
+    entries = held.variants.values()
+    # the chat set is every conversation whole: about the `multi` row of each record (one row per record)
+    tokens = sum(tokens_of(e)[0] for e in entries) + (tokens_of(held.variants["multi"])[0] if "multi" in held.variants
+                                                      else max((tokens_of(e)[0] for e in entries), default=0))
+    score_s = tokens / (tokens_per_gpu_s * EVAL_SPEEDUP * gpus)
+    generate_s = math.ceil(math.ceil(samples / gpus) / GENERATE_BATCH) * max_new_tokens * DECODE_S_PER_TOKEN  # ranks at once
+    models = len(plans) + 1
+    gpu_minutes = models * gpus * (score_s + generate_s + LOAD_S) / 60
+    train_minutes = sum(p.gpu_hours for p in plans) * 60
+    return EvalPlan(models, tokens, gpu_minutes, gpu_minutes / train_minutes if train_minutes else float("inf"))
+
+
+def render_eval(e: EvalPlan | None) -> str:
+    if e is None:
+        return "eval: none (the dataset has no held-out records: built with --holdout 0)"
+    return (f"eval: {e.models} models (each variant and the base) x {e.tokens:,} held-out tokens, ~{e.gpu_minutes:,.0f} "
+            f"GPU-minutes with loading and samples, {e.share:.2%} of the training's GPU time.")
 
 
 GPUS_PER_NODE = 8

@@ -32,6 +32,8 @@ LEARNING_RATE_SCALE = 40
 # as an explicit --set that run.json records among the overrides.
 REHEARSAL_ACCUMULATION = 8
 MODELS = Path(".neosft/models")
+# Held-out records of the shipped sample (311 records): 48 conversations, some 12k label tokens of chat loss.
+HOLDOUT = "48"
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,14 @@ def model_folder(run_id: str) -> Path:
 
 
 def values(variants: list[str], source: str, steps: int, model: Path, *, method: str = DEFAULT_METHOD,
-           rules: str = DEFAULT_RULES) -> dict:
+           rules: str = DEFAULT_RULES, holdout: str = HOLDOUT) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model (the store is the backend's)."""
     return {
         "variants": variants,
         "data": {
             "source": source if "://" in source or source == "sample" else str(Path(source).resolve()),
             "rules": rules,
+            "holdout": holdout,
         },
         "train": {
             "nodes": 1,
@@ -147,5 +150,10 @@ def summary(result: Result) -> str:
         else:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if result.losses:
-        lines += ["", f"comparison of the variants: {folder}/comparison.png"]
+        from neosft.eval.report import summary as comparison  # the eval's report: only once there is a run to show
+
+        lines += ["", f"comparison of the variants: {folder}/comparison.png",
+                  "", "chat loss on the held-out conversations (lower is better):",
+                  comparison(result.run.store.location(result.run.folder)),
+                  f"comparison: {folder}/comparison.md and {folder}/eval.png"]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neosft.artifacts import MANIFEST, read_losses
+from neosft.artifacts import MANIFEST, EvalRecord, read_losses
 from neosft.errors import UserError
 from neosft.progress import hms
 from neosft.storage import EMBEDDED_STORE, Location, location
@@ -68,13 +68,18 @@ def progress(output: Location) -> TrainingProgress | None:
                     rate * (last.total_steps - last.current_steps) if last.total_steps else None)
 
 
+STORE_HEADERS = ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA", "CHAT LOSS"]
+
+
 def store_rows(store: str, run_id: str) -> list[list[str]]:
-    """VARIANT, STEP, LOSS, TOKENS/S, ELAPSED, ETA of every variant of the run found in the store."""
+    """STORE_HEADERS of every variant of the run found in the store; CHAT LOSS once its eval.json is written."""
     folder = run_folder(store, run_id)
     rows = []
     for name in VARIANTS:
         done = progress(folder / name)
         if done is not None or (folder / name / "loss.jsonl").exists():
-            rows.append([name, *(done.row() if done else ["0", "-", "-", "-", "-"])])
+            evaluated = EvalRecord.read(folder / name)
+            rows.append([name, *(done.row() if done else ["0", "-", "-", "-", "-"]),
+                         f"{evaluated.chat.loss:.4f}" if evaluated else "-"])
     return rows
 

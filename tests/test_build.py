@@ -283,7 +283,8 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
     import random
 
     source = write_synthetic_corpus(tmp_path / "big.json", 4)
-    command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000"]
+    command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000",
+               "--holdout", "0"]
     reference = build(str(source), str(tmp_path / "reference"), shard_rows=1000)
     expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference.variants.values() for f in v.files}
     dest, rng = tmp_path / "out", random.Random(0)

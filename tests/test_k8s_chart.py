@@ -125,7 +125,7 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
         "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
         "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair",
-        "--method=lora", "--deepspeed=zero2", "--report-to=tensorboard"]
+        "--method=lora", "--deepspeed=zero2", "--report-to=tensorboard", "--eval-base"]  # the first variant also scores the base
 
 
 def test_training_waits_suspended_until_the_data_job_releases_it():
@@ -328,9 +328,9 @@ def test_training_options_become_trainer_flags():
     values = {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10,
                         "saveSteps": 5, "valSize": 0.05, "set": {"logging_steps": 1}}}
     [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
-    assert command(job)[-10:] == ["--model=Qwen/Qwen2-0.5B", "--method=lora", "--deepspeed=zero2",
+    assert command(job)[-11:] == ["--model=Qwen/Qwen2-0.5B", "--method=lora", "--deepspeed=zero2",
                                   "--report-to=tensorboard", "--packing", "--max-steps=10", "--save-steps=5",
-                                  "--val-size=0.05", "--set", "logging_steps=1"]
+                                  "--val-size=0.05", "--eval-base", "--set", "logging_steps=1"]
 
 
 def test_method_and_lora_settings_become_trainer_flags():

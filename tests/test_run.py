@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import assert_user_error, neosft
 
-from neosft.artifacts import Manifest, RunRecord, read_losses
+from neosft.artifacts import EvalRecord, Manifest, RunRecord, read_losses
 from neosft.storage import location
 
 
@@ -33,13 +33,21 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     row = next(line for line in result.stdout.splitlines() if line.startswith("single"))
     assert row.split()[1:3] == [str(manifest.variants["single"].rows), "4"]
     assert "skipped: malformed 5, no_rounds 2, bad_turn_order 2, empty_turn 2" in result.stdout
+    # the held-out records: in no variant, scored by the trained model and the base, compared
+    assert manifest.heldout.records == 48
+    base = EvalRecord.read(location(run / "base"))
+    assert base.method == "base" and base.chat.tokens == EvalRecord.read(location(run / "single")).chat.tokens
+    assert "chat loss on the held-out conversations" in result.stdout and (run / "eval.png").exists()
+    assert "| single |" in (run / "comparison.md").read_text()
     assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
 
     status = neosft("status", "r1", "--store", store)  # what the trainer wrote, read back with no cluster
     assert status.returncode == 0, status.stderr
     header, single = status.stdout.splitlines()
-    assert header.split() == ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA"]
+    assert header.split() == ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA", "CHAT", "LOSS"]
     assert single.split()[:3] == ["single", "4/4", f"{losses[-1].loss:.4f}"]
+    evaluated = EvalRecord.read(location(run / "single"))
+    assert single.split()[-1] == f"{evaluated.chat.loss:.4f}"
     plotted = neosft("plot", run / "single", "--out", tmp_path / "single.png")
     assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")

@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 
 from neosft import __version__
-from neosft.artifacts import MANIFEST, Manifest, SourceInfo, VariantData
+from neosft.artifacts import MANIFEST, HeldOut, Manifest, SourceInfo, VariantData
 from neosft.data import published, reilx
+from neosft.data.holdout import Holdout
 from neosft.data.reader import Reader, escape
 from neosft.data.records import SKIP_REASONS
 from neosft.data.stats import TokenCounter
@@ -53,12 +54,18 @@ def build(
     tokenizer: str | None = None,
     build_id: str | None = None,
     rules: str = "seed",
+    holdout: str = "0",
 ) -> Manifest:
     """Build the datasets; returns the manifest that was written to DEST/manifest.json. `rules`: `seed` (the
-    card's wording, see `records` and `variants`) or `reilx` (REILX's published scripts, see `reilx`)."""
+    card's wording, see `records` and `variants`) or `reilx` (REILX's published scripts, see `reilx`). `holdout`
+    (see `neosft.data.holdout`) sets records aside before any variant, into `<parts>/heldout/`."""
     names = list(VARIANTS) if variants is None else variants
     _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id)
     _check_rules(rules, joiner, input_prompt)
+    rule = Holdout.parse(holdout)
+    if rule.enabled and rules == "reilx":
+        raise UserError(f"--holdout {holdout} with --rules reilx: REILX's files hold every record; build them with "
+                        "--holdout 0 (the default under reilx)")
     out = location(dest)
     out.check()
     file = readable(source)
@@ -67,10 +74,14 @@ def build(
     with _stop_on_sigterm(), out.staging() as staging:
         writer = _Writer(staging)
         try:
-            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules) for n in names]
+            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules)
+                       for n in names]
+            held = _HeldOut(staging, [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer,
+                                                     writer, under=HELDOUT + "/") for n in names]) if rule.enabled else None
             reasons = SKIP_REASONS if rules == "seed" else [r for n in names for r in reilx.skip_reasons(n)]
             skipped = dict.fromkeys(reasons, 0)
-            with Reader(file, [o.variant for o in outputs], joiner, rules) as reader, Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            with Reader(file, [o.variant for o in outputs], joiner, rules, rule) as reader, \
+                    Progress(f"building {', '.join(names)}", total_bytes) as progress:
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
@@ -85,15 +96,22 @@ def build(
                         else:
                             for o in outputs:
                                 o.add(*item)
+                    if held:
+                        held.add(reader.held)
                     progress.update(reader.bytes, reader.count)
             kept = reader.count - sum(skipped.values())
             if not kept:
                 raise UserError(f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
                                 + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
             built = {o.variant.name: o.finish(reader.stats[o.variant.name], skipped, reader.sha256) for o in outputs}
+            heldout = held.finish(rule, holdout, reader.heldout_stats) if held else None
         finally:
             writer.close()
-        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()})).hexdigest()[:16]
+        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()}
+                                                       | ({"heldout": heldout.sha256} if heldout else {}))).hexdigest()[:16]
+        if heldout:
+            heldout = dataclasses.replace(heldout, file=f"{parts}/{heldout.file}", variants={
+                n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in heldout.variants.items()})
         manifest = Manifest(
             source=SourceInfo(redact(source), reader.sha256, reader.bytes, reader.count, reader.revision),
             options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
@@ -106,6 +124,7 @@ def build(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
             rules=rules,
+            heldout=heldout,
         )
         _publish_parts_then_manifest(staging, out, manifest)
     return manifest
@@ -171,12 +190,12 @@ class _VariantOutput:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: _Writer, rules: str = "seed"):
-        self.variant, self.rules = variant, rules
+                 tokenizer: str | None, writer: _Writer, rules: str = "seed", under: str = ""):
+        self.variant, self.rules, self.under = variant, rules, under
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
-        self.folder = staging / variant.name
-        self.folder.mkdir()
+        self.folder = staging / under / variant.name
+        self.folder.mkdir(parents=True)
         self.shard_rows, self.writer = shard_rows, writer
         self.rows, self.hash, self.bytes = 0, hashlib.sha256(), 0
         self.files: list[str] = []
@@ -241,7 +260,7 @@ class _VariantOutput:
     def _next_part(self) -> None:
         self._flush()
         name = f"part-{len(self.files):05d}.jsonl"
-        self.files.append(f"{self.variant.name}/{name}")
+        self.files.append(f"{self.under}{self.variant.name}/{name}")
         self.writer.submit(self._open_part, self.folder / name)
 
     # these three run on the writer thread
@@ -277,6 +296,33 @@ class _VariantOutput:
         return VariantData(self.rows, self.files, sha256, self.has_system, stats, self.bytes,
                            dict(skipped) if self.rules == "seed" else self.skipped,
                            published.compare(source_sha256, self.variant.name, sha256, self.bytes))
+
+
+HELDOUT = "heldout"  # <parts>/heldout/: records.jsonl (ShareGPT) and <variant>/part-*.jsonl
+
+
+class _HeldOut:
+    """The held-out records in ShareGPT form (records.jsonl) and each variant's rows built from them."""
+
+    def __init__(self, staging: Path, outputs: list[_VariantOutput]):
+        self.outputs, self.count, self.hash = outputs, 0, hashlib.sha256()
+        self.file = open(staging / HELDOUT / "records.jsonl", "wb")  # the outputs made the folder
+
+    def add(self, records) -> None:
+        for system, rounds in records:
+            turns = [b'{"from":"system","value":"' + system + b'"}'] if system is not None else []
+            turns += [b'{"from":"human","value":"' + h + b'"},{"from":"gpt","value":"' + g + b'"}' for h, g in rounds]
+            line = b'{"conversations":[' + b",".join(turns) + b"]}\n"
+            self.file.write(line)
+            self.hash.update(line)
+            self.count += 1
+            for o in self.outputs:
+                o.add(system, rounds)
+
+    def finish(self, rule: Holdout, spec: str, stats: dict) -> HeldOut:
+        self.file.close()
+        variants = {o.variant.name: o.finish(stats[o.variant.name], {}, "") for o in self.outputs}
+        return HeldOut(self.count, f"{HELDOUT}/records.jsonl", self.hash.hexdigest(), spec, rule.describe(), variants)
 
 
 class _Writer:

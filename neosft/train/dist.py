@@ -52,3 +52,31 @@ def without_shm_comm() -> None:
         # DeepSpeed itself, only when it trains; by module path: `deepspeed.comm.torch` as an attribute is torch
         backend = importlib.import_module("deepspeed.comm.torch")
         setattr(backend, "build_shm_op", lambda: None)  # noqa: B010  # its only caller reads the module's name
+
+
+def _group():
+    import torch.distributed as td
+
+    return td if td.is_available() and td.is_initialized() else None
+
+
+def shard() -> tuple[int, int]:
+    """(rank, world size) of the initialized process group; (0, 1) without one, so one process does all the work."""
+    td = _group()
+    return (td.get_rank(), td.get_world_size()) if td else (0, 1)
+
+
+def all_reduce_sum(tensor) -> None:
+    """Sum `tensor` over the process group, in place (nothing without one)."""
+    if td := _group():
+        td.all_reduce(tensor)
+
+
+def all_gather_objects(obj) -> list:
+    """`obj` of every rank, in rank order ([obj] without a process group)."""
+    td = _group()
+    if not td:
+        return [obj]
+    out = [None] * td.get_world_size()
+    td.all_gather_object(out, obj)
+    return out

@@ -25,7 +25,7 @@ def _curve(records: list[LossRecord], key: str) -> tuple[list[int], list[float]]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _png(figure) -> bytes:
+def png(figure) -> bytes:
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
@@ -46,7 +46,7 @@ def run_plot(records: list[LossRecord], title: str) -> bytes:
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(figure)
+    return png(figure)
 
 
 def compare_plot(runs: dict[str, list[LossRecord]]) -> bytes:
@@ -62,4 +62,4 @@ def compare_plot(runs: dict[str, list[LossRecord]]) -> bytes:
     ax.set(xlabel="step", ylabel="loss (smoothed; raw faint)", title="training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(figure)
+    return png(figure)

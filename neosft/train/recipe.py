@@ -66,6 +66,9 @@ class Options:
     method: str = DEFAULT_METHOD
     lora: Lora = LORA
     merge: bool = False  # lora: also write OUTPUT/merged (base + adapter as plain weights) once the run finished
+    eval: bool = False  # then score the trained model on the dataset's held-out records (see neosft.eval)
+    eval_samples: int = 20
+    eval_base: bool = False  # also the base model, into the run's base/ (one variant of a run does it)
 
     @property
     def zero(self) -> str:
@@ -102,11 +105,16 @@ def fine_tune(options: Options) -> RunRecord:
     if record is None:
         prepared = setup(options)
         record = save(prepared, train(prepared))
+        del prepared  # the Trainer and its optimizer: their memory goes back before the merge or the eval loads a model
     if options.merge and dist.rank() == 0 and not (location(options.output) / MERGED / "config.json").exists():
         from neosft.train.lora import merge
 
         merge(options.output, f"{options.output.rstrip('/')}/{MERGED}")
         log(f"wrote {options.output.rstrip('/')}/{MERGED}")
+    if options.eval:
+        from neosft.eval.outputs import after_training
+
+        after_training(options)
     return record
 
 

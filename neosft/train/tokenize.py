@@ -1,5 +1,6 @@
 """Rows to tokens in the chat format, token for token as LLaMA-Factory's supervised dataset makes them: prompt and
-response encoded apart, loss on the response only, long rows cut to cutoff_len by `infer_seqlen`."""
+response encoded apart, loss on the response only, long rows cut to cutoff_len by `infer_seqlen`; and whole
+multi-turn conversations the same way (`tokenize_conversations`), every assistant turn a label."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neosft.chat import ChatFormat
+from neosft.chat import DEFAULT_SYSTEM, ChatFormat, turns
 
 IGNORE_INDEX = -100
 BATCH_ROWS = 1000
@@ -27,6 +28,20 @@ def truncated_lengths(prompt_len: int, response_len: int, cutoff_len: int) -> tu
         max_response = int(cutoff_len * (response_len / (prompt_len + response_len)))
     response = min(max_response, response_len)
     return min(max(cutoff_len - response, 0), prompt_len), response
+
+
+def cut_turns(lengths: list[tuple[int, int]], cutoff_len: int) -> list[tuple[int, int]]:
+    """(prompt, response) lengths of each round of a conversation within `cutoff_len`: LLaMA-Factory's supervised
+    `_encode_data_example` (mask_history and efficient_eos off), `truncated_lengths` per round on what the earlier
+    rounds left; the rounds after the budget is spent are dropped."""
+    kept, total = [], 0
+    for prompt, response in lengths:
+        if total >= cutoff_len:
+            break
+        p, r = truncated_lengths(prompt, response, cutoff_len - total)
+        kept.append((p, r))
+        total += p + r
+    return kept
 
 
 @dataclass
@@ -93,3 +108,42 @@ def _batches(rows: Iterable[dict], chat: ChatFormat) -> Iterator[tuple[list[str]
             prompts, responses = [], []
     if prompts:
         yield prompts, responses
+
+
+@dataclass
+class Labeled:
+    """Conversations as one flat array of token ids and one of labels (-100 where no loss), with offsets."""
+
+    ids: np.ndarray  # int32
+    labels: np.ndarray  # int32
+    offsets: np.ndarray  # int64, len(conversations) + 1
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sample(self, i: int) -> dict:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return {"input_ids": self.ids[a:b].tolist(), "labels": self.labels[a:b].tolist()}
+
+
+def tokenize_conversations(conversations: Iterable[tuple[str | None, list[tuple[str, str]]]], tokenizer,
+                           cutoff_len: int, default_system: str = DEFAULT_SYSTEM) -> Labeled:
+    """(system, rounds) conversations -> LLaMA-Factory's `qwen`-template training tokens: every slot encoded on its
+    own (`Template._convert_elements_to_ids`), each round's prompt masked and its answer a label, `cut_turns`."""
+    ids, labels, offsets, truncated = [], [], [0], 0
+    for conversation in conversations:
+        slots = [text for triple in turns(conversation[1], conversation[0], default_system) for text in triple]
+        encoded = [tokenizer.encode(text, add_special_tokens=False) if text else [] for text in slots]
+        pairs = [(encoded[i] + encoded[i + 1], encoded[i + 2]) for i in range(0, len(encoded), 3)]
+        kept = cut_turns([(len(p), len(r)) for p, r in pairs], cutoff_len)
+        truncated += kept != [(len(p), len(r)) for p, r in pairs]
+        for (prompt, response), (p, r) in zip(pairs, kept):
+            ids += prompt[:p] + response[:r]
+            labels += [IGNORE_INDEX] * p + response[:r]
+        offsets.append(len(ids))
+    return Labeled(np.asarray(ids, np.int32), np.asarray(labels, np.int32), np.asarray(offsets, np.int64), truncated)

@@ -255,6 +255,16 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- if not (kindIs "invalid" $t.valSize) }}
 - {{ printf "--val-size=%v" $t.valSize | quote }}
 {{- end }}
+{{- if not .root.Values.eval.enabled }}
+- --no-eval
+{{- else }}
+{{- if not (kindIs "invalid" .root.Values.eval.samples) }}
+- {{ printf "--eval-samples=%d" (int .root.Values.eval.samples) | quote }}
+{{- end }}
+{{- if eq .variant (first .root.Values.variants) }}
+- --eval-base
+{{- end }}
+{{- end }}
 {{- range $key, $value := merge (deepCopy (get $t.variantSet .variant | default dict)) $t.set }}
 - --set
 - {{ printf "%s=%v" $key $value | quote }}
