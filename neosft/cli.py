@@ -13,17 +13,20 @@ from neosft.chat import DEFAULT_SYSTEM
 from neosft.data.holdout import CLUSTER_DEFAULT as HOLDOUT_DEFAULT
 from neosft.errors import UserError, redact
 from neosft.eval import MAX_NEW_TOKENS, SAMPLES
+from neosft.progress import text_table
 from neosft.train import DEFAULT_MODEL
 from neosft.variants import (
     DEFAULT_METHOD,
     LORA,
     METHODS,
     NUM_DEVICES,
+    REILX_RUN,
     RULES,
     SHARED,
     TOTAL_EVAL_BATCH,
     TOTAL_TRAIN_BATCH,
     VARIANTS,
+    reilx_run,
 )
 
 if TYPE_CHECKING:  # the backends import Helm and the Kubernetes client: only in the commands that use them
@@ -213,7 +216,9 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
               help="lora: LoRA adapters (the seed's method); full: every weight.")
 @_rules
-def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules) -> None:
+@click.option("--reilx", is_flag=True, help="REILX's run of the seed, rehearsed: --rules reilx, LoRA, every record "
+              "(no held-out split, so no eval); the tiny model keeps the rehearsal's learning rates.")
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -231,11 +236,19 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     from neosft.k8s.manifests import check_run_id
 
     names = list(VARIANTS) if variant == "all" else [variant]
+    holdout = rehearsal.HOLDOUT
+    if reilx:
+        ctx = click.get_current_context()
+        given = [f"--{name}" for name in ("method", "rules")
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise UserError(f"--reilx sets {given[0]} itself: drop {given[0]}")
+        method, rules, holdout = REILX_RUN["train"]["method"], REILX_RUN["data"]["rules"], REILX_RUN["data"]["holdout"]
     run_id = check_run_id(run_id or rehearsal.new_run_id())
     with _backend(local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))) \
             as backend:
         result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind,
-                                 method=method, rules=rules)
+                                 method=method, rules=rules, holdout=holdout)
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
 
@@ -381,13 +394,15 @@ def _warn(line: str) -> None:
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
 @click.option("--method", type=click.Choice(METHODS), help="lora (LoRA adapters) or full (every weight); default: "
               "the values' train.method, lora.")
+@click.option("--reilx", is_flag=True, help="REILX's run of the seed exactly: its conversion scripts (--rules reilx), "
+              "every record (data.holdout 0), LoRA r 16 / alpha 32 / dropout 0 on every projection, the card's "
+              "hyper-parameters.")
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
 @click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
               "(seconds, or 30m, 12h, 7d); the run goes on.")
 def submit(variant, namespace, values_file, sets, source, data_uri, data_only, rules, queue, trainer_kind, run_id,
-           method, dry_run,
-           wait, timeout) -> None:
+           method, reilx, dry_run, wait, timeout) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
     The data Job builds the run's own dataset; the training objects are created suspended and
@@ -411,6 +426,8 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, r
         raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
     if rules and data_uri:
         raise UserError("--rules and --data exclude each other: --data trains on a dataset already built")
+    if reilx and data_uri:
+        raise UserError("--reilx and --data exclude each other: REILX's run builds its dataset with REILX's scripts")
     timeout_s = parse_duration(timeout)
     overrides: dict = {}
     if variant:
@@ -425,7 +442,10 @@ def submit(variant, namespace, values_file, sets, source, data_uri, data_only, r
         overrides["queue"] = queue
     if method:
         overrides.setdefault("train", {})["method"] = method
-    values = with_store_default(load_values(values_file, sets, overrides), dict(os.environ))
+    values = load_values(values_file, sets, overrides)
+    if reilx:
+        values = reilx_run(values)
+    values = with_store_default(values, dict(os.environ))
     run_id = check_run_id(run_id or values.get("runId") or new_run_id())
     backend = _backend(namespace=namespace, offline=dry_run)
     run = backend.render(values, run_id, trainer_kind, click.echo)
@@ -461,11 +481,6 @@ def _print_plan(run: RenderedRun, method: str) -> None:
         _warn(f"warning: no plan: {e}")
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows])
-
-
 @cli.command()
 @click.argument("run", required=False)
 @_namespace
@@ -484,19 +499,19 @@ def status(run, namespace, store) -> None:
 
         if run is None:
             raise UserError("--store reads one run: neosft status RUN --store STORE")
-        click.echo(_table(list(STORE_HEADERS), store_rows(store, run)))
+        click.echo(text_table(list(STORE_HEADERS), store_rows(store, run)))
         return
     backend = _backend(run, namespace=namespace)
     if run is None:
         listing = [[r.run_id, ",".join(r.holds), r.states, r.created] for r in backend.runs()]
-        click.echo(_table(["RUN", "HOLDS", "STATE", "CREATED"], listing) if listing
+        click.echo(text_table(["RUN", "HOLDS", "STATE", "CREATED"], listing) if listing
                    else f"no neosft runs in namespace {backend.namespace}")
         return
     report = backend.status(run)
     rows = [[p.kind, p.name, p.variant, p.state, p.pods, str(p.restarts),
              "-" if p.progress is None or p.progress.loss is None
              else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}"] for p in report.parts]
-    click.echo(_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
+    click.echo(text_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
     if report.problems:
         _warn(f"latest loss unavailable: {report.problems[0]}")
 

@@ -1,5 +1,5 @@
-"""Progress for long work: a live bar on a terminal, a plain log line every few seconds otherwise; and the
-durations people read and type (`--timeout 12h`, `0:42:10`)."""
+"""Progress for long work: a live bar on a terminal, a plain log line every few seconds otherwise; the
+durations people read and type (`--timeout 12h`, `0:42:10`); and the tables they read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ from neosft.errors import UserError
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows])
 
 
 def parse_duration(text: str) -> float:

@@ -87,11 +87,11 @@ def values(variants: list[str], source: str, steps: int, model: Path, *, method:
 
 def run(
     backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str,
-    *, method: str = DEFAULT_METHOD, rules: str = DEFAULT_RULES,
+    *, method: str = DEFAULT_METHOD, rules: str = DEFAULT_RULES, holdout: str = HOLDOUT,
 ) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
     rendered = backend.render(
-        values(variants, source, steps, model_folder(run_id), method=method, rules=rules), run_id, trainer_kind, log
+        values(variants, source, steps, model_folder(run_id), method=method, rules=rules, holdout=holdout), run_id, trainer_kind, log
     )
     log(
         f"object store: {rendered.store.root}"
@@ -119,7 +119,7 @@ def tiny_model(folder: Path, dataset: Location) -> None:
     manifest = Manifest.read(dataset)
     entry = next(iter(manifest.variants.values()))
     texts = [
-        row["instruction"] + "\n" + row["output"]
+        f"{row['instruction']}\n{row['output']}"  # f-string: REILX's single rows copy values as found, strings or not
         for file in entry.files
         for row in map(json.loads, (dataset / file).read_bytes().splitlines())
     ]
@@ -150,10 +150,13 @@ def summary(result: Result) -> str:
         else:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")
     if result.losses:
+        lines += ["", f"comparison of the variants: {folder}/comparison.png"]
+    if result.losses and manifest.heldout is None:
+        lines += ["no held-out records (--holdout 0): no evaluation"]
+    elif result.losses:
         from neosft.eval.report import summary as comparison  # the eval's report: only once there is a run to show
 
-        lines += ["", f"comparison of the variants: {folder}/comparison.png",
-                  "", "chat loss on the held-out conversations (lower is better):",
+        lines += ["", "chat loss on the held-out conversations (lower is better):",
                   comparison(result.run.store.location(result.run.folder)),
                   f"comparison: {folder}/comparison.md and {folder}/eval.png"]
     return "\n".join(lines)

@@ -195,3 +195,37 @@ class Lora:
 
 
 LORA = Lora()
+
+# REILX's own run of the seed, as its published artifacts show it (the README's "REILX's run"): REILX's conversion
+# scripts byte for byte, every record (no held-out split), LoRA adapters at the settings above, and the table's
+# hyper-parameters untouched. `neosft submit --reilx` and `neosft run --reilx` set exactly these chart values.
+REILX_RUN: dict = {
+    "data": {"rules": "reilx", "holdout": "0"},
+    "train": {"method": "lora",
+              "lora": {"rank": LORA.rank, "alpha": LORA.alpha, "dropout": LORA.dropout, "target": LORA.target}},
+}
+
+
+def reilx_run(values: dict) -> dict:
+    """`values` with REILX_RUN set; a value of the user's that contradicts it, or a table hyper-parameter changed
+    through train.set or train.variantSet, is refused in one line rather than overridden."""
+
+    def leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
+        return [leaf for key, value in node.items() for leaf in
+                (leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])]
+
+    for key, wanted in leaves(REILX_RUN):
+        node: object = values
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and node != wanted:
+            raise UserError(f"--reilx runs REILX's run, with {key}={wanted}: drop {key}={node}")
+    train = values.get("train") or {}
+    table = set(SHARED) | {"learning_rate", "cutoff_len"}
+    for where, sets in [("train.set", train.get("set") or {}),
+                        *((f"train.variantSet.{v}", s or {}) for v, s in (train.get("variantSet") or {}).items())]:
+        changed = sorted(table & set(sets))
+        if changed:
+            raise UserError(f"--reilx trains with the card's hyper-parameters: drop {where}.{changed[0]}")
+    return {**values, "data": {**(values.get("data") or {}), **REILX_RUN["data"]},
+            "train": {**train, **REILX_RUN["train"]}}

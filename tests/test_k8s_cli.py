@@ -188,6 +188,31 @@ def test_dry_run_renders_pytorchjobs_unless_told(monkeypatch):
         assert training == {kind}
 
 
+def test_submit_reilx_is_reilx_run_and_refuses_what_contradicts_it(monkeypatch):
+    """--reilx: REILX's scripts, every record, LoRA r 16 / alpha 32 / dropout 0 on every projection, the card's
+    hyper-parameters; a value of the user's that says otherwise is refused, not overridden."""
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--reilx", "--backend", "pytorchjob",
+                    "--dry-run")
+    assert result.returncode == 0, result.stderr
+    objects = list(yaml.safe_load_all(result.stdout))
+    [job] = [o for o in objects if o["kind"] == "Job"]
+    [build] = job["spec"]["template"]["spec"]["initContainers"]
+    assert build["args"][-3:] == ["--rules", "reilx", "--holdout=0"]
+    [train] = [o for o in objects if o["kind"] == "PyTorchJob"]
+    command = train["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--method=lora"):][:5] == [
+        "--method=lora", "--lora-rank=16", "--lora-alpha=32", "--lora-dropout=0", "--lora-target=all"]
+    assert "--set" not in command  # the table's hyper-parameters, untouched
+    for args, message in [(("--method", "full"), "drop train.method=full"),
+                          (("--set", "data.holdout=1%"), "drop data.holdout=1%"),
+                          (("--set", "train.lora.rank=8"), "drop train.lora.rank=8"),
+                          (("--set", "train.variantSet.single.learning_rate=1e-4"),
+                           "drop train.variantSet.single.learning_rate"),
+                          (("--data", "s3://b/d"), "--reilx and --data exclude each other")]:
+        assert_user_error(neosft("submit", "--run-id", "r1", "--reilx", "--dry-run", *args), message)
+
+
 def test_submit_method_sets_the_training_method(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
     for args, expected in [((), "--method=lora"), (("--method", "full"), "--method=full"),

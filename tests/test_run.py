@@ -102,3 +102,10 @@ def test_run_rules_reach_the_data_job_it_renders(tmp_path):
     [job] = [o for o in objects if o["kind"] == "Job"]
     [build] = job["spec"]["template"]["spec"]["initContainers"]
     assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-2:] == ["--rules", "reilx"]
+
+
+def test_run_reilx_sets_the_rules_and_method_itself(tmp_path):
+    for flag, value in (("--rules", "seed"), ("--method", "full")):
+        result = neosft("run", "--reilx", flag, value, "--store", tmp_path / "store", cwd=tmp_path)
+        assert_user_error(result, f"--reilx sets {flag} itself")
+    assert not (tmp_path / "store").exists()

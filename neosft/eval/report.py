@@ -8,6 +8,7 @@ from pathlib import Path
 
 from neosft.artifacts import EvalRecord, RunRecord
 from neosft.errors import UserError
+from neosft.progress import text_table
 from neosft.storage import Location
 from neosft.variants import VARIANTS
 
@@ -121,8 +122,6 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
 
 def summary(run: Location) -> str:
     """The comparison table as text, as `neosft run`, `neosft eval` and `neosft compare` print it."""
-    from neosft.k8s.runs import table as text_table
-
     return text_table(HEADERS, table(*collect(run)))
 
 

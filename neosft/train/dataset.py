@@ -32,10 +32,12 @@ def manifest_entry(data_uri: str, variant: str) -> tuple[Manifest, VariantData]:
     return manifest, manifest.variant(variant, data_uri)
 
 
-def rows(data_uri: str, variant: str, entry: VariantData) -> Iterator[dict]:
+def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -> Iterator[dict]:
     """Stream the variant's rows, each checked for its shape; at the end, refuse them if their sha256 is not the
-    manifest's."""
+    manifest's. Under the reilx rules a row whose values are not strings is REILX's script's as it found them
+    (`single` copies values unchanged): such rows are counted and left out, not refused."""
     digest = hashlib.sha256()
+    left_out = 0
     for name in entry.files:
         with (location(data_uri) / name).open() as f:
             for number, line in enumerate(f, 1):
@@ -46,11 +48,17 @@ def rows(data_uri: str, variant: str, entry: VariantData) -> Iterator[dict]:
                     raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                                     "part); rebuild the dataset") from None
                 if not _is_row(row):
+                    if reilx and isinstance(row, dict):
+                        left_out += 1
+                        continue
                     raise UserError(f"{data_uri}/{name} line {number} is not a row of string instruction and output "
                                     "(and input, system); rebuild the dataset with `neosft data build`")
                 yield row
     if digest.hexdigest() != entry.sha256:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
+    if left_out:
+        log(f"warning: {left_out:,} {variant} rows hold a value that is not a string (REILX's scripts copy values as "
+            "found): not trained on")
 
 
 def _is_row(row) -> bool:
@@ -59,7 +67,7 @@ def _is_row(row) -> bool:
 
 
 def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int,
-              output: Location, work_dir: Path) -> Tokens:
+              output: Location, work_dir: Path, reilx: bool = False) -> Tokens:
     """The variant's tokens, computed once (global rank 0) and shared with every rank through OUTPUT_URI."""
     template = chat.template.chat_template if chat.template else "ChatML"
     recipe = json.dumps([entry.sha256, cutoff_len, _tokenizer_id(tokenizer), template, chat.default_system])
@@ -67,7 +75,7 @@ def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: 
     remote, local = output / "tokens" / key, work_dir / "tokens" / key
     if dist.rank() == 0 and not (remote / "meta.json").exists():
         log(f"tokenizing {entry.rows:,} {variant} rows (cutoff_len {cutoff_len})")
-        tokens = tokenize(rows(data_uri, variant, entry), tokenizer, cutoff_len, chat)
+        tokens = tokenize(rows(data_uri, variant, entry, reilx), tokenizer, cutoff_len, chat)
         tokens.save(local)
         remote.upload_dir(local)
         meta = json.dumps({"samples": len(tokens), "truncated": tokens.truncated}).encode()

@@ -150,7 +150,7 @@ def setup(options: Options) -> Prepared:
                               evaluate=options.val_size > 0, world_size=dist.world_size(),
                               report_to=options.report_to, liger=options.liger)
     tokenizer, chat = _setup_tokenizer(options)
-    tokens = _setup_tokens(options, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
+    tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
     resume = _setup_resume(output, work_dir)
     loss_log = LossLog(read_losses((resume / "loss.jsonl").read_bytes()) if resume else [])
@@ -290,10 +290,11 @@ def _check_safetensors(file: Path) -> None:
         raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
-def _setup_tokens(options: Options, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int, output: Location,
-                  work_dir: Path):
+def _setup_tokens(options: Options, manifest: Manifest, entry: VariantData, tokenizer, chat: ChatFormat,
+                  cutoff_len: int, output: Location, work_dir: Path):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
-    return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir)
+    return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir,
+                     reilx=manifest.rules == "reilx")
 
 
 def _setup_resume(output: Location, work_dir: Path) -> Path | None:
