@@ -236,7 +236,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     from neosft.k8s.manifests import check_run_id
 
     names = list(VARIANTS) if variant == "all" else [variant]
-    holdout = rehearsal.HOLDOUT
+    holdout = "0" if rules == "reilx" else rehearsal.HOLDOUT  # REILX's files hold every record
     if reilx:
         ctx = click.get_current_context()
         given = [f"--{name}" for name in ("method", "rules")

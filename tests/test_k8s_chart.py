@@ -605,3 +605,11 @@ def test_a_world_size_that_does_not_divide_the_total_batch_is_refused_before_any
 def test_training_defaults_follow_the_plan_and_report_to_tensorboard():
     [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")
     assert {"--deepspeed=zero2", "--report-to=tensorboard"} <= set(command(job))
+
+
+def test_reilx_rules_refuse_a_holdout():
+    """REILX's files hold every record: data.rules reilx with records held out is refused at render, not in the pod."""
+    with pytest.raises(UserError, match="data.rules reilx writes REILX's files, which hold every record"):
+        render({"data": {"rules": "reilx", "holdout": "1%"}}, "r1", "ml")
+    [job] = kinds(render({"data": {"rules": "reilx", "holdout": "0"}}, "r1", "ml"), "Job")
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["args"][-3:] == ["--rules", "reilx", "--holdout=0"]

@@ -98,10 +98,10 @@ def test_run_rules_reach_the_data_job_it_renders(tmp_path):
     from neosft.k8s.manifests import manifests
     from neosft.run import values
 
-    objects = manifests(values(["single"], "sample", 4, tmp_path / "model", rules="reilx"), "r1", "local")
+    objects = manifests(values(["single"], "sample", 4, tmp_path / "model", rules="reilx", holdout="0"), "r1", "local")
     [job] = [o for o in objects if o["kind"] == "Job"]
     [build] = job["spec"]["template"]["spec"]["initContainers"]
-    assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-2:] == ["--rules", "reilx"]
+    assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-3:] == ["--rules", "reilx", "--holdout=0"]
 
 
 def test_run_reilx_sets_the_rules_and_method_itself(tmp_path):
