@@ -379,6 +379,9 @@ def status(run, namespace, store) -> None:
              "-" if p.progress is None or p.progress.loss is None
              else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}"] for p in report.parts]
     click.echo(_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
+    for part in report.parts:
+        if part.event:
+            click.echo(f"{part.kind}/{part.name}: {part.event}")
     if report.problems:
         _warn(f"latest loss unavailable: {report.problems[0]}")
 

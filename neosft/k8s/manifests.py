@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from neosft.errors import UserError
 from neosft.k8s.cluster import MANAGED_BY
 from neosft.k8s.kinds import TRAINING_KINDS, TRAINJOB
+from neosft.k8s.names import check_derived_names
 from neosft.k8s.render import is_test, render, with_defaults, without_hook
 from neosft.k8s.validate import validate
 from neosft.train.args import checked_overrides
@@ -40,6 +41,7 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     """
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
+    check_derived_names(objects, run_id)
     _check_world_size(values)
     _check_trainer_settings(objects)
     return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
