@@ -209,8 +209,8 @@ def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released
     objects = manifests({"variants": ["single", "multi"], "queue": "gpu", "train": {"backend": "trainjob"}}, "r1", "ml")
     jobs = kinds(objects, "TrainJob")
     assert [j["spec"]["suspend"] for j in jobs] == [True, True]
-    assert all("kueue.x-k8s.io/queue-name" not in j["metadata"]["labels"] for j in jobs)
-    assert all(j["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" for j in jobs)
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" for j in jobs)  # Kueue's from the start,
+    assert all(j["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset" for j in jobs)
     [data] = kinds(objects, "Job")
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     [release] = data["spec"]["template"]["spec"]["containers"]
@@ -339,9 +339,13 @@ def test_kueue_queue_labels_the_run_and_joins_training_when_released():
     objects = manifests({"variants": ["single"], "queue": "gpu"}, "r1", "ml")
     [data] = kinds(objects, "Job")
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
-    [job] = kinds(objects, "PyTorchJob")  # Kueue must not admit it before its dataset exists
-    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
-    assert job["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" and job["spec"]["runPolicy"]["suspend"]
+    [job] = kinds(objects, "PyTorchJob")  # Kueue's admission gate: not admitted before its dataset exists
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and job["spec"]["runPolicy"]["suspend"]
+    assert job["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
+    [data] = kinds(manifests({"queue": "gpu", "data": {"queue": "cpu"}}, "r1", "ml"), "Job")
+    assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "cpu"  # data.queue: the CPU Job's own
+    assert data["spec"]["podFailurePolicy"]["rules"] == [{"action": "FailJob", "onExitCodes": {
+        "containerName": "release", "operator": "NotIn", "values": [0]}}]  # a failed release rebuilds nothing
     [job] = kinds(manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}}, "r1", "ml"), "PyTorchJob")
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
 

@@ -50,7 +50,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 TRAINJOB_POD_LABELS = ("trainer.kubeflow.org/trainjob-name", "jobset.sigs.k8s.io/jobset-name")
 TIMEOUT_S = 30
 RETRY_S = 60  # how long a TrainJob refused for its just-created runtime, or a failing release call, is retried
-RETRY_INTERVAL_S = 2.0
+RETRY_FIRST_S = 0.25  # the first pause between tries; each next one doubles, up to RETRY_MAX_INTERVAL_S
+RETRY_MAX_INTERVAL_S = 5.0
 TRANSIENT = (429, 500, 502, 503, 504)
 # The order objects are created in: a TrainJob's runtime before it, the training objects (held) before
 # the data Job that releases them.
@@ -132,13 +133,13 @@ class Cluster:
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
         deadline = time.monotonic() + RETRY_S
-        while True:
+        for pause in _pauses():
             try:
                 return self._create(obj)
             except ApiException as e:
                 if not _runtime_unseen(obj, e) or time.monotonic() > deadline:
                     raise
-            time.sleep(RETRY_INTERVAL_S)
+            time.sleep(pause)
 
     def _create(self, obj: dict) -> None:
         ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
@@ -191,7 +192,7 @@ class Cluster:
         from urllib3.exceptions import HTTPError  # the client's transport, loaded with it
 
         start = time.monotonic()
-        while True:
+        for pause in _pauses():
             try:
                 return call()
             except ApiException as e:
@@ -201,7 +202,7 @@ class Cluster:
             except HTTPError:
                 if time.monotonic() - start > RETRY_S:
                     raise
-            time.sleep(RETRY_INTERVAL_S)
+            time.sleep(pause)
 
     # --- what the cluster is set up to do ---------------------------------------------------------
 
@@ -433,6 +434,13 @@ def _label_trainjob_pods(trainjobs: list[dict], pods: list[dict]) -> None:
         owner = next((labels[key] for key in TRAINJOB_POD_LABELS if key in labels), None)
         if VARIANT_LABEL not in labels and variants.get(owner):
             labels[VARIANT_LABEL] = variants[owner]
+
+
+def _pauses() -> Iterator[float]:
+    pause = RETRY_FIRST_S
+    while True:
+        yield pause
+        pause = min(2 * pause, RETRY_MAX_INTERVAL_S)
 
 
 def _runtime_unseen(obj: dict, e) -> bool:
