@@ -423,6 +423,17 @@ def release(names, kind, timeout, namespace) -> None:
         click.echo(f"released {name}")
 
 
+@cli.command("await-runtime", hidden=True)
+@click.argument("runtime")
+@_namespace
+def await_runtime(runtime, namespace) -> None:
+    """Wait until the TrainJob webhooks see this TrainingRuntime: the chart's pre-install check under Helm."""
+    from neosft.k8s.cluster import Cluster
+
+    Cluster(namespace).await_runtime(runtime)
+    click.echo(f"TrainingRuntime/{runtime} is seen by the TrainJob webhooks")
+
+
 @cli.command()
 @click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
 @click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")

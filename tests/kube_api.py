@@ -152,6 +152,8 @@ class KubeAPI:
             refused = self._admit_create(namespace, obj)
             if refused:
                 return refused
+            if query.get("dryRun") == ["All"]:  # admitted, not stored
+                return 201, obj
             if obj["kind"] in self.on_create:
                 obj["status"] = self.on_create[obj["kind"]]
             collection[obj["metadata"]["name"]] = obj

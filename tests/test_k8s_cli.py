@@ -719,3 +719,23 @@ def test_state_of_trainjobs(spec, status, expected):
     from neosft.k8s.state import state
 
     assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected
+
+
+def test_the_helm_hook_holds_the_install_until_the_trainjob_webhooks_see_the_runtime(kube):
+    from neosft.k8s.render import render
+
+    kube.served, kube.runtime_lag = {V2}, 2
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render({"train": {"backend": "trainjob"}}, "r1", "ml")}
+    runtime, check = objects[("TrainingRuntime", "neosft-r1")], objects[("Job", "neosft-r1-runtime-check")]
+    hook = lambda o, key: o["metadata"]["annotations"][f"helm.sh/{key}"]  # noqa: E731
+    assert int(hook(check, "hook-weight")) > int(runtime["metadata"]["annotations"].get("helm.sh/hook-weight", 0))
+    assert "pre-install" in hook(check, "hook") and "pre-install" in hook(runtime, "hook")
+    trainjobs = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+    assert kube.answer("POST", trainjobs.replace("trainjobs", "trainingruntimes"), {}, runtime)[0] == 201  # Helm
+    [container] = check["spec"]["template"]["spec"]["containers"]
+    result = run_container(container, {})
+    assert result.returncode == 0, result.stderr
+    probes = [r for r in kube.sent("POST") if r.path == trainjobs]
+    assert len(probes) == 3 and all(r.query["dryRun"] == ["All"] for r in probes)  # two refused, then seen
+    assert not kube.objects.get(trainjobs)  # a dry run creates nothing
+    assert kube.answer("POST", trainjobs, {}, objects[("TrainJob", "neosft-r1-single")])[0] == 201  # then Helm's

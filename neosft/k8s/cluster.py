@@ -124,7 +124,24 @@ class Cluster:
             raise UserError(f"{e}{note}") from None
         return [f"{o['kind']}/{o['metadata']['name']}" for o in created]
 
-    def _create_retrying(self, obj: dict) -> None:
+    def await_runtime(self, runtime: str) -> None:
+        """Return once the TrainJob webhooks see TrainingRuntime `runtime` (the Helm path's pre-install check):
+        a dry-run TrainJob naming it is refused for the unseen runtime for at most RETRY_S."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+
+        probe = {"apiVersion": TRAINJOB.resource.api_version, "kind": TRAINJOB.kind,
+                 "metadata": {"name": f"{runtime}-check"},
+                 "spec": {"runtimeRef": {"apiGroup": TRAINING_RUNTIME.group, "kind": TRAINING_RUNTIME.kind,
+                                         "name": runtime}}}
+        with self.errors(f"TrainingRuntime/{runtime}"):
+            try:
+                self._create_retrying(probe, dry_run=True)
+            except ApiException as e:
+                if _runtime_unseen(probe, e) or e.status in (401, 403):
+                    raise
+                # any other refusal of the probe comes after the runtime lookup: the webhooks see the runtime
+
+    def _create_retrying(self, obj: dict, dry_run: bool = False) -> None:
         """Create `obj`; a TrainJob refused because its TrainingRuntime is not seen yet is tried again for RETRY_S.
 
         Trainer's TrainJob webhook (kubeflow/trainer pkg/runtime/core/trainingruntime.go, ValidateObjects) and
@@ -135,14 +152,14 @@ class Cluster:
         deadline = time.monotonic() + RETRY_S
         for pause in _pauses():
             try:
-                return self._create(obj)
+                return self._create(obj, dry_run)
             except ApiException as e:
                 if not _runtime_unseen(obj, e) or time.monotonic() > deadline:
                     raise
             time.sleep(pause)
 
-    def _create(self, obj: dict) -> None:
-        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
+    def _create(self, obj: dict, dry_run: bool = False) -> None:
+        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S, **({"dry_run": "All"} if dry_run else {})}
         match obj["kind"]:
             case "ServiceAccount":
                 self.core.create_namespaced_service_account(ns, obj, **kw)

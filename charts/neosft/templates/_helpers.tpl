@@ -361,3 +361,11 @@ priorityClassName: {{ . | quote }}
 volumes:
   {{- include "neosft.trainVolumes" . | nindent 2 }}
 {{- end }}
+
+{{/* Annotations of the TrainJob runtime check: a Helm-only pre-install hook, after the runtime (weight 0). */}}
+{{- define "neosft.runtimeCheckHook" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+neosft.io/helm-only: "true"
+{{- end }}
