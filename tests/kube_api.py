@@ -91,6 +91,7 @@ class KubeAPI:
     objects: dict = field(default_factory=dict)  # collection path -> {name: object}
     logs: dict = field(default_factory=dict)  # pod name -> text
     fail: dict = field(default_factory=dict)  # (method, path) -> (status, Status dict or text)
+    flaky: dict = field(default_factory=dict)  # (method, path) -> how many more times it answers 503
     on_create: dict = field(default_factory=dict)  # kind -> status set on creation
     requests: list = field(default_factory=list)
     namespace_labels: dict = field(default_factory=dict)  # namespace -> its labels (Pod Security)
@@ -111,6 +112,9 @@ class KubeAPI:
         self.requests.append(Request(method, path, query, body, content_type))
         if (method, path) in self.fail:
             return self.fail[(method, path)]
+        if self.flaky.get((method, path), 0) > 0:
+            self.flaky[(method, path)] -= 1
+            return 503, status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         if (namespace_match := NAMESPACE.match(path)) and method == "GET":
             name = namespace_match[1]
             if name not in self.namespaces:

@@ -479,6 +479,16 @@ def test_release_hands_queued_training_to_kueue_and_fails_clearly(kube):
     assert_user_error(neosft("release", "neosft-r9-single", "--timeout", "0.5"), 'pytorchjobs "neosft-r9-single" not found')
 
 
+def test_release_retries_an_api_that_fails_for_a_while(kube):
+    assert neosft("submit", "--run-id", "r1").returncode == 0
+    path = "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/neosft-r1-single"
+    kube.flaky = {("GET", path): 2, ("PATCH", path): 2}
+    result = neosft("release", "neosft-r1-single")
+    assert result.stdout == "released PyTorchJob/neosft-r1-single\n", result.stderr
+    assert kube.get("ml", "pytorchjobs", "neosft-r1-single")["spec"]["runPolicy"]["suspend"] is False
+    assert [r.method for r in kube.requests if r.path == path] == ["GET"] * 3 + ["PATCH"] * 3
+
+
 def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
