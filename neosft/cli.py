@@ -512,6 +512,9 @@ def status(run, namespace, store) -> None:
              "-" if p.progress is None or p.progress.loss is None
              else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}"] for p in report.parts]
     click.echo(text_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
+    for part in report.parts:
+        if part.event:
+            click.echo(f"{part.kind}/{part.name}: {part.event}")
     if report.problems:
         _warn(f"latest loss unavailable: {report.problems[0]}")
 
@@ -555,6 +558,17 @@ def release(names, kind, timeout, namespace) -> None:
 
 _method = click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
                        help="lora: train a LoRA adapter on the frozen model (the seed's method); full: every weight.")
+
+
+@cli.command("await-runtime", hidden=True)
+@click.argument("runtime")
+@_namespace
+def await_runtime(runtime, namespace) -> None:
+    """Wait until the TrainJob webhooks see this TrainingRuntime: the chart's pre-install check under Helm."""
+    from neosft.k8s.cluster import Cluster
+
+    Cluster(namespace).await_runtime(runtime)
+    click.echo(f"TrainingRuntime/{runtime} is seen by the TrainJob webhooks")
 
 
 @cli.command()

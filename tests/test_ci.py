@@ -160,7 +160,7 @@ def runner(tmp_path, kube, s3, s3_server):
                  "NEOSFT_S3_ENDPOINT": keys["NEOSFT_S3_ENDPOINT"], "NEOSFT_QUEUE": "gpu-queue"},
         "secrets": {"KUBECONFIG": Path(os.environ["KUBECONFIG"]).read_text(), "AWS_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
                     "AWS_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"]},
-        "github": {"run_id": "4242", "run_attempt": "1", "event_name": "workflow_dispatch"},
+        "github": {"run_id": "4242", "run_attempt": "1", "event_name": "workflow_dispatch", "repository_owner": "Acme-ML"},
     }
 
     def run(workflow: str, job: str, inputs: dict, cancel_after: str = "", vars=None, secrets=None, **github):
@@ -192,14 +192,15 @@ def test_train_submits_and_returns_with_the_run_id_and_plan_in_the_summary(runne
     assert images and all(image.endswith(":1.2.3") for image in images)
     trainers = [c["command"] for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob" for c in _containers(p.body)]
     assert trainers and all("--method=lora" in command for command in trainers)  # the workflow's method input
+    assert all(image.startswith("ghcr.io/acme-ml/neosft-") for image in images)  # where images.yml pushed them
     assert "### neosft run `gh-4242-1` (all)" in result.summary
     assert "plan: `neosft plan --data s3://" in result.summary and "run gh-4242-1 submitted to namespace ml" in result.summary
     assert "neosft delete gh-4242-1 -n ml" in result.summary
     assert not kube.sent("DELETE")
-    # the data Job queues at once; held training joins the queue at its release
+    # every part joins the queue; Kueue's admission gate holds training until the data Job's release lifts it
     assert all(p.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-               for p in kube.sent("POST") if p.body["kind"] == "Job")
-    assert all(p.body["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu-queue"
+               for p in kube.sent("POST") if p.body["kind"] in ("Job", "PyTorchJob"))
+    assert all(p.body["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
                for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob")
     assert "backend: PyTorchJob (the cluster serves PyTorchJob" in result.summary + result.output  # auto chose
 

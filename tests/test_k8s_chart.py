@@ -13,7 +13,7 @@ import yaml
 
 from neosft.errors import UserError
 from neosft.k8s.manifests import manifests
-from neosft.k8s.render import CHART, is_hook, load_values, merge, render, to_yaml
+from neosft.k8s.render import CHART, is_helm_only, is_hook, load_values, merge, render, to_yaml
 from neosft.k8s.validate import CRD_SCHEMAS, KUBERNETES_VERSION, PYTORCHJOB_SCHEMA, strict, validate
 from neosft.variants import DEFAULT_METHOD, METHODS, NUM_DEVICES, RULES, VARIANTS
 
@@ -95,7 +95,7 @@ def test_every_variant_and_option_combination_renders_valid_objects(options, bac
         jobs = kinds(objects, kind)
         assert len(jobs) == (0 if stage.get("train") else len(variants))
         assert not kinds(objects, {"PyTorchJob": "TrainJob", "TrainJob": "PyTorchJob"}[kind])
-        assert len(kinds(objects, "Job")) == (0 if stage.get("data") else 1)
+        assert len([j for j in kinds(objects, "Job") if not is_helm_only(j)]) == (0 if stage.get("data") else 1)
         for job in jobs:
             if kind == "TrainJob":
                 assert job["spec"]["trainer"]["numNodes"] == nodes
@@ -209,8 +209,8 @@ def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released
     objects = manifests({"variants": ["single", "multi"], "queue": "gpu", "train": {"backend": "trainjob"}}, "r1", "ml")
     jobs = kinds(objects, "TrainJob")
     assert [j["spec"]["suspend"] for j in jobs] == [True, True]
-    assert all("kueue.x-k8s.io/queue-name" not in j["metadata"]["labels"] for j in jobs)
-    assert all(j["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" for j in jobs)
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" for j in jobs)  # Kueue's from the start,
+    assert all(j["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset" for j in jobs)
     [data] = kinds(objects, "Job")
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     [release] = data["spec"]["template"]["spec"]["containers"]
@@ -371,9 +371,13 @@ def test_kueue_queue_labels_the_run_and_joins_training_when_released():
     objects = manifests({"variants": ["single"], "queue": "gpu"}, "r1", "ml")
     [data] = kinds(objects, "Job")
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
-    [job] = kinds(objects, "PyTorchJob")  # Kueue must not admit it before its dataset exists
-    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
-    assert job["metadata"]["annotations"]["neosft.io/queue-name"] == "gpu" and job["spec"]["runPolicy"]["suspend"]
+    [job] = kinds(objects, "PyTorchJob")  # Kueue's admission gate: not admitted before its dataset exists
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and job["spec"]["runPolicy"]["suspend"]
+    assert job["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
+    [data] = kinds(manifests({"queue": "gpu", "data": {"queue": "cpu"}}, "r1", "ml"), "Job")
+    assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "cpu"  # data.queue: the CPU Job's own
+    assert data["spec"]["podFailurePolicy"]["rules"] == [{"action": "FailJob", "onExitCodes": {
+        "containerName": "release", "operator": "NotIn", "values": [0]}}]  # a failed release rebuilds nothing
     [job] = kinds(manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}}, "r1", "ml"), "PyTorchJob")
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
 
@@ -388,12 +392,13 @@ def test_submitted_objects_say_neosft_manages_them():
 @pytest.mark.parametrize("backend, kind", [("pytorchjob", "PyTorchJob"), ("trainjob", "TrainingRuntime")])
 def test_pods_are_locked_down_and_sized(backend, kind):
     objects = render(merge(OPTIONS[1], {"variants": list(VARIANTS), "train": {"backend": backend}}), "r1", "ml")
-    assert {o["kind"] for o in objects} - {"TrainJob"} == {"Job", kind, "Pod", "Role", "RoleBinding"}
+    run = [o for o in objects if not is_helm_only(o)]  # (the Helm-only runtime check has its own account)
+    assert {o["kind"] for o in run} - {"TrainJob"} == {"Job", kind, "Pod", "Role", "RoleBinding"}
     for obj in objects:
         for spec in pod_specs(obj):
             assert spec["securityContext"]["runAsNonRoot"] is True
             assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-            assert spec["serviceAccountName"] == "runner"
+            assert spec["serviceAccountName"] == ("runner" if obj in run else "neosft-r1-runtime-check")
         for c in containers(obj):
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
                                             "capabilities": {"drop": ["ALL"]}}
@@ -407,7 +412,7 @@ def test_s3_keys_reach_pods_only_through_secret_key_refs(backend):
     secret_envs = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
     for obj in objects:
         for c in containers(obj):
-            if c["name"] == "release":  # talks only to the Kubernetes API, with the pod's token
+            if c["name"] in ("release", "await-runtime"):  # talks only to the Kubernetes API, with the pod's token
                 assert "env" not in c
                 continue
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if e["name"] in secret_envs}

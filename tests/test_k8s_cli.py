@@ -527,8 +527,19 @@ def test_release_hands_queued_training_to_kueue_and_fails_clearly(kube):
     assert result.stdout == "released PyTorchJob/neosft-r1-single (handed to Kueue queue gpu)\n", result.stderr
     job = kube.get("ml", "pytorchjobs", "neosft-r1-single")
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert "kueue.x-k8s.io/admission-gated-by" not in job["metadata"]["annotations"]  # the gate is lifted
     assert job["spec"]["runPolicy"]["suspend"] is True  # Kueue unsuspends it on admission, not neosft
     assert_user_error(neosft("release", "neosft-r9-single", "--timeout", "0.5"), 'pytorchjobs "neosft-r9-single" not found')
+
+
+def test_release_retries_an_api_that_fails_for_a_while(kube):
+    assert neosft("submit", "--run-id", "r1").returncode == 0
+    path = "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/neosft-r1-single"
+    kube.flaky = {("GET", path): 2, ("PATCH", path): 2}
+    result = neosft("release", "neosft-r1-single")
+    assert result.stdout == "released PyTorchJob/neosft-r1-single\n", result.stderr
+    assert kube.get("ml", "pytorchjobs", "neosft-r1-single")["spec"]["runPolicy"]["suspend"] is False
+    assert [r.method for r in kube.requests if r.path == path] == ["GET"] * 3 + ["PATCH"] * 3
 
 
 def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monkeypatch):
@@ -561,10 +572,11 @@ def jobset_pod(kube, trainjob: str, index: int, restarts=0) -> dict:
         for part in container["resources"].values():
             part.update({k: str(v) for k, v in part.items()})
     labels = {**template["metadata"]["labels"], "jobset.sigs.k8s.io/jobset-name": trainjob,
-              "jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0",
-              "batch.kubernetes.io/job-completion-index": str(index)}
+              "jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0"}
+    # the Job controller's completion index: an annotation on every supported Kubernetes (the label only from 1.28)
+    annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{trainjob}-node-0-{index}-x7k2p", "labels": labels,
+            "metadata": {"name": f"{trainjob}-node-0-{index}-x7k2p", "labels": labels, "annotations": annotations,
                          "creationTimestamp": f"2026-11-26T12:0{index}:00Z"},
             "spec": spec,
             "status": {"phase": "Running", "containerStatuses": [
@@ -626,25 +638,136 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
 
 
 def test_the_rendered_release_step_hands_trainjobs_to_kueue(kube):
-    kube.served = {V1, V2}
+    from kube_api import Kueue
+
+    kube.served, kube.kueue = {V1, V2}, Kueue()
+    kube.add("ml", "localqueues", {"metadata": {"name": "gpu"}})
     assert neosft("submit", "--variant", "all", "--run-id", "r1", "--queue", "gpu").returncode == 0
     [data] = kube.objects["/apis/batch/v1/namespaces/ml/jobs"].values()
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     jobs = kube.objects["/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"]
-    assert all("kueue.x-k8s.io/queue-name" not in j["metadata"]["labels"] for j in jobs.values())  # not before its data
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" for j in jobs.values())
+    assert kube.run_kueue() == ["Job/neosft-r1-data"]  # the gate holds the training objects: not before their data
+    assert "Suspended (waiting for its dataset)" in neosft("status", "r1").stdout
     [release] = data["spec"]["template"]["spec"]["containers"]
     released = run_container(release, {})
     assert released.returncode == 0, released.stderr
     assert released.stdout.count("(handed to Kueue queue gpu)") == len(VARIANTS)
-    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and j["spec"]["suspend"] is True
-               for j in jobs.values())  # Kueue admits and unsuspends them, not neosft
+    assert all(j["spec"]["suspend"] is True for j in jobs.values())  # Kueue admits and unsuspends them, not neosft
     kube.get("ml", "jobs", "neosft-r1-data")["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
-    assert "Suspended (queued in Kueue queue gpu)" in neosft("status", "r1").stdout
+    assert "Suspended (queued in Kueue queue gpu)" in neosft("status", "r1").stdout  # a Workload stands for each
+    assert sorted(kube.run_kueue()) == sorted(f"TrainJob/{name}" for name in jobs)
 
     kube.requests.clear()
     assert neosft("submit", "--run-id", "r2", "--queue", "gpu", "--data", "s3://bkt/data/r0").returncode == 0
     [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "TrainJob"]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and "suspend" not in job["spec"]
+    assert "kueue.x-k8s.io/admission-gated-by" not in job["metadata"].get("annotations", {})  # nothing to wait for
+
+
+def test_a_default_local_queue_admits_no_training_before_its_data(kube):
+    """Kueue writes queue `default` onto unlabelled jobs; the admission gate still holds training for its data."""
+    from kube_api import Kueue
+
+    kube.served, kube.kueue = {V1, V2}, Kueue()
+    kube.add("ml", "localqueues", {"metadata": {"name": "default"}})
+    result = neosft("submit", "--variant", "all", "--run-id", "r1")
+    assert result.returncode == 0, result.stderr
+    assert "LocalQueue 'default'" in result.stderr and "older Kueue admits them at once" in result.stderr
+    jobs = kube.objects["/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"]
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default" for j in jobs.values())
+    assert kube.run_kueue() == ["Job/neosft-r1-data"] and all(j["spec"]["suspend"] for j in jobs.values())
+    # release cannot move the label of an unsuspended job, and need not: it lifts the gate only
+    [release] = kube.get("ml", "jobs", "neosft-r1-data")["spec"]["template"]["spec"]["containers"]
+    released = run_container(release, {})
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.count("(handed to Kueue queue default)") == len(VARIANTS)
+    assert sorted(kube.run_kueue()) == sorted(f"TrainJob/{name}" for name in jobs)
+
+    kube.kueue = Kueue(gate=False)  # Kueue before 0.19 (or 0.17-0.18 without AdmissionGatedBy): what the warning says
+    assert neosft("submit", "--run-id", "r2").returncode == 0
+    assert "TrainJob/neosft-r2-single" in kube.run_kueue()
+
+
+def test_queued_pytorchjobs_need_kueues_pytorchjob_integration(kube):
+    from kube_api import Kueue
+
+    kube.kueue = Kueue()  # Kueue 0.19's shipped configuration: kubeflow.org/pytorchjob off
+    kube.add("ml", "localqueues", {"metadata": {"name": "gpu"}})
+    for data in ([], ["--data", "s3://bkt/data/r0"]):  # (the plan of existing data warns first: no S3 here)
+        result = neosft("submit", "--run-id", "r1", "--queue", "gpu", "--backend", "pytorchjob", *data)
+        assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith(
+            "error: Kueue does not manage PyTorchJobs here: kubeflow.org/pytorchjob is not in integrations.frameworks "
+            "of kueue-system/kueue-manager-config"), result.stderr
+    assert not kube.sent("POST")  # refused before anything is created, so no GPU is held
+    kube.kueue.frameworks.append("kubeflow.org/pytorchjob")
+    assert neosft("submit", "--run-id", "r1", "--queue", "gpu", "--backend", "pytorchjob").returncode == 0
+    kube.kueue = None  # Kueue's configuration not readable here: a warning, and status tells what happened
+    kube.get("ml", "jobs", "neosft-r1-data")["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert "no Kueue Workload stands for it" in neosft("status", "r1").stdout
+    result = neosft("submit", "--run-id", "r2", "--queue", "gpu", "--backend", "pytorchjob")
+    assert result.returncode == 0 and "cannot read Kueue's configuration" in result.stderr
+
+
+def test_a_trainjob_refused_while_its_runtime_is_unseen_is_created_without_a_rollback(kube):
+    kube.served, kube.runtime_lag = {V2}, 3  # Trainer's webhook refuses the first 3 TrainJobs (kubeflow/trainer#2807)
+    result = neosft("submit", "--variant", "all", "--run-id", "r1")
+    assert result.returncode == 0, result.stderr
+    assert not kube.sent("DELETE")
+    refused = [p for p in kube.sent("POST") if p.path.endswith("/trainjobs")]
+    assert len(refused) == len(VARIANTS) + 3
+    assert len(kube.objects["/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"]) == len(VARIANTS)
+
+
+def test_a_worker_refused_by_pod_security_shows_in_status(kube):
+    kube.namespace_labels["ml"] = {"pod-security.kubernetes.io/enforce": "restricted"}
+    result = neosft("submit", "--run-id", "r1", "--set", "train.nodes=2", "--set", "train.gpusPerNode=4")
+    assert result.returncode == 0, result.stderr
+    assert "enforces Pod Security 'restricted'" in result.stderr and "k8s/training-operator" in result.stderr
+    assert neosft("release", "neosft-r1-single").returncode == 0
+    assert kube.run_training_operator() == ["neosft-r1-single-master-0"]  # the upstream init container is refused
+    status = neosft("status", "r1")
+    assert status.returncode == 0, status.stderr
+    assert ('PyTorchJob/neosft-r1-single: FailedCreatePod: Error creating: pods "neosft-r1-single-worker-0" is '
+            'forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
+            '"init-pytorch"') in status.stdout
+
+
+def test_the_training_operator_k8s_installs_makes_worker_pods_restricted_admits(kube):
+    operator = Path(__file__).resolve().parent.parent / "k8s" / "training-operator"
+    kustomization = yaml.safe_load((operator / "kustomization.yaml").read_text())
+    [generator] = kustomization["configMapGenerator"]
+    [source] = generator["files"]
+    key, file = source.split("=")
+    assert key == "initContainer.yaml"  # what the operator reads at /etc/config (training-operator pkg/config/config.go)
+    [patch] = kustomization["patches"]
+    assert "/etc/config" in patch["patch"] and generator["name"] in patch["patch"]
+    kube.namespace_labels["ml"] = {"pod-security.kubernetes.io/enforce": "restricted"}
+    kube.add("kubeflow", "configmaps", {"metadata": {"name": generator["name"]}, "data": {key: "..."}})
+    result = neosft("submit", "--run-id", "r1", "--set", "train.nodes=3", "--set", "train.gpusPerNode=4",
+                    "--set", "train.set.gradient_accumulation_steps=1")
+    assert result.returncode == 0 and "Pod Security" not in result.stderr, result.stderr
+    assert neosft("release", "neosft-r1-single").returncode == 0
+    made = kube.run_training_operator(template=(operator / file).read_text())
+    assert made == ["neosft-r1-single-master-0", "neosft-r1-single-worker-0", "neosft-r1-single-worker-1"]
+    assert not kube.objects.get("/api/v1/namespaces/ml/events")
+
+
+def test_submit_names_what_the_controllers_accept_or_refuses_in_one_line():
+    """For every run id length, the names JobSet derives from each TrainJob pass its webhook, or submit refuses."""
+    from kube_api import jobset_pod_name_error
+
+    for length in range(1, 31):
+        run_id = "r" * length
+        result = neosft("submit", "--variant", "all", "--backend", "trainjob", "--queue", "q", "--run-id", run_id,
+                        "--dry-run", env={"KUBECONFIG": "/nonexistent"})
+        if result.returncode:
+            assert_user_error(result, f"run id '{run_id}' is too long for TrainJob/neosft-{run_id}-conversations")
+            assert length > 27
+            continue
+        for job in (o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "TrainJob"):
+            assert jobset_pod_name_error(job["metadata"]["name"], "node", 0, job["spec"]["trainer"]["numNodes"] - 1) \
+                is None
 
 
 @pytest.mark.parametrize("spec, status, expected", [
@@ -659,3 +782,23 @@ def test_state_of_trainjobs(spec, status, expected):
     from neosft.k8s.state import state
 
     assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected
+
+
+def test_the_helm_hook_holds_the_install_until_the_trainjob_webhooks_see_the_runtime(kube):
+    from neosft.k8s.render import render
+
+    kube.served, kube.runtime_lag = {V2}, 2
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render({"train": {"backend": "trainjob"}}, "r1", "ml")}
+    runtime, check = objects[("TrainingRuntime", "neosft-r1")], objects[("Job", "neosft-r1-runtime-check")]
+    hook = lambda o, key: o["metadata"]["annotations"][f"helm.sh/{key}"]  # noqa: E731
+    assert int(hook(check, "hook-weight")) > int(runtime["metadata"]["annotations"].get("helm.sh/hook-weight", 0))
+    assert "pre-install" in hook(check, "hook") and "pre-install" in hook(runtime, "hook")
+    trainjobs = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+    assert kube.answer("POST", trainjobs.replace("trainjobs", "trainingruntimes"), {}, runtime)[0] == 201  # Helm
+    [container] = check["spec"]["template"]["spec"]["containers"]
+    result = run_container(container, {})
+    assert result.returncode == 0, result.stderr
+    probes = [r for r in kube.sent("POST") if r.path == trainjobs]
+    assert len(probes) == 3 and all(r.query["dryRun"] == ["All"] for r in probes)  # two refused, then seen
+    assert not kube.objects.get(trainjobs)  # a dry run creates nothing
+    assert kube.answer("POST", trainjobs, {}, objects[("TrainJob", "neosft-r1-single")])[0] == 201  # then Helm's

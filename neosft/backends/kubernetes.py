@@ -16,7 +16,7 @@ from neosft.backends.base import Echo, ExecutionBackend
 from neosft.backends.types import RenderedRun, RunStatus, RunSummary, Store
 from neosft.errors import UserError
 from neosft.k8s import state, view
-from neosft.k8s.cluster import Cluster
+from neosft.k8s.cluster import GATE, GATE_ANNOTATION, KUEUE_CONFIG, OPERATOR_TEMPLATE, QUEUE_LABEL, Cluster
 from neosft.k8s.kinds import PYTORCHJOB, TRAINER_KINDS, TrainerKind, none_installed, pod_spec
 from neosft.runfolder import progress
 from neosft.storage import location
@@ -61,6 +61,8 @@ class Kubernetes(ExecutionBackend):
         return Store.from_values(values)
 
     def submit(self, run: RenderedRun, echo: Echo, warn: Echo) -> list[str]:
+        if run.trainer_kind is not None:
+            self._check_setup(run.trainer_kind, [o for o in run.objects if o["kind"] == run.trainer_kind.kind], warn)
         created = self.cluster.create(run.objects)
         target = f"{run.folder}/manifests.yaml"
         if not os.environ.get("AWS_ACCESS_KEY_ID"):
@@ -72,6 +74,35 @@ class Kubernetes(ExecutionBackend):
         except UserError as e:
             warn(f"warning: the manifests were not kept in the run folder: {e}")
         return created
+
+    def _check_setup(self, trainer: TrainerKind, training: list[dict], warn: Echo) -> None:
+        """Refuse, or warn, before any GPU is held, where the cluster is set up so that the run cannot start."""
+        namespace = self.cluster.namespace
+        queue = next(((o["metadata"].get("labels") or {}).get(QUEUE_LABEL) for o in training), None)
+        held = any(GATE in (o["metadata"].get("annotations") or {}).get(GATE_ANNOTATION, "") for o in training)
+        if held and not queue and self.cluster.local_queue_exists("default"):
+            warn(f"warning: namespace {namespace} has Kueue's LocalQueue 'default', which Kueue writes onto this run's "
+                 "training objects: Kueue 0.19 or later (admission gate on) holds them until their dataset is "
+                 "published; an older Kueue admits them at once, before it exists (build it first: --data-only, "
+                 "then --data)")
+        if trainer is PYTORCHJOB and queue:
+            frameworks = self.cluster.kueue_frameworks()
+            if frameworks is None:
+                warn(f"warning: cannot read Kueue's configuration ({'/'.join(KUEUE_CONFIG[:2])}) to check that it "
+                     "manages PyTorchJobs: Kueue 0.19 ships kubeflow.org/pytorchjob off, and then the PyTorchJobs "
+                     "never start (--backend trainjob avoids it)")
+            elif "kubeflow.org/pytorchjob" not in frameworks:
+                raise UserError(
+                    "Kueue does not manage PyTorchJobs here: kubeflow.org/pytorchjob is not in integrations.frameworks "
+                    f"of {'/'.join(KUEUE_CONFIG[:2])} (off by default since Kueue 0.19), so queued PyTorchJobs would "
+                    "never start; use --backend trainjob, or enable the integration and restart Kueue"
+                )
+        multinode = any("Worker" in o["spec"].get("pytorchReplicaSpecs", {}) for o in training)
+        if multinode and self.cluster.pod_security() == "restricted" and not self.cluster.operator_template():
+            warn(f"warning: namespace {namespace} enforces Pod Security 'restricted', and the training operator's "
+                 f"init container template ({'/'.join(OPERATOR_TEMPLATE)}) is not found: the operator's init-pytorch "
+                 "container is refused in every Worker pod while the master holds its GPUs; install the operator "
+                 "with k8s/training-operator")
 
     def wait(self, run_id: str, echo: Echo, timeout_s: float) -> None:
         state.wait(self.cluster, run_id, echo, timeout_s)
@@ -85,6 +116,8 @@ class Kubernetes(ExecutionBackend):
         endpoint = _pods_endpoint(objects)  # the store the pods write to, whatever this machine's environment says
         parts, problems = [], []
         for part in view.parts(objects):
+            if view.stalled(part):
+                part = replace(part, event=self.cluster.warning(part.kind, part.name))
             if part.kind != "Job" and part.output:
                 try:
                     part = replace(part, progress=progress(location(part.output, endpoint)))

@@ -76,6 +76,7 @@ class Part:
     restarts: int
     output: str | None = None  # where it writes
     progress: TrainingProgress | None = None  # from its loss log in the store
+    event: str | None = None  # its controller's latest warning while it neither runs nor has finished
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,18 @@ from collections.abc import Iterator
 import yaml
 
 from neosft.errors import UserError, redact
-from neosft.k8s.kinds import BY_KIND, CUSTOM, TRAINER_KINDS, Resource, TrainerKind, not_installed
+from neosft.k8s.kinds import (
+    BY_KIND,
+    CUSTOM,
+    LOCAL_QUEUE,
+    TRAINER_KINDS,
+    TRAINING_RUNTIME,
+    TRAINJOB,
+    WORKLOAD,
+    Resource,
+    TrainerKind,
+    not_installed,
+)
 from neosft.k8s.render import is_hook
 
 RUN_LABEL = "neosft.io/run-id"
@@ -24,12 +35,24 @@ VARIANT_LABEL = "neosft.io/variant"
 COMPONENT_LABEL = "neosft.io/component"
 OUTPUT_ANNOTATION = "neosft.io/output"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-QUEUE_ANNOTATION = "neosft.io/queue-name"  # the queue a held training object joins when it is released
+# Kueue's admission gate (beta, on by default in Kueue 0.19): a comma-separated list, set at creation and only
+# removable (kueue pkg/util/webhook/validation_admissiongatedby.go). The chart sets GATE on held training objects.
+GATE_ANNOTATION = "kueue.x-k8s.io/admission-gated-by"
+GATE = "neosft.io/dataset"
+# Kueue's configuration (kustomize and Helm installs alike), where integrations.frameworks lists what it manages.
+KUEUE_CONFIG = ("kueue-system", "kueue-manager-config", "controller_manager_config.yaml")
+# The training operator reads its init container template from /etc/config/initContainer.yaml, which
+# k8s/training-operator fills from this ConfigMap.
+OPERATOR_TEMPLATE = ("kubeflow", "training-operator-init-container")
 MANAGED_BY = "app.kubernetes.io/managed-by"
 # A TrainJob's JobSet has its name and labels its pods with it (jobset-name); trainjob-name is read too,
 # for Trainer releases that set it.
 TRAINJOB_POD_LABELS = ("trainer.kubeflow.org/trainjob-name", "jobset.sigs.k8s.io/jobset-name")
 TIMEOUT_S = 30
+RETRY_S = 60  # how long a TrainJob refused for its just-created runtime, or a failing release call, is retried
+RETRY_FIRST_S = 0.25  # the first pause between tries; each next one doubles, up to RETRY_MAX_INTERVAL_S
+RETRY_MAX_INTERVAL_S = 5.0
+TRANSIENT = (429, 500, 502, 503, 504)
 # The order objects are created in: a TrainJob's runtime before it, the training objects (held) before
 # the data Job that releases them.
 KINDS = ("ServiceAccount", "Role", "RoleBinding", "TrainingRuntime", "PyTorchJob", "TrainJob", "Job")
@@ -91,7 +114,7 @@ class Cluster:
         try:
             for obj in sorted(objects, key=lambda o: KINDS.index(o["kind"])):
                 with self.errors(f"{obj['kind']}/{obj['metadata']['name']}"):
-                    self._create(obj)
+                    self._create_retrying(obj)
                 created.append(obj)
         except UserError as e:
             for obj in reversed(created):
@@ -101,8 +124,42 @@ class Cluster:
             raise UserError(f"{e}{note}") from None
         return [f"{o['kind']}/{o['metadata']['name']}" for o in created]
 
-    def _create(self, obj: dict) -> None:
-        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S}
+    def await_runtime(self, runtime: str) -> None:
+        """Return once the TrainJob webhooks see TrainingRuntime `runtime` (the Helm path's pre-install check):
+        a dry-run TrainJob naming it is refused for the unseen runtime for at most RETRY_S."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+
+        probe = {"apiVersion": TRAINJOB.resource.api_version, "kind": TRAINJOB.kind,
+                 "metadata": {"name": f"{runtime}-check"},
+                 "spec": {"runtimeRef": {"apiGroup": TRAINING_RUNTIME.group, "kind": TRAINING_RUNTIME.kind,
+                                         "name": runtime}}}
+        with self.errors(f"TrainingRuntime/{runtime}"):
+            try:
+                self._create_retrying(probe, dry_run=True)
+            except ApiException as e:
+                if _runtime_unseen(probe, e) or e.status in (401, 403):
+                    raise
+                # any other refusal of the probe comes after the runtime lookup: the webhooks see the runtime
+
+    def _create_retrying(self, obj: dict, dry_run: bool = False) -> None:
+        """Create `obj`; a TrainJob refused because its TrainingRuntime is not seen yet is tried again for RETRY_S.
+
+        Trainer's TrainJob webhook (kubeflow/trainer pkg/runtime/core/trainingruntime.go, ValidateObjects) and
+        Kueue's (pkg/controller/jobs/trainjob) read the runtime from an informer cache that lags its creation.
+        """
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+
+        deadline = time.monotonic() + RETRY_S
+        for pause in _pauses():
+            try:
+                return self._create(obj, dry_run)
+            except ApiException as e:
+                if not _runtime_unseen(obj, e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+
+    def _create(self, obj: dict, dry_run: bool = False) -> None:
+        ns, kw = self.namespace, {"_request_timeout": TIMEOUT_S, **({"dry_run": "All"} if dry_run else {})}
         match obj["kind"]:
             case "ServiceAccount":
                 self.core.create_namespaced_service_account(ns, obj, **kw)
@@ -119,34 +176,100 @@ class Cluster:
                 raise UserError(f"neosft does not create {kind} objects")
 
     def release(self, kind: str, names: list[str], wait_s: float) -> list[str]:
-        """Let this run's held training objects start: unsuspend them, or hand them to their Kueue queue.
+        """Let this run's held training objects start: lift Kueue's admission gate, and unsuspend those no
+        Kueue queue holds (Kueue admits and unsuspends the others when their queue has room).
 
-        A training object that names a queue (annotation) gets the queue label and stays suspended:
-        Kueue admits it and unsuspends it when the queue has room. Waits up to `wait_s` for an object
-        not created yet (Helm creates Jobs before custom resources).
+        Waits up to `wait_s` for an object not created yet (Helm creates Jobs before custom resources);
+        a failing API call (throttled, server error, unreachable) is retried for RETRY_S.
         """
-        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
-
         trainer = BY_KIND[kind]
         r, ns, kw = trainer.resource, self.namespace, {"_request_timeout": TIMEOUT_S}
         released = []
         for name in names:
-            deadline = time.monotonic() + wait_s
             with self.errors(f"{kind}/{name}"):
-                while True:
-                    try:
-                        obj = self.custom.get_namespaced_custom_object(r.group, r.version, ns, r.plural, name, **kw)
-                        break
-                    except ApiException as e:
-                        if e.status != 404 or time.monotonic() > deadline:
-                            raise
-                        time.sleep(min(5.0, wait_s))
-                queue = (obj["metadata"].get("annotations") or {}).get(QUEUE_ANNOTATION)
-                patch = {"metadata": {"labels": {QUEUE_LABEL: queue}}} if queue else trainer.suspend_patch(False)
-                self.custom.patch_namespaced_custom_object(r.group, r.version, ns, r.plural, name, patch,
-                                                           _content_type="application/merge-patch+json", **kw)
+                obj = self._retrying(lambda n=name: self.custom.get_namespaced_custom_object(
+                    r.group, r.version, ns, r.plural, n, **kw), wait_s)
+                metadata = obj["metadata"]
+                queue = (metadata.get("labels") or {}).get(QUEUE_LABEL)
+                patch: dict = {} if queue else trainer.suspend_patch(False)
+                gates = [g.strip() for g in (metadata.get("annotations") or {}).get(GATE_ANNOTATION, "").split(",")]
+                if GATE in gates:
+                    rest = ",".join(g for g in gates if g and g != GATE)
+                    patch["metadata"] = {"annotations": {GATE_ANNOTATION: rest or None}}
+                if patch:
+                    self._retrying(lambda n=name, p=patch: self.custom.patch_namespaced_custom_object(
+                        r.group, r.version, ns, r.plural, n, p, _content_type="application/merge-patch+json", **kw))
             released.append(f"{kind}/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
         return released
+
+    @staticmethod
+    def _retrying(call, missing_s: float = 0.0):
+        """`call()`, again while it fails for a while: 404 for `missing_s`, a transient failure for RETRY_S."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+        from urllib3.exceptions import HTTPError  # the client's transport, loaded with it
+
+        start = time.monotonic()
+        for pause in _pauses():
+            try:
+                return call()
+            except ApiException as e:
+                waited = time.monotonic() - start
+                if not ((e.status == 404 and waited < missing_s) or (e.status in TRANSIENT and waited < RETRY_S)):
+                    raise
+            except HTTPError:
+                if time.monotonic() - start > RETRY_S:
+                    raise
+            time.sleep(pause)
+
+    # --- what the cluster is set up to do ---------------------------------------------------------
+
+    def local_queue_exists(self, name: str) -> bool | None:
+        """Whether Kueue's LocalQueue `name` exists in the namespace (None: it cannot be read)."""
+        return self._readable(lambda: self.custom.get_namespaced_custom_object(
+            LOCAL_QUEUE.group, LOCAL_QUEUE.version, self.namespace, LOCAL_QUEUE.plural, name,
+            _request_timeout=TIMEOUT_S))
+
+    def kueue_frameworks(self) -> list[str] | None:
+        """The integrations Kueue's configuration enables (None: it cannot be read here)."""
+        namespace, name, key = KUEUE_CONFIG
+        config = self._config_map(namespace, name)
+        if not isinstance(config, dict) or key not in config:
+            return None
+        try:
+            frameworks = ((yaml.safe_load(config[key]) or {}).get("integrations") or {}).get("frameworks")
+        except (yaml.YAMLError, AttributeError):
+            return None
+        return [str(f) for f in frameworks] if isinstance(frameworks, list) else None
+
+    def operator_template(self) -> bool | None:
+        """Whether the training operator's init container template ConfigMap (k8s/training-operator) exists."""
+        found = self._config_map(*OPERATOR_TEMPLATE)
+        return None if found is None else found is not False
+
+    def pod_security(self) -> str | None:
+        """The Pod Security level the namespace enforces (None: none, or the namespace cannot be read)."""
+        found = self._readable(lambda: self.core.read_namespace(self.namespace, _request_timeout=TIMEOUT_S))
+        if not found:
+            return None
+        namespace = self.serialize(found)
+        return (namespace["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+
+    def _config_map(self, namespace: str, name: str) -> dict | bool | None:
+        """Its data; False when it does not exist, None when it may not be read."""
+        found = self._readable(lambda: self.core.read_namespaced_config_map(name, namespace, _request_timeout=TIMEOUT_S))
+        return (self.serialize(found).get("data") or {}) if found else found
+
+    def _readable(self, call):
+        """`call()`'s answer, False when it is not found, None when it may not be read (403, or unreachable)."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+        from urllib3.exceptions import HTTPError  # the client's transport, loaded with it
+
+        try:
+            return call() or False
+        except ApiException as e:
+            return False if e.status == 404 else None
+        except HTTPError:
+            return None
 
     # --- read -----------------------------------------------------------------------------------
 
@@ -168,7 +291,44 @@ class Cluster:
         for kind, r in CUSTOM.items():
             found[kind] = self._list_custom(r, kw)
         _label_trainjob_pods(found["TrainJob"], found["Pod"])
+        found["Workload"] = self._workloads(found)
         return found
+
+    def _workloads(self, found: dict[str, list[dict]]) -> list[dict]:
+        """The Kueue Workloads that own (stand for) the listed training objects; none where Kueue is absent."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+
+        owners = {o["metadata"].get("uid") for kind in BY_KIND for o in found[kind]}
+        if not owners - {None}:
+            return []
+        with self.errors("Kueue Workloads"):
+            try:
+                items = self.custom.list_namespaced_custom_object(WORKLOAD.group, WORKLOAD.version, self.namespace,
+                                                                  WORKLOAD.plural, _request_timeout=TIMEOUT_S)["items"]
+            except ApiException as e:
+                if e.status in (403, 404):  # Kueue not installed, or not readable: no object is known to be queued
+                    return []
+                raise
+        return [w for w in items if {o.get("uid") for o in w["metadata"].get("ownerReferences") or []} & owners]
+
+    def warning(self, kind: str, name: str) -> str | None:
+        """The latest Warning event about the object, as 'Reason: message' (None: none, or events not readable)."""
+        from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
+
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"
+        with self.errors(f"events of {kind}/{name}"):
+            try:
+                events = self.serialize(self.core.list_namespaced_event(
+                    self.namespace, field_selector=selector, _request_timeout=TIMEOUT_S))["items"]
+            except ApiException as e:
+                if e.status == 403:
+                    return None
+                raise
+        if not events:
+            return None
+        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
+                     or e["metadata"].get("creationTimestamp") or "")
+        return f"{latest.get('reason') or 'Warning'}: {' '.join(str(latest.get('message') or '').split())}"
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
@@ -291,6 +451,22 @@ def _label_trainjob_pods(trainjobs: list[dict], pods: list[dict]) -> None:
         owner = next((labels[key] for key in TRAINJOB_POD_LABELS if key in labels), None)
         if VARIANT_LABEL not in labels and variants.get(owner):
             labels[VARIANT_LABEL] = variants[owner]
+
+
+def _pauses() -> Iterator[float]:
+    pause = RETRY_FIRST_S
+    while True:
+        yield pause
+        pause = min(2 * pause, RETRY_MAX_INTERVAL_S)
+
+
+def _runtime_unseen(obj: dict, e) -> bool:
+    """Whether `e` refuses the TrainJob `obj` because its TrainingRuntime is not found (yet)."""
+    if obj["kind"] != TRAINJOB.kind or e.status not in (400, 403, 422, 500):
+        return False
+    runtime = obj["spec"]["runtimeRef"]["name"]
+    message = _status_body(e).get("message") or ""
+    return f'{TRAINING_RUNTIME.plural}.{TRAINING_RUNTIME.group} "{runtime}" not found' in message
 
 
 def _first_line(error: Exception) -> str:

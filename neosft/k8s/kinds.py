@@ -59,6 +59,8 @@ TRAINJOB = TrainerKind(
     "kubectl apply --server-side -k 'https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0' "
     "(k8s/trainer)")
 TRAINING_RUNTIME = Resource("TrainingRuntime", "trainer.kubeflow.org", "v1alpha1", "trainingruntimes")
+WORKLOAD = Resource("Workload", "kueue.x-k8s.io", "v1beta1", "workloads")  # what Kueue queues, owned by the job
+LOCAL_QUEUE = Resource("LocalQueue", "kueue.x-k8s.io", "v1beta1", "localqueues")
 TRAINER_KINDS = {k.name: k for k in (TRAINJOB, PYTORCHJOB)}  # in the order `--backend auto` prefers them
 BY_KIND = {k.kind: k for k in TRAINER_KINDS.values()}
 CUSTOM = {r.kind: r for r in (PYTORCHJOB.resource, TRAINJOB.resource, TRAINING_RUNTIME)}

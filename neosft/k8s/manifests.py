@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from neosft.errors import UserError
 from neosft.k8s.cluster import MANAGED_BY
 from neosft.k8s.kinds import TRAINING_KINDS, TRAINJOB
-from neosft.k8s.render import is_test, render, with_defaults, without_hook
+from neosft.k8s.names import check_derived_names
+from neosft.k8s.render import is_helm_only, is_test, render, with_defaults, without_hook
 from neosft.k8s.validate import validate
 from neosft.train.args import checked_overrides
 from neosft.variants import TOTAL_TRAIN_BATCH, gradient_accumulation
@@ -36,13 +37,15 @@ def manifests(values: dict, run_id: str, namespace: str) -> list[dict]:
     """The validated objects `neosft submit` creates for a run (the chart's test hook is left to `helm test`).
 
     They are labelled managed-by neosft, not Helm: no Helm release holds them, `neosft delete` removes
-    them. The chart's install hooks become plain objects (`neosft.k8s.cluster.KINDS` orders creation).
+    them. The chart's install hooks become plain objects (`neosft.k8s.cluster.KINDS` orders creation), but for
+    the Helm-only runtime check: submit retries a TrainJob refused for its runtime itself.
     """
     objects = render({**values, "runId": run_id}, run_id, namespace)
     validate(objects)
+    check_derived_names(objects, run_id)
     _check_world_size(values)
     _check_trainer_settings(objects)
-    return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj)]
+    return [_managed_by_neosft(without_hook(obj)) for obj in objects if not is_test(obj) and not is_helm_only(obj)]
 
 
 def _check_trainer_settings(objects: list[dict]) -> None:

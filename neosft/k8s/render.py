@@ -71,6 +71,11 @@ def is_test(obj: dict) -> bool:
     return "test" in (obj.get("metadata", {}).get("annotations") or {}).get(HOOK, "").split(",")
 
 
+def is_helm_only(obj: dict) -> bool:
+    """What only `helm install` needs (the TrainJob runtime check): `neosft submit` does it itself."""
+    return (obj.get("metadata", {}).get("annotations") or {}).get("neosft.io/helm-only") == "true"
+
+
 def without_hook(obj: dict) -> dict:
     """`obj` without Helm's hook annotations: what a hook is when no Helm installs it."""
     annotations = {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if not k.startswith(HOOK)}

@@ -38,16 +38,21 @@ def state(obj: dict) -> str:
 
 
 def held_reason(objects: dict[str, list[dict]], obj: dict) -> str:
-    """Why a suspended training object waits: its data Job's state, or its Kueue queue once released."""
+    """Why a suspended training object waits: its data Job's state, then its Kueue queue, but "queued" only
+    when a Kueue Workload owns it (a queue label alone is not Kueue managing it)."""
     queue = (obj["metadata"].get("labels") or {}).get(QUEUE_LABEL)
     data = [state(job) for job in objects["Job"] if variant_of(job) == "data"]
-    if queue and (not data or data[0] == "Succeeded"):
-        return f"queued in Kueue queue {queue}"
-    if not data:
-        return "waiting to be released"
-    return {"Failed": "data Job failed: no GPU held", "Succeeded": "dataset published, releasing"}.get(
-        data[0], "waiting for its dataset"
-    )
+    if data and data[0] != "Succeeded":
+        return {"Failed": "data Job failed: no GPU held"}.get(data[0], "waiting for its dataset")
+    uid = obj["metadata"].get("uid")
+    owned = any(uid and uid in {o.get("uid") for o in w["metadata"].get("ownerReferences") or []}
+                for w in objects.get("Workload") or [])
+    if owned:
+        return f"queued in Kueue queue {queue}" if queue else "queued in Kueue"
+    if queue:
+        return (f"labelled for Kueue queue {queue}, but no Kueue Workload stands for it: does Kueue manage "
+                f"{obj['kind']}s (integrations.frameworks)?")
+    return "dataset published, releasing" if data else "waiting to be released"
 
 
 def watched(objects: dict[str, list[dict]]) -> list[dict]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from neosft.backends.types import Part, RunSummary
 from neosft.k8s.cluster import OUTPUT_ANNOTATION, RUN_LABEL
-from neosft.k8s.state import WATCHED, held_reason, state, variant_of, watched
+from neosft.k8s.state import FINAL, WATCHED, held_reason, state, variant_of, watched
 
 
 def parts(objects: dict[str, list[dict]]) -> list[Part]:
@@ -56,12 +56,19 @@ def select_pods(objects: dict[str, list[dict]], variant: str | None) -> list[dic
     return pods
 
 
+def stalled(part: Part) -> bool:
+    """A training object that has not finished and has no running pod: its controller's events say why."""
+    return part.kind != "Job" and part.state not in FINAL and "Running" not in part.pods
+
+
 def _rank_zero(pod: dict) -> bool:
-    """A PyTorchJob's master, or the first node of a TrainJob's JobSet (completion index 0)."""
+    """A PyTorchJob's master, or the first node of a TrainJob's JobSet (completion index 0: an annotation on
+    every supported Kubernetes version; the label of the same name exists only from 1.28)."""
     labels = pod["metadata"].get("labels") or {}
+    annotations = pod["metadata"].get("annotations") or {}
     return (
         labels.get("training.kubeflow.org/replica-type") == "master"
-        or labels.get("batch.kubernetes.io/job-completion-index") == "0"
+        or annotations.get("batch.kubernetes.io/job-completion-index") == "0"
     )
 
 

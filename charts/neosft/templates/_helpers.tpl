@@ -55,23 +55,22 @@ s3://{{ .Values.s3.bucket }}
 {{ include "neosft.fullname" .root }}-{{ .variant | replace "_" "-" }}
 {{- end }}
 
-{{/* Metadata of one variant's training object. Held for its dataset (data.enabled), it names its Kueue
-queue in an annotation: Kueue sees it only once the data Job releases it, as `neosft release` sets the label then. */}}
+{{/* Metadata of one variant's training object. It carries its Kueue queue label from the start (Kueue
+writes queue `default` onto an unlabelled one where that LocalQueue exists); held for its dataset (data.enabled),
+Kueue's admission gate keeps Kueue from admitting it until the data Job's `neosft release` lifts the gate. */}}
 {{- define "neosft.trainMetadata" -}}
-{{- $queue := .root.Values.queue -}}
-{{- $held := .root.Values.data.enabled -}}
 name: {{ include "neosft.trainName" . }}
 labels:
   {{- include "neosft.labels" .root | nindent 2 }}
   neosft.io/component: train
   neosft.io/variant: {{ .variant | quote }}
-  {{- if and $queue (not $held) }}
-  kueue.x-k8s.io/queue-name: {{ $queue | quote }}
+  {{- with .root.Values.queue }}
+  kueue.x-k8s.io/queue-name: {{ . | quote }}
   {{- end }}
 annotations:
   neosft.io/output: {{ .output | quote }}
-  {{- if and $queue $held }}
-  neosft.io/queue-name: {{ $queue | quote }}
+  {{- if .root.Values.data.enabled }}
+  kueue.x-k8s.io/admission-gated-by: neosft.io/dataset
   {{- end }}
 {{- end }}
 
@@ -395,4 +394,12 @@ priorityClassName: {{ . | quote }}
 {{- end }}
 volumes:
   {{- include "neosft.trainVolumes" . | nindent 2 }}
+{{- end }}
+
+{{/* Annotations of the TrainJob runtime check: a Helm-only pre-install hook, after the runtime (weight 0). */}}
+{{- define "neosft.runtimeCheckHook" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+neosft.io/helm-only: "true"
 {{- end }}
