@@ -196,7 +196,7 @@ def _adapter_run(full_output, tiny_model, dest):
 @pytest.mark.slow
 def test_a_trained_run_is_evaluated_and_neosft_eval_reproduces_it(run_dataset, tiny_model, tiny, tmp_path):
     run = tmp_path / "run"
-    _train(run_dataset, run / "single", tiny_model, tmp_path, "--eval-samples", "2", "--eval-base")
+    _train(run_dataset, run / "single", tiny_model, tmp_path, "--method", "full", "--eval-samples", "2", "--eval-base")
     trained, base = EvalRecord.read(location(run / "single")), EvalRecord.read(location(run / "base"))
     assert (trained.name, trained.method, base.name, base.method) == ("single", "full", "base", "base")
     assert len(trained.samples) == len(base.samples) == 2 and trained.chat.tokens == base.chat.tokens
