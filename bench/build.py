@@ -27,7 +27,7 @@ import corpus  # noqa: E402
 
 from neosft.artifacts import Manifest  # noqa: E402
 
-NAIVE = r'''
+NAIVE = r"""
 import json, os, sys
 from neosft.data.records import parse_record
 from neosft.variants import VARIANTS
@@ -46,9 +46,9 @@ for name, variant in VARIANTS.items():
                 if conv.system is not None:
                     row["system"] = conv.system
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-'''
+"""
 
-NAIVE_REILX = r'''
+NAIVE_REILX = r"""
 import json, os, sys
 from neosft.data.reilx import RULES
 source, out = sys.argv[1], sys.argv[2]
@@ -64,16 +64,18 @@ for name, (rule, _) in RULES.items():
             except Exception:  # where the script would have raised: skipped
                 continue
             f.writelines(lines)
-'''
+"""
 
 
 def measure(cmd: list[str]) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (all processes) and peak RSS (MB, the largest process) of `cmd`, run as the
     only child of a fresh interpreter. CPU seconds say what wall time hides on a machine shared with others."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter();"
-             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-             "r = resource.getrusage(resource.RUSAGE_CHILDREN);"
-             "print(time.perf_counter() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)")
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter();"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(time.perf_counter() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)"
+    )
     out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True)
     wall, cpu, peak_kb = out.stdout.split()
     return float(wall), float(cpu), int(peak_kb) / 1024
@@ -119,17 +121,24 @@ def main() -> None:
     print(f"{'':<8}{'wall s (min..max)':>20}{'MB/s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
     for name, runs in (("naive", naive), ("neosft", built), *((("seed", seed),) if seed else ())):
         walls = sorted(w for w, _, _ in runs)
-        print(f"{name:<8}{walls[0]:>9.2f}..{walls[-1]:<9.2f}{size_mb / statistics.median(walls):>8.1f}"
-              f"{statistics.median(c for _, c, _ in runs):>8.1f}{max(m for _, _, m in runs):>13.0f}")
+        print(
+            f"{name:<8}{walls[0]:>9.2f}..{walls[-1]:<9.2f}{size_mb / statistics.median(walls):>8.1f}"
+            f"{statistics.median(c for _, c, _ in runs):>8.1f}{max(m for _, _, m in runs):>13.0f}"
+        )
     ratios = sorted(n[0] / b[0] for n, b in zip(naive, built))
-    print(f"speed-up: median {statistics.median(ratios):.2f}x, runs {ratios[0]:.2f}x..{ratios[-1]:.2f}x (target >= 3x); "
-          f"neosft peak RSS {max(m for _, _, m in built):.0f} MB (target <= 300 MB); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"speed-up: median {statistics.median(ratios):.2f}x, runs {ratios[0]:.2f}x..{ratios[-1]:.2f}x (target >= 3x); "
+        f"neosft peak RSS {max(m for _, _, m in built):.0f} MB (target <= 300 MB); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     if seed:
         costs = sorted(b[0] / s[0] for b, s in zip(built, seed))
         cpu = statistics.median(b[1] / s[1] for b, s in zip(built, seed))
-        print(f"--rules reilx against --rules seed: wall median {statistics.median(costs):.2f}x "
-              f"(runs {costs[0]:.2f}x..{costs[-1]:.2f}x), CPU {cpu:.2f}x")
+        print(
+            f"--rules reilx against --rules seed: wall median {statistics.median(costs):.2f}x "
+            f"(runs {costs[0]:.2f}x..{costs[-1]:.2f}x), CPU {cpu:.2f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

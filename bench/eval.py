@@ -36,17 +36,51 @@ def main() -> None:
         entry = Manifest.read(str(work / "data")).variants[options.variant]
         rows = [json.loads(line) for f in entry.files for line in (work / "data" / f).read_text().splitlines()]
         model = make_tiny_qwen2(work / "model", [r["instruction"] + r["output"] for r in rows])
-        trained = subprocess.run([sys.executable, "-m", "neosft", "train", "--variant", options.variant, "--data",
-                        str(work / "data"), "--output", str(work / "out"), "--model", str(model), "--deepspeed", "none",
-                        "--max-steps", str(options.steps), "--set", "gradient_accumulation_steps=8",
-                        "--work-dir", str(work / "scratch"), "--eval-samples", "0"], capture_output=True, text=True, check=False)
+        trained = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "neosft",
+                "train",
+                "--variant",
+                options.variant,
+                "--data",
+                str(work / "data"),
+                "--output",
+                str(work / "out"),
+                "--model",
+                str(model),
+                "--deepspeed",
+                "none",
+                "--max-steps",
+                str(options.steps),
+                "--set",
+                "gradient_accumulation_steps=8",
+                "--work-dir",
+                str(work / "scratch"),
+                "--eval-samples",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if trained.returncode:
             raise SystemExit(f"neosft train failed: {trained.stderr.strip().splitlines()[-1:]}")
         run, evaluated = RunRecord.read(location(work / "out")), EvalRecord.read(location(work / "out"))
     train_rate = run.tokens / run.train_runtime_s
-    print(json.dumps({"variant": options.variant, "train_tokens_per_s": round(train_rate, 1),
-                      "eval_tokens_per_s": evaluated.tokens_per_s, "ratio": round(evaluated.tokens_per_s / train_rate, 2),
-                      "eval_label_tokens": evaluated.chat.tokens, "eval_s": evaluated.elapsed_s}))
+    print(
+        json.dumps(
+            {
+                "variant": options.variant,
+                "train_tokens_per_s": round(train_rate, 1),
+                "eval_tokens_per_s": evaluated.tokens_per_s,
+                "ratio": round(evaluated.tokens_per_s / train_rate, 2),
+                "eval_label_tokens": evaluated.chat.tokens,
+                "eval_s": evaluated.elapsed_s,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

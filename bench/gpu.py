@@ -29,20 +29,42 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import corpus
 
-QWEN2_0_5B = {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-              "num_attention_heads": 14, "num_key_value_heads": 2, "tie_word_embeddings": True,
-              "max_position_embeddings": 32768, "rope_theta": 1000000.0}
-BF16_PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 NVL": 835, "H100 PCIe": 756,
-                    "H100": 756, "A100": 312, "L40S": 362, "A10G": 70, "L4": 121}  # dense, no sparsity
+QWEN2_0_5B = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+}
+BF16_PEAK_TFLOPS = {
+    "H200": 989,
+    "H100 SXM": 989,
+    "H100 80GB HBM3": 989,
+    "H100 NVL": 835,
+    "H100 PCIe": 756,
+    "H100": 756,
+    "A100": 312,
+    "L40S": 362,
+    "A10G": 70,
+    "L4": 121,
+}  # dense, no sparsity
 CUTOFF, ACCUMULATION = 4096, 4
 
 
 def configs(cpu: bool) -> list[dict]:
     if cpu:
-        return [{"deepspeed": "zero2", "packing": False, "liger": False},
-                {"deepspeed": "zero3", "packing": True, "liger": True}]
-    return [{"deepspeed": d, "packing": p, "liger": lg}
-            for d, p, lg in itertools.product(("zero2", "zero3"), (False, True), (False, True))]
+        return [
+            {"deepspeed": "zero2", "packing": False, "liger": False},
+            {"deepspeed": "zero3", "packing": True, "liger": True},
+        ]
+    return [
+        {"deepspeed": d, "packing": p, "liger": lg}
+        for d, p, lg in itertools.product(("zero2", "zero3"), (False, True), (False, True))
+    ]
 
 
 def prepare(work: Path, cpu: bool) -> tuple[Path, Path]:
@@ -59,9 +81,15 @@ def prepare(work: Path, cpu: bool) -> tuple[Path, Path]:
     if cpu:
         return data, make_tiny_qwen2(work / "model", texts[:2000])
     shape = {k: v for k, v in QWEN2_0_5B.items() if k not in ("vocab_size", "hidden_size", "num_hidden_layers")}
-    return data, make_tiny_qwen2(work / "model", texts[:2000], hidden_size=QWEN2_0_5B["hidden_size"],
-                                 layers=QWEN2_0_5B["num_hidden_layers"], model_vocab_size=QWEN2_0_5B["vocab_size"],
-                                 dtype=torch.bfloat16, **shape)
+    return data, make_tiny_qwen2(
+        work / "model",
+        texts[:2000],
+        hidden_size=QWEN2_0_5B["hidden_size"],
+        layers=QWEN2_0_5B["num_hidden_layers"],
+        model_vocab_size=QWEN2_0_5B["vocab_size"],
+        dtype=torch.bfloat16,
+        **shape,
+    )
 
 
 class PeakMemory:
@@ -81,8 +109,12 @@ class PeakMemory:
         try:
             if self.cpu:
                 return sum(_rss(pid) for pid in _tree(self.pid))
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             return max(int(v) for v in out.split()) * 2**20
         except (OSError, StopIteration, ValueError, subprocess.CalledProcessError):
             return 0
@@ -116,8 +148,9 @@ def train_flops_per_token(model: Path, method: str = "full") -> float:
     return (6 if method == "full" else 4) * (layers * per_layer + config["vocab_size"] * h)
 
 
-def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: int, gpus: int, cpu: bool,
-            method: str) -> dict:
+def run_one(
+    cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: int, gpus: int, cpu: bool, method: str
+) -> dict:
     from neosft.artifacts import RunRecord, read_losses, train_losses
     from neosft.storage import location
 
@@ -125,12 +158,39 @@ def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: 
     output = work / "runs" / name
     cutoff = 128 if cpu else CUTOFF
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
-    command = [sys.executable, *launcher, "-m", "neosft", "train", "--variant", "single", "--data", str(data), "--output", str(output),
-               "--model", str(model), "--method", method, "--deepspeed", cfg["deepspeed"], "--max-steps", str(steps),
-               "--save-steps", str(10 * steps), "--work-dir", str(work / "work" / name),
-               "--set", f"cutoff_len={cutoff}", "--set", f"gradient_accumulation_steps={ACCUMULATION}",
-               "--set", f"per_device_eval_batch_size={ACCUMULATION}",
-               *(["--packing"] if cfg["packing"] else []), *(["--liger"] if cfg["liger"] else [])]
+    command = [
+        sys.executable,
+        *launcher,
+        "-m",
+        "neosft",
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--model",
+        str(model),
+        "--method",
+        method,
+        "--deepspeed",
+        cfg["deepspeed"],
+        "--max-steps",
+        str(steps),
+        "--save-steps",
+        str(10 * steps),
+        "--work-dir",
+        str(work / "work" / name),
+        "--set",
+        f"cutoff_len={cutoff}",
+        "--set",
+        f"gradient_accumulation_steps={ACCUMULATION}",
+        "--set",
+        f"per_device_eval_batch_size={ACCUMULATION}",
+        *(["--packing"] if cfg["packing"] else []),
+        *(["--liger"] if cfg["liger"] else []),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if cpu else "8")}
     log = work / f"{name}.log"
     started = time.monotonic()
@@ -145,9 +205,17 @@ def run_one(cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: 
     first, last = records[min(warmup, len(records) - 2)], records[-1]
     tokens_per_s = (last.total_tokens - first.total_tokens) / max(last.elapsed_s - first.elapsed_s, 1e-9) / gpus
     run = RunRecord.read(location(str(output)))
-    return {**cfg, "name": name, "liger_active": run.liger, "steps": run.steps, "tokens": run.tokens,
-            "tokens_per_s_per_gpu": round(tokens_per_s, 1), "peak_memory_gb": round(peak / 1e9, 2),
-            "wall_s": round(time.monotonic() - started, 1), "final_loss": run.final_loss}
+    return {
+        **cfg,
+        "name": name,
+        "liger_active": run.liger,
+        "steps": run.steps,
+        "tokens": run.tokens,
+        "tokens_per_s_per_gpu": round(tokens_per_s, 1),
+        "peak_memory_gb": round(peak / 1e9, 2),
+        "wall_s": round(time.monotonic() - started, 1),
+        "final_loss": run.final_loss,
+    }
 
 
 def peak_tflops(override: float | None) -> tuple[str, float | None]:
@@ -188,10 +256,19 @@ def main() -> None:
                 row["mfu"] = round(row["tokens_per_s_per_gpu"] * flops / (peak * 1e12), 4) if peak else None
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"device": device, "gpus": gpus, "bf16_peak_tflops": peak, "method": a.method,
-              "model": "cpu-tiny" if a.cpu else "Qwen2-0.5B shape",
-              "cutoff_len": 128 if a.cpu else CUTOFF, "gradient_accumulation_steps": ACCUMULATION, "steps": steps,
-              "warmup_steps": warmup, "train_flops_per_token": flops, "runs": rows}
+    result = {
+        "device": device,
+        "gpus": gpus,
+        "bf16_peak_tflops": peak,
+        "method": a.method,
+        "model": "cpu-tiny" if a.cpu else "Qwen2-0.5B shape",
+        "cutoff_len": 128 if a.cpu else CUTOFF,
+        "gradient_accumulation_steps": ACCUMULATION,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "train_flops_per_token": flops,
+        "runs": rows,
+    }
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(f"\n{'configuration':<26}{'tokens/s/GPU':>14}{'MFU':>8}{'peak GB':>9}")
     for r in rows:

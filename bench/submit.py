@@ -18,8 +18,12 @@ import time
 
 def seconds(*args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "neosft", *args], check=True, capture_output=True,
-                   env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [sys.executable, "-m", "neosft", *args],
+        check=True,
+        capture_output=True,
+        env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
     return time.perf_counter() - start
 
 
@@ -33,14 +37,17 @@ def main() -> None:
     for _ in range(rounds):  # alternate, so that other load on the machine hits each alike
         startup.append(seconds("--version"))
         for backend in backends:
-            dry_run[backend].append(seconds("submit", "--variant", "all", "--run-id", "bench", "--dry-run",
-                                            "--backend", backend))
+            dry_run[backend].append(
+                seconds("submit", "--variant", "all", "--run-id", "bench", "--dry-run", "--backend", backend)
+            )
     base = statistics.median(startup)
     print(f"neosft --version                                            {base:6.2f} s (median of {rounds})")
     for backend in backends:
         render = statistics.median(dry_run[backend])
-        print(f"neosft submit --variant all --dry-run --backend {backend:<10}  {render:6.2f} s = "
-              f"{render / base:.1f}x the start-up")
+        print(
+            f"neosft submit --variant all --dry-run --backend {backend:<10}  {render:6.2f} s = "
+            f"{render / base:.1f}x the start-up"
+        )
 
 
 if __name__ == "__main__":

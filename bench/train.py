@@ -73,22 +73,53 @@ def trainable_parameters(final: Path) -> int:
 
 
 def neosft_train(data: Path, model: Path, out: Path, steps: int, packing: bool, method: str = "full") -> dict:
-    cmd = [sys.executable, "-m", "neosft", "train", "--variant", VARIANT, "--data", data, "--output", out,
-           "--model", model, "--method", method, "--deepspeed", "none", "--max-steps", steps,
-           "--save-steps", 10 * steps,
-           "--work-dir", out.with_name(out.name + "-work"), "--set", f"gradient_accumulation_steps={ACCUMULATION}"] + (["--packing"] if packing else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "neosft",
+        "train",
+        "--variant",
+        VARIANT,
+        "--data",
+        data,
+        "--output",
+        out,
+        "--model",
+        model,
+        "--method",
+        method,
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        steps,
+        "--save-steps",
+        10 * steps,
+        "--work-dir",
+        out.with_name(out.name + "-work"),
+        "--set",
+        f"gradient_accumulation_steps={ACCUMULATION}",
+    ] + (["--packing"] if packing else [])
     subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
     run = json.loads((out / "final" / "run.json").read_text())
     trainable = trainable_parameters(out / "final")
-    return {"tokens": run["tokens"], "train_runtime_s": run["train_runtime_s"], "steps": run["steps"],
-            "trainable": trainable, "trainable_state_mb": trainable * TRAINABLE_STATE_BYTES / 1e6}
+    return {
+        "tokens": run["tokens"],
+        "train_runtime_s": run["train_runtime_s"],
+        "steps": run["steps"],
+        "trainable": trainable,
+        "trainable_state_mb": trainable * TRAINABLE_STATE_BYTES / 1e6,
+    }
 
 
 def plain_hf(data: Path, model: Path, out: Path, steps: int) -> dict:
     script = out.with_suffix(".py")
     script.write_text(PLAIN_HF)
-    result = subprocess.run([sys.executable, str(script), str(data), str(model), str(out), str(steps), str(ACCUMULATION)], check=True,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(script), str(data), str(model), str(out), str(steps), str(ACCUMULATION)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "steps": steps}
 
 
@@ -102,15 +133,24 @@ def padding_efficiency(data: Path, model: Path, batch: int) -> dict:
     from neosft.variants import VARIANTS
 
     cutoff = VARIANTS[VARIANT].cutoff_len
-    tokens = tokenize(rows(str(data), VARIANT, manifest_entry(str(data), VARIANT)[1]), AutoTokenizer.from_pretrained(model),
-                      cutoff)
+    tokens = tokenize(
+        rows(str(data), VARIANT, manifest_entry(str(data), VARIANT)[1]), AutoTokenizer.from_pretrained(model), cutoff
+    )
     lengths = np.asarray(tokens.lengths)
     order = np.random.default_rng(0).permutation(len(lengths))
-    padded = sum(int(lengths[order[i:i + batch]].max()) * len(order[i:i + batch]) for i in range(0, len(order), batch))
+    padded = sum(
+        int(lengths[order[i : i + batch]].max()) * len(order[i : i + batch]) for i in range(0, len(order), batch)
+    )
     bins = pack(lengths, cutoff)
-    return {"samples": len(lengths), "real_tokens": int(lengths.sum()), "padded_batch": batch,
-            "padded_efficiency": lengths.sum() / padded, "packed_sequences": len(bins),
-            "packed_fill": lengths.sum() / (len(bins) * cutoff), "packed_efficiency": 1.0}
+    return {
+        "samples": len(lengths),
+        "real_tokens": int(lengths.sum()),
+        "padded_batch": batch,
+        "padded_efficiency": lengths.sum() / padded,
+        "packed_sequences": len(bins),
+        "packed_fill": lengths.sum() / (len(bins) * cutoff),
+        "packed_efficiency": 1.0,
+    }
 
 
 def main() -> None:
@@ -132,11 +172,12 @@ def main() -> None:
         texts = [r["instruction"] + r["output"] for r in map(json.loads, part.open(encoding="utf-8"))]
         model = make_tiny_qwen2(tmp / "model", texts[:2000])
 
-        runs = {"plain HF Trainer": lambda out: plain_hf(part, model, out, args.steps),
-                "neosft train": lambda out: neosft_train(tmp / "data", model, out, args.steps, False),
-                "neosft train --packing": lambda out: neosft_train(tmp / "data", model, out, args.packed_steps, True),
-                "neosft train --method lora": lambda out: neosft_train(tmp / "data", model, out, args.steps, False,
-                                                                       "lora")}
+        runs = {
+            "plain HF Trainer": lambda out: plain_hf(part, model, out, args.steps),
+            "neosft train": lambda out: neosft_train(tmp / "data", model, out, args.steps, False),
+            "neosft train --packing": lambda out: neosft_train(tmp / "data", model, out, args.packed_steps, True),
+            "neosft train --method lora": lambda out: neosft_train(tmp / "data", model, out, args.steps, False, "lora"),
+        }
         trials: dict[str, list[dict]] = {name: [] for name in runs}
         for round_ in range(args.rounds):
             for i, (name, fn) in enumerate(runs.items()):
@@ -147,18 +188,24 @@ def main() -> None:
         base = results["plain HF Trainer"]["tokens_per_s"]
         print(f"{'run':<27} {'steps':>5} {'real tokens':>11} {'train s':>8} {'tokens/s':>9} {'vs plain':>8}")
         for name, r in results.items():
-            print(f"{name:<27} {r['steps']:>5} {r['tokens']:>11,} {r['train_runtime_s']:>8.1f} "
-                  f"{r['tokens_per_s']:>9,.0f} {r['tokens_per_s'] / base:>7.2f}x")
+            print(
+                f"{name:<27} {r['steps']:>5} {r['tokens']:>11,} {r['train_runtime_s']:>8.1f} "
+                f"{r['tokens_per_s']:>9,.0f} {r['tokens_per_s'] / base:>7.2f}x"
+            )
         full, lora = results["neosft train"], results["neosft train --method lora"]
-        print(f"LoRA vs full (method full is `neosft train` above): {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x "
-              f"tokens/s; trainable {lora['trainable']:,} vs {full['trainable']:,} parameters, trainable state "
-              f"{lora['trainable_state_mb']:,.2f} MB vs {full['trainable_state_mb']:,.2f} MB "
-              f"({lora['trainable_state_mb'] / full['trainable_state_mb']:.1%})")
+        print(
+            f"LoRA vs full (method full is `neosft train` above): {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x "
+            f"tokens/s; trainable {lora['trainable']:,} vs {full['trainable']:,} parameters, trainable state "
+            f"{lora['trainable_state_mb']:,.2f} MB vs {full['trainable_state_mb']:,.2f} MB "
+            f"({lora['trainable_state_mb'] / full['trainable_state_mb']:.1%})"
+        )
         eff = padding_efficiency(tmp / "data", model, batch=8)
-        print(f"padding efficiency: batch 1 (the table's): 1.00; padded batches of {eff['padded_batch']}: "
-              f"{eff['padded_efficiency']:.2f}; packed (flattened, no padding): {eff['packed_efficiency']:.2f}, "
-              f"{eff['samples']} samples in {eff['packed_sequences']} sequences, "
-              f"{eff['packed_fill']:.0%} of cutoff_len filled")
+        print(
+            f"padding efficiency: batch 1 (the table's): 1.00; padded batches of {eff['padded_batch']}: "
+            f"{eff['padded_efficiency']:.2f}; packed (flattened, no padding): {eff['packed_efficiency']:.2f}, "
+            f"{eff['samples']} samples in {eff['packed_sequences']} sequences, "
+            f"{eff['packed_fill']:.0%} of cutoff_len filled"
+        )
         print(json.dumps({"runs": results, "padding": eff}, default=float))
 
 

@@ -27,8 +27,10 @@ def _valid(value, kind: str, name: str):
     if kind in ("int", "float"):
         number = isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
-            raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {'a count' if kind == 'int' else 'a number'} "
-                           f"from 0 to {MAX_NUMBER:g}")
+            raise _Invalid(
+                f"{name} is {json.dumps(value)[:40]}, not {'a count' if kind == 'int' else 'a number'} "
+                f"from 0 to {MAX_NUMBER:g}"
+            )
         return value
     simple: dict[str, Any] = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
     if kind not in simple:  # a nested artifact type: its caller builds and checks it
@@ -58,8 +60,11 @@ def _typed(cls, fields: dict, where: str = ""):
     try:
         return cls(**checked)
     except TypeError:
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in checked and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in checked and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         raise _Invalid(f"{where}{missing[0] if missing else '?'} is missing") from None
 
 
@@ -175,23 +180,30 @@ class Manifest:
             if heldout is not None:
                 heldout = _typed(HeldOut, heldout, "heldout.")
                 held = _valid(heldout.variants, "dict", "heldout.variants")
-                heldout = dataclasses.replace(heldout, variants={
-                    name: _typed(VariantData, v, f"heldout.variants.{name}.") for name, v in held.items()})
-            return dataclasses.replace(manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built,
-                                       heldout=heldout)
+                heldout = dataclasses.replace(
+                    heldout,
+                    variants={name: _typed(VariantData, v, f"heldout.variants.{name}.") for name, v in held.items()},
+                )
+            return dataclasses.replace(
+                manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built, heldout=heldout
+            )
         except (ValueError, RecursionError):
             problem = "not valid JSON"
         except _Invalid as e:
             problem = str(e)
-        raise UserError(f"{where} is not a manifest of this neosft version ({problem}): rebuild the dataset with "
-                        "`neosft data build`")
+        raise UserError(
+            f"{where} is not a manifest of this neosft version ({problem}): rebuild the dataset with "
+            "`neosft data build`"
+        )
 
     @classmethod
     def read(cls, folder: str | Location) -> Manifest:
         """The manifest of the dataset in `folder`; a `UserError` when there is none or it is not one."""
         loc = (location(folder) if isinstance(folder, str) else folder) / MANIFEST
         if not loc.exists():
-            raise UserError(f"no dataset at {folder} (no {MANIFEST}): build it with `neosft data build SOURCE --out {folder}`")
+            raise UserError(
+                f"no dataset at {folder} (no {MANIFEST}): build it with `neosft data build SOURCE --out {folder}`"
+            )
         return cls.from_json(loc.read_bytes(), str(loc))
 
     def variant(self, name: str, folder: str = "the dataset") -> VariantData:
@@ -231,8 +243,9 @@ _LOSS_FIELDS = {f.name for f in dataclasses.fields(LossRecord)}
 
 def losses_jsonl(records: list[LossRecord]) -> bytes:
     """loss.jsonl: one JSON object per record, without the fields that do not apply."""
-    return b"".join(json.dumps({k: v for k, v in dataclasses.asdict(r).items() if v is not None}).encode() + b"\n"
-                    for r in records)
+    return b"".join(
+        json.dumps({k: v for k, v in dataclasses.asdict(r).items() if v is not None}).encode() + b"\n" for r in records
+    )
 
 
 def read_losses(data: bytes, where: str = "loss.jsonl") -> list[LossRecord]:
@@ -243,8 +256,12 @@ def read_losses(data: bytes, where: str = "loss.jsonl") -> list[LossRecord]:
             continue
         try:
             fields = json.loads(line)
-            records.append(_typed(LossRecord, {k: v for k, v in fields.items() if k in _LOSS_FIELDS}
-                                  if isinstance(fields, dict) else fields))
+            records.append(
+                _typed(
+                    LossRecord,
+                    {k: v for k, v in fields.items() if k in _LOSS_FIELDS} if isinstance(fields, dict) else fields,
+                )
+            )
         except (ValueError, RecursionError):
             raise UserError(f"{where} line {number} is not a loss record (not valid JSON)") from None
         except _Invalid as e:
@@ -305,8 +322,13 @@ class RunRecord:
             if not isinstance(fields, dict):
                 raise _Invalid("not a JSON object")
             known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-            return _typed(cls, {**{k: v for k, v in fields.items() if k in known},
-                                "extra": {k: v for k, v in fields.items() if k not in known}})
+            return _typed(
+                cls,
+                {
+                    **{k: v for k, v in fields.items() if k in known},
+                    "extra": {k: v for k, v in fields.items() if k not in known},
+                },
+            )
         except (ValueError, RecursionError):
             problem = "not valid JSON"
         except _Invalid as e:
@@ -367,8 +389,13 @@ class EvalRecord:
     def from_json(cls, data: bytes, where: str = EVAL_RECORD) -> EvalRecord:
         try:
             raw = json.loads(data)
-            return cls(**{**raw, "chat": LossSummary(**raw["chat"]),
-                          "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()}})
+            return cls(
+                **{
+                    **raw,
+                    "chat": LossSummary(**raw["chat"]),
+                    "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()},
+                }
+            )
         except (ValueError, TypeError, KeyError, AttributeError):
             raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
 

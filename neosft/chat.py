@@ -7,8 +7,9 @@ from __future__ import annotations
 DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen2-Instruct's template and LLaMA-Factory's `qwen` up to 0.9.2
 
 
-def segments(instruction: str, input: str, output: str, system: str | None = None,
-             default_system: str = DEFAULT_SYSTEM) -> tuple[str, str]:
+def segments(
+    instruction: str, input: str, output: str, system: str | None = None, default_system: str = DEFAULT_SYSTEM
+) -> tuple[str, str]:
     """(prompt, response) in ChatML: the text the model reads and the text it learns to write.
 
     The user turn is the instruction, plus a newline and the input when the input is not empty. A missing or empty
@@ -19,15 +20,21 @@ def segments(instruction: str, input: str, output: str, system: str | None = Non
     return system_text + prompt, response
 
 
-def turns(rounds: list[tuple[str, str]], system: str | None = None,
-          default_system: str = DEFAULT_SYSTEM) -> list[tuple[str, str, str]]:
+def turns(
+    rounds: list[tuple[str, str]], system: str | None = None, default_system: str = DEFAULT_SYSTEM
+) -> list[tuple[str, str, str]]:
     """A conversation in LLaMA-Factory's `qwen` template (data/template.py `Template._encode`): one
     (system, user, assistant) text triple per round, each a slot LLaMA-Factory encodes on its own. Only the first
     round has a system slot (`format_system`, `system or default_system`); every user slot is `format_user`, which
     ends with the assistant header; every assistant slot `format_assistant`."""
-    return [(f"<|im_start|>system\n{system or default_system}<|im_end|>\n" if i == 0 else "",
-             f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", f"{assistant}<|im_end|>\n")
-            for i, (user, assistant) in enumerate(rounds)]
+    return [
+        (
+            f"<|im_start|>system\n{system or default_system}<|im_end|>\n" if i == 0 else "",
+            f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n",
+            f"{assistant}<|im_end|>\n",
+        )
+        for i, (user, assistant) in enumerate(rounds)
+    ]
 
 
 class ChatFormat:
@@ -48,6 +55,8 @@ class ChatFormat:
         if not full.startswith(prompt):
             from neosft.errors import UserError
 
-            raise UserError("the tokenizer's chat template does not render the prompt as a prefix of the "
-                            "conversation; train with --chat-format chatml")
-        return prompt, full[len(prompt):]
+            raise UserError(
+                "the tokenizer's chat template does not render the prompt as a prefix of the "
+                "conversation; train with --chat-format chatml"
+            )
+        return prompt, full[len(prompt) :]

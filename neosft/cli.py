@@ -90,15 +90,27 @@ def variants(as_json: bool) -> None:
         import json
 
         table = {name: {"rule": v.rule, **v.hyperparameters()} for name, v in VARIANTS.items()}
-        click.echo(json.dumps({"variants": table, "num_devices": NUM_DEVICES,
-                               "total_train_batch_size": TOTAL_TRAIN_BATCH, "total_eval_batch_size": TOTAL_EVAL_BATCH,
-                               "method": DEFAULT_METHOD, "lora": LORA.record()}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "variants": table,
+                    "num_devices": NUM_DEVICES,
+                    "total_train_batch_size": TOTAL_TRAIN_BATCH,
+                    "total_eval_batch_size": TOTAL_EVAL_BATCH,
+                    "method": DEFAULT_METHOD,
+                    "lora": LORA.record(),
+                },
+                indent=2,
+            )
+        )
         return
     width = max(map(len, VARIANTS))
     click.echo(f"{'variant':<{width}}  learning_rate  cutoff_len  rule")
     for name, v in VARIANTS.items():
         click.echo(f"{name:<{width}}  {v.learning_rate:<13g}  {v.cutoff_len:<10}  {v.rule}")
-    click.echo(f"\nshared by all: {NUM_DEVICES} devices, total train batch {TOTAL_TRAIN_BATCH}, total eval batch {TOTAL_EVAL_BATCH}")
+    click.echo(
+        f"\nshared by all: {NUM_DEVICES} devices, total train batch {TOTAL_TRAIN_BATCH}, total eval batch {TOTAL_EVAL_BATCH}"
+    )
     for key, value in SHARED.items():
         click.echo(f"  {key} = {value}")
     click.echo(f"\nmethod: {DEFAULT_METHOD} (--method full: every weight); LoRA settings (--lora-*):")
@@ -106,8 +118,13 @@ def variants(as_json: bool) -> None:
         click.echo(f"  {key} = {value}")
 
 
-_rules = click.option("--rules", type=click.Choice(RULES), default="seed", show_default=True,
-                      help="seed: the model card's rules; reilx: REILX's published scripts, byte for byte.")
+_rules = click.option(
+    "--rules",
+    type=click.Choice(RULES),
+    default="seed",
+    show_default=True,
+    help="seed: the model card's rules; reilx: REILX's published scripts, byte for byte.",
+)
 
 
 @cli.group()
@@ -125,8 +142,11 @@ def data() -> None:
 @click.option("--tokenizer", type=click.Path(), help="tokenizer.json (or its folder) for token-length stats.")
 @click.option("--build-id", help="Recorded in the manifest, for `neosft data wait --build-id`.")
 @_rules
-@click.option("--holdout", help="Records set aside for `neosft eval` before any variant: N, P% or P%:N (at most N); "
-              f"0: none  [default: {HOLDOUT_DEFAULT}; 0 with --rules reilx]")
+@click.option(
+    "--holdout",
+    help="Records set aside for `neosft eval` before any variant: N, P% or P%:N (at most N); "
+    f"0: none  [default: {HOLDOUT_DEFAULT}; 0 with --rules reilx]",
+)
 def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokenizer, build_id, rules, holdout) -> None:
     """Build the datasets from SOURCE into --out, in one streaming pass.
 
@@ -141,10 +161,22 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     from neosft.data.build import build
 
     names = [n.strip() for n in variants.split(",")] if variants.strip() else []
-    manifest = build(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id, rules,
-                     holdout or ("0" if rules == "reilx" else HOLDOUT_DEFAULT))
-    click.echo(f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
-               + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items()))
+    manifest = build(
+        source,
+        dest,
+        names,
+        joiner,
+        input_prompt,
+        shard_rows,
+        tokenizer,
+        build_id,
+        rules,
+        holdout or ("0" if rules == "reilx" else HOLDOUT_DEFAULT),
+    )
+    click.echo(
+        f"{manifest.source.records:,} records read, {manifest.kept:,} kept; skipped: "
+        + ", ".join(f"{k} {v:,}" for k, v in manifest.skipped.items())
+    )
     for name, v in manifest.variants.items():
         line = f"  {name:<13} {v.rows:>10,} rows  in {len(v.files)} part(s)"
         if rules != "seed":  # each variant has its own skips
@@ -153,23 +185,39 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
             line += f"; {'equal to' if v.published.equal else 'differs from'} {v.published.uri}"
         click.echo(line)
     if manifest.heldout:
-        click.echo(f"held out: {manifest.heldout.records:,} records ({manifest.heldout.spec}), in {manifest.parts}/heldout/")
+        click.echo(
+            f"held out: {manifest.heldout.records:,} records ({manifest.heldout.spec}), in {manifest.parts}/heldout/"
+        )
     for warning in manifest.warnings:
         click.secho(f"warning: {warning}", err=True, fg="yellow")
     click.echo(f"wrote {dest.rstrip('/')}/manifest.json")
 
 
 @cli.command()
-@click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan.")
+@click.option(
+    "--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant to plan."
+)
 @click.option("--data", "data_uri", help="Dataset folder (local or s3://)  [default: the newest `neosft run` dataset]")
-@click.option("--tokens-per-gpu-s", default=None, type=Finite(min=1),
-              help="Training throughput per GPU [default: 3000 full, 4000 lora].")
-@click.option("--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size).")
+@click.option(
+    "--tokens-per-gpu-s",
+    default=None,
+    type=Finite(min=1),
+    help="Training throughput per GPU [default: 3000 full, 4000 lora].",
+)
+@click.option(
+    "--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size)."
+)
 @click.option("--gpu-memory", type=Finite(min=1), help="GB per GPU: also plan GPU memory for ZeRO-2 and ZeRO-3.")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
-              help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.")
-def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None,
-         method: str) -> None:
+@click.option(
+    "--method",
+    default=DEFAULT_METHOD,
+    show_default=True,
+    type=click.Choice(METHODS),
+    help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.",
+)
+def plan(
+    variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None, method: str
+) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
     \b
@@ -205,19 +253,43 @@ def plan(variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int,
 
 
 @cli.command("run")
-@click.option("--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant(s) to train.")
-@click.option("--source", default="sample", show_default=True,
-              help="Corpus to build from: a path, s3://, https://, hf://datasets/... or `sample` (the shipped sample).")
-@click.option("--store", help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]")
+@click.option(
+    "--variant", default="all", show_default=True, type=click.Choice([*VARIANTS, "all"]), help="Variant(s) to train."
+)
+@click.option(
+    "--source",
+    default="sample",
+    show_default=True,
+    help="Corpus to build from: a path, s3://, https://, hf://datasets/... or `sample` (the shipped sample).",
+)
+@click.option(
+    "--store",
+    help="Object store: a folder (served by a local S3 server) or s3://bucket/prefix  [default: .neosft/store]",
+)
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
-@click.option("--backend", "trainer_kind", default="auto", show_default=True, type=click.Choice(_TRAINER_KINDS),
-              help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
-              help="lora: LoRA adapters (the seed's method); full: every weight.")
+@click.option(
+    "--backend",
+    "trainer_kind",
+    default="auto",
+    show_default=True,
+    type=click.Choice(_TRAINER_KINDS),
+    help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).",
+)
+@click.option(
+    "--method",
+    default=DEFAULT_METHOD,
+    show_default=True,
+    type=click.Choice(METHODS),
+    help="lora: LoRA adapters (the seed's method); full: every weight.",
+)
 @_rules
-@click.option("--reilx", is_flag=True, help="REILX's run of the seed, rehearsed: --rules reilx, LoRA, every record "
-              "(no held-out split, so no eval); the tiny model keeps the rehearsal's learning rates.")
+@click.option(
+    "--reilx",
+    is_flag=True,
+    help="REILX's run of the seed, rehearsed: --rules reilx, LoRA, every record "
+    "(no held-out split, so no eval); the tiny model keeps the rehearsal's learning rates.",
+)
 def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
@@ -239,30 +311,56 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     holdout = "0" if rules == "reilx" else rehearsal.HOLDOUT  # REILX's files hold every record
     if reilx:
         ctx = click.get_current_context()
-        given = [f"--{name}" for name in ("method", "rules")
-                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        given = [
+            f"--{name}"
+            for name in ("method", "rules")
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
         if given:
             raise UserError(f"--reilx sets {given[0]} itself: drop {given[0]}")
         method, rules, holdout = REILX_RUN["train"]["method"], REILX_RUN["data"]["rules"], REILX_RUN["data"]["holdout"]
     run_id = check_run_id(run_id or rehearsal.new_run_id())
-    with _backend(local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))) \
-            as backend:
-        result = rehearsal.run(backend, names, source, run_id, steps or rehearsal.STEPS, trainer_kind,
-                                 method=method, rules=rules, holdout=holdout)
+    with _backend(
+        local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))
+    ) as backend:
+        result = rehearsal.run(
+            backend,
+            names,
+            source,
+            run_id,
+            steps or rehearsal.STEPS,
+            trainer_kind,
+            method=method,
+            rules=rules,
+            holdout=holdout,
+        )
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
 
 
 @cli.command("eval")
 @click.argument("target")
-@click.option("--base", is_flag=True, help="Score the base model of the run whose variants are in TARGET (RUN), "
-              "into RUN/base/eval.json.")
+@click.option(
+    "--base",
+    is_flag=True,
+    help="Score the base model of the run whose variants are in TARGET (RUN), into RUN/base/eval.json.",
+)
 @click.option("--model", help="With --base: the base model  [default: the one the run's variants trained from]")
 @click.option("--data", "data_uri", help="Dataset folder with held-out records  [default: the run's]")
-@click.option("--samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
-              help="Greedy answers to the first N held-out prompts.")
-@click.option("--max-new-tokens", default=MAX_NEW_TOKENS, show_default=True, type=click.IntRange(min=1),
-              help="Longest sample answer, in tokens.")
+@click.option(
+    "--samples",
+    default=SAMPLES,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Greedy answers to the first N held-out prompts.",
+)
+@click.option(
+    "--max-new-tokens",
+    default=MAX_NEW_TOKENS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Longest sample answer, in tokens.",
+)
 def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None:
     """Score a finished run (TARGET: its OUTPUT) or, with --base, its base model on the held-out records.
 
@@ -286,8 +384,10 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
     if base or in_run(target, record.name):
         click.echo(summary(location(target if base else run_of(target))))
     else:
-        click.echo(f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
-                   f"({record.chat.tokens:,} tokens)")
+        click.echo(
+            f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
+            f"({record.chat.tokens:,} tokens)"
+        )
 
 
 @cli.command()
@@ -342,8 +442,11 @@ def data_wait(folder, variant, timeout, interval, build_id) -> None:
     while not ready():
         left = deadline - time.monotonic()
         if left <= 0:
-            raise UserError(f"{manifest}" + (f" of build {build_id}" if build_id else "")
-                            + f" did not appear within {format_duration(timeout_s)}")
+            raise UserError(
+                f"{manifest}"
+                + (f" of build {build_id}" if build_id else "")
+                + f" did not appear within {format_duration(timeout_s)}"
+            )
         time.sleep(min(interval, left))  # never past the deadline, whatever the interval
     if variant and variant not in Manifest.read(folder).variants:
         raise UserError(f"{folder} holds no {variant} dataset: neosft data build SOURCE --out {folder}")
@@ -375,34 +478,73 @@ def _warn(line: str) -> None:
 
 
 @cli.command()
-@click.option("--variant", type=click.Choice([*VARIANTS, "all"]), help="Variant to train; default: the values' `variants`.")
+@click.option(
+    "--variant", type=click.Choice([*VARIANTS, "all"]), help="Variant to train; default: the values' `variants`."
+)
 @_namespace
 @click.option("--values", "values_file", type=click.Path(dir_okay=False), help="A Helm values file for the chart.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a chart value (Helm syntax); repeatable.")
-@click.option("--source", help="Corpus the data Job builds (hf://, s3://, https://, 'sample'); default: the "
-              "values' data.source, the real corpus m-a-p/neo_sft_phase2.")
+@click.option(
+    "--source",
+    help="Corpus the data Job builds (hf://, s3://, https://, 'sample'); default: the "
+    "values' data.source, the real corpus m-a-p/neo_sft_phase2.",
+)
 @click.option("--data", "data_uri", help="Train on this existing dataset folder (s3://...) instead of building one.")
 @click.option("--data-only", is_flag=True, help="Only build the datasets.")
-@click.option("--rules", type=click.Choice(RULES),
-              help="Conversion rules of the data Job (seed: the model card's; reilx: REILX's scripts, byte for byte); "
-              "default: the values' data.rules, seed.")
+@click.option(
+    "--rules",
+    type=click.Choice(RULES),
+    help="Conversion rules of the data Job (seed: the model card's; reilx: REILX's scripts, byte for byte); "
+    "default: the values' data.rules, seed.",
+)
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
-@click.option("--backend", "trainer_kind", type=click.Choice(_TRAINER_KINDS),
-              help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
-              "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
-              "pytorchjob with --dry-run]")
+@click.option(
+    "--backend",
+    "trainer_kind",
+    type=click.Choice(_TRAINER_KINDS),
+    help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
+    "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
+    "pytorchjob with --dry-run]",
+)
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
-@click.option("--method", type=click.Choice(METHODS), help="lora (LoRA adapters) or full (every weight); default: "
-              "the values' train.method, lora.")
-@click.option("--reilx", is_flag=True, help="REILX's run of the seed exactly: its conversion scripts (--rules reilx), "
-              "every record (data.holdout 0), LoRA r 16 / alpha 32 / dropout 0 on every projection, the card's "
-              "hyper-parameters.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    help="lora (LoRA adapters) or full (every weight); default: the values' train.method, lora.",
+)
+@click.option(
+    "--reilx",
+    is_flag=True,
+    help="REILX's run of the seed exactly: its conversion scripts (--rules reilx), "
+    "every record (data.holdout 0), LoRA r 16 / alpha 32 / dropout 0 on every projection, the card's "
+    "hyper-parameters.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the validated YAML instead of applying it.")
 @click.option("--wait", is_flag=True, help="Wait until every Job and training object has finished.")
-@click.option("--timeout", default="7d", show_default=True, help="With --wait: give up waiting after this long "
-              "(seconds, or 30m, 12h, 7d); the run goes on.")
-def submit(variant, namespace, values_file, sets, source, data_uri, data_only, rules, queue, trainer_kind, run_id,
-           method, reilx, dry_run, wait, timeout) -> None:
+@click.option(
+    "--timeout",
+    default="7d",
+    show_default=True,
+    help="With --wait: give up waiting after this long (seconds, or 30m, 12h, 7d); the run goes on.",
+)
+def submit(
+    variant,
+    namespace,
+    values_file,
+    sets,
+    source,
+    data_uri,
+    data_only,
+    rules,
+    queue,
+    trainer_kind,
+    run_id,
+    method,
+    reilx,
+    dry_run,
+    wait,
+    timeout,
+) -> None:
     """Render the chart for one run, validate it, and create it on the cluster.
 
     The data Job builds the run's own dataset; the training objects are created suspended and
@@ -484,8 +626,9 @@ def _print_plan(run: RenderedRun, method: str) -> None:
 @cli.command()
 @click.argument("run", required=False)
 @_namespace
-@click.option("--store", help="Read the run's progress from this store (a folder or s3://bucket/prefix), "
-              "with no cluster.")
+@click.option(
+    "--store", help="Read the run's progress from this store (a folder or s3://bucket/prefix), with no cluster."
+)
 def status(run, namespace, store) -> None:
     """Show a run's Jobs and training objects, their pods and latest loss; without RUN, list the runs.
 
@@ -504,13 +647,27 @@ def status(run, namespace, store) -> None:
     backend = _backend(run, namespace=namespace)
     if run is None:
         listing = [[r.run_id, ",".join(r.holds), r.states, r.created] for r in backend.runs()]
-        click.echo(text_table(["RUN", "HOLDS", "STATE", "CREATED"], listing) if listing
-                   else f"no neosft runs in namespace {backend.namespace}")
+        click.echo(
+            text_table(["RUN", "HOLDS", "STATE", "CREATED"], listing)
+            if listing
+            else f"no neosft runs in namespace {backend.namespace}"
+        )
         return
     report = backend.status(run)
-    rows = [[p.kind, p.name, p.variant, p.state, p.pods, str(p.restarts),
-             "-" if p.progress is None or p.progress.loss is None
-             else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}"] for p in report.parts]
+    rows = [
+        [
+            p.kind,
+            p.name,
+            p.variant,
+            p.state,
+            p.pods,
+            str(p.restarts),
+            "-"
+            if p.progress is None or p.progress.loss is None
+            else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}",
+        ]
+        for p in report.parts
+    ]
     click.echo(text_table(["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"], rows))
     for part in report.parts:
         if part.event:
@@ -521,7 +678,9 @@ def status(run, namespace, store) -> None:
 
 @cli.command()
 @click.argument("run")
-@click.option("--variant", type=click.Choice([*VARIANTS, "data"]), help="Only this variant's pods ('data': the data Job).")
+@click.option(
+    "--variant", type=click.Choice([*VARIANTS, "data"]), help="Only this variant's pods ('data': the data Job)."
+)
 @click.option("--follow", "-f", is_flag=True, help="Stream the logs of one pod (the master) as they grow.")
 @_namespace
 def logs(run, variant, follow, namespace) -> None:
@@ -556,8 +715,13 @@ def release(names, kind, timeout, namespace) -> None:
         click.echo(f"released {name}")
 
 
-_method = click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(METHODS),
-                       help="lora: train a LoRA adapter on the frozen model (the seed's method); full: every weight.")
+_method = click.option(
+    "--method",
+    default=DEFAULT_METHOD,
+    show_default=True,
+    type=click.Choice(METHODS),
+    help="lora: train a LoRA adapter on the frozen model (the seed's method); full: every weight.",
+)
 
 
 @cli.command("await-runtime", hidden=True)
@@ -574,46 +738,127 @@ def await_runtime(runtime, namespace) -> None:
 @cli.command()
 @click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
 @click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")
-@click.option("--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix.")
+@click.option(
+    "--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix."
+)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model ID or local folder.")
 @_method
 @click.option("--lora-rank", default=LORA.rank, show_default=True, type=click.IntRange(min=1), help="LoRA rank r.")
-@click.option("--lora-alpha", default=LORA.alpha, show_default=True, type=click.IntRange(min=1),
-              help="LoRA alpha (the update is scaled by alpha / r).")
-@click.option("--lora-dropout", default=LORA.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Dropout on the LoRA path.")
-@click.option("--lora-target", default=LORA.target, show_default=True,
-              help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names "
-              "(q_proj,v_proj).")
-@click.option("--merge", "merge_after", is_flag=True,
-              help="LoRA: once trained, also write OUTPUT/merged (plain weights).")
-@click.option("--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  "
-              "[default: zero2 with lora, zero3 with full]")
+@click.option(
+    "--lora-alpha",
+    default=LORA.alpha,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LoRA alpha (the update is scaled by alpha / r).",
+)
+@click.option(
+    "--lora-dropout",
+    default=LORA.dropout,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout on the LoRA path.",
+)
+@click.option(
+    "--lora-target",
+    default=LORA.target,
+    show_default=True,
+    help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names (q_proj,v_proj).",
+)
+@click.option(
+    "--merge", "merge_after", is_flag=True, help="LoRA: once trained, also write OUTPUT/merged (plain weights)."
+)
+@click.option(
+    "--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  [default: zero2 with lora, zero3 with full]"
+)
 @click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
-@click.option("--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs).")
-@click.option("--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps.")
-@click.option("--val-size", default=0.0, show_default=True, type=Finite(),
-              help="Fraction of rows held out for eval loss.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).")
+@click.option(
+    "--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs)."
+)
+@click.option(
+    "--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps."
+)
+@click.option(
+    "--val-size", default=0.0, show_default=True, type=Finite(), help="Fraction of rows held out for eval loss."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).",
+)
 @click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")
-@click.option("--default-system", default=DEFAULT_SYSTEM, show_default=True,
-              help="System prompt of rows without one (or with an empty one); recorded in run.json.")
-@click.option("--chat-format", default="auto", show_default=True, type=click.Choice(["auto", "chatml"]),
-              help="auto: the tokenizer's chat template when it has one, else ChatML (Qwen2's format).")
-@click.option("--report-to", default="none", show_default=True, type=click.Choice(["tensorboard", "wandb", "mlflow", "none"]),
-              help="Experiment tracker; tensorboard writes event files to OUTPUT/tensorboard.")
+@click.option(
+    "--default-system",
+    default=DEFAULT_SYSTEM,
+    show_default=True,
+    help="System prompt of rows without one (or with an empty one); recorded in run.json.",
+)
+@click.option(
+    "--chat-format",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "chatml"]),
+    help="auto: the tokenizer's chat template when it has one, else ChatML (Qwen2's format).",
+)
+@click.option(
+    "--report-to",
+    default="none",
+    show_default=True,
+    type=click.Choice(["tensorboard", "wandb", "mlflow", "none"]),
+    help="Experiment tracker; tensorboard writes event files to OUTPUT/tensorboard.",
+)
 @click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
-@click.option("--upload-every", "upload_every_s", default=60.0, show_default=True, type=Finite(min=1),
-              help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.")
-@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
-              help="Then score the model on the dataset's held-out records into OUTPUT/eval.json (if it has any).")
-@click.option("--eval-samples", default=SAMPLES, show_default=True, type=click.IntRange(min=0),
-              help="Greedy answers to the first N held-out prompts.")
+@click.option(
+    "--upload-every",
+    "upload_every_s",
+    default=60.0,
+    show_default=True,
+    type=Finite(min=1),
+    help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.",
+)
+@click.option(
+    "--eval/--no-eval",
+    "evaluate",
+    default=True,
+    show_default=True,
+    help="Then score the model on the dataset's held-out records into OUTPUT/eval.json (if it has any).",
+)
+@click.option(
+    "--eval-samples",
+    default=SAMPLES,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Greedy answers to the first N held-out prompts.",
+)
 @click.option("--eval-base", is_flag=True, help="Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder).")
-def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, lora_dropout, lora_target, merge_after,
-          deepspeed, packing, max_steps, save_steps, val_size, overrides, work_dir, default_system, chat_format,
-          report_to, liger, upload_every_s, evaluate, eval_samples, eval_base) -> None:
+def train(
+    variant,
+    data_uri,
+    output_uri,
+    model,
+    method,
+    lora_rank,
+    lora_alpha,
+    lora_dropout,
+    lora_target,
+    merge_after,
+    deepspeed,
+    packing,
+    max_steps,
+    save_steps,
+    val_size,
+    overrides,
+    work_dir,
+    default_system,
+    chat_format,
+    report_to,
+    liger,
+    upload_every_s,
+    evaluate,
+    eval_samples,
+    eval_base,
+) -> None:
     """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
     OUTPUT's newest complete checkpoint.
 
@@ -632,19 +877,44 @@ def train(variant, data_uri, output_uri, model, method, lora_rank, lora_alpha, l
     from neosft.variants import Lora
 
     lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
-    fine_tune(Options(variant=variant, data=data_uri, output=output_uri, model=model, deepspeed=deepspeed,
-                      packing=packing, max_steps=max_steps, save_steps=save_steps, val_size=val_size,
-                      overrides=list(overrides), work_dir=work_dir, default_system=default_system,
-                      chat_format=chat_format, report_to=report_to, liger=liger, upload_every_s=upload_every_s,
-                      method=method, lora=lora, merge=merge_after,
-                      eval=evaluate, eval_samples=eval_samples, eval_base=eval_base))
+    fine_tune(
+        Options(
+            variant=variant,
+            data=data_uri,
+            output=output_uri,
+            model=model,
+            deepspeed=deepspeed,
+            packing=packing,
+            max_steps=max_steps,
+            save_steps=save_steps,
+            val_size=val_size,
+            overrides=list(overrides),
+            work_dir=work_dir,
+            default_system=default_system,
+            chat_format=chat_format,
+            report_to=report_to,
+            liger=liger,
+            upload_every_s=upload_every_s,
+            method=method,
+            lora=lora,
+            merge=merge_after,
+            eval=evaluate,
+            eval_samples=eval_samples,
+            eval_base=eval_base,
+        )
+    )
 
 
 @cli.command()
 @click.argument("output")
 @click.option("--to", "dest", required=True, help="Folder for the merged model: a local path or s3://bucket/prefix.")
-@click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "base"]),
-              help="Weights in bf16, or in the base model's own dtype.")
+@click.option(
+    "--dtype",
+    default="bf16",
+    show_default=True,
+    type=click.Choice(["bf16", "base"]),
+    help="Weights in bf16, or in the base model's own dtype.",
+)
 def merge(output, dest, dtype) -> None:
     """Merge the LoRA adapter of a finished run (its OUTPUT folder) into the base model: plain transformers weights.
 

@@ -22,9 +22,13 @@ def path_error(path: object, error: OSError) -> str:
     expected (ENOTDIR), a loop of symbolic links (ELOOP), a name too long (ENAMETOOLONG), ..."""
     import errno
 
-    reasons = {errno.ENOENT: "does not exist", errno.EISDIR: "is a folder, not a file",
-               errno.EACCES: "is not readable (permission denied)", errno.EPERM: "is not readable (permission denied)",
-               errno.ENOTDIR: "does not exist (a part of its path is a file, not a folder)",
-               errno.ELOOP: "cannot be opened: its symbolic links form a loop",
-               errno.ENAMETOOLONG: "cannot be opened: the name is too long"}
+    reasons = {
+        errno.ENOENT: "does not exist",
+        errno.EISDIR: "is a folder, not a file",
+        errno.EACCES: "is not readable (permission denied)",
+        errno.EPERM: "is not readable (permission denied)",
+        errno.ENOTDIR: "does not exist (a part of its path is a file, not a folder)",
+        errno.ELOOP: "cannot be opened: its symbolic links form a loop",
+        errno.ENAMETOOLONG: "cannot be opened: the name is too long",
+    }
     return f"{path} {reasons.get(error.errno or 0, 'cannot be read: ' + (error.strerror or type(error).__name__))}"

@@ -34,8 +34,13 @@ def _rclone() -> str:
 class LocalS3:
     """`with LocalS3(folder) as s3:` serves each sub-folder of `folder` as a bucket."""
 
-    def __init__(self, root: str | os.PathLike, access_key: str = "neosft", secret_key: str = "neosft-local-secret",
-                 port: int | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        access_key: str = "neosft",
+        secret_key: str = "neosft-local-secret",
+        port: int | None = None,
+    ):
         self.root = Path(root)
         self.access_key, self.secret_key = access_key, secret_key
         self.port = port or _free_port()
@@ -47,20 +52,28 @@ class LocalS3:
 
     def env(self) -> dict[str, str]:
         """The variables that point neosft (and any S3 client) at this server."""
-        return {"NEOSFT_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        return {
+            "NEOSFT_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
 
     def start(self) -> LocalS3:
         self.root.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"'}
         self.proc = subprocess.Popen(
             [_rclone(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}", "--log-level", "ERROR"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise UserError(f"rclone serve s3 exited: {self.proc.communicate()[1].decode(errors='replace').strip()}")
+                raise UserError(
+                    f"rclone serve s3 exited: {self.proc.communicate()[1].decode(errors='replace').strip()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self

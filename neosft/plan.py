@@ -13,8 +13,15 @@ from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS, SAMPLES
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
-QWEN2_7B = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-            "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False}
+QWEN2_7B = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+}
 DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
 # LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
 # backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second
@@ -25,7 +32,12 @@ CHAT_TEMPLATE_TOKENS = 21  # ChatML scaffolding with the default system prompt, 
 
 def parameters(config: dict) -> int:
     """Parameter count of a Qwen2 decoder from its config."""
-    h, layers, inter, vocab = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], config["vocab_size"]
+    h, layers, inter, vocab = (
+        config["hidden_size"],
+        config["num_hidden_layers"],
+        config["intermediate_size"],
+        config["vocab_size"],
+    )
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
     attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o without
     layer = attention + 3 * h * inter + 2 * h  # gate, up, down; two RMSNorms
@@ -89,39 +101,75 @@ def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: i
     return VariantPlan(name, rows, count, exact, over, steps, steps * epochs, epochs * count / tokens_per_gpu_s / 3600)
 
 
-def plan(data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S,
-         gpus: int = NUM_DEVICES) -> list[VariantPlan]:
+def plan(
+    data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S, gpus: int = NUM_DEVICES
+) -> list[VariantPlan]:
     manifest = Manifest.read(data_uri)
     return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s, gpus) for v in variants]
 
 
 def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES, lora: Lora | None = None) -> str:
     """The plan as a plain-text table with its assumptions: of LoRA with `lora`, else of full fine-tuning."""
-    head = ("variant", "lr", "cutoff", "rows", "tokens/epoch", "over cutoff", "steps/epoch", "steps", "GPU-hours", f"hours on {gpus}")
+    head = (
+        "variant",
+        "lr",
+        "cutoff",
+        "rows",
+        "tokens/epoch",
+        "over cutoff",
+        "steps/epoch",
+        "steps",
+        "GPU-hours",
+        f"hours on {gpus}",
+    )
     lines = [head]
     for p in plans:
         v = VARIANTS[p.variant]
-        lines.append((p.variant, f"{v.learning_rate:g}", str(v.cutoff_len), f"{p.rows:,}", f"{'' if p.exact else '~'}{p.tokens:,}",
-                      "?" if p.over_cutoff is None else f"{p.over_cutoff:,}", f"{p.steps_per_epoch:,}", f"{p.total_steps:,}",
-                      f"{p.gpu_hours:,.1f}", f"{p.gpu_hours / gpus:,.2f}"))
+        lines.append(
+            (
+                p.variant,
+                f"{v.learning_rate:g}",
+                str(v.cutoff_len),
+                f"{p.rows:,}",
+                f"{'' if p.exact else '~'}{p.tokens:,}",
+                "?" if p.over_cutoff is None else f"{p.over_cutoff:,}",
+                f"{p.steps_per_epoch:,}",
+                f"{p.total_steps:,}",
+                f"{p.gpu_hours:,.1f}",
+                f"{p.gpu_hours / gpus:,.2f}",
+            )
+        )
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    table = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in lines]
+    table = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in lines
+    ]
     params = parameters(QWEN2_7B)
-    notes = [(f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
-              f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
-              "(--tokens-per-gpu-s).")]
+    notes = [
+        (
+            f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
+            f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
+            "(--tokens-per-gpu-s)."
+        )
+    ]
     if lora:
         adapter = trainable(lora)
-        notes.append(f"Qwen2-7B: {params / 1e9:.2f}B parameters, frozen; LoRA r {lora.rank} on every linear "
-                     f"projection: {adapter:,} trainable ({adapter // lora.rank:,} per unit of rank); adapter "
-                     f"{2 * adapter / 1e6:,.1f} MB in bf16; one resumable checkpoint "
-                     f"{zero3_checkpoint_bytes(adapter) / 1e6:,.0f} MB.")
+        notes.append(
+            f"Qwen2-7B: {params / 1e9:.2f}B parameters, frozen; LoRA r {lora.rank} on every linear "
+            f"projection: {adapter:,} trainable ({adapter // lora.rank:,} per unit of rank); adapter "
+            f"{2 * adapter / 1e6:,.1f} MB in bf16; one resumable checkpoint "
+            f"{zero3_checkpoint_bytes(adapter) / 1e6:,.0f} MB."
+        )
     else:
-        notes.append(f"Qwen2-7B: {params / 1e9:.2f}B parameters; one resumable ZeRO-3 checkpoint "
-                     f"{zero3_checkpoint_bytes(params) / 1e9:,.0f} GB, final bf16 weights {2 * params / 1e9:,.1f} GB.")
+        notes.append(
+            f"Qwen2-7B: {params / 1e9:.2f}B parameters; one resumable ZeRO-3 checkpoint "
+            f"{zero3_checkpoint_bytes(params) / 1e9:,.0f} GB, final bf16 weights {2 * params / 1e9:,.1f} GB."
+        )
     notes.append(disk(plans, gpus, lora).render())
     if not all(p.exact for p in plans):
-        notes.append(f"~ estimated at {CHARS_PER_TOKEN} characters per token; build with --tokenizer for exact counts and truncation.")
+        notes.append(
+            f"~ estimated at {CHARS_PER_TOKEN} characters per token; build with --tokenizer for exact counts and truncation."
+        )
     return "\n".join(table + [""] + notes)
 
 
@@ -140,18 +188,29 @@ class EvalPlan:
     share: float  # of the training GPU time of the same variants
 
 
-def plan_eval(manifest: Manifest, plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES,
-              samples: int = SAMPLES, max_new_tokens: int = MAX_NEW_TOKENS) -> EvalPlan | None:
+def plan_eval(
+    manifest: Manifest,
+    plans: list[VariantPlan],
+    tokens_per_gpu_s: float,
+    gpus: int = NUM_DEVICES,
+    samples: int = SAMPLES,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> EvalPlan | None:
     """What the eval at the end of each variant's training (and the base's, once) adds; None without held-out records."""
     held = manifest.heldout
     if held is None or not held.records:
         return None
     entries = held.variants.values()
     # the chat set is every conversation whole: about the `multi` row of each record (one row per record)
-    tokens = sum(tokens_of(e)[0] for e in entries) + (tokens_of(held.variants["multi"])[0] if "multi" in held.variants
-                                                      else max((tokens_of(e)[0] for e in entries), default=0))
+    tokens = sum(tokens_of(e)[0] for e in entries) + (
+        tokens_of(held.variants["multi"])[0]
+        if "multi" in held.variants
+        else max((tokens_of(e)[0] for e in entries), default=0)
+    )
     score_s = tokens / (tokens_per_gpu_s * EVAL_SPEEDUP * gpus)
-    generate_s = math.ceil(math.ceil(samples / gpus) / GENERATE_BATCH) * max_new_tokens * DECODE_S_PER_TOKEN  # ranks at once
+    generate_s = (
+        math.ceil(math.ceil(samples / gpus) / GENERATE_BATCH) * max_new_tokens * DECODE_S_PER_TOKEN
+    )  # ranks at once
     models = len(plans) + 1
     gpu_minutes = models * gpus * (score_s + generate_s + LOAD_S) / 60
     train_minutes = sum(p.gpu_hours for p in plans) * 60
@@ -161,8 +220,10 @@ def plan_eval(manifest: Manifest, plans: list[VariantPlan], tokens_per_gpu_s: fl
 def render_eval(e: EvalPlan | None) -> str:
     if e is None:
         return "eval: none (the dataset has no held-out records: built with --holdout 0)"
-    return (f"eval: {e.models} models (each variant and the base) x {e.tokens:,} held-out tokens, ~{e.gpu_minutes:,.0f} "
-            f"GPU-minutes with loading and samples, {e.share:.2%} of the training's GPU time.")
+    return (
+        f"eval: {e.models} models (each variant and the base) x {e.tokens:,} held-out tokens, ~{e.gpu_minutes:,.0f} "
+        f"GPU-minutes with loading and samples, {e.share:.2%} of the training's GPU time."
+    )
 
 
 GPUS_PER_NODE = 8
@@ -184,9 +245,11 @@ class Disk:
 
     def render(self) -> str:
         gb = lambda n: f"{n / 1e9:,.0f}" if n >= 1e9 else f"{n / 1e9:,.2f}"  # noqa: E731
-        return (f"disk per training node: {self.total / 1e9:,.0f} GB = {CHECKPOINTS_KEPT + 1} checkpoints "
-                f"{gb(self.checkpoints)} GB + final weights {gb(self.final)} GB + model download "
-                f"{self.model / 1e9:,.0f} GB + token cache {self.tokens / 1e9:,.1f} GB.")
+        return (
+            f"disk per training node: {self.total / 1e9:,.0f} GB = {CHECKPOINTS_KEPT + 1} checkpoints "
+            f"{gb(self.checkpoints)} GB + final weights {gb(self.final)} GB + model download "
+            f"{self.model / 1e9:,.0f} GB + token cache {self.tokens / 1e9:,.1f} GB."
+        )
 
 
 def disk(plans: list[VariantPlan], gpus: int, lora: Lora | None = None) -> Disk:
@@ -195,9 +258,12 @@ def disk(plans: list[VariantPlan], gpus: int, lora: Lora | None = None) -> Disk:
     params = parameters(QWEN2_7B)
     nodes = max(1, math.ceil(gpus / GPUS_PER_NODE))
     tokens = max((p.tokens for p in plans), default=0)
-    return Disk(checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(trainable(lora)) / nodes),
-                final=2 * trainable(lora), model=2 * params,
-                tokens=2 * 4 * tokens)  # int32 ids, in the work dir and staged
+    return Disk(
+        checkpoints=(CHECKPOINTS_KEPT + 1) * math.ceil(zero3_checkpoint_bytes(trainable(lora)) / nodes),
+        final=2 * trainable(lora),
+        model=2 * params,
+        tokens=2 * 4 * tokens,
+    )  # int32 ids, in the work dir and staged
 
 
 # GPU memory -----------------------------------------------------------------------------------------------------
@@ -220,8 +286,9 @@ class Memory:
         return self.model_states + self.activations + self.logits + OVERHEAD_BYTES
 
 
-def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B,
-           lora: Lora | None = None) -> Memory:
+def memory(
+    stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B, lora: Lora | None = None
+) -> Memory:
     """Per-GPU memory under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs: of full fine-tuning, or with `lora` of
     a frozen bf16 base (whole on each GPU under ZeRO-2, sharded under ZeRO-3) with the adapter's trainable states."""
     with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
@@ -236,8 +303,9 @@ def memory(stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: 
         _, states = estimate_zero2_model_states_mem_needs(updated, num_gpus_per_node=gpus, cpu_offload=False)
     else:
         largest = config["vocab_size"] * h  # the embedding (and lm_head) matrix, gathered whole
-        _, states, _ = estimate_zero3_model_states_mem_needs(updated, 0 if lora else largest, num_gpus_per_node=gpus,
-                                                             cpu_offload=False)
+        _, states, _ = estimate_zero3_model_states_mem_needs(
+            updated, 0 if lora else largest, num_gpus_per_node=gpus, cpu_offload=False
+        )
         frozen = math.ceil(frozen / gpus) + (4 * largest if lora else 0)
     per_token_layer = 2 * (6 * h + 2 * kv + 4 * inter)  # bf16: norms, q/k/v, attention out, residual, MLP
     activations = cutoff_len * (config["num_hidden_layers"] * 2 * h + per_token_layer)
@@ -252,15 +320,21 @@ def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int, lora: Lora | Non
     options = [memory(stage, gpus, cutoff_len, lora=lora) for stage in ("zero2", "zero3")]
     zero2, zero3 = options
     if zero2.total <= budget:
-        advice = ("recommended: --deepspeed zero2. Each GPU keeps the bf16 weights, so a micro-step moves only the "
-                  "gradients (a reduce-scatter); ZeRO-3 would all-gather every layer's weights again in the forward "
-                  "and the backward pass of each micro-step at batch 1, about three times the traffic, for memory "
-                  "this GPU does not need.")
+        advice = (
+            "recommended: --deepspeed zero2. Each GPU keeps the bf16 weights, so a micro-step moves only the "
+            "gradients (a reduce-scatter); ZeRO-3 would all-gather every layer's weights again in the forward "
+            "and the backward pass of each micro-step at batch 1, about three times the traffic, for memory "
+            "this GPU does not need."
+        )
     elif zero3.total <= budget:
-        advice = ("recommended: --deepspeed zero3. ZeRO-2's full bf16 weights per GPU do not fit; ZeRO-3 shards "
-                  "them and pays an all-gather per layer in each micro-step.")
+        advice = (
+            "recommended: --deepspeed zero3. ZeRO-2's full bf16 weights per GPU do not fit; ZeRO-3 shards "
+            "them and pays an all-gather per layer in each micro-step."
+        )
     elif memory("zero3", gpus, cutoff_len, liger=True, lora=lora).total <= budget:
-        advice = "recommended: --deepspeed zero3 --liger: only without the full logits (Liger's fused loss) does it fit."
+        advice = (
+            "recommended: --deepspeed zero3 --liger: only without the full logits (Liger's fused loss) does it fit."
+        )
     else:
         advice = "does not fit: use more GPUs (--gpus), GPUs with more memory, or a ZeRO-3 config with CPU offload."
     return options, advice
@@ -270,12 +344,19 @@ def render_memory(gpu_memory_gb: float, gpus: int, cutoff_len: int, variants: st
     options, advice = recommend(gpu_memory_gb, gpus, cutoff_len, lora)
     gb = lambda n: f"{n / 1e9:,.1f}"  # noqa: E731
     what = f"LoRA r {lora.rank} on a frozen bf16 base" if lora else "full fine-tuning"
-    lines = [f"GPU memory per GPU, Qwen2-7B on {gpus} x {gpu_memory_gb:g} GB, {what}, micro-batch 1, cutoff_len "
-             f"{cutoff_len} ({variants}), gradient checkpointing:",
-             f"{'':<6}{'model states':>14}{'activations':>13}{'logits':>8}{'overhead':>10}{'total GB':>10}"]
+    lines = [
+        f"GPU memory per GPU, Qwen2-7B on {gpus} x {gpu_memory_gb:g} GB, {what}, micro-batch 1, cutoff_len "
+        f"{cutoff_len} ({variants}), gradient checkpointing:",
+        f"{'':<6}{'model states':>14}{'activations':>13}{'logits':>8}{'overhead':>10}{'total GB':>10}",
+    ]
     for m in options:
-        lines.append(f"{m.stage:<6}{gb(m.model_states):>14}{gb(m.activations):>13}{gb(m.logits):>8}"
-                     f"{gb(OVERHEAD_BYTES):>10}{gb(m.total):>10}")
-    lines += [f"(model states: DeepSpeed's estimators; logits at the {QWEN2_7B['vocab_size']:,}-token vocabulary, "
-              f"none with --liger; planned within {HEADROOM:.0%} of each GPU)", advice]
+        lines.append(
+            f"{m.stage:<6}{gb(m.model_states):>14}{gb(m.activations):>13}{gb(m.logits):>8}"
+            f"{gb(OVERHEAD_BYTES):>10}{gb(m.total):>10}"
+        )
+    lines += [
+        f"(model states: DeepSpeed's estimators; logits at the {QWEN2_7B['vocab_size']:,}-token vocabulary, "
+        f"none with --liger; planned within {HEADROOM:.0%} of each GPU)",
+        advice,
+    ]
     return "\n".join(lines)

@@ -57,8 +57,14 @@ class Progress:
             from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn  # a terminal only
             from rich.progress import Progress as Bar
 
-            self.bar = Bar(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                           TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True)
+            self.bar = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=self.total or None, rate="")
         return self
@@ -72,7 +78,9 @@ class Progress:
         elif now - self.last_log >= self.LOG_EVERY_S:
             self.last_log = now
             pct = f" ({100 * done_bytes / self.total:.0f}%)" if self.total else ""
-            log(f"{self.label}: {done_bytes / 1e6:,.1f} of {self.total / 1e6:,.1f} MB{pct}, {records:,} records, {rate}")
+            log(
+                f"{self.label}: {done_bytes / 1e6:,.1f} of {self.total / 1e6:,.1f} MB{pct}, {records:,} records, {rate}"
+            )
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -58,8 +58,16 @@ def model_folder(run_id: str) -> Path:
     return (MODELS / f"tiny-qwen2-{run_id}").resolve()
 
 
-def values(variants: list[str], source: str, steps: int, model: Path, *, method: str = DEFAULT_METHOD,
-           rules: str = DEFAULT_RULES, holdout: str = HOLDOUT) -> dict:
+def values(
+    variants: list[str],
+    source: str,
+    steps: int,
+    model: Path,
+    *,
+    method: str = DEFAULT_METHOD,
+    rules: str = DEFAULT_RULES,
+    holdout: str = HOLDOUT,
+) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model (the store is the backend's)."""
     return {
         "variants": variants,
@@ -86,12 +94,23 @@ def values(variants: list[str], source: str, steps: int, model: Path, *, method:
 
 
 def run(
-    backend: ExecutionBackend, variants: list[str], source: str, run_id: str, steps: int, trainer_kind: str,
-    *, method: str = DEFAULT_METHOD, rules: str = DEFAULT_RULES, holdout: str = HOLDOUT,
+    backend: ExecutionBackend,
+    variants: list[str],
+    source: str,
+    run_id: str,
+    steps: int,
+    trainer_kind: str,
+    *,
+    method: str = DEFAULT_METHOD,
+    rules: str = DEFAULT_RULES,
+    holdout: str = HOLDOUT,
 ) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
     rendered = backend.render(
-        values(variants, source, steps, model_folder(run_id), method=method, rules=rules, holdout=holdout), run_id, trainer_kind, log
+        values(variants, source, steps, model_folder(run_id), method=method, rules=rules, holdout=holdout),
+        run_id,
+        trainer_kind,
+        log,
     )
     log(
         f"object store: {rendered.store.root}"
@@ -156,7 +175,10 @@ def summary(result: Result) -> str:
     elif result.losses:
         from neosft.eval.report import summary as comparison  # the eval's report: only once there is a run to show
 
-        lines += ["", "chat loss on the held-out conversations (lower is better):",
-                  comparison(result.run.store.location(result.run.folder)),
-                  f"comparison: {folder}/comparison.md and {folder}/eval.png"]
+        lines += [
+            "",
+            "chat loss on the held-out conversations (lower is better):",
+            comparison(result.run.store.location(result.run.folder)),
+            f"comparison: {folder}/comparison.md and {folder}/eval.png",
+        ]
     return "\n".join(lines)

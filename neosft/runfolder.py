@@ -30,9 +30,13 @@ class TrainingProgress:
     eta_s: float | None
 
     def row(self) -> list[str]:
-        return [f"{self.step}/{self.total_steps}", "-" if self.loss is None else f"{self.loss:.4f}",
-                "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}", hms(self.elapsed_s),
-                "-" if self.eta_s is None else hms(self.eta_s)]
+        return [
+            f"{self.step}/{self.total_steps}",
+            "-" if self.loss is None else f"{self.loss:.4f}",
+            "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}",
+            hms(self.elapsed_s),
+            "-" if self.eta_s is None else hms(self.eta_s),
+        ]
 
 
 def run_folder(store: str, run_id: str) -> Location:
@@ -48,7 +52,9 @@ def run_folder(store: str, run_id: str) -> Location:
 
 def newest_local_dataset() -> str:
     """The dataset of the newest `neosft run` in the embedded store (each run builds its own)."""
-    manifests = sorted(Path(EMBEDDED_STORE, LOCAL_BUCKET, "data").glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    manifests = sorted(
+        Path(EMBEDDED_STORE, LOCAL_BUCKET, "data").glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime
+    )
     if not manifests:
         raise UserError(f"no dataset in {EMBEDDED_STORE}: run `neosft run` first, or name one with --data")
     return str(manifests[-1].parent)
@@ -64,8 +70,14 @@ def progress(output: Location) -> TrainingProgress | None:
         return None
     last = records[-1]
     rate = last.elapsed_s / max(last.current_steps, 1)  # over the whole run, restarts included
-    return TrainingProgress(last.current_steps, last.total_steps, last.loss, last.throughput, last.elapsed_s,
-                    rate * (last.total_steps - last.current_steps) if last.total_steps else None)
+    return TrainingProgress(
+        last.current_steps,
+        last.total_steps,
+        last.loss,
+        last.throughput,
+        last.elapsed_s,
+        rate * (last.total_steps - last.current_steps) if last.total_steps else None,
+    )
 
 
 STORE_HEADERS = ["VARIANT", "STEP", "LOSS", "TOKENS/S", "ELAPSED", "ETA", "CHAT LOSS"]
@@ -79,7 +91,11 @@ def store_rows(store: str, run_id: str) -> list[list[str]]:
         done = progress(folder / name)
         if done is not None or (folder / name / "loss.jsonl").exists():
             evaluated = EvalRecord.read(folder / name)
-            rows.append([name, *(done.row() if done else ["0", "-", "-", "-", "-"]),
-                         f"{evaluated.chat.loss:.4f}" if evaluated else "-"])
+            rows.append(
+                [
+                    name,
+                    *(done.row() if done else ["0", "-", "-", "-", "-"]),
+                    f"{evaluated.chat.loss:.4f}" if evaluated else "-",
+                ]
+            )
     return rows
-

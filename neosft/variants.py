@@ -73,7 +73,9 @@ def _single_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
 
 
 def _all_pair_lengths(conversations: Sequence[Turns], width: int) -> Lengths:
-    return [human for turns in conversations for human, _ in turns], [gpt for turns in conversations for _, gpt in turns]
+    return [human for turns in conversations for human, _ in turns], [
+        gpt for turns in conversations for _, gpt in turns
+    ]
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,21 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("conversations", "a row per round; the instruction holds every earlier round", 5e-6, 8192, _conversations, _conversations_lengths),
-        Variant("multi", "a row per record: all questions joined -> all answers joined", 5e-5, 8192, _multi, _multi_lengths),
+        Variant(
+            "conversations",
+            "a row per round; the instruction holds every earlier round",
+            5e-6,
+            8192,
+            _conversations,
+            _conversations_lengths,
+        ),
+        Variant(
+            "multi", "a row per record: all questions joined -> all answers joined", 5e-5, 8192, _multi, _multi_lengths
+        ),
         Variant("single", "single-round records only: question -> answer", 5e-5, 4096, _single, _single_lengths),
-        Variant("all_pair", "a row per round: question -> answer, no history", 2e-5, 4096, _all_pair, _all_pair_lengths),
+        Variant(
+            "all_pair", "a row per round: question -> answer, no history", 2e-5, 4096, _all_pair, _all_pair_lengths
+        ),
     )
 }
 
@@ -125,13 +138,16 @@ SHARED: dict = {
 
 def _share(total: int, world_size: int, per_device: int, what: str, setting: str) -> int:
     if world_size < 1 or per_device < 1 or total % (world_size * per_device):
-        raise UserError(f"total {what} batch {total} is not divisible by {world_size} device(s) x {per_device} per "
-                        f"device: use a world size that divides it, or --set {setting}=N (run.json records it)")
+        raise UserError(
+            f"total {what} batch {total} is not divisible by {world_size} device(s) x {per_device} per "
+            f"device: use a world size that divides it, or --set {setting}=N (run.json records it)"
+        )
     return total // (world_size * per_device)
 
 
-def gradient_accumulation(world_size: int, per_device: int = SHARED["per_device_train_batch_size"],
-                          total: int = TOTAL_TRAIN_BATCH) -> int:
+def gradient_accumulation(
+    world_size: int, per_device: int = SHARED["per_device_train_batch_size"], total: int = TOTAL_TRAIN_BATCH
+) -> int:
     """Micro-steps per optimizer step so that `world_size` devices train at `total` samples per step."""
     return _share(total, world_size, per_device, "train", "gradient_accumulation_steps")
 
@@ -190,8 +206,14 @@ class Lora:
 
     def record(self) -> dict:
         """The settings as run.json and `neosft variants --json` show them."""
-        return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "target": self.target,
-                "bias": self.bias, "modules_to_save": list(self.modules_to_save)}
+        return {
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "target": self.target,
+            "bias": self.bias,
+            "modules_to_save": list(self.modules_to_save),
+        }
 
 
 LORA = Lora()
@@ -201,8 +223,10 @@ LORA = Lora()
 # hyper-parameters untouched. `neosft submit --reilx` and `neosft run --reilx` set exactly these chart values.
 REILX_RUN: dict = {
     "data": {"rules": "reilx", "holdout": "0"},
-    "train": {"method": "lora",
-              "lora": {"rank": LORA.rank, "alpha": LORA.alpha, "dropout": LORA.dropout, "target": LORA.target}},
+    "train": {
+        "method": "lora",
+        "lora": {"rank": LORA.rank, "alpha": LORA.alpha, "dropout": LORA.dropout, "target": LORA.target},
+    },
 }
 
 
@@ -211,8 +235,11 @@ def reilx_run(values: dict) -> dict:
     through train.set or train.variantSet, is refused in one line rather than overridden."""
 
     def leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
-        return [leaf for key, value in node.items() for leaf in
-                (leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])]
+        return [
+            leaf
+            for key, value in node.items()
+            for leaf in (leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])
+        ]
 
     for key, wanted in leaves(REILX_RUN):
         node: object = values
@@ -222,10 +249,15 @@ def reilx_run(values: dict) -> dict:
             raise UserError(f"--reilx runs REILX's run, with {key}={wanted}: drop {key}={node}")
     train = values.get("train") or {}
     table = set(SHARED) | {"learning_rate", "cutoff_len"}
-    for where, sets in [("train.set", train.get("set") or {}),
-                        *((f"train.variantSet.{v}", s or {}) for v, s in (train.get("variantSet") or {}).items())]:
+    for where, sets in [
+        ("train.set", train.get("set") or {}),
+        *((f"train.variantSet.{v}", s or {}) for v, s in (train.get("variantSet") or {}).items()),
+    ]:
         changed = sorted(table & set(sets))
         if changed:
             raise UserError(f"--reilx trains with the card's hyper-parameters: drop {where}.{changed[0]}")
-    return {**values, "data": {**(values.get("data") or {}), **REILX_RUN["data"]},
-            "train": {**train, **REILX_RUN["train"]}}
+    return {
+        **values,
+        "data": {**(values.get("data") or {}), **REILX_RUN["data"]},
+        "train": {**train, **REILX_RUN["train"]},
+    }

@@ -73,8 +73,13 @@ def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> Non
 
 def neosft(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `neosft` command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "neosft", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "neosft", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
 def packaged_tool(distribution: str, name: str) -> str:
@@ -96,7 +101,9 @@ def kube(tmp_path, monkeypatch):
     api = KubeAPI()
     server = serve(api)
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "test",
         "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
         "users": [{"name": "test", "user": {"token": KUBE_TOKEN}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "ml"}}],
@@ -106,6 +113,7 @@ def kube(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield api
     server.shutdown()
+
 
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory) -> Path:
@@ -123,7 +131,12 @@ def tiny_model(tmp_path_factory, sample_dataset) -> Path:
     """A tiny random Qwen2 (hidden 64, 2 layers) with a BPE tokenizer trained on the sample rows."""
     from neosft.train.tiny import make_tiny_qwen2
 
-    rows = [json.loads(line) for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open(encoding="utf-8")]
+    rows = [
+        json.loads(line)
+        for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open(
+            encoding="utf-8"
+        )
+    ]
     return make_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), [r["instruction"] + r["output"] for r in rows])
 
 

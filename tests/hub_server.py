@@ -32,7 +32,9 @@ class Hub:
     def answer(self, method: str, path: str, headers) -> tuple[int, dict, bytes]:
         self.authorizations.append(headers.get("Authorization"))
         if path.startswith("/files/"):
-            return self._file(headers, next((r.files[path[7:]] for r in self.repos.values() if path[7:] in r.files), None), {})
+            return self._file(
+                headers, next((r.files[path[7:]] for r in self.repos.values() if path[7:] in r.files), None), {}
+            )
         m = RESOLVE.match(path)
         if not m:
             return 404, {}, b"not found"
@@ -55,7 +57,11 @@ class Hub:
             return 412, {}, b""
         start = int(re.match(r"bytes=(\d+)-", headers.get("Range", "bytes=0-")).group(1))
         status = 206 if start else 200
-        return status, {**extra, "ETag": etag, "Content-Length": str(len(data) - start), "Accept-Ranges": "bytes"}, data[start:]
+        return (
+            status,
+            {**extra, "ETag": etag, "Content-Length": str(len(data) - start), "Accept-Ranges": "bytes"},
+            data[start:],
+        )
 
 
 def serve(hub: Hub) -> ThreadingHTTPServer:

@@ -24,27 +24,63 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-GROUPS = {"serviceaccounts": "api/v1", "pods": "api/v1", "jobs": "apis/batch/v1", "configmaps": "api/v1",
-          "events": "api/v1", "workloads": "apis/kueue.x-k8s.io/v1beta1", "localqueues": "apis/kueue.x-k8s.io/v1beta1",
-          "roles": "apis/rbac.authorization.k8s.io/v1", "rolebindings": "apis/rbac.authorization.k8s.io/v1",
-          "pytorchjobs": "apis/kubeflow.org/v1", "trainjobs": "apis/trainer.kubeflow.org/v1alpha1",
-          "trainingruntimes": "apis/trainer.kubeflow.org/v1alpha1"}
-COLLECTION = re.compile(r"^/(api/v1|apis/[-a-z0-9.]+/v1(?:alpha1|beta1)?)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$")
+GROUPS = {
+    "serviceaccounts": "api/v1",
+    "pods": "api/v1",
+    "jobs": "apis/batch/v1",
+    "configmaps": "api/v1",
+    "events": "api/v1",
+    "workloads": "apis/kueue.x-k8s.io/v1beta1",
+    "localqueues": "apis/kueue.x-k8s.io/v1beta1",
+    "roles": "apis/rbac.authorization.k8s.io/v1",
+    "rolebindings": "apis/rbac.authorization.k8s.io/v1",
+    "pytorchjobs": "apis/kubeflow.org/v1",
+    "trainjobs": "apis/trainer.kubeflow.org/v1alpha1",
+    "trainingruntimes": "apis/trainer.kubeflow.org/v1alpha1",
+}
+COLLECTION = re.compile(
+    r"^/(api/v1|apis/[-a-z0-9.]+/v1(?:alpha1|beta1)?)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(/log)?$"
+)
 NAMESPACE = re.compile(r"^/api/v1/namespaces/([^/]+)$")
-KINDS = {"serviceaccounts": "ServiceAccount", "pods": "Pod", "jobs": "Job", "pytorchjobs": "PyTorchJob",
-         "configmaps": "ConfigMap", "events": "Event", "workloads": "Workload", "localqueues": "LocalQueue",
-         "roles": "Role", "rolebindings": "RoleBinding", "trainjobs": "TrainJob", "trainingruntimes": "TrainingRuntime"}
-CUSTOM = {"kubeflow.org/v1": ["pytorchjobs"], "trainer.kubeflow.org/v1alpha1": ["trainjobs", "trainingruntimes"],
-          "kueue.x-k8s.io/v1beta1": ["workloads", "localqueues"]}
+KINDS = {
+    "serviceaccounts": "ServiceAccount",
+    "pods": "Pod",
+    "jobs": "Job",
+    "pytorchjobs": "PyTorchJob",
+    "configmaps": "ConfigMap",
+    "events": "Event",
+    "workloads": "Workload",
+    "localqueues": "LocalQueue",
+    "roles": "Role",
+    "rolebindings": "RoleBinding",
+    "trainjobs": "TrainJob",
+    "trainingruntimes": "TrainingRuntime",
+}
+CUSTOM = {
+    "kubeflow.org/v1": ["pytorchjobs"],
+    "trainer.kubeflow.org/v1alpha1": ["trainjobs", "trainingruntimes"],
+    "kueue.x-k8s.io/v1beta1": ["workloads", "localqueues"],
+}
 KUEUE_API = "kueue.x-k8s.io/v1beta1"
 # What each kind's Kueue integration is called, and where the kind keeps `suspend`.
 FRAMEWORK = {"Job": "batch/job", "PyTorchJob": "kubeflow.org/pytorchjob", "TrainJob": "trainer.kubeflow.org/trainjob"}
 SUSPEND = {"Job": ("spec", "suspend"), "PyTorchJob": ("spec", "runPolicy", "suspend"), "TrainJob": ("spec", "suspend")}
 # kubernetes-sigs/kueue@v0.19.2:config/components/manager/controller_manager_config.yaml (and charts/kueue/values.yaml):
 # integrations.frameworks as shipped; kubeflow.org/pytorchjob is commented out (deprecated, CHANGELOG-0.19).
-KUEUE_0_19_FRAMEWORKS = ["batch/job", "kubeflow.org/mpijob", "ray.io/rayjob", "ray.io/raycluster", "ray.io/rayservice",
-                         "jobset.x-k8s.io/jobset", "workload.codeflare.dev/appwrapper", "trainer.kubeflow.org/trainjob",
-                         "pod", "deployment", "statefulset", "leaderworkerset.x-k8s.io/leaderworkerset"]
+KUEUE_0_19_FRAMEWORKS = [
+    "batch/job",
+    "kubeflow.org/mpijob",
+    "ray.io/rayjob",
+    "ray.io/raycluster",
+    "ray.io/rayservice",
+    "jobset.x-k8s.io/jobset",
+    "workload.codeflare.dev/appwrapper",
+    "trainer.kubeflow.org/trainjob",
+    "pod",
+    "deployment",
+    "statefulset",
+    "leaderworkerset.x-k8s.io/leaderworkerset",
+]
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GATE = "kueue.x-k8s.io/admission-gated-by"  # kubernetes-sigs/kueue@v0.19.2:pkg/constants/constants.go
 # kubeflow/training-operator@v1.9.0:pkg/controller.v1/pytorch/initcontainer.go (initContainerTemplate), used when
@@ -108,7 +144,9 @@ class KubeAPI:
     def sent(self, method: str) -> list[Request]:
         return [r for r in self.requests if r.method == method]
 
-    def answer(self, method: str, path: str, query: dict, body: dict | None, content_type: str = "") -> tuple[int, object]:
+    def answer(
+        self, method: str, path: str, query: dict, body: dict | None, content_type: str = ""
+    ) -> tuple[int, object]:
         self.requests.append(Request(method, path, query, body, content_type))
         if (method, path) in self.fail:
             return self.fail[(method, path)]
@@ -119,24 +157,43 @@ class KubeAPI:
             name = namespace_match[1]
             if name not in self.namespaces:
                 return 404, status(404, "NotFound", f'namespaces "{name}" not found', kind="namespaces", name=name)
-            return 200, {"apiVersion": "v1", "kind": "Namespace",
-                         "metadata": {"name": name, "labels": self.namespace_labels.get(name, {})}}
+            return 200, {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": self.namespace_labels.get(name, {})},
+            }
         if self.kueue and path == "/api/v1/namespaces/kueue-system/configmaps/kueue-manager-config":
-            config = {"apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration",
-                      "integrations": {"frameworks": self.kueue.frameworks}}
-            return 200, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kueue-manager-config",
-                                                                                "namespace": "kueue-system"},
-                         "data": {"controller_manager_config.yaml": yaml.safe_dump(config)}}
+            config = {
+                "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+                "kind": "Configuration",
+                "integrations": {"frameworks": self.kueue.frameworks},
+            }
+            return 200, {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kueue-manager-config", "namespace": "kueue-system"},
+                "data": {"controller_manager_config.yaml": yaml.safe_dump(config)},
+            }
         group_version = path.removeprefix("/apis/").split("/namespaces/")[0]
         served = self.served | ({KUEUE_API} if self.kueue else set())
         if group_version in CUSTOM and group_version not in served:
             return 404, "404 page not found"
         if group_version in CUSTOM and path == f"/apis/{group_version}":
-            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-                         "resources": [{"name": plural, "singularName": plural[:-1], "namespaced": True,
-                                        "kind": KINDS[plural], "verbs": ["create", "delete", "deletecollection", "get",
-                                                                          "list", "patch", "update", "watch"]}
-                                       for plural in CUSTOM[group_version]]}
+            return 200, {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": group_version,
+                "resources": [
+                    {
+                        "name": plural,
+                        "singularName": plural[:-1],
+                        "namespaced": True,
+                        "kind": KINDS[plural],
+                        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                    }
+                    for plural in CUSTOM[group_version]
+                ],
+            }
         match = COLLECTION.match(path)
         if not match:
             return 404, "404 page not found"
@@ -146,11 +203,19 @@ class KubeAPI:
         collection = self.objects.setdefault(f"/{group}/namespaces/{namespace}/{plural}", {})
         if method == "POST":
             if namespace not in self.namespaces:  # reads in a missing namespace find nothing, as on a real server
-                return 404, status(404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces",
-                                   name=namespace)
+                return 404, status(
+                    404, "NotFound", f'namespaces "{namespace}" not found', kind="namespaces", name=namespace
+                )
             created = json.loads(json.dumps(body))  # what the webhooks change is not what was sent
-            obj = dict(created, metadata={**created["metadata"], "namespace": namespace, "uid": f"uid-{len(self.requests)}",
-                                       "creationTimestamp": "2026-11-26T12:00:00Z"})
+            obj = dict(
+                created,
+                metadata={
+                    **created["metadata"],
+                    "namespace": namespace,
+                    "uid": f"uid-{len(self.requests)}",
+                    "creationTimestamp": "2026-11-26T12:00:00Z",
+                },
+            )
             if obj["metadata"]["name"] in collection:
                 return 409, status(409, "AlreadyExists", f'{plural} "{obj["metadata"]["name"]}" already exists')
             refused = self._admit_create(namespace, obj)
@@ -163,9 +228,18 @@ class KubeAPI:
             collection[obj["metadata"]["name"]] = obj
             return 201, obj
         if name is None:
-            items = [o for o in collection.values() if selects(query.get("labelSelector", [""])[0], o)
-                     and selects_fields(query.get("fieldSelector", [""])[0], o)]
-            return 200, {"kind": f"{KINDS[plural]}List", "apiVersion": group.split("/", 1)[-1], "metadata": {}, "items": items}
+            items = [
+                o
+                for o in collection.values()
+                if selects(query.get("labelSelector", [""])[0], o)
+                and selects_fields(query.get("fieldSelector", [""])[0], o)
+            ]
+            return 200, {
+                "kind": f"{KINDS[plural]}List",
+                "apiVersion": group.split("/", 1)[-1],
+                "metadata": {},
+                "items": items,
+            }
         if name not in collection:
             return 404, status(404, "NotFound", f'{plural} "{name}" not found', kind=plural, name=name)
         if log:
@@ -197,14 +271,19 @@ class KubeAPI:
             # kubeflow/trainer@v2.3.0:pkg/runtime/core/trainingruntime.go (ValidateObjects): the runtime is read from
             # the informer cache, which may not hold a TrainingRuntime created just before (kubeflow/trainer#2807).
             runtime = obj["spec"]["runtimeRef"]["name"]
-            known = runtime in self.objects.get(f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{namespace}/"
-                                                "trainingruntimes", {})
+            known = runtime in self.objects.get(
+                f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{namespace}/trainingruntimes", {}
+            )
             if not known or self.unseen.get(runtime, 0) > 0:
                 self.unseen[runtime] = self.unseen.get(runtime, 0) - 1
-                return 422, status(422, "Invalid", 'admission webhook "validator.trainjob.trainer.kubeflow.org" denied '
-                                   f'the request: spec.runtimeRef: Invalid value: "{runtime}": trainingruntimes.'
-                                   f'trainer.kubeflow.org "{runtime}" not found: specified trainingRuntime must be '
-                                   "created before the TrainJob is created")
+                return 422, status(
+                    422,
+                    "Invalid",
+                    'admission webhook "validator.trainjob.trainer.kubeflow.org" denied '
+                    f'the request: spec.runtimeRef: Invalid value: "{runtime}": trainingruntimes.'
+                    f'trainer.kubeflow.org "{runtime}" not found: specified trainingRuntime must be '
+                    "created before the TrainJob is created",
+                )
         if not self._kueue_manages(obj):
             return None
         labels = obj["metadata"].setdefault("labels", {})
@@ -223,10 +302,14 @@ class KubeAPI:
         old_queue = (old["metadata"].get("labels") or {}).get(QUEUE_LABEL)
         new_queue = (new["metadata"].get("labels") or {}).get(QUEUE_LABEL)
         if not _get(new, SUSPEND[new["kind"]]) and old_queue != new_queue:
-            return 422, status(422, "Invalid", f"metadata.labels[{QUEUE_LABEL}]: Invalid value: \"{new_queue}\": "
-                               "field is immutable")
-        return _gate_error((new["metadata"].get("annotations") or {}).get(GATE),
-                           (old["metadata"].get("annotations") or {}).get(GATE), update=True)
+            return 422, status(
+                422, "Invalid", f'metadata.labels[{QUEUE_LABEL}]: Invalid value: "{new_queue}": field is immutable'
+            )
+        return _gate_error(
+            (new["metadata"].get("annotations") or {}).get(GATE),
+            (old["metadata"].get("annotations") or {}).get(GATE),
+            update=True,
+        )
 
     # --- the controllers ----------------------------------------------------------------------------
 
@@ -245,13 +328,30 @@ class KubeAPI:
                     continue
                 workload = f"{obj['kind'].lower()}-{obj['metadata']['name']}"
                 if not self.get(namespace, "workloads", workload):
-                    self.add(namespace, "workloads", {
-                        "apiVersion": KUEUE_API, "kind": "Workload", "metadata": {
-                            "name": workload, "namespace": namespace, "ownerReferences": [
-                                {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
-                                 "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"]}]},
-                        "spec": {"queueName": queue}})
-                gated = self.kueue is not None and self.kueue.gate and (obj["metadata"].get("annotations") or {}).get(GATE)
+                    self.add(
+                        namespace,
+                        "workloads",
+                        {
+                            "apiVersion": KUEUE_API,
+                            "kind": "Workload",
+                            "metadata": {
+                                "name": workload,
+                                "namespace": namespace,
+                                "ownerReferences": [
+                                    {
+                                        "apiVersion": obj["apiVersion"],
+                                        "kind": obj["kind"],
+                                        "name": obj["metadata"]["name"],
+                                        "uid": obj["metadata"]["uid"],
+                                    }
+                                ],
+                            },
+                            "spec": {"queueName": queue},
+                        },
+                    )
+                gated = (
+                    self.kueue is not None and self.kueue.gate and (obj["metadata"].get("annotations") or {}).get(GATE)
+                )
                 if _get(obj, SUSPEND[obj["kind"]]) and not gated and self.get(namespace, "localqueues", queue):
                     _set(obj, SUSPEND[obj["kind"]], False)
                     admitted.append(f"{obj['kind']}/{obj['metadata']['name']}")
@@ -275,22 +375,46 @@ class KubeAPI:
                     pod_name = f"{name}-{role.lower()}-{index}"
                     spec = json.loads(json.dumps(replica["template"]["spec"]))
                     if role == "Worker":
-                        text = (template.replace("{{.InitContainerImage}}", "alpine:3.10")
-                                .replace("{{.MaxTries}}", "100").replace("{{.MasterAddr}}", f"{name}-master-0"))
+                        text = (
+                            template.replace("{{.InitContainerImage}}", "alpine:3.10")
+                            .replace("{{.MaxTries}}", "100")
+                            .replace("{{.MasterAddr}}", f"{name}-master-0")
+                        )
                         spec["initContainers"] = spec.get("initContainers", []) + yaml.safe_load(text)
                     for container in spec.get("initContainers", []) + spec["containers"]:
                         for part in (container.get("resources") or {}).values():  # quantities come back as strings
                             part.update({k: str(v) for k, v in part.items()})
                     problems = restricted_violations(spec) if level == "restricted" else []
                     if problems:
-                        self.add(namespace, "events", event(job, "FailedCreatePod", (
-                            f'Error creating: pods "{pod_name}" is forbidden: violates PodSecurity '
-                            f'"restricted:latest": {", ".join(problems)}'), len(self.requests)))
+                        self.add(
+                            namespace,
+                            "events",
+                            event(
+                                job,
+                                "FailedCreatePod",
+                                (
+                                    f'Error creating: pods "{pod_name}" is forbidden: violates PodSecurity '
+                                    f'"restricted:latest": {", ".join(problems)}'
+                                ),
+                                len(self.requests),
+                            ),
+                        )
                         continue
-                    labels = {**replica["template"]["metadata"].get("labels", {}),
-                              "training.kubeflow.org/replica-type": role.lower()}
-                    self.add(namespace, "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
-                        "name": pod_name, "labels": labels}, "spec": spec, "status": {"phase": "Pending"}})
+                    labels = {
+                        **replica["template"]["metadata"].get("labels", {}),
+                        "training.kubeflow.org/replica-type": role.lower(),
+                    }
+                    self.add(
+                        namespace,
+                        "pods",
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "metadata": {"name": pod_name, "labels": labels},
+                            "spec": spec,
+                            "status": {"phase": "Pending"},
+                        },
+                    )
                     made.append(pod_name)
         return made
 
@@ -343,26 +467,55 @@ def restricted_violations(spec: dict) -> list[str]:
         return [c["name"] for c in containers if test(c.get("securityContext") or {})]
 
     checks = [
-        ("allowPrivilegeEscalation != false", "must set securityContext.allowPrivilegeEscalation=false",
-         lambda c: c.get("allowPrivilegeEscalation") is not False),
-        ("unrestricted capabilities", 'must set securityContext.capabilities.drop=["ALL"]',
-         lambda c: "ALL" not in ((c.get("capabilities") or {}).get("drop") or [])
-         or set((c.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}),
-        ("runAsNonRoot != true", "must set securityContext.runAsNonRoot=true",
-         lambda c: c.get("runAsNonRoot") is False or (c.get("runAsNonRoot") is None and pod.get("runAsNonRoot") is not True)),
-        ("runAsUser=0", "must not set runAsUser=0",
-         lambda c: c.get("runAsUser", pod.get("runAsUser")) == 0),
-        ("seccompProfile", 'must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"',
-         lambda c: (c.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault",
-                                                                                                    "Localhost")),
+        (
+            "allowPrivilegeEscalation != false",
+            "must set securityContext.allowPrivilegeEscalation=false",
+            lambda c: c.get("allowPrivilegeEscalation") is not False,
+        ),
+        (
+            "unrestricted capabilities",
+            'must set securityContext.capabilities.drop=["ALL"]',
+            lambda c: (
+                "ALL" not in ((c.get("capabilities") or {}).get("drop") or [])
+                or set((c.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}
+            ),
+        ),
+        (
+            "runAsNonRoot != true",
+            "must set securityContext.runAsNonRoot=true",
+            lambda c: (
+                c.get("runAsNonRoot") is False
+                or (c.get("runAsNonRoot") is None and pod.get("runAsNonRoot") is not True)
+            ),
+        ),
+        ("runAsUser=0", "must not set runAsUser=0", lambda c: c.get("runAsUser", pod.get("runAsUser")) == 0),
+        (
+            "seccompProfile",
+            'must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"',
+            lambda c: (
+                (c.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+                not in ("RuntimeDefault", "Localhost")
+            ),
+        ),
         ("privileged", "must not set securityContext.privileged=true", lambda c: c.get("privileged") is True),
     ]
     for what, fix, test in checks:
         names = offenders(test)
         if names:
-            subject = f'container "{names[0]}"' if len(names) == 1 else "containers " + ", ".join(f'"{n}"' for n in names)
+            subject = (
+                f'container "{names[0]}"' if len(names) == 1 else "containers " + ", ".join(f'"{n}"' for n in names)
+            )
             found.append(f"{what} ({subject} {fix})")
-    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    allowed = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
     bad = [v["name"] for v in spec.get("volumes", []) if not set(v) - {"name"} <= allowed]
     if bad:
         found.append(f"restricted volume types (volumes {', '.join(bad)})")
@@ -371,16 +524,34 @@ def restricted_violations(spec: dict) -> list[str]:
 
 def event(obj: dict, reason: str, message: str, serial: int) -> dict:
     """A Warning Event about `obj`, as a controller's recorder writes it."""
-    return {"apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": reason, "message": message,
-            "metadata": {"name": f"{obj['metadata']['name']}.{serial:016x}"},
-            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-                               "uid": obj["metadata"].get("uid")},
-            "lastTimestamp": f"2026-11-26T12:{serial % 60:02d}:00Z"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "metadata": {"name": f"{obj['metadata']['name']}.{serial:016x}"},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": obj["metadata"]["name"],
+            "uid": obj["metadata"].get("uid"),
+        },
+        "lastTimestamp": f"2026-11-26T12:{serial % 60:02d}:00Z",
+    }
 
 
 def status(code: int, reason: str, message: str, **details) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "details": details, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details,
+        "code": code,
+    }
 
 
 def merge_patch(target, patch):
@@ -423,8 +594,13 @@ def serve(api: KubeAPI) -> ThreadingHTTPServer:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            code, payload = api.answer(self.command, url.path, parse_qs(url.query), body,
-                                       (self.headers.get("Content-Type") or "").split(";")[0])
+            code, payload = api.answer(
+                self.command,
+                url.path,
+                parse_qs(url.query),
+                body,
+                (self.headers.get("Content-Type") or "").split(";")[0],
+            )
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")

@@ -14,11 +14,31 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_gpu_bench_runs_in_its_reduced_cpu_mode(tmp_path, method):
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext")),
+    }
     out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, ROOT / "bench" / "gpu.py", "--cpu", "--steps", "3", "--out", out,
-                             "--work", tmp_path, "--method", method], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            ROOT / "bench" / "gpu.py",
+            "--cpu",
+            "--steps",
+            "3",
+            "--out",
+            out,
+            "--work",
+            tmp_path,
+            "--method",
+            method,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["gradient_accumulation_steps"] == 4 and report["method"] == method

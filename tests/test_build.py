@@ -21,13 +21,20 @@ from neosft.sample import SAMPLE_CORPUS
 from neosft.variants import VARIANTS
 
 RECORDS = [
-    {"id": 1, "conversations": [{"from": "human", "value": "你好 😀"}, {"from": "gpt", "value": "你好！有什么可以帮你？"}]},
-    {"conversations": [
-        {"from": "system", "value": "Be brief."},
-        {"from": "user", "value": "2+2?"}, {"from": "assistant", "value": "4"},
-        {"from": "human", "value": "and \"3+3\"?"}, {"from": "gpt", "value": "6\n"},
-        {"from": "human", "value": "unanswered"},
-    ]},
+    {
+        "id": 1,
+        "conversations": [{"from": "human", "value": "你好 😀"}, {"from": "gpt", "value": "你好！有什么可以帮你？"}],
+    },
+    {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "user", "value": "2+2?"},
+            {"from": "assistant", "value": "4"},
+            {"from": "human", "value": 'and "3+3"?'},
+            {"from": "gpt", "value": "6\n"},
+            {"from": "human", "value": "unanswered"},
+        ]
+    },
     {"conversations": [{"from": "gpt", "value": "out of order"}, {"from": "human", "value": "q"}]},
     {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "   "}]},
     {"conversations": [{"from": "human", "value": "only a question"}]},
@@ -38,11 +45,11 @@ EXPECTED = {
     "conversations": [
         {"instruction": "你好 😀", "input": "", "output": "你好！有什么可以帮你？"},
         {"instruction": "2+2?", "input": "", "output": "4", "system": "Be brief."},
-        {"instruction": "2+2?\n\n4\n\nand \"3+3\"?", "input": "", "output": "6\n", "system": "Be brief."},
+        {"instruction": '2+2?\n\n4\n\nand "3+3"?', "input": "", "output": "6\n", "system": "Be brief."},
     ],
     "multi": [
         {"instruction": "你好 😀", "input": "", "output": "你好！有什么可以帮你？"},
-        {"instruction": "2+2?\n\nand \"3+3\"?", "input": "", "output": "4\n\n6\n", "system": "Be brief."},
+        {"instruction": '2+2?\n\nand "3+3"?', "input": "", "output": "4\n\n6\n", "system": "Be brief."},
     ],
     "single": [
         {"instruction": "你好 😀", "input": "", "output": "你好！有什么可以帮你？"},
@@ -50,7 +57,7 @@ EXPECTED = {
     "all_pair": [
         {"instruction": "你好 😀", "input": "", "output": "你好！有什么可以帮你？"},
         {"instruction": "2+2?", "input": "", "output": "4", "system": "Be brief."},
-        {"instruction": "and \"3+3\"?", "input": "", "output": "6\n", "system": "Be brief."},
+        {"instruction": 'and "3+3"?', "input": "", "output": "6\n", "system": "Be brief."},
     ],
 }
 
@@ -77,16 +84,24 @@ def test_rows_are_compact_utf8_json_with_keys_in_order(tmp_path):
 
 
 def test_joiner_and_input_prompt_options(tmp_path):
-    build(str(write_json(tmp_path / "c.json", RECORDS)), str(tmp_path / "out"), ["multi"], joiner=" | ", input_prompt="P")
+    build(
+        str(write_json(tmp_path / "c.json", RECORDS)), str(tmp_path / "out"), ["multi"], joiner=" | ", input_prompt="P"
+    )
     assert read_rows(tmp_path / "out", "multi")[1] == {
-        "instruction": "2+2? | and \"3+3\"?", "input": "P", "output": "4 | 6\n", "system": "Be brief."}
+        "instruction": '2+2? | and "3+3"?',
+        "input": "P",
+        "output": "4 | 6\n",
+        "system": "Be brief.",
+    }
 
 
 def test_manifest_counts_hashes_and_stats(tmp_path):
     source = write_json(tmp_path / "c.json", RECORDS)
     m = build(str(source), str(tmp_path / "out"))
     assert m == Manifest.read(str(tmp_path / "out"))
-    assert m.source == SourceInfo(str(source), hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_size, 6)
+    assert m.source == SourceInfo(
+        str(source), hashlib.sha256(source.read_bytes()).hexdigest(), source.stat().st_size, 6
+    )
     assert m.skipped == {"malformed": 1, "no_rounds": 1, "bad_turn_order": 1, "empty_turn": 1}
     assert m.kept + sum(m.skipped.values()) == m.source.records
     assert m.options == {"joiner": "\n\n", "input_prompt": "", "shard_rows": 100_000}
@@ -97,7 +112,7 @@ def test_manifest_counts_hashes_and_stats(tmp_path):
         assert v.sha256 == hashlib.sha256(data).hexdigest()
         assert v.rows == v.stats["rows"] == len(EXPECTED[name])
     stats = m.variants["conversations"].stats
-    assert stats["instruction_chars"]["max"] == len("2+2?\n\n4\n\nand \"3+3\"?")
+    assert stats["instruction_chars"]["max"] == len('2+2?\n\n4\n\nand "3+3"?')
     assert stats["output_chars"] == {"p50": 2, "p90": 11, "p99": 11, "max": 11, "total": 2 + 11 + 1}
 
 
@@ -108,8 +123,11 @@ def test_dataset_info_maps_system_only_where_present(tmp_path):
     with_system = json.loads((tmp_path / "a" / "dataset_info.json").read_text())
     without = json.loads((tmp_path / "b" / "dataset_info.json").read_text())
     parts = Manifest.read(str(tmp_path / "a")).parts
-    assert with_system["multi"] == {"file_name": f"{parts}/multi", "formatting": "alpaca", "columns": {
-        "prompt": "instruction", "query": "input", "response": "output", "system": "system"}}
+    assert with_system["multi"] == {
+        "file_name": f"{parts}/multi",
+        "formatting": "alpaca",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
+    }
     assert "system" not in without["multi"]["columns"]
     assert set(with_system) == set(VARIANTS)
 
@@ -118,14 +136,22 @@ def test_output_loads_with_hugging_face_datasets(tmp_path):
     from datasets import load_dataset
 
     parts = build(str(SAMPLE_CORPUS), str(tmp_path / "out")).parts
-    ds = load_dataset("json", data_files=str(tmp_path / "out" / parts / "all_pair" / "*.jsonl"), split="train",
-                      cache_dir=str(tmp_path / "cache"))
+    ds = load_dataset(
+        "json",
+        data_files=str(tmp_path / "out" / parts / "all_pair" / "*.jsonl"),
+        split="train",
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert len(ds) == read_rows(tmp_path / "out", "all_pair").__len__()
     assert set(ds.column_names) == {"instruction", "input", "output", "system"}
 
 
 def formats(tmp_path: Path) -> dict[str, Path]:
-    gz = lambda p: (p.with_name(p.name + ".gz").write_bytes(gzip.compress(p.read_bytes())), p.with_name(p.name + ".gz"))[1]  # noqa: E731
+    def gz(p: Path) -> Path:
+        packed = p.with_name(p.name + ".gz")
+        packed.write_bytes(gzip.compress(p.read_bytes()))
+        return packed
+
     array = write_json(tmp_path / "c.json", RECORDS)
     lines = write_jsonl(tmp_path / "c.jsonl", RECORDS)
     pretty = tmp_path / "pretty.data"  # recognised by content, whatever the name
@@ -133,8 +159,14 @@ def formats(tmp_path: Path) -> dict[str, Path]:
     table = pa.table({"conversations": [r.get("conversations") if isinstance(r, dict) else None for r in RECORDS[:5]]})
     parquet = tmp_path / "c.parquet"
     pq.write_table(table, parquet)
-    return {"json": array, "jsonl": lines, "json.gz": gz(array), "jsonl.gz": gz(lines), "bom+pretty": pretty,
-            "parquet": parquet}
+    return {
+        "json": array,
+        "jsonl": lines,
+        "json.gz": gz(array),
+        "jsonl.gz": gz(lines),
+        "bom+pretty": pretty,
+        "parquet": parquet,
+    }
 
 
 def test_every_input_format_gives_the_same_rows(tmp_path):
@@ -159,7 +191,9 @@ def test_rerun_is_byte_identical_and_keeps_only_the_current_and_previous_parts(t
     first = build(source, str(dest), shard_rows=50)
     second = build(source, str(dest), shard_rows=300)
     assert len(second.variants["all_pair"].files) == 3
-    assert sorted(p.name for p in dest.glob("parts-*")) == sorted([first.parts, second.parts])  # readers of the first finish
+    assert sorted(p.name for p in dest.glob("parts-*")) == sorted(
+        [first.parts, second.parts]
+    )  # readers of the first finish
     parts = {p: p.read_bytes() for p in dest.rglob("part-*.jsonl") if second.parts in str(p)}
     third = build(source, str(dest), shard_rows=300)
     assert third.parts == second.parts
@@ -185,7 +219,9 @@ def test_an_empty_variant_has_one_loadable_part_and_a_warning(tmp_path):
 
 def test_token_stats_count_rows_over_the_cutoff(tmp_path, qwen_tokenizer):
     long_answer = "深度学习" * 3000  # well over 4096 tokens, under 8192
-    records = RECORDS[:2] + [{"conversations": [{"from": "human", "value": "写长文"}, {"from": "gpt", "value": long_answer}]}]
+    records = RECORDS[:2] + [
+        {"conversations": [{"from": "human", "value": "写长文"}, {"from": "gpt", "value": long_answer}]}
+    ]
     m = build(str(write_json(tmp_path / "c.json", records)), str(tmp_path / "out"), tokenizer=str(qwen_tokenizer))
     single, multi = m.variants["single"].stats["tokens"], m.variants["multi"].stats["tokens"]
     assert (single["cutoff_len"], single["over_cutoff"]) == (4096, 1)
@@ -216,6 +252,7 @@ def test_progress_is_logged_as_plain_lines_off_a_terminal(tmp_path, monkeypatch,
 
 # ---- bad input: one clear line, exit code 2, nothing half-written -------------------------------
 
+
 @pytest.fixture
 def previous_build(tmp_path):
     dest = tmp_path / "out"
@@ -232,17 +269,21 @@ def test_invalid_json_names_the_byte(tmp_path, previous_build):
     good = json.dumps(RECORDS[:3], ensure_ascii=False).encode()
     bad = good[:-1] + b', {"conversations": [}]'
     (tmp_path / "bad.json").write_bytes(bad)
-    assert_user_error(neosft("data", "build", tmp_path / "bad.json", "--out", previous_build[0]),
-                      f"invalid JSON at byte {bad.index(b'[}') + 1}:")
+    assert_user_error(
+        neosft("data", "build", tmp_path / "bad.json", "--out", previous_build[0]),
+        f"invalid JSON at byte {bad.index(b'[}') + 1}:",
+    )
     assert_untouched(previous_build)
 
 
 def test_invalid_json_in_a_long_file_names_the_exact_byte(tmp_path):
     good = json.dumps(RECORDS * 3000, ensure_ascii=False).encode()  # several MB: many reader chunks
-    bad = good[:-1] + b",\n  {\"conversations\": [1 2]}]"
+    bad = good[:-1] + b',\n  {"conversations": [1 2]}]'
     (tmp_path / "bad.json").write_bytes(bad)
-    assert_user_error(neosft("data", "build", tmp_path / "bad.json", "--out", tmp_path / "out"),
-                      f"invalid JSON at byte {bad.index(b'1 2') + 2}:")
+    assert_user_error(
+        neosft("data", "build", tmp_path / "bad.json", "--out", tmp_path / "out"),
+        f"invalid JSON at byte {bad.index(b'1 2') + 2}:",
+    )
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -250,15 +291,20 @@ def test_invalid_jsonl_line_names_the_byte(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", RECORDS[:2])
     bad = path.read_bytes() + b'{"conversations": tru}\n'
     path.write_bytes(bad)
-    assert_user_error(neosft("data", "build", path, "--out", tmp_path / "out"), f"invalid JSON at byte {bad.index(b'tru')}:")
+    assert_user_error(
+        neosft("data", "build", path, "--out", tmp_path / "out"), f"invalid JSON at byte {bad.index(b'tru')}:"
+    )
 
 
-@pytest.mark.parametrize("content,needle", [
-    (b"", "is empty"),
-    (b"conversations,value\n", "unsupported format"),
-    (b"[1, 2", "ends inside the array"),
-    (gzip.compress(b"[" * 10)[:-8], "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b"", "is empty"),
+        (b"conversations,value\n", "unsupported format"),
+        (b"[1, 2", "ends inside the array"),
+        (gzip.compress(b"[" * 10)[:-8], "cannot read"),
+    ],
+)
 def test_unreadable_sources(tmp_path, content, needle, previous_build):
     (tmp_path / "src").write_bytes(content)
     assert_user_error(neosft("data", "build", tmp_path / "src", "--out", previous_build[0]), needle)
@@ -267,8 +313,10 @@ def test_unreadable_sources(tmp_path, content, needle, previous_build):
 
 def test_missing_source_and_unknown_variant(tmp_path):
     assert_user_error(neosft("data", "build", tmp_path / "nope.json", "--out", tmp_path / "out"), "does not exist")
-    assert_user_error(neosft("data", "build", SAMPLE_CORPUS, "--out", tmp_path / "o", "--variants", "single,pairs"),
-                      "unknown variant 'pairs'")
+    assert_user_error(
+        neosft("data", "build", SAMPLE_CORPUS, "--out", tmp_path / "o", "--variants", "single,pairs"),
+        "unknown variant 'pairs'",
+    )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -279,12 +327,25 @@ def test_unwritable_destination(tmp_path):
 
 # ---- killed builds ---------------------------------------------------------------------------------
 
+
 def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identical(tmp_path):
     import random
 
     source = write_synthetic_corpus(tmp_path / "big.json", 4)
-    command = [sys.executable, "-m", "neosft", "data", "build", str(source), "--out", str(tmp_path / "out"), "--shard-rows", "1000",
-               "--holdout", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "neosft",
+        "data",
+        "build",
+        str(source),
+        "--out",
+        str(tmp_path / "out"),
+        "--shard-rows",
+        "1000",
+        "--holdout",
+        "0",
+    ]
     reference = build(str(source), str(tmp_path / "reference"), shard_rows=1000)
     expected = {f: (tmp_path / "reference" / f).read_bytes() for v in reference.variants.values() for f in v.files}
     dest, rng = tmp_path / "out", random.Random(0)
@@ -302,8 +363,11 @@ def test_kill_9_at_20_moments_never_shows_partial_data_and_every_rerun_is_identi
         assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jsonl")) == sorted(expected)
         assert not list(dest.glob(".neosft-staging-*"))
     deadline = time.monotonic() + 30  # an orphaned reader sees its pipe close and exits: wait for that, boundedly
-    while (survivors := subprocess.run(["pgrep", "-f", f"neosft data build {source}"], capture_output=True,
-                                       text=True).stdout) and time.monotonic() < deadline:
+    while (
+        survivors := subprocess.run(
+            ["pgrep", "-f", f"neosft data build {source}"], capture_output=True, text=True
+        ).stdout
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not survivors, "a reader process outlived its killed build"
 

@@ -31,22 +31,45 @@ RUFF, MYPY = packaged_tool("ruff", "ruff"), packaged_tool("mypy", "mypy")
 
 
 def every_step() -> list[tuple[str, dict]]:
-    steps = [(path.name, step) for path in WORKFLOWS.values()
-             for job in yaml.safe_load(path.read_text())["jobs"].values() for step in job["steps"]]
-    return steps + [(path.parent.name, step) for path in ACTIONS
-                    for step in yaml.safe_load(path.read_text())["runs"]["steps"]]
+    steps = [
+        (path.name, step)
+        for path in WORKFLOWS.values()
+        for job in yaml.safe_load(path.read_text())["jobs"].values()
+        for step in job["steps"]
+    ]
+    return steps + [
+        (path.parent.name, step) for path in ACTIONS for step in yaml.safe_load(path.read_text())["runs"]["steps"]
+    ]
 
 
 # --- hygiene -------------------------------------------------------------------------------------
 
+
 def test_zizmor_finds_nothing_of_medium_or_high_severity(tmp_path):
-    done = subprocess.run([ZIZMOR, "--offline", "--format", "json", "--min-severity", "medium",
-                           *map(str, WORKFLOWS.values()), *map(str, ACTIONS)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            ZIZMOR,
+            "--offline",
+            "--format",
+            "json",
+            "--min-severity",
+            "medium",
+            *map(str, WORKFLOWS.values()),
+            *map(str, ACTIONS),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert json.loads(done.stdout) == [], done.stdout + done.stderr
-    bad = ("on: push\npermissions: write-all\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-           "      - uses: actions/checkout@v4\n      - run: echo ${{ github.event.head_commit.message }}\n")
+    bad = (
+        "on: push\npermissions: write-all\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: actions/checkout@v4\n      - run: echo ${{ github.event.head_commit.message }}\n"
+    )
     (tmp_path / "probe.yml").write_text(bad)
-    found = subprocess.run([ZIZMOR, "--offline", "--format", "json", str(tmp_path / "probe.yml")], capture_output=True, text=True)
+    found = subprocess.run(
+        [ZIZMOR, "--offline", "--format", "json", str(tmp_path / "probe.yml")], capture_output=True, text=True
+    )
     assert {f["ident"] for f in json.loads(found.stdout)} >= {"template-injection", "unpinned-uses", "artipacked"}
 
 
@@ -54,8 +77,20 @@ def test_ruff_finds_nothing_and_finds_mistakes(tmp_path):
     done = subprocess.run([RUFF, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     (tmp_path / "bad.py").write_text("import os\n\ndef f(x=[]):\n    return x\n")
-    found = subprocess.run([RUFF, "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), "--output-format",
-                            "json", str(tmp_path / "bad.py")], capture_output=True, text=True)
+    found = subprocess.run(
+        [
+            RUFF,
+            "check",
+            "--no-cache",
+            "--config",
+            str(ROOT / "pyproject.toml"),
+            "--output-format",
+            "json",
+            str(tmp_path / "bad.py"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert {e["code"] for e in json.loads(found.stdout)} >= {"F401", "B006"}
 
 
@@ -68,8 +103,12 @@ def test_mypy_finds_nothing_in_the_package_and_finds_mistakes(tmp_path):
     done = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     (tmp_path / "bad.py").write_text("def f(x: int) -> str:\n    return x\n")
-    found = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "bad.py")], cwd=ROOT,
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        [MYPY, "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "bad.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert found.returncode == 1 and "Incompatible return value type" in found.stdout
 
 
@@ -77,9 +116,14 @@ def test_actionlint_and_shellcheck_find_nothing():
     lint = [ACTIONLINT, "-shellcheck", SHELLCHECK, "-format", "{{json .}}"]
     done = subprocess.run([*lint, *map(str, WORKFLOWS.values())], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
-    bad = subprocess.run([*lint, "-"], input="on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                         "      - run: echo ${{ inputs.nope }}\n      - run: rm -rf $DIR/*\n",
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [*lint, "-"],
+        input="on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ inputs.nope }}\n      - run: rm -rf $DIR/*\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert {e["kind"] for e in json.loads(bad.stdout)} == {"expression", "shellcheck"}  # it does find mistakes
     for where, step in every_step():  # actionlint reads workflows only: the composite action's scripts too
         if where in {p.parent.name for p in ACTIONS} and "run" in step:
@@ -91,8 +135,12 @@ def test_actionlint_and_shellcheck_find_nothing():
 def test_each_step_is_pinned_and_passes_inputs_through_the_environment(where, step):
     if "uses" in step and not step["uses"].startswith("./"):
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
-        line = next(line for line in (ROOT / "ci").rglob("*.yml") for line in line.read_text().splitlines()
-                    if step["uses"] in line)
+        line = next(
+            line
+            for line in (ROOT / "ci").rglob("*.yml")
+            for line in line.read_text().splitlines()
+            if step["uses"] in line
+        )
         assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line  # the version it stands for
     if step.get("uses", "").startswith("actions/checkout@"):
         assert step["with"]["persist-credentials"] is False
@@ -124,7 +172,9 @@ def test_workflows_are_the_ones_the_readme_describes():
     assert submit["environment"] == "neosft-gpu" and submit["permissions"]["id-token"] == "write"
     assert "inputs.run-id" in flows["train"]["concurrency"]["group"]
     for name in ("train", "collect"):
-        [install] = [s["run"] for job in flows[name]["jobs"].values() for s in job["steps"] if "pip install" in s.get("run", "")]
+        [install] = [
+            s["run"] for job in flows[name]["jobs"].values() for s in job["steps"] if "pip install" in s.get("run", "")
+        ]
         assert install == INSTALL
     assert "submit" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert not (ROOT / "ci" / "plot_loss.py").exists()  # CI plots with `neosft plot`
@@ -138,11 +188,13 @@ def test_constraints_pin_every_dependency_within_its_range():
     for requirement in requirements("test"):  # every extra's, through [test] -> [run] -> [data,train,submit]
         name = canonical(requirement.name)
         if name not in UNPINNED:
-            assert name in pins and requirement.specifier.contains(pins[name]), \
+            assert name in pins and requirement.specifier.contains(pins[name]), (
                 f"{requirement}: rerun scripts/lock_constraints.py"
+            )
 
 
 # --- the workflows' steps, run against the test servers ----------------------------------------------
+
 
 @pytest.fixture
 def runner(tmp_path, kube, s3, s3_server):
@@ -150,26 +202,44 @@ def runner(tmp_path, kube, s3, s3_server):
     home, bin_dir = tmp_path / "home", tmp_path / "bin"
     for folder in (home, bin_dir):
         folder.mkdir()
-    (bin_dir / "neosft").write_text(f"#!/bin/sh\nexec {sys.executable} -m neosft \"$@\"\n")  # this checkout's CLI
+    (bin_dir / "neosft").write_text(f'#!/bin/sh\nexec {sys.executable} -m neosft "$@"\n')  # this checkout's CLI
     (bin_dir / "neosft").chmod(0o755)
     keys = s3_server.env()
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RUNNER_TEMP": str(tmp_path),
-           "PYTHONPATH": str(ROOT)}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RUNNER_TEMP": str(tmp_path), "PYTHONPATH": str(ROOT)}
     contexts = {
-        "vars": {"NEOSFT_NAMESPACE": "ml", "NEOSFT_S3_BUCKET": s3[5:], "NEOSFT_S3_PREFIX": "neosft",
-                 "NEOSFT_S3_ENDPOINT": keys["NEOSFT_S3_ENDPOINT"], "NEOSFT_QUEUE": "gpu-queue"},
-        "secrets": {"KUBECONFIG": Path(os.environ["KUBECONFIG"]).read_text(), "AWS_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
-                    "AWS_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"]},
-        "github": {"run_id": "4242", "run_attempt": "1", "event_name": "workflow_dispatch", "repository_owner": "Acme-ML"},
+        "vars": {
+            "NEOSFT_NAMESPACE": "ml",
+            "NEOSFT_S3_BUCKET": s3[5:],
+            "NEOSFT_S3_PREFIX": "neosft",
+            "NEOSFT_S3_ENDPOINT": keys["NEOSFT_S3_ENDPOINT"],
+            "NEOSFT_QUEUE": "gpu-queue",
+        },
+        "secrets": {
+            "KUBECONFIG": Path(os.environ["KUBECONFIG"]).read_text(),
+            "AWS_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"],
+        },
+        "github": {
+            "run_id": "4242",
+            "run_attempt": "1",
+            "event_name": "workflow_dispatch",
+            "repository_owner": "Acme-ML",
+        },
     }
 
     def run(workflow: str, job: str, inputs: dict, cancel_after: str = "", vars=None, secrets=None, **github):
-        ctx = {**contexts, "inputs": inputs, "github": {**contexts["github"], **github},
-               "vars": {**contexts["vars"], **(vars or {})}, "secrets": {**contexts["secrets"], **(secrets or {})}}
+        ctx = {
+            **contexts,
+            "inputs": inputs,
+            "github": {**contexts["github"], **github},
+            "vars": {**contexts["vars"], **(vars or {})},
+            "secrets": {**contexts["secrets"], **(secrets or {})},
+        }
         work = tmp_path / f"work-{len(list(tmp_path.glob('work-*')))}"  # a fresh workspace per job, as on GitHub
         work.mkdir()
         result = Runner(work, ctx, env, skip=lambda script: script == INSTALL, cancel_after=cancel_after).run_job(
-            WORKFLOWS[workflow], job)
+            WORKFLOWS[workflow], job
+        )
         assert not (home / ".kube" / "config").exists() and not (home / ".aws" / "credentials").exists()
         for text in (result.output, result.summary):
             assert KUBE_TOKEN not in text and keys["AWS_SECRET_ACCESS_KEY"] not in text
@@ -185,23 +255,39 @@ def test_train_submits_and_returns_with_the_run_id_and_plan_in_the_summary(runne
     result = runner.run("train", "submit", TRAIN)
     assert result.status == "success", result.output
     # the held training objects and the Role that lets the data Job release them come before the data Job
-    assert [p.body["kind"] for p in kube.sent("POST")] == ["ServiceAccount", "Role", "RoleBinding",
-                                                           *["PyTorchJob"] * len(VARIANTS), "Job"]
+    assert [p.body["kind"] for p in kube.sent("POST")] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        *["PyTorchJob"] * len(VARIANTS),
+        "Job",
+    ]
     assert all(p.body["metadata"]["labels"]["neosft.io/run-id"] == "gh-4242-1" for p in kube.sent("POST"))
-    images = [c["image"] for p in kube.sent("POST") if p.body["kind"] in ("Job", "PyTorchJob") for c in _containers(p.body)]
+    images = [
+        c["image"] for p in kube.sent("POST") if p.body["kind"] in ("Job", "PyTorchJob") for c in _containers(p.body)
+    ]
     assert images and all(image.endswith(":1.2.3") for image in images)
     trainers = [c["command"] for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob" for c in _containers(p.body)]
     assert trainers and all("--method=lora" in command for command in trainers)  # the workflow's method input
     assert all(image.startswith("ghcr.io/acme-ml/neosft-") for image in images)  # where images.yml pushed them
     assert "### neosft run `gh-4242-1` (all)" in result.summary
-    assert "plan: `neosft plan --data s3://" in result.summary and "run gh-4242-1 submitted to namespace ml" in result.summary
+    assert (
+        "plan: `neosft plan --data s3://" in result.summary
+        and "run gh-4242-1 submitted to namespace ml" in result.summary
+    )
     assert "neosft delete gh-4242-1 -n ml" in result.summary
     assert not kube.sent("DELETE")
     # every part joins the queue; Kueue's admission gate holds training until the data Job's release lifts it
-    assert all(p.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-               for p in kube.sent("POST") if p.body["kind"] in ("Job", "PyTorchJob"))
-    assert all(p.body["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
-               for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob")
+    assert all(
+        p.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        for p in kube.sent("POST")
+        if p.body["kind"] in ("Job", "PyTorchJob")
+    )
+    assert all(
+        p.body["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
+        for p in kube.sent("POST")
+        if p.body["kind"] == "PyTorchJob"
+    )
     assert "backend: PyTorchJob (the cluster serves PyTorchJob" in result.summary + result.output  # auto chose
 
 
@@ -221,20 +307,29 @@ def test_cancelling_the_train_workflow_deletes_its_run(runner, kube):
 
 
 def test_with_an_oidc_role_no_static_key_is_written(runner, kube):
-    result = runner.run("train", "submit", {**TRAIN, "run-id": "oidc"}, vars={"NEOSFT_AWS_ROLE_ARN": "arn:aws:iam::1:role/ci"},
-                        secrets={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    result = runner.run(
+        "train",
+        "submit",
+        {**TRAIN, "run-id": "oidc"},
+        vars={"NEOSFT_AWS_ROLE_ARN": "arn:aws:iam::1:role/ci"},
+        secrets={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+    )
     assert result.status == "success", result.output
     [oidc] = [u for u in result.uses if u["uses"].startswith("aws-actions/configure-aws-credentials@")]
     assert oidc["with"]["role-to-assume"] == "arn:aws:iam::1:role/ci"
     assert "S3 by static keys (fallback)" not in result.ran and "Kubeconfig" in result.ran
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("image-tag", "1.2.3\n        hostPID: true", "image-tag: a Docker tag"),
-    ("image-tag", "-rc", "image-tag: a Docker tag"),
-    ("run-id", "Bad_Id", "run-id: use 1-30"),
-    ("run-id", "x; rm -rf ~", "run-id: use 1-30"),
-], ids=["newline", "dash", "case", "shell"])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("image-tag", "1.2.3\n        hostPID: true", "image-tag: a Docker tag"),
+        ("image-tag", "-rc", "image-tag: a Docker tag"),
+        ("run-id", "Bad_Id", "run-id: use 1-30"),
+        ("run-id", "x; rm -rf ~", "run-id: use 1-30"),
+    ],
+    ids=["newline", "dash", "case", "shell"],
+)
 def test_train_checks_inputs_first(runner, kube, field, value, message):
     result = runner.run("train", "submit", {**TRAIN, field: value})
     assert result.status == "failure" and result.ran[0] == "Check the inputs"
@@ -244,10 +339,15 @@ def test_train_checks_inputs_first(runner, kube, field, value, message):
 
 @pytest.mark.slow
 def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner, kube, s3):
-    kube.on_create = {"Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
-                      "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    kube.on_create = {
+        "Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+        "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]},
+    }
     for variant in ("single", "multi"):
-        assert runner.run("train", "submit", {**TRAIN, "variant": variant, "run-id": f"done-{variant}"}).status == "success"
+        assert (
+            runner.run("train", "submit", {**TRAIN, "variant": variant, "run-id": f"done-{variant}"}).status
+            == "success"
+        )
         write_loss_log(f"{s3}/neosft/runs/done-{variant}/{variant}", [2.0, 1.5, 1.2])
     kube.on_create = {}
     assert runner.run("train", "submit", {**TRAIN, "variant": "single", "run-id": "busy"}).status == "success"
@@ -267,15 +367,27 @@ def test_collect_publishes_finished_runs_and_deletes_those_that_succeeded(runner
 
     again = runner.run("collect", "collect", {"run-id": "busy"})  # by hand: one run, finished or not, kept
     assert again.status == "success" and "### run `busy`: Unfinished" in again.summary
-    assert remaining == {o["metadata"]["labels"]["neosft.io/run-id"] for objs in kube.objects.values() for o in objs.values()}
+    assert remaining == {
+        o["metadata"]["labels"]["neosft.io/run-id"] for objs in kube.objects.values() for o in objs.values()
+    }
     missing = runner.run("collect", "collect", {"run-id": "nope"})
     assert missing.status == "failure" and "::error::no run nope in namespace ml" in missing.output
 
 
 # --- what the workflows install is enough for what they run -------------------------------------------
 
-NOT_IN_SUBMIT = ("torch", "transformers", "accelerate", "deepspeed", "tensorboard", "tokenizers", "pyarrow", "ijson",
-                 "orjson", "huggingface_hub")  # the import names of the [data] and [train] extras' packages
+NOT_IN_SUBMIT = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "deepspeed",
+    "tensorboard",
+    "tokenizers",
+    "pyarrow",
+    "ijson",
+    "orjson",
+    "huggingface_hub",
+)  # the import names of the [data] and [train] extras' packages
 SUBMIT_ONLY = f"""import sys
 class NotInstalled:
     def find_spec(self, name, path=None, target=None):

@@ -13,8 +13,10 @@ HEAVY = ("torch", "transformers", "deepspeed", "accelerate", "datasets", "boto3"
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys; from neosft.cli import cli; cli(['--help'], standalone_mode=False); "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys; from neosft.cli import cli; cli(['--help'], standalone_mode=False); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("[]"), out.stdout
 
@@ -41,8 +43,9 @@ def test_help_shows_an_example_and_every_command_has_help():
         assert summary and summary in flat, f"neosft {' '.join(path)} has no help of its own"
         for param in command.params:
             if isinstance(param, click.Option) and "--help" not in param.opts:
-                assert param.help and " ".join(param.help.split())[:40] in flat, \
+                assert param.help and " ".join(param.help.split())[:40] in flat, (
                     f"neosft {' '.join(path)} {param.opts[0]} has no help"
+                )
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path):

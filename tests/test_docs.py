@@ -27,7 +27,8 @@ def test_ci_runs_the_readme_test_command_as_written():
 def test_readme_variant_table_is_the_variant_table():
     rows = re.findall(r"^\| (\w+) \| .+? \| ([0-9.e+-]+) \| (\d+) \|$", README, re.M)
     assert {name: (float(lr), int(cutoff)) for name, lr, cutoff in rows} == {
-        name: (v.learning_rate, v.cutoff_len) for name, v in VARIANTS.items()}
+        name: (v.learning_rate, v.cutoff_len) for name, v in VARIANTS.items()
+    }
 
 
 def test_readme_layout_names_the_modules_that_exist():
@@ -36,7 +37,9 @@ def test_readme_layout_names_the_modules_that_exist():
         assert (ROOT / name).exists(), f"the README's layout names {name}, which does not exist"
     for package in ("backends", "k8s"):  # the picture names every module of the seams
         for module in (ROOT / "neosft" / package).glob("*.py"):
-            assert module.stem == "__init__" or module.stem in layout, f"neosft/{package}/{module.name} is not in the layout"
+            assert module.stem == "__init__" or module.stem in layout, (
+                f"neosft/{package}/{module.name} is not in the layout"
+            )
 
 
 def test_readme_rules_table_rows_are_what_each_rule_builds(tmp_path):

@@ -62,14 +62,39 @@ def llamafactory_sharegpt_qwen(example: dict, tokenizer, cutoff_len: int, defaul
 
 
 EXTRA = [  # a record's own system, an empty one, a trailing question the build drops, long turns for the cut
-    {"conversations": [{"from": "system", "value": "You are terse."}, {"from": "human", "value": "Name a colour."},
-                       {"from": "gpt", "value": "Blue."}, {"from": "human", "value": "Another?"},
-                       {"from": "gpt", "value": "Red."}]},
-    {"conversations": [{"from": "system", "value": ""}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]},
-    {"conversations": [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}, {"from": "human", "value": "and?"}]},
-    {"conversations": [{"from": "human", "value": "long question " * 40}, {"from": "gpt", "value": "long answer " * 60},
-                       {"from": "human", "value": "more " * 30}, {"from": "gpt", "value": "even more " * 50},
-                       {"from": "human", "value": "last"}, {"from": "gpt", "value": "done"}]},
+    {
+        "conversations": [
+            {"from": "system", "value": "You are terse."},
+            {"from": "human", "value": "Name a colour."},
+            {"from": "gpt", "value": "Blue."},
+            {"from": "human", "value": "Another?"},
+            {"from": "gpt", "value": "Red."},
+        ]
+    },
+    {
+        "conversations": [
+            {"from": "system", "value": ""},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello!"},
+        ]
+    },
+    {
+        "conversations": [
+            {"from": "human", "value": "2+2?"},
+            {"from": "gpt", "value": "4"},
+            {"from": "human", "value": "and?"},
+        ]
+    },
+    {
+        "conversations": [
+            {"from": "human", "value": "long question " * 40},
+            {"from": "gpt", "value": "long answer " * 60},
+            {"from": "human", "value": "more " * 30},
+            {"from": "gpt", "value": "even more " * 50},
+            {"from": "human", "value": "last"},
+            {"from": "gpt", "value": "done"},
+        ]
+    },
 ]
 
 
@@ -162,19 +187,39 @@ def tiny(tiny_model):
 def test_chat_loss_equals_a_plain_transformers_loop(run_dataset, tiny):
     model, tokenizer = tiny
     record = evaluate(model, tokenizer, read_heldout(str(run_dataset)), "base", "base", "tiny", Settings(samples=0))
-    expected, count = _plain_loss(model, [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)])
+    expected, count = _plain_loss(
+        model, [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)]
+    )
     assert (record.chat.tokens, record.chat.samples) == (count, 48)
     assert record.chat.loss == pytest.approx(expected, rel=1e-5)
     assert record.chat.perplexity == pytest.approx(math.exp(expected), rel=1e-4)
     rows = read_heldout(str(run_dataset)).rows["multi"]
-    expected, count = _plain_loss(model, [llamafactory_qwen_sample(r, tokenizer, VARIANTS["multi"].cutoff_len) for r in rows])
+    expected, count = _plain_loss(
+        model, [llamafactory_qwen_sample(r, tokenizer, VARIANTS["multi"].cutoff_len) for r in rows]
+    )
     assert record.matrix["multi"].tokens == count and record.matrix["multi"].loss == pytest.approx(expected, rel=1e-5)
     assert set(record.matrix) == set(VARIANTS)
 
 
 def _train(data, output, model, tmp_path, *args):
-    argv = ["train", "--variant", "single", "--data", str(data), "--output", str(output), "--model", str(model),
-            "--deepspeed", "none", "--max-steps", "1", "--work-dir", str(tmp_path / "work" / output.name), *args]
+    argv = [
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--model",
+        str(model),
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        "1",
+        "--work-dir",
+        str(tmp_path / "work" / output.name),
+        *args,
+    ]
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, (result.output, result.exception)
 
@@ -184,8 +229,9 @@ def _adapter_run(full_output, tiny_model, dest):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     model.save_pretrained(dest / "final")
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(dest / "final")
     shutil.copy(full_output / "final" / "run.json", dest / "final" / "run.json")
@@ -225,8 +271,11 @@ def test_bad_input_is_one_line(sample_dataset, run_dataset, tiny_model, tmp_path
     from neosft.train.tiny import make_tiny_qwen2
 
     assert_user_error(neosft("eval", tmp_path / "nothing"), "is not a finished run")
-    assert_user_error(neosft("eval", "--base", tmp_path, "--model", tiny_model, "--data", sample_dataset),
-                      "has no held-out records", "--holdout")
+    assert_user_error(
+        neosft("eval", "--base", tmp_path, "--model", tiny_model, "--data", sample_dataset),
+        "has no held-out records",
+        "--holdout",
+    )
     other = make_tiny_qwen2(tmp_path / "other", ["a different corpus entirely"] * 10, vocab_size=300)
     run = tmp_path / "run"
     _train(run_dataset, run / "single", tiny_model, tmp_path, "--no-eval")
@@ -267,8 +316,15 @@ def test_compare_rewrites_the_comparison_and_flags_other_held_out_records(run_da
     run = tmp_path / "run"
     for folder, dataset, name in ((run / "base", run_dataset, "base"), (run / "multi", other, "multi")):
         folder.mkdir(parents=True)
-        evaluate(model, tokenizer, read_heldout(str(dataset)), name, "base" if name == "base" else "full", "tiny",
-                 Settings(samples=1, max_new_tokens=4)).write(location(folder))
+        evaluate(
+            model,
+            tokenizer,
+            read_heldout(str(dataset)),
+            name,
+            "base" if name == "base" else "full",
+            "tiny",
+            Settings(samples=1, max_new_tokens=4),
+        ).write(location(folder))
     result = neosft("compare", run, "--out", tmp_path / "collected")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["variant", "method", "steps"]
@@ -284,9 +340,32 @@ def test_two_ranks_share_the_eval_and_get_the_one_process_numbers(run_dataset, t
     from test_train_distributed import finished, torchrun
 
     run = tmp_path / "run"
-    proc = torchrun("-m", "neosft", "train", "--variant", "single", "--data", run_dataset, "--output", run / "single",
-                    "--model", tiny_model, "--deepspeed", "none", "--max-steps", 1, "--work-dir", tmp_path / "work",
-                    "--set", "cutoff_len=128", "--eval-samples", 3, "--eval-base", env={}, log=tmp_path / "log")
+    proc = torchrun(
+        "-m",
+        "neosft",
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        run_dataset,
+        "--output",
+        run / "single",
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        1,
+        "--work-dir",
+        tmp_path / "work",
+        "--set",
+        "cutoff_len=128",
+        "--eval-samples",
+        3,
+        "--eval-base",
+        env={},
+        log=tmp_path / "log",
+    )
     finished(proc, tmp_path / "log")
     shared, base = EvalRecord.read(location(run / "single")), EvalRecord.read(location(run / "base"))
     assert shared.world_size == base.world_size == 2 and len(shared.samples) == 3
@@ -295,8 +374,12 @@ def test_two_ranks_share_the_eval_and_get_the_one_process_numbers(run_dataset, t
     result = CliRunner().invoke(cli, ["eval", str(tmp_path / "alone"), "--samples", "3"])
     assert result.exit_code == 0, (result.output, result.exception)
     alone = EvalRecord.read(location(tmp_path / "alone"))
-    assert alone.world_size == 1 and (alone.chat.tokens, alone.chat.samples) == (shared.chat.tokens, shared.chat.samples)
+    assert alone.world_size == 1 and (alone.chat.tokens, alone.chat.samples) == (
+        shared.chat.tokens,
+        shared.chat.samples,
+    )
     assert alone.chat.loss == pytest.approx(shared.chat.loss, rel=1e-6)
     assert {n: (m.tokens, m.samples) for n, m in alone.matrix.items()} == {
-        n: (m.tokens, m.samples) for n, m in shared.matrix.items()}
+        n: (m.tokens, m.samples) for n, m in shared.matrix.items()
+    }
     assert [s["prompt"] for s in alone.samples] == [s["prompt"] for s in shared.samples]  # in order, every rank's

@@ -22,7 +22,9 @@ turn = st.one_of(
     st.fixed_dictionaries({"value": text}),
     st.integers(),
 )
-json_value = st.recursive(st.none() | st.booleans() | st.integers() | text, lambda c: st.lists(c, max_size=3), max_leaves=5)
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | text, lambda c: st.lists(c, max_size=3), max_leaves=5
+)
 record = st.one_of(
     st.builds(lambda t: {"conversations": t}, st.lists(turn, max_size=8)),
     st.builds(lambda t, extra: {"conversations": t, "id": extra}, st.lists(turn, max_size=8), json_value),
@@ -61,7 +63,9 @@ def test_builder_holds_for_any_records(tmp_path_factory, records, joiner):
     for name, variant in VARIANTS.items():
         expected = [
             {"instruction": i, "input": "", "output": o, **({} if c.system is None else {"system": c.system})}
-            for c in outcomes if not isinstance(c, str) for i, o in variant.pairs(c.rounds, joiner)
+            for c in outcomes
+            if not isinstance(c, str)
+            for i, o in variant.pairs(c.rounds, joiner)
         ]
         assert [json.loads(line) for line in written_rows(work / "out", manifest, name)] == expected
         assert manifest.variants[name].rows == len(expected)
@@ -69,10 +73,18 @@ def test_builder_holds_for_any_records(tmp_path_factory, records, joiner):
 
 # Values a parser may alter: lone high and low surrogates, a high one before a non-surrogate escape, real
 # pairs, escapes of every kind, and long runs. Every one must come out as the same JSON value, whatever the format.
-tricky = st.text(alphabet=st.sampled_from(["a", "\ud800", "\udfff", "\ud83d", "\ude00", "A", "😀", "\\", '"', "\n", "\x00",
-                                           "\u2028", "你"]), min_size=1, max_size=40).filter(lambda v: v.strip())
+tricky = st.text(
+    alphabet=st.sampled_from(
+        ["a", "\ud800", "\udfff", "\ud83d", "\ude00", "A", "😀", "\\", '"', "\n", "\x00", "\u2028", "你"]
+    ),
+    min_size=1,
+    max_size=40,
+).filter(lambda v: v.strip())
 conversation = st.lists(st.tuples(tricky, tricky), min_size=1, max_size=3).map(
-    lambda rounds: {"conversations": [t for h, g in rounds for t in ({"from": "human", "value": h}, {"from": "gpt", "value": g})]})
+    lambda rounds: {
+        "conversations": [t for h, g in rounds for t in ({"from": "human", "value": h}, {"from": "gpt", "value": g})]
+    }
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -80,9 +92,14 @@ conversation = st.lists(st.tuples(tricky, tricky), min_size=1, max_size=3).map(
 def test_values_are_never_altered_in_any_format(tmp_path_factory, records, ensure_ascii):
     work = tmp_path_factory.mktemp("values")
     as_json = lambda r: json.dumps(r, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")  # noqa: E731
-    formats = {"json": b"[" + b",".join(as_json(r) for r in records) + b"]", "jsonl": b"".join(as_json(r) + b"\n" for r in records)}
+    formats = {
+        "json": b"[" + b",".join(as_json(r) for r in records) + b"]",
+        "jsonl": b"".join(as_json(r) + b"\n" for r in records),
+    }
     if not ensure_ascii:  # a lone surrogate cannot be raw UTF-8: such values stay escaped
-        formats = {k: v.decode("utf-8", "surrogatepass").encode("utf-8", "backslashreplace") for k, v in formats.items()}
+        formats = {
+            k: v.decode("utf-8", "surrogatepass").encode("utf-8", "backslashreplace") for k, v in formats.items()
+        }
     meant = json.loads(formats["json"])  # what the JSON text means (an escaped pair is one character, as JSON says)
     parts = {}
     for kind, data in formats.items():
@@ -91,5 +108,6 @@ def test_values_are_never_altered_in_any_format(tmp_path_factory, records, ensur
         parts[kind] = {name: written_rows(work / f"out-{kind}", manifest, name) for name in VARIANTS}
         rows = [json.loads(line) for line in parts[kind]["all_pair"]]
         assert [(r["instruction"], r["output"]) for r in rows] == [
-            (t["value"], u["value"]) for r in meant for t, u in zip(r["conversations"][::2], r["conversations"][1::2])]
+            (t["value"], u["value"]) for r in meant for t, u in zip(r["conversations"][::2], r["conversations"][1::2])
+        ]
     assert parts["json"] == parts["jsonl"]

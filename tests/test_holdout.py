@@ -32,8 +32,10 @@ def _held(dest) -> list[str]:
 def documented_key(record) -> int:
     """The key as the module's docstring defines it, of a record as the build's parser normalises it."""
     conversation = parse_record(record)
+
     def body(text):
         return orjson.dumps(text)[1:-1]  # the JSON-escaped string
+
     data = b"\x01" if conversation.system is None else b"\x02" + body(conversation.system) + b"\x00"
     data += b"".join(body(h) + b"\x00" + body(g) + b"\x00" for h, g in conversation.rounds)
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
@@ -89,7 +91,9 @@ def test_the_rule_is_the_documented_key_threshold_and_cap(tmp_path):
 
 def test_identical_records_are_held_out_together(tmp_path):
     twin = {"conversations": [{"from": "human", "value": "twin?"}, {"from": "gpt", "value": "yes"}]}
-    others = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]} for i in range(30)]
+    others = [
+        {"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]} for i in range(30)
+    ]
     below = sum(documented_key(r) < documented_key(twin) for r in others)  # records held out before the twins
     held_counts = set()
     for cap in range(max(1, below - 1), below + 4):  # caps around where the twins fall

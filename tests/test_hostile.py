@@ -23,8 +23,12 @@ QA = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value"
 def limited(*args, gib: float = 1.0) -> subprocess.CompletedProcess:
     """`neosft ARGS` with its address space capped: a reader whose memory grew with the input would fail."""
     cap = int(gib * (1 << 30))
-    return subprocess.run([sys.executable, "-m", "neosft", *map(str, args)], capture_output=True, text=True,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    return subprocess.run(
+        [sys.executable, "-m", "neosft", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+    )
 
 
 def snapshot(dest):
@@ -39,16 +43,21 @@ def previous(tmp_path):
 
 
 def test_a_lone_surrogate_keeps_its_escape(tmp_path):
-    (tmp_path / "s.json").write_bytes(b'[{"conversations":[{"from":"human","value":"a\\ud800b"},{"from":"gpt","value":"\\udfff\\ud83d\\u0041"}]}]')
+    (tmp_path / "s.json").write_bytes(
+        b'[{"conversations":[{"from":"human","value":"a\\ud800b"},{"from":"gpt","value":"\\udfff\\ud83d\\u0041"}]}]'
+    )
     assert neosft("data", "build", tmp_path / "s.json", "--out", tmp_path / "o").returncode == 0
     part = (tmp_path / "o" / Manifest.read(str(tmp_path / "o")).variants["single"].files[0]).read_bytes()
     assert part == b'{"instruction":"a\\ud800b","input":"","output":"\\udfff\\ud83dA"}\n'
 
 
-@pytest.mark.parametrize("text", [
-    "[" + "[" * 100_000 + "]" * 100_000 + "]",  # 200 KB, depth 100000
-    '{"id": ' + "[" * 15_000 + "]" * 15_000 + "}\n",  # JSON lines
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" + "[" * 100_000 + "]" * 100_000 + "]",  # 200 KB, depth 100000
+        '{"id": ' + "[" * 15_000 + "]" * 15_000 + "}\n",  # JSON lines
+    ],
+)
 def test_deep_nesting_is_one_clear_line_in_bounded_memory(tmp_path, text, previous):
     (tmp_path / "deep").write_text(text)
     assert_user_error(limited("data", "build", tmp_path / "deep", "--out", previous[0], gib=0.5), "nested deeper")
@@ -87,18 +96,35 @@ def test_progress_shows_while_no_record_comes(tmp_path, monkeypatch, capsys):
     assert len(progress) >= 2 and len({line.split(" of ")[0] for line in progress}) >= 2  # the byte count moves
 
 
-@pytest.mark.parametrize("option,value,needle", [
-    ("--joiner", b"\xa7", "--joiner is not valid UTF-8"),
-    ("--input-prompt", b"\xff", "--input-prompt is not valid UTF-8"),
-    ("--build-id", b"r\xa7", "--build-id is not valid UTF-8"),
-    ("--variants", b"single,single", "named twice"),
-    ("--variants", b"", "no variant to build"),
-    ("--shard-rows", b"0", "at least 1"),
-])
+@pytest.mark.parametrize(
+    "option,value,needle",
+    [
+        ("--joiner", b"\xa7", "--joiner is not valid UTF-8"),
+        ("--input-prompt", b"\xff", "--input-prompt is not valid UTF-8"),
+        ("--build-id", b"r\xa7", "--build-id is not valid UTF-8"),
+        ("--variants", b"single,single", "named twice"),
+        ("--variants", b"", "no variant to build"),
+        ("--shard-rows", b"0", "at least 1"),
+    ],
+)
 def test_a_bad_option_is_refused_before_any_work_and_the_previous_dataset_stays(previous, option, value, needle):
     dest, before = previous
-    result = subprocess.run([sys.executable.encode(), b"-m", b"neosft", b"data", b"build", b"sample", b"--out", str(dest).encode(),
-                             option.encode(), value], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"neosft",
+            b"data",
+            b"build",
+            b"sample",
+            b"--out",
+            str(dest).encode(),
+            option.encode(),
+            value,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert_user_error(result, needle)
     assert snapshot(dest) == before
 
@@ -115,8 +141,11 @@ def test_a_non_utf8_source_name_is_refused(tmp_path, previous):
     name = os.fsencode(tmp_path) + b"/c\xa7.json"
     with open(name, "wb") as f:
         f.write(json.dumps([QA]).encode())
-    result = subprocess.run([sys.executable.encode(), b"-m", b"neosft", b"data", b"build", name, b"--out", str(previous[0]).encode()],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable.encode(), b"-m", b"neosft", b"data", b"build", name, b"--out", str(previous[0]).encode()],
+        capture_output=True,
+        text=True,
+    )
     assert_user_error(result, "SOURCE is not valid UTF-8")
     assert snapshot(previous[0]) == previous[1]
 
@@ -130,9 +159,15 @@ def test_concurrent_builds_never_touch_each_other_and_the_last_publisher_wins_wh
     fifos = [tmp_path / f"c{i}.json" for i in range(3)]
     for fifo in fifos:
         os.mkfifo(fifo)
-    builds = [subprocess.Popen([sys.executable, "-m", "neosft", "data", "build", str(fifo), "--out", str(dest),
-                                "--shard-rows", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-              for fifo, n in zip(fifos, (500, 700, 900))]
+    builds = [
+        subprocess.Popen(
+            [sys.executable, "-m", "neosft", "data", "build", str(fifo), "--out", str(dest), "--shard-rows", str(n)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for fifo, n in zip(fifos, (500, 700, 900))
+    ]
     writers = [open(fifo, "wb") for fifo in fifos]  # each open returns once its build opened its source
     half = len(corpus) // 2
     for writer in writers:
@@ -159,10 +194,17 @@ def test_concurrent_builds_never_touch_each_other_and_the_last_publisher_wins_wh
 def test_sigterm_ends_cleanly_and_leaves_nothing_behind(tmp_path, to_s3, request):
     fifo = tmp_path / "corpus.json"  # a source that stalls mid-way: SIGTERM lands while the build is reading
     os.mkfifo(fifo)
-    dest = f"{request.getfixturevalue('s3')}/data" if to_s3 else str(tmp_path / "out")  # the s3 fixture sets the environment
+    dest = (
+        f"{request.getfixturevalue('s3')}/data" if to_s3 else str(tmp_path / "out")
+    )  # the s3 fixture sets the environment
     (tmp_path / "tmp").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "neosft", "data", "build", str(fifo), "--out", dest],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neosft", "data", "build", str(fifo), "--out", dest],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+    )
     with open(fifo, "wb") as writer:
         writer.write(b"[" + b",".join([json.dumps(QA).encode()] * 20_000) + b",")
         writer.flush()

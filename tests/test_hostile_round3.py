@@ -113,19 +113,23 @@ def test_http_credentials_stay_out_of_the_manifest_and_errors(tmp_path):
         assert SECRET not in (tmp_path / "o" / "manifest.json").read_text()
         assert Manifest.read(str(tmp_path / "o")).source.uri == f"{url}/c.json"
     with serving(file_handler(bad)) as url:
-        result = neosft("data", "build", url.replace("http://", f"http://user:{SECRET}@") + "/c.json",
-                        "--out", tmp_path / "o")
+        result = neosft(
+            "data", "build", url.replace("http://", f"http://user:{SECRET}@") + "/c.json", "--out", tmp_path / "o"
+        )
         assert_user_error(result, "no usable record")
         assert SECRET not in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("data", "wait", "--timeout", "0", "s3://KEY:{secret}@bucket/d"),
-    ("check-storage", "s3://KEY:{secret}@bucket/d"),
-    ("data", "build", "sample", "--out", "s3://KEY:{secret}@bucket/d"),
-    ("plan", "--data", "s3://KEY:{secret}@bucket/d"),
-    ("status", "r1", "--store", "s3://KEY:{secret}@bucket/d"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("data", "wait", "--timeout", "0", "s3://KEY:{secret}@bucket/d"),
+        ("check-storage", "s3://KEY:{secret}@bucket/d"),
+        ("data", "build", "sample", "--out", "s3://KEY:{secret}@bucket/d"),
+        ("plan", "--data", "s3://KEY:{secret}@bucket/d"),
+        ("status", "r1", "--store", "s3://KEY:{secret}@bucket/d"),
+    ],
+)
 def test_credentials_in_an_s3_uri_are_refused_unechoed(args):
     result = neosft(*[a.format(secret=SECRET) for a in args])
     assert_user_error(result, "credentials", "AWS_ACCESS_KEY_ID")
@@ -146,12 +150,24 @@ def test_submit_refuses_a_source_with_credentials():
 
 # --- no traceback for bad artifacts --------------------------------------------------------------------------------
 
-LOSS = {"current_steps": 1, "total_steps": 2, "epoch": 0.5, "total_tokens": 10, "throughput": 1.0, "percentage": 50.0,
-        "elapsed_s": 3.0, "elapsed_time": "0:00:03", "remaining_time": "0:00:03", "loss": 1.5}
+LOSS = {
+    "current_steps": 1,
+    "total_steps": 2,
+    "epoch": 0.5,
+    "total_tokens": 10,
+    "throughput": 1.0,
+    "percentage": 50.0,
+    "elapsed_s": 3.0,
+    "elapsed_time": "0:00:03",
+    "remaining_time": "0:00:03",
+    "loss": 1.5,
+}
 
 
-@pytest.mark.parametrize("field,value", [("loss", "1.5"), ("current_steps", "1"), ("loss", float("nan")),
-                                         ("elapsed_s", 1e300), ("total_steps", -2)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("loss", "1.5"), ("current_steps", "1"), ("loss", float("nan")), ("elapsed_s", 1e300), ("total_steps", -2)],
+)
 def test_a_loss_log_of_wrong_types_is_one_line_naming_it(tmp_path, field, value):
     from conftest import write_loss_log
 
@@ -163,14 +179,17 @@ def test_a_loss_log_of_wrong_types_is_one_line_naming_it(tmp_path, field, value)
     assert_user_error(neosft("plot", output, "--out", tmp_path / "p.png"), "loss.jsonl line 1", field)
 
 
-@pytest.mark.parametrize("change,needle", [
-    (lambda m: m["variants"]["single"].update(rows="12"), "variants.single.rows"),
-    (lambda m: m["variants"]["single"].update(rows=-5), "variants.single.rows"),
-    (lambda m: m["variants"]["single"].pop("stats"), "variants.single.stats"),
-    (lambda m: m["variants"]["single"]["stats"].pop("output_chars"), "output_chars"),
-    (lambda m: m["variants"].update(single=7), "variants.single"),
-    (lambda m: m["source"].update(bytes=float("inf")), "source.bytes"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (lambda m: m["variants"]["single"].update(rows="12"), "variants.single.rows"),
+        (lambda m: m["variants"]["single"].update(rows=-5), "variants.single.rows"),
+        (lambda m: m["variants"]["single"].pop("stats"), "variants.single.stats"),
+        (lambda m: m["variants"]["single"]["stats"].pop("output_chars"), "output_chars"),
+        (lambda m: m["variants"].update(single=7), "variants.single"),
+        (lambda m: m["source"].update(bytes=float("inf")), "source.bytes"),
+    ],
+)
 def test_a_manifest_of_wrong_types_is_one_line_naming_it(tmp_path, change, needle):
     manifest = json.loads(build("sample", str(tmp_path / "d")).to_json())
     change(manifest)
@@ -189,8 +208,9 @@ def test_a_run_record_of_wrong_types_is_one_line_naming_it(tmp_path):
         RunRecord.from_json(json.dumps({"variant": "single", "steps": "many"}).encode(), "x/final/run.json")
 
 
-@pytest.mark.parametrize("row", [["a", "b"], {"instruction": "q", "input": ""}, {"instruction": 5, "input": "",
-                                                                                  "output": "a"}])
+@pytest.mark.parametrize(
+    "row", [["a", "b"], {"instruction": "q", "input": ""}, {"instruction": 5, "input": "", "output": "a"}]
+)
 def test_a_row_of_the_wrong_shape_under_a_matching_sha256_names_part_and_line(tmp_path, row):
     import dataclasses
     import hashlib
@@ -214,11 +234,15 @@ def test_a_row_of_the_wrong_shape_under_a_matching_sha256_names_part_and_line(tm
 # --- no traceback, no hang for bad numbers -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    ("plan", "--tokens-per-gpu-s", "nan"), ("plan", "--gpu-memory", "inf"),
-    ("data", "wait", "missing", "--interval", "nan"), ("train", "--variant", "single", "--data", "d", "--output", "o",
-                                                       "--val-size", "nan"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("plan", "--tokens-per-gpu-s", "nan"),
+        ("plan", "--gpu-memory", "inf"),
+        ("data", "wait", "missing", "--interval", "nan"),
+        ("train", "--variant", "single", "--data", "d", "--output", "o", "--val-size", "nan"),
+    ],
+)
 def test_non_finite_numbers_are_refused(args):
     result = neosft(*args)
     assert result.returncode == 2 and "finite" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -241,8 +265,9 @@ def test_one_conversation_of_thousands_of_rounds_builds_in_flat_memory(tmp_path)
     rounds = 2700  # a 330 KB record whose conversations rows are about 400 MB
     turns = [{"from": f, "value": f"{f} turn {i} " + "x" * 40} for i in range(rounds) for f in ("human", "gpt")]
     (tmp_path / "long.jsonl").write_text(json.dumps({"conversations": turns}) + "\n")
-    result = limited("data", "build", tmp_path / "long.jsonl", "--out", tmp_path / "o", "--variants", "conversations",
-                     gib=0.5)
+    result = limited(
+        "data", "build", tmp_path / "long.jsonl", "--out", tmp_path / "o", "--variants", "conversations", gib=0.5
+    )
     assert result.returncode == 0, result.stderr
     assert Manifest.read(str(tmp_path / "o")).variants["conversations"].rows == rounds
 
@@ -285,11 +310,14 @@ def test_valid_json_after_70_kb_of_whitespace_parses(tmp_path):
     assert build(str(tmp_path / "c.json"), str(tmp_path / "o")).kept == 1
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: (p / "f").write_text("x") and p / "f" / "c.json", "a part of its path is a file"),
-    (lambda p: (p / "loop").symlink_to(p / "loop") or p / "loop", "symbolic links form a loop"),
-    (lambda p: p / ("n" * 300), "the name is too long"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: (p / "f").write_text("x") and p / "f" / "c.json", "a part of its path is a file"),
+        (lambda p: (p / "loop").symlink_to(p / "loop") or p / "loop", "symbolic links form a loop"),
+        (lambda p: p / ("n" * 300), "the name is too long"),
+    ],
+)
 def test_every_os_error_on_a_local_source_is_one_line(tmp_path, make, needle):
     assert_user_error(neosft("data", "build", make(tmp_path), "--out", tmp_path / "o"), needle)
 
@@ -318,8 +346,12 @@ def test_an_s3_5xx_with_checksum_headers_is_unreachable_and_retried(monkeypatch)
             pass
 
     with serving(Handler) as url:
-        for key, value in {"NEOSFT_S3_ENDPOINT": url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                           "AWS_MAX_ATTEMPTS": "2"}.items():
+        for key, value in {
+            "NEOSFT_S3_ENDPOINT": url,
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_MAX_ATTEMPTS": "2",
+        }.items():
             monkeypatch.setenv(key, value)
         with pytest.raises(Unreachable, match="S3 answered 500 InternalError for s3://bkt/x"):
             location("s3://bkt/x").read_bytes()
@@ -350,13 +382,16 @@ def test_several_sets_on_one_list_element_merge_as_helms_strvals():
     assert values["train"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
 
 
-@pytest.mark.parametrize("values,where", [
-    ({"data": {"resources": {"requests": {"cpu": -2}}}}, "/data/resources/requests/cpu"),
-    ({"train": {"shmSize": -1}}, "/train/shmSize"),
-    ({"podLabels": {"a" * 64: "x"}}, "/podLabels"),
-    ({"podAnnotations": {"example.com/" + "n" * 64: "x"}}, "/podAnnotations"),
-    ({"data": {"activeDeadlineSeconds": 0}}, "/data/activeDeadlineSeconds"),
-])
+@pytest.mark.parametrize(
+    "values,where",
+    [
+        ({"data": {"resources": {"requests": {"cpu": -2}}}}, "/data/resources/requests/cpu"),
+        ({"train": {"shmSize": -1}}, "/train/shmSize"),
+        ({"podLabels": {"a" * 64: "x"}}, "/podLabels"),
+        ({"podAnnotations": {"example.com/" + "n" * 64: "x"}}, "/podAnnotations"),
+        ({"data": {"activeDeadlineSeconds": 0}}, "/data/activeDeadlineSeconds"),
+    ],
+)
 def test_the_schema_refuses_what_the_api_server_refuses(values, where):
     from neosft.k8s.render import render
 
@@ -425,12 +460,15 @@ def test_a_hub_revision_holding_a_slash_is_named_url_encoded(tmp_path, monkeypat
 # --- trainer settings checked at submit; the model is the model asked for -------------------------------------------
 
 
-@pytest.mark.parametrize("setting,needle", [
-    ("train.set.nonsense_key=1", "--set nonsense_key: not a hyper-parameter"),
-    ("train.set.report_to=wandb", "--set report_to: use --report-to"),
-    ("train.set.learning_rate=fast", 'learning_rate="fast": expected a finite number'),
-    ("train.variantSet.single.cutoff_len=0", "cutoff_len=0: expected an integer above 0"),
-])
+@pytest.mark.parametrize(
+    "setting,needle",
+    [
+        ("train.set.nonsense_key=1", "--set nonsense_key: not a hyper-parameter"),
+        ("train.set.report_to=wandb", "--set report_to: use --report-to"),
+        ("train.set.learning_rate=fast", 'learning_rate="fast": expected a finite number'),
+        ("train.variantSet.single.cutoff_len=0", "cutoff_len=0: expected an integer above 0"),
+    ],
+)
 def test_trainer_settings_are_checked_at_submit(setting, needle):
     result = neosft("submit", "--dry-run", "--variant", "single", "--set", "s3.bucket=bkt", "--set", setting)
     assert_user_error(result, needle)
@@ -444,8 +482,9 @@ def test_a_model_folder_whose_config_names_another_architecture_is_refused(sampl
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, "model_type": "llama",
-                                                   "architectures": ["LlamaForCausalLM"]}))
+    (model / "config.json").write_text(
+        json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     assert_refused(train(data=sample_dataset, model=model, tmp_path=tmp_path), f"--model {model}", "unexpected keys")
 
 
@@ -457,9 +496,11 @@ def test_a_multipart_upload_the_server_forgot_is_uploaded_again_from_its_start(s
 
     from neosft.storage import s3 as s3_store
 
-    monkeypatch.setattr(s3_store, "_transfer_config",
-                        lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20,
-                                               max_concurrency=1))
+    monkeypatch.setattr(
+        s3_store,
+        "_transfer_config",
+        lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=1),
+    )
     forgotten = []
 
     def forget(params, **kwargs):  # as a restarted server: the upload id is gone before its second part
@@ -481,11 +522,13 @@ def test_a_multipart_upload_the_server_forgot_is_uploaded_again_from_its_start(s
 def test_submit_without_transformers_checks_the_table_keys_and_says_what_it_left_to_the_trainer():
     """`[submit]` has no transformers: a key outside the table is left to the trainer, with a warning, while the
     table's own keys are still checked."""
-    code = ("import sys; sys.modules['transformers'] = None\n"
-            "from neosft.errors import UserError\n"
-            "from neosft.train.args import checked_overrides\n"
-            "print(checked_overrides('single', ['max_grad_norm=0.5'])[0])\n"
-            "try:\n    checked_overrides('single', ['cutoff_len=0'])\nexcept UserError as e:\n    print('refused:', e)\n")
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "from neosft.errors import UserError\n"
+        "from neosft.train.args import checked_overrides\n"
+        "print(checked_overrides('single', ['max_grad_norm=0.5'])[0])\n"
+        "try:\n    checked_overrides('single', ['cutoff_len=0'])\nexcept UserError as e:\n    print('refused:', e)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[0] == "{'max_grad_norm': 0.5}", result.stdout
     assert result.stdout.splitlines()[1].startswith("refused: ") and "cutoff_len" in result.stdout

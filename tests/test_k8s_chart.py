@@ -56,6 +56,7 @@ def trainjob_run(values=None, variants=("single",)):
 
 # --- one table --------------------------------------------------------------------------------
 
+
 def test_variant_names_and_gpu_count_come_from_the_variant_table():
     assert SCHEMA["definitions"]["variant"]["enum"] == list(VARIANTS)
     assert set(DEFAULTS["variants"]) <= set(VARIANTS)
@@ -72,13 +73,33 @@ def test_no_hyperparameter_is_repeated_in_the_chart():
 
 OPTIONS = [
     {},
-    {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10, "saveSteps": 5,
-               "valSize": 0.1, "set": {"logging_steps": 1, "bf16": True}, "modelCacheClaim": "cache",
-               "priorityClassName": "high", "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                   "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}}},
-     "huggingface": {"tokenSecret": {"name": "hf"}, "endpoint": "https://hub.example.com"}, "queue": "gpu-queue",
-     "s3": {"endpoint": "http://minio:9000", "prefix": ""},
-     "image": {"pullSecrets": ["regcred"]}, "serviceAccount": {"create": False, "name": "runner"}},
+    {
+        "train": {
+            "model": "Qwen/Qwen2-0.5B",
+            "deepspeed": "zero2",
+            "packing": True,
+            "maxSteps": 10,
+            "saveSteps": 5,
+            "valSize": 0.1,
+            "set": {"logging_steps": 1, "bf16": True},
+            "modelCacheClaim": "cache",
+            "priorityClassName": "high",
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+                        ]
+                    }
+                }
+            },
+        },
+        "huggingface": {"tokenSecret": {"name": "hf"}, "endpoint": "https://hub.example.com"},
+        "queue": "gpu-queue",
+        "s3": {"endpoint": "http://minio:9000", "prefix": ""},
+        "image": {"pullSecrets": ["regcred"]},
+        "serviceAccount": {"create": False, "name": "runner"},
+    },
 ]
 SELECTIONS = [[v] for v in VARIANTS] + [list(VARIANTS)]
 STAGES = [{}, {"data": {"enabled": False, "uri": "s3://corpora/built"}}, {"train": {"enabled": False}}]
@@ -122,10 +143,23 @@ def test_pytorchjob_trains_one_variant_on_eight_gpus_and_resumes_after_preemptio
         assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
         assert "initContainers" not in spec  # nothing in a GPU pod waits: the pod exists only once data does
     assert command(job) == [
-        "torchrun", "--nnodes=2", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
-        "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", "neosft", "train",
-        "--variant=all_pair", "--data=s3://neosft/neosft/data/r1", "--output=s3://neosft/neosft/runs/r1/all_pair",
-        "--method=lora", "--deepspeed=zero2", "--report-to=tensorboard", "--eval-base"]  # the first variant also scores the base
+        "torchrun",
+        "--nnodes=2",
+        f"--nproc-per-node={NUM_DEVICES}",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        "neosft",
+        "train",
+        "--variant=all_pair",
+        "--data=s3://neosft/neosft/data/r1",
+        "--output=s3://neosft/neosft/runs/r1/all_pair",
+        "--method=lora",
+        "--deepspeed=zero2",
+        "--report-to=tensorboard",
+        "--eval-base",
+    ]  # the first variant also scores the base
 
 
 def test_training_waits_suspended_until_the_data_job_releases_it():
@@ -140,8 +174,14 @@ def test_training_waits_suspended_until_the_data_job_releases_it():
     assert spec["automountServiceAccountToken"] is True
     assert all(s["automountServiceAccountToken"] is False for j in jobs for s in pod_specs(j))
     [role] = kinds(objects, "Role")
-    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["get", "patch"],
-                              "resourceNames": ["neosft-r1-single", "neosft-r1-multi"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["kubeflow.org"],
+            "resources": ["pytorchjobs"],
+            "verbs": ["get", "patch"],
+            "resourceNames": ["neosft-r1-single", "neosft-r1-multi"],
+        }
+    ]
     [binding] = kinds(objects, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": "ml"}]
@@ -160,8 +200,10 @@ def test_trainjob_backend_renders_this_runs_runtime_and_one_trainjob_per_variant
     jobs = kinds(objects, "TrainJob")
     assert runtime["metadata"]["name"] == "neosft-r1"
     assert [j["metadata"]["name"] for j in jobs] == [f"neosft-r1-{v.replace('_', '-')}" for v in VARIANTS]
-    assert all(re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", j["metadata"]["name"]) and len(j["metadata"]["name"]) <= 63
-               for j in jobs)  # the TrainJob CRD's own rule (CEL) on names
+    assert all(
+        re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", j["metadata"]["name"]) and len(j["metadata"]["name"]) <= 63
+        for j in jobs
+    )  # the TrainJob CRD's own rule (CEL) on names
     assert runtime["spec"]["mlPolicy"] == {"numNodes": 1, "torch": {}}
     assert runtime["spec"]["template"]["spec"]["failurePolicy"] == {"maxRestarts": DEFAULTS["train"]["backoffLimit"]}
     [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
@@ -170,9 +212,17 @@ def test_trainjob_backend_renders_this_runs_runtime_and_one_trainjob_per_variant
     [spec] = pod_specs(runtime)
     [main] = spec["containers"]
     assert main["name"] == "node"  # the torch plugin injects PET_* into this container and sets its args
-    assert main["command"] == ["torchrun", "--nnodes=1", f"--nproc-per-node={NUM_DEVICES}", "--node-rank=$(PET_NODE_RANK)",
-                               "--master-addr=$(PET_MASTER_ADDR)", "--master-port=$(PET_MASTER_PORT)",
-                               "-m", "neosft", "train"]
+    assert main["command"] == [
+        "torchrun",
+        "--nnodes=1",
+        f"--nproc-per-node={NUM_DEVICES}",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(PET_MASTER_ADDR)",
+        "--master-port=$(PET_MASTER_PORT)",
+        "-m",
+        "neosft",
+        "train",
+    ]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in spec["volumes"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
     assert {e["name"] for e in main["env"]} >= {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "NEOSFT_WORK_DIR"}
@@ -180,15 +230,26 @@ def test_trainjob_backend_renders_this_runs_runtime_and_one_trainjob_per_variant
     pytorchjobs = kinds(render({"variants": list(VARIANTS)}, "r1", "ml"), "PyTorchJob")
     for variant, job, ptj in zip(VARIANTS, jobs, pytorchjobs):
         assert job["metadata"]["labels"]["neosft.io/variant"] == variant
-        assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime",
-                                             "name": "neosft-r1"}
+        assert job["spec"]["runtimeRef"] == {
+            "apiGroup": "trainer.kubeflow.org",
+            "kind": "TrainingRuntime",
+            "name": "neosft-r1",
+        }
         trainer = job["spec"]["trainer"]
         assert (trainer["numNodes"], trainer["numProcPerNode"]) == (1, NUM_DEVICES)
         assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == NUM_DEVICES  # 8 GPUs per variant
         assert trainer["resourcesPerNode"] == main["resources"]
-        assert command(ptj)[:9] == ["torchrun", "--nnodes=1", f"--nproc-per-node={NUM_DEVICES}",
-                                    "--node-rank=$(PET_NODE_RANK)", "--master-addr=$(MASTER_ADDR)",
-                                    "--master-port=$(MASTER_PORT)", "-m", "neosft", "train"]
+        assert command(ptj)[:9] == [
+            "torchrun",
+            "--nnodes=1",
+            f"--nproc-per-node={NUM_DEVICES}",
+            "--node-rank=$(PET_NODE_RANK)",
+            "--master-addr=$(MASTER_ADDR)",
+            "--master-port=$(MASTER_PORT)",
+            "-m",
+            "neosft",
+            "train",
+        ]
         assert trainer["args"] == command(ptj)[9:]  # both backends run the same `neosft train`
         assert trainer["args"][0] == f"--variant={variant}"
 
@@ -216,10 +277,17 @@ def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released
     [release] = data["spec"]["template"]["spec"]["containers"]
     assert release["args"] == ["release", "--kind", "TrainJob", "neosft-r1-single", "neosft-r1-multi"]
     [role] = kinds(objects, "Role")
-    assert role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "patch"],
-                              "resourceNames": ["neosft-r1-single", "neosft-r1-multi"]}]
-    objects = manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}, "train": {"backend": "trainjob"}},
-                        "r1", "ml")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["trainjobs"],
+            "verbs": ["get", "patch"],
+            "resourceNames": ["neosft-r1-single", "neosft-r1-multi"],
+        }
+    ]
+    objects = manifests(
+        {"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}, "train": {"backend": "trainjob"}}, "r1", "ml"
+    )
     [job] = kinds(objects, "TrainJob")
     assert "suspend" not in job["spec"] and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     assert not kinds(objects, "Role")
@@ -227,8 +295,10 @@ def test_trainjobs_wait_suspended_for_their_dataset_and_join_kueue_when_released
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
 def test_platform_passthroughs_reach_the_pods(backend):
-    values = merge(load_values(str(CHART / "ci" / "trainjob-values.yaml"), (), {}),
-                   {"train": {"backend": backend}, "global": {"imageRegistry": "registry.example.com"}})
+    values = merge(
+        load_values(str(CHART / "ci" / "trainjob-values.yaml"), (), {}),
+        {"train": {"backend": backend}, "global": {"imageRegistry": "registry.example.com"}},
+    )
     objects = render(values, "r1", "ml")
     validate(objects)
     training = [o for o in objects if o["kind"] in ("PyTorchJob", "TrainingRuntime")]
@@ -237,19 +307,29 @@ def test_platform_passthroughs_reach_the_pods(backend):
         for spec in pod_specs(obj):
             assert spec["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
             assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-            assert {"name": "datasets", "persistentVolumeClaim": {"claimName": "shared-datasets", "readOnly": True}} \
-                in spec["volumes"]
+            assert {
+                "name": "datasets",
+                "persistentVolumeClaim": {"claimName": "shared-datasets", "readOnly": True},
+            } in spec["volumes"]
             [main] = spec["containers"]
             for part in ("requests", "limits"):
                 assert main["resources"][part]["vpc.amazonaws.com/efa"] == 4
-            assert {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}} \
-                in main["env"]
+            assert {
+                "name": "WANDB_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
+            } in main["env"]
             assert main["envFrom"] == [{"configMapRef": {"name": "nccl-tuning"}}]
             assert {"name": "datasets", "mountPath": "/datasets", "readOnly": True} in main["volumeMounts"]
-    pods = [o for o in objects if o["kind"] == "Pod"] + [o["spec"]["template"] for o in kinds(objects, "Job")] + \
-        [r["template"] for o in kinds(objects, "PyTorchJob") for r in o["spec"]["pytorchReplicaSpecs"].values()] + \
-        [j["template"]["spec"]["template"] for o in kinds(objects, "TrainingRuntime")
-         for j in o["spec"]["template"]["spec"]["replicatedJobs"]]
+    pods = (
+        [o for o in objects if o["kind"] == "Pod"]
+        + [o["spec"]["template"] for o in kinds(objects, "Job")]
+        + [r["template"] for o in kinds(objects, "PyTorchJob") for r in o["spec"]["pytorchReplicaSpecs"].values()]
+        + [
+            j["template"]["spec"]["template"]
+            for o in kinds(objects, "TrainingRuntime")
+            for j in o["spec"]["template"]["spec"]["replicatedJobs"]
+        ]
+    )
     assert len(pods) >= 3
     for pod in pods:
         assert pod["metadata"]["labels"]["team"] == "team-a"
@@ -262,8 +342,17 @@ def test_the_real_corpus_is_the_default_and_each_run_gets_its_own_dataset():
     for run in ("r1", "r2"):
         objects = render({}, run, "ml")
         [build] = kinds(objects, "Job")[0]["spec"]["template"]["spec"]["initContainers"]
-        assert build["args"] == ["data", "build", DEFAULTS["data"]["source"], "--out", f"s3://neosft/neosft/data/{run}",
-                                 "--build-id", run, "--rules", "seed"]
+        assert build["args"] == [
+            "data",
+            "build",
+            DEFAULTS["data"]["source"],
+            "--out",
+            f"s3://neosft/neosft/data/{run}",
+            "--build-id",
+            run,
+            "--rules",
+            "seed",
+        ]
         assert f"--data=s3://neosft/neosft/data/{run}" in command(kinds(objects, "PyTorchJob")[0])
 
 
@@ -292,19 +381,47 @@ def test_a_work_volume_holds_checkpoints_and_the_model_download():
     volume, main, env = scratch({"train": {"workVolume": {"type": "emptyDir", "size": "300Gi"}}})
     assert volume["emptyDir"] == {"sizeLimit": "300Gi"}
     assert main["resources"]["requests"]["ephemeral-storage"] == "300Gi"  # the scheduler picks a node with room
-    volume, main, env = scratch({"train": {"workVolume": {"type": "claim", "claimName": "scratch-pvc"},
-                                           "modelCacheClaim": "models"}})
+    volume, main, env = scratch(
+        {"train": {"workVolume": {"type": "claim", "claimName": "scratch-pvc"}, "modelCacheClaim": "models"}}
+    )
     assert volume["persistentVolumeClaim"] == {"claimName": "scratch-pvc"}
     assert env["HF_HOME"] == "/cache/huggingface"
 
 
-FREE_TEXT = ["podAnnotations.a", "podLabels.a", "podSecurityContext.seLinuxOptions.level", "train.backend",
-             "train.priorityClassName", "train.model", "train.deepspeed", "image.train.repository", "image.train.tag",
-             "image.data.tag", "data.source", "data.uri", "s3.prefix", "s3.endpoint", "s3.region", "s3.secretName",
-             "huggingface.tokenSecret.name", "huggingface.endpoint", "queue", "serviceAccount.name",
-             "train.modelCacheClaim", "train.workVolume.storageClassName"]
-INJECTIONS = ["x\nhostPID: true", "x\n  runAsUser: 0", "x\n- --extra", "x: {hostPID: true}", "x\" y", "x' y",
-              "x #c", "x\r\nhostPID: true"]
+FREE_TEXT = [
+    "podAnnotations.a",
+    "podLabels.a",
+    "podSecurityContext.seLinuxOptions.level",
+    "train.backend",
+    "train.priorityClassName",
+    "train.model",
+    "train.deepspeed",
+    "image.train.repository",
+    "image.train.tag",
+    "image.data.tag",
+    "data.source",
+    "data.uri",
+    "s3.prefix",
+    "s3.endpoint",
+    "s3.region",
+    "s3.secretName",
+    "huggingface.tokenSecret.name",
+    "huggingface.endpoint",
+    "queue",
+    "serviceAccount.name",
+    "train.modelCacheClaim",
+    "train.workVolume.storageClassName",
+]
+INJECTIONS = [
+    "x\nhostPID: true",
+    "x\n  runAsUser: 0",
+    "x\n- --extra",
+    "x: {hostPID: true}",
+    'x" y',
+    "x' y",
+    "x #c",
+    "x\r\nhostPID: true",
+]
 
 
 @pytest.mark.parametrize("key", FREE_TEXT)
@@ -320,27 +437,59 @@ def test_free_text_values_cannot_inject_yaml(key):
             continue
         text = to_yaml(objects)  # or carried as one quoted scalar, adding nothing
         assert "hostPID" not in text.replace(payload, "") and "runAsUser: 0" not in text and "--extra\n" not in text
-        assert payload in json.dumps(objects, ensure_ascii=False).replace("\\n", "\n").replace('\\"', '"') or \
-            payload.replace("\n", "\\n") in json.dumps(objects)
+        assert payload in json.dumps(objects, ensure_ascii=False).replace("\\n", "\n").replace(
+            '\\"', '"'
+        ) or payload.replace("\n", "\\n") in json.dumps(objects)
 
 
 def test_training_options_become_trainer_flags():
-    values = {"train": {"model": "Qwen/Qwen2-0.5B", "deepspeed": "zero2", "packing": True, "maxSteps": 10,
-                        "saveSteps": 5, "valSize": 0.05, "set": {"logging_steps": 1}}}
+    values = {
+        "train": {
+            "model": "Qwen/Qwen2-0.5B",
+            "deepspeed": "zero2",
+            "packing": True,
+            "maxSteps": 10,
+            "saveSteps": 5,
+            "valSize": 0.05,
+            "set": {"logging_steps": 1},
+        }
+    }
     [job] = kinds(render(values, "r1", "ml"), "PyTorchJob")
-    assert command(job)[-11:] == ["--model=Qwen/Qwen2-0.5B", "--method=lora", "--deepspeed=zero2",
-                                  "--report-to=tensorboard", "--packing", "--max-steps=10", "--save-steps=5",
-                                  "--val-size=0.05", "--eval-base", "--set", "logging_steps=1"]
+    assert command(job)[-11:] == [
+        "--model=Qwen/Qwen2-0.5B",
+        "--method=lora",
+        "--deepspeed=zero2",
+        "--report-to=tensorboard",
+        "--packing",
+        "--max-steps=10",
+        "--save-steps=5",
+        "--val-size=0.05",
+        "--eval-base",
+        "--set",
+        "logging_steps=1",
+    ]
 
 
 def test_method_and_lora_settings_become_trainer_flags():
     assert DEFAULTS["train"]["method"] == DEFAULT_METHOD
     assert SCHEMA["properties"]["train"]["properties"]["method"]["enum"] == list(METHODS)
-    [job] = kinds(render({"train": {"lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target": "q_proj,v_proj"},
-                                    "merge": True}}, "r1", "ml"), "PyTorchJob")
+    [job] = kinds(
+        render(
+            {"train": {"lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target": "q_proj,v_proj"}, "merge": True}},
+            "r1",
+            "ml",
+        ),
+        "PyTorchJob",
+    )
     args = command(job)
-    assert args[args.index("--method=lora"):][:6] == ["--method=lora", "--lora-rank=8", "--lora-alpha=16",
-                                                      "--lora-dropout=0.05", "--lora-target=q_proj,v_proj", "--merge"]
+    assert args[args.index("--method=lora") :][:6] == [
+        "--method=lora",
+        "--lora-rank=8",
+        "--lora-alpha=16",
+        "--lora-dropout=0.05",
+        "--lora-target=q_proj,v_proj",
+        "--merge",
+    ]
     [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")  # the trainer's own LoRA settings: no flag repeats them
     assert "--method=lora" in command(job) and not [a for a in command(job) if a.startswith(("--lora", "--merge"))]
     [job] = kinds(render({"train": {"method": "full"}}, "r1", "ml"), "PyTorchJob")
@@ -356,13 +505,23 @@ def test_method_and_lora_settings_become_trainer_flags():
 
 
 def test_data_job_builds_every_dataset_on_cpu():
-    objects = render({"data": {"source": "s3://corpora/chat.json"}, "huggingface": {"tokenSecret": {"name": "hf"}}},
-                     "r1", "ml")
+    objects = render(
+        {"data": {"source": "s3://corpora/chat.json"}, "huggingface": {"tokenSecret": {"name": "hf"}}}, "r1", "ml"
+    )
     [job] = kinds(objects, "Job")
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["ttlSecondsAfterFinished"] > 0
     [build] = job["spec"]["template"]["spec"]["initContainers"]
-    assert build["args"] == ["data", "build", "s3://corpora/chat.json", "--out", "s3://neosft/neosft/data/r1",
-                             "--build-id", "r1", "--rules", "seed"]
+    assert build["args"] == [
+        "data",
+        "build",
+        "s3://corpora/chat.json",
+        "--out",
+        "s3://neosft/neosft/data/r1",
+        "--build-id",
+        "r1",
+        "--rules",
+        "seed",
+    ]
     assert not any("gpu" in str(k) for k in build["resources"]["limits"])
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in build["env"]
 
@@ -376,9 +535,12 @@ def test_kueue_queue_labels_the_run_and_joins_training_when_released():
     assert job["metadata"]["annotations"]["kueue.x-k8s.io/admission-gated-by"] == "neosft.io/dataset"
     [data] = kinds(manifests({"queue": "gpu", "data": {"queue": "cpu"}}, "r1", "ml"), "Job")
     assert data["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "cpu"  # data.queue: the CPU Job's own
-    assert data["spec"]["podFailurePolicy"]["rules"] == [{"action": "FailJob", "onExitCodes": {
-        "containerName": "release", "operator": "NotIn", "values": [0]}}]  # a failed release rebuilds nothing
-    [job] = kinds(manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}}, "r1", "ml"), "PyTorchJob")
+    assert data["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "FailJob", "onExitCodes": {"containerName": "release", "operator": "NotIn", "values": [0]}}
+    ]  # a failed release rebuilds nothing
+    [job] = kinds(
+        manifests({"queue": "gpu", "data": {"enabled": False, "uri": "s3://bkt/d"}}, "r1", "ml"), "PyTorchJob"
+    )
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
 
 
@@ -400,15 +562,21 @@ def test_pods_are_locked_down_and_sized(backend, kind):
             assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
             assert spec["serviceAccountName"] == ("runner" if obj in run else "neosft-r1-runtime-check")
         for c in containers(obj):
-            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
-                                            "capabilities": {"drop": ["ALL"]}}
+            assert c["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
             assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
 def test_s3_keys_reach_pods_only_through_secret_key_refs(backend):
-    objects = render({"variants": list(VARIANTS), "huggingface": {"tokenSecret": {"name": "hf"}},
-                      "train": {"backend": backend}}, "r1", "ml")
+    objects = render(
+        {"variants": list(VARIANTS), "huggingface": {"tokenSecret": {"name": "hf"}}, "train": {"backend": backend}},
+        "r1",
+        "ml",
+    )
     secret_envs = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
     for obj in objects:
         for c in containers(obj):
@@ -433,6 +601,7 @@ def test_service_account_and_helm_test_pod():
 
 # --- golden snapshots ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["default", "multinode", "trainjob"])
 def test_rendered_yaml_matches_the_golden_snapshot(name):
     values = load_values(str(CHART / "ci" / f"{name}-values.yaml"), (), {}) if name != "default" else {}
@@ -445,34 +614,50 @@ def test_rendered_yaml_matches_the_golden_snapshot(name):
 
 # --- values that must be refused ------------------------------------------------------------------
 
-@pytest.mark.parametrize("values, named", [
-    ({"trian": {}}, "additional properties 'trian' not allowed"),
-    ({"train": {"nodez": 2}}, "at '/train': additional properties 'nodez' not allowed"),
-    ({"train": {"resources": {"limits": {"gpu": 8}}}}, "at '/train/resources/limits'"),
-    ({"image": {"train": {"tagg": "x"}}}, "at '/image/train'"),
-    ({"s3": {"secretname": "x"}}, "at '/s3'"),
-    ({"variants": ["pairs"]}, "at '/variants/0'"),
-    ({"train": {"nodes": "two"}}, "at '/train/nodes'"),
-    ({"train": {"nodes": 0}}, "at '/train/nodes'"),
-    ({"train": {"packing": "yes"}}, "at '/train/packing'"),
-    ({"train": {"env": {"AWS_SECRET_ACCESS_KEY": "literal"}}}, "at '/train/env/AWS_SECRET_ACCESS_KEY'"),
-    ({"train": {"valSize": 1.5}}, "at '/train/valSize'"),
-    ({"runId": "Has_Capitals"}, "at '/runId'"),
-    ({"s3": {"bucket": "s3://bucket"}}, "at '/s3/bucket'"),
-    ({"train": {"backend": "mpijob"}}, "at '/train/backend'"),
-    ({"train": {"extraResources": {"nvidia.com/gpu": 16}}}, "at '/train/extraResources/nvidia.com~1gpu'"),
-    ({"train": {"extraResources": {"efa": 1}}}, "at '/train/extraResources'"),
-    ({"train": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]}}, "at '/train/extraEnv/0/name'"),
-    ({"train": {"extraEnv": [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "w", "kee": "k"}}}]}},
-     "at '/train/extraEnv/0"),
-    ({"train": {"extraEnv": [{"name": "X"}]}}, "at '/train/extraEnv/0'"),
-    ({"train": {"extraVolumeMounts": [{"name": "d", "mountpath": "/d"}]}}, "at '/train/extraVolumeMounts/0'"),
-    ({"train": {"envFrom": [{"secretRef": {"name": "w"}, "configMapRef": {"name": "c"}}]}}, "at '/train/envFrom/0'"),
-    ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot'"),
-    ({"podSecurityContext": {"runAsUser": 0}}, "at '/podSecurityContext/runAsUser'"),
-    ({"securityContext": {"privileged": True}}, "at '/securityContext/privileged'"),
-    ({"podLabels": {"team": "a b"}}, "at '/podLabels/team'"),
-])
+
+@pytest.mark.parametrize(
+    "values, named",
+    [
+        ({"trian": {}}, "additional properties 'trian' not allowed"),
+        ({"train": {"nodez": 2}}, "at '/train': additional properties 'nodez' not allowed"),
+        ({"train": {"resources": {"limits": {"gpu": 8}}}}, "at '/train/resources/limits'"),
+        ({"image": {"train": {"tagg": "x"}}}, "at '/image/train'"),
+        ({"s3": {"secretname": "x"}}, "at '/s3'"),
+        ({"variants": ["pairs"]}, "at '/variants/0'"),
+        ({"train": {"nodes": "two"}}, "at '/train/nodes'"),
+        ({"train": {"nodes": 0}}, "at '/train/nodes'"),
+        ({"train": {"packing": "yes"}}, "at '/train/packing'"),
+        ({"train": {"env": {"AWS_SECRET_ACCESS_KEY": "literal"}}}, "at '/train/env/AWS_SECRET_ACCESS_KEY'"),
+        ({"train": {"valSize": 1.5}}, "at '/train/valSize'"),
+        ({"runId": "Has_Capitals"}, "at '/runId'"),
+        ({"s3": {"bucket": "s3://bucket"}}, "at '/s3/bucket'"),
+        ({"train": {"backend": "mpijob"}}, "at '/train/backend'"),
+        ({"train": {"extraResources": {"nvidia.com/gpu": 16}}}, "at '/train/extraResources/nvidia.com~1gpu'"),
+        ({"train": {"extraResources": {"efa": 1}}}, "at '/train/extraResources'"),
+        (
+            {"train": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]}},
+            "at '/train/extraEnv/0/name'",
+        ),
+        (
+            {
+                "train": {
+                    "extraEnv": [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "w", "kee": "k"}}}]
+                }
+            },
+            "at '/train/extraEnv/0",
+        ),
+        ({"train": {"extraEnv": [{"name": "X"}]}}, "at '/train/extraEnv/0'"),
+        ({"train": {"extraVolumeMounts": [{"name": "d", "mountpath": "/d"}]}}, "at '/train/extraVolumeMounts/0'"),
+        (
+            {"train": {"envFrom": [{"secretRef": {"name": "w"}, "configMapRef": {"name": "c"}}]}},
+            "at '/train/envFrom/0'",
+        ),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot'"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "at '/podSecurityContext/runAsUser'"),
+        ({"securityContext": {"privileged": True}}, "at '/securityContext/privileged'"),
+        ({"podLabels": {"team": "a b"}}, "at '/podLabels/team'"),
+    ],
+)
 def test_schema_rejects_bad_values_and_names_the_key(values, named):
     with pytest.raises(UserError, match="chart values: ") as caught:
         render(values, "r1", "ml")
@@ -489,6 +674,7 @@ def test_schema_closes_every_object():
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 walk(value, f"{path}/{i}")
+
     walk(SCHEMA, "#")
 
 
@@ -510,6 +696,7 @@ def test_values_file_and_sets_and_flags_merge_in_order(tmp_path):
 
 
 # --- validation itself ------------------------------------------------------------------------------
+
 
 def test_validation_rejects_unknown_fields_in_builtin_kinds_and_pytorchjobs():
     objects = render({}, "r1", "ml")
@@ -539,18 +726,29 @@ def test_validation_rejects_unknown_fields_in_trainjobs_and_their_runtime():
     [runtime] = kinds(objects, "TrainingRuntime")
     pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     pod["containers"][0]["volumeMount"] = []  # the API server would prune it, and the pod would lose its mounts
-    with pytest.raises(UserError, match=r"TrainingRuntime/neosft-r1 is invalid: spec.template.spec.replicatedJobs.0.*"
-                                        r"volumeMount"):
+    with pytest.raises(
+        UserError,
+        match=r"TrainingRuntime/neosft-r1 is invalid: spec.template.spec.replicatedJobs.0.*"
+        r"volumeMount",
+    ):
         validate(objects)
-    objects = trainjob_run({"train": {"extraVolumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x", "readonly": True}}]}})
+    objects = trainjob_run(
+        {"train": {"extraVolumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x", "readonly": True}}]}}
+    )
     with pytest.raises(UserError, match="readonly"):  # a typo inside a passthrough volume fails too
         validate(objects)
 
 
 def test_strict_keeps_open_maps_open():
-    schema = strict({"type": "object", "properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}},
-                                                      "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                                                            "properties": {}}}})
+    schema = strict(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "object", "additionalProperties": {"type": "string"}},
+                "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {}},
+            },
+        }
+    )
     assert schema["additionalProperties"] is False
     assert schema["properties"]["a"]["additionalProperties"] == {"type": "string"}
     assert "additionalProperties" not in schema["properties"]["b"]
@@ -561,13 +759,19 @@ def test_shipped_pytorchjob_schema_is_the_v1_9_crd():
     crd = yaml.load(SHARED_CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     assert json.loads(PYTORCHJOB_SCHEMA.read_text()) == version["schema"]["openAPIV3Schema"]
-    assert (PYTORCHJOB_SCHEMA.parent / "LICENSE.kubeflow-training-operator").read_text() == \
-        (SHARED_CRD.parent / "LICENSE.kubeflow-training-operator").read_text()
+    assert (PYTORCHJOB_SCHEMA.parent / "LICENSE.kubeflow-training-operator").read_text() == (
+        SHARED_CRD.parent / "LICENSE.kubeflow-training-operator"
+    ).read_text()
 
 
 @pytest.mark.skipif(not SHARED_TRAINER.exists(), reason="../shared/crds is not beside this clone")
-@pytest.mark.parametrize("kind, crd", [("TrainJob", "trainer.kubeflow.org_trainjobs.yaml"),
-                                       ("TrainingRuntime", "trainer.kubeflow.org_trainingruntimes.yaml")])
+@pytest.mark.parametrize(
+    "kind, crd",
+    [
+        ("TrainJob", "trainer.kubeflow.org_trainjobs.yaml"),
+        ("TrainingRuntime", "trainer.kubeflow.org_trainingruntimes.yaml"),
+    ],
+)
 def test_shipped_trainer_schemas_are_the_v2_3_0_crds(kind, crd):
     crd = yaml.load((SHARED_TRAINER / crd).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
@@ -577,6 +781,7 @@ def test_shipped_trainer_schemas_are_the_v2_3_0_crds(kind, crd):
 
 
 # --- helm lint and the CI values files ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("values_file", [None, *sorted(p.name for p in (CHART / "ci").glob("*.yaml"))])
 def test_helm_lint_passes_and_ci_values_render_valid_objects(values_file):
@@ -593,17 +798,27 @@ def test_the_package_ships_the_whole_chart_and_the_crd_schema():
 
     import tomllib
 
-    patterns = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["neosft"]
+    patterns = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "neosft"
+    ]
     package = CHART.parent.parent
     shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package, include_hidden=True)}
-    files = {p.relative_to(package).as_posix() for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()] if p.is_file()}
+    files = {
+        p.relative_to(package).as_posix()
+        for p in [*CHART.rglob("*"), *PYTORCHJOB_SCHEMA.parent.iterdir()]
+        if p.is_file()
+    }
     assert files - shipped == set()
 
 
 def test_a_world_size_that_does_not_divide_the_total_batch_is_refused_before_anything_renders():
-    with pytest.raises(UserError, match=r"24 GPUs \(train.nodes x train.gpusPerNode\) do not divide the total train batch 64"):
+    with pytest.raises(
+        UserError, match=r"24 GPUs \(train.nodes x train.gpusPerNode\) do not divide the total train batch 64"
+    ):
         manifests({"train": {"nodes": 3}}, "r1", "ml")
-    assert manifests({"train": {"nodes": 3, "set": {"gradient_accumulation_steps": 2}}}, "r1", "ml")  # explicit: allowed
+    assert manifests(
+        {"train": {"nodes": 3, "set": {"gradient_accumulation_steps": 2}}}, "r1", "ml"
+    )  # explicit: allowed
     assert manifests({"train": {"nodes": 2}}, "r1", "ml")  # 16 GPUs accumulate 4
 
 

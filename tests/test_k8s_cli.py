@@ -34,14 +34,22 @@ def pod(name: str, variant: str, phase="Running", restarts=0, waiting=None, mast
     if master and variant != "data":
         labels["training.kubeflow.org/replica-type"] = "master"
     state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels,
-                                                            "creationTimestamp": "2026-11-26T12:00:00Z"},
-            "spec": {"containers": [{"name": "pytorch" if variant != "data" else "build", "image": "i"}]},
-            "status": {"phase": phase, "containerStatuses": [
-                {"name": "main", "image": "i", "imageID": "", "ready": True, "restartCount": restarts, "state": state}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "creationTimestamp": "2026-11-26T12:00:00Z"},
+        "spec": {"containers": [{"name": "pytorch" if variant != "data" else "build", "image": "i"}]},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {"name": "main", "image": "i", "imageID": "", "ready": True, "restartCount": restarts, "state": state}
+            ],
+        },
+    }
 
 
 # --- submit ------------------------------------------------------------------------------------
+
 
 def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its speed: bench/submit.py
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
@@ -49,20 +57,31 @@ def test_dry_run_prints_validated_yaml_without_a_cluster(monkeypatch):  # its sp
     result = neosft("submit", "--variant", "all", "--run-id", "golden", "--dry-run")
     assert result.returncode == 0, result.stderr
     objects = list(yaml.safe_load_all(result.stdout))
-    assert [o["kind"] for o in objects] == ["Job", *["PyTorchJob"] * len(VARIANTS), "Role", "RoleBinding", "ServiceAccount"]
+    assert [o["kind"] for o in objects] == [
+        "Job",
+        *["PyTorchJob"] * len(VARIANTS),
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
     [single] = [o for o in objects if o["metadata"]["name"] == "neosft-golden-single"]
     golden = golden_pytorchjob()  # a run of single alone; in a run of all, the first variant scores the base model
-    golden["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"].remove("--eval-base")
+    golden["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"].remove(
+        "--eval-base"
+    )
     assert single == golden
     [first] = [o for o in objects if o["metadata"]["name"] == f"neosft-golden-{next(iter(VARIANTS))}"]
-    assert "--eval-base" in first["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert (
+        "--eval-base" in first["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    )
     assert_no_secret(result)
 
 
 def test_submit_rules_reach_the_data_job_beside_the_source(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--rules", "reilx", "--source", "sample",
-                    "--dry-run")
+    result = neosft(
+        "submit", "--variant", "single", "--run-id", "r1", "--rules", "reilx", "--source", "sample", "--dry-run"
+    )
     assert result.returncode == 0, result.stderr
     [job] = [o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "Job"]
     [build] = job["spec"]["template"]["spec"]["initContainers"]
@@ -74,11 +93,13 @@ def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, 
     result = neosft("submit", "--variant", "single", "--run-id", "golden")
     assert result.returncode == 0, result.stderr
     posts = kube.sent("POST")
-    assert [p.path for p in posts] == ["/api/v1/namespaces/ml/serviceaccounts",
-                                       "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles",
-                                       "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings",
-                                       "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs",  # held, before the data Job
-                                       "/apis/batch/v1/namespaces/ml/jobs"]
+    assert [p.path for p in posts] == [
+        "/api/v1/namespaces/ml/serviceaccounts",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings",
+        "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs",  # held, before the data Job
+        "/apis/batch/v1/namespaces/ml/jobs",
+    ]
     assert posts[3].body == golden_pytorchjob()
     assert posts[4].body["metadata"]["labels"]["neosft.io/run-id"] == "golden"
     assert "run golden submitted to namespace ml" in result.stdout
@@ -88,15 +109,19 @@ def test_submit_creates_the_run_and_sends_exactly_the_rendered_pytorchjob(kube, 
 
 
 def test_submit_flags_choose_what_runs(kube):
-    result = neosft("submit", "--variant", "multi", "--data", "s3://bkt/data/r0", "--namespace", "default",
-                    "--set", "train.nodes=2")
+    result = neosft(
+        "submit", "--variant", "multi", "--data", "s3://bkt/data/r0", "--namespace", "default", "--set", "train.nodes=2"
+    )
     assert result.returncode == 0, result.stderr
     [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
     assert kube.sent("POST")[0].path.startswith("/api/v1/namespaces/default/")
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
     assert not [p for p in kube.sent("POST") if p.body["kind"] in ("Job", "Role")]
     assert "suspend" not in job["spec"]["runPolicy"]  # its dataset exists: nothing to wait for
-    assert "--data=s3://bkt/data/r0" in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert (
+        "--data=s3://bkt/data/r0"
+        in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    )
     run_id = job["metadata"]["labels"]["neosft.io/run-id"]
     assert job["metadata"]["annotations"]["neosft.io/output"] == f"s3://neosft/neosft/runs/{run_id}/multi"
 
@@ -107,34 +132,46 @@ def test_submit_flags_choose_what_runs(kube):
     assert not kube.sent("GET")  # no PyTorchJob: no need for the CRD
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--data-only", "--data", "s3://bkt/d"), "--data-only and --data exclude each other"),
-    (("--source", "sample", "--data", "s3://bkt/d"), "--source and --data exclude each other"),
-    (("--rules", "reilx", "--data", "s3://bkt/d"), "--rules and --data exclude each other"),
-    (("--set", "data.rules=card"), "at '/data/rules'"),
-    (("--data", "s3://bkt/d\nhostPID: true"), "at '/data/uri'"),
-    (("--source", "corpus.json"), "at '/data/source'"),
-    (("--wait", "--timeout", "soon"), "--timeout 'soon': give seconds or a duration"),
-    (("--run-id", "Bad_Id"), "run id 'Bad_Id'"),
-    (("--set", "train.nodez=2"), "chart values: at '/train': additional properties 'nodez' not allowed"),
-    (("--values", "/nonexistent.yaml"), "cannot read values file /nonexistent.yaml"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--data-only", "--data", "s3://bkt/d"), "--data-only and --data exclude each other"),
+        (("--source", "sample", "--data", "s3://bkt/d"), "--source and --data exclude each other"),
+        (("--rules", "reilx", "--data", "s3://bkt/d"), "--rules and --data exclude each other"),
+        (("--set", "data.rules=card"), "at '/data/rules'"),
+        (("--data", "s3://bkt/d\nhostPID: true"), "at '/data/uri'"),
+        (("--source", "corpus.json"), "at '/data/source'"),
+        (("--wait", "--timeout", "soon"), "--timeout 'soon': give seconds or a duration"),
+        (("--run-id", "Bad_Id"), "run id 'Bad_Id'"),
+        (("--set", "train.nodez=2"), "chart values: at '/train': additional properties 'nodez' not allowed"),
+        (("--values", "/nonexistent.yaml"), "cannot read values file /nonexistent.yaml"),
+    ],
+)
 def test_submit_mistakes_get_one_line(kube, args, message):
     assert_user_error(neosft("submit", "--dry-run", *args), message)
     assert not kube.requests
 
 
 def test_forbidden_is_reported_and_nothing_is_left_behind(kube):
-    kube.fail[("POST", "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs")] = (403, {
-        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-        "message": 'pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create resource "pytorchjobs"'})
+    kube.fail[("POST", "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs")] = (
+        403,
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": "Forbidden",
+            "code": 403,
+            "message": 'pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create resource "pytorchjobs"',
+        },
+    )
     result = neosft("submit", "--run-id", "r1")
     assert_user_error(result, 'forbidden: pytorchjobs.kubeflow.org is forbidden: User "ci" cannot create')
     assert "k8s/rbac.yaml" in result.stderr and "nothing was left behind" in result.stderr
     assert [r.path for r in kube.sent("DELETE")] == [
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/neosft-r1-release",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/neosft-r1-release",
-        "/api/v1/namespaces/ml/serviceaccounts/neosft-r1"]
+        "/api/v1/namespaces/ml/serviceaccounts/neosft-r1",
+    ]
     assert not any(kube.objects.values())
     assert_no_secret(result)
 
@@ -160,15 +197,23 @@ def test_auto_backend_asks_the_cluster_which_crds_it_serves(kube, served, chosen
 def test_neither_crd_served_names_both_install_commands(kube):
     kube.served = set()
     result = neosft("submit", "--run-id", "r1")
-    assert_user_error(result, "neither the TrainJob nor the PyTorchJob CRD is installed",
-                      "kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0",
-                      "training-operator.git/manifests/overlays/standalone?ref=v1.9.0")
+    assert_user_error(
+        result,
+        "neither the TrainJob nor the PyTorchJob CRD is installed",
+        "kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0",
+        "training-operator.git/manifests/overlays/standalone?ref=v1.9.0",
+    )
     assert not kube.sent("POST")
     assert_user_error(neosft("status", "r1"), "neither the TrainJob nor the PyTorchJob CRD is installed")
 
 
-@pytest.mark.parametrize("served, backend, missing", [({V2}, "pytorchjob", "the PyTorchJob CRD is not installed"),
-                                                       ({V1}, "trainjob", "the TrainJob CRD is not installed")])
+@pytest.mark.parametrize(
+    "served, backend, missing",
+    [
+        ({V2}, "pytorchjob", "the PyTorchJob CRD is not installed"),
+        ({V1}, "trainjob", "the TrainJob CRD is not installed"),
+    ],
+)
 def test_a_chosen_backend_the_cluster_lacks_says_how_to_install_it(kube, served, backend, missing):
     kube.served = served
     result = neosft("submit", "--run-id", "r1", "--backend", backend)
@@ -180,8 +225,12 @@ def test_a_chosen_backend_the_cluster_lacks_says_how_to_install_it(kube, served,
 
 def test_dry_run_renders_pytorchjobs_unless_told(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    for args, kind in [((), "PyTorchJob"), (("--backend", "auto"), "PyTorchJob"), (("--backend", "trainjob"), "TrainJob"),
-                       (("--set", "train.backend=trainjob"), "TrainJob")]:
+    for args, kind in [
+        ((), "PyTorchJob"),
+        (("--backend", "auto"), "PyTorchJob"),
+        (("--backend", "trainjob"), "TrainJob"),
+        (("--set", "train.backend=trainjob"), "TrainJob"),
+    ]:
         result = neosft("submit", "--run-id", "r1", "--dry-run", *args)
         assert result.returncode == 0, result.stderr
         training = {o["kind"] for o in yaml.safe_load_all(result.stdout)} & {"PyTorchJob", "TrainJob"}
@@ -192,8 +241,9 @@ def test_submit_reilx_is_reilx_run_and_refuses_what_contradicts_it(monkeypatch):
     """--reilx: REILX's scripts, every record, LoRA r 16 / alpha 32 / dropout 0 on every projection, the card's
     hyper-parameters; a value of the user's that says otherwise is refused, not overridden."""
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    result = neosft("submit", "--variant", "single", "--run-id", "r1", "--reilx", "--backend", "pytorchjob",
-                    "--dry-run")
+    result = neosft(
+        "submit", "--variant", "single", "--run-id", "r1", "--reilx", "--backend", "pytorchjob", "--dry-run"
+    )
     assert result.returncode == 0, result.stderr
     objects = list(yaml.safe_load_all(result.stdout))
     [job] = [o for o in objects if o["kind"] == "Job"]
@@ -201,27 +251,37 @@ def test_submit_reilx_is_reilx_run_and_refuses_what_contradicts_it(monkeypatch):
     assert build["args"][-3:] == ["--rules", "reilx", "--holdout=0"]
     [train] = [o for o in objects if o["kind"] == "PyTorchJob"]
     command = train["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("--method=lora"):][:5] == [
-        "--method=lora", "--lora-rank=16", "--lora-alpha=32", "--lora-dropout=0", "--lora-target=all"]
+    assert command[command.index("--method=lora") :][:5] == [
+        "--method=lora",
+        "--lora-rank=16",
+        "--lora-alpha=32",
+        "--lora-dropout=0",
+        "--lora-target=all",
+    ]
     assert "--set" not in command  # the table's hyper-parameters, untouched
-    for args, message in [(("--method", "full"), "drop train.method=full"),
-                          (("--set", "data.holdout=1%"), "drop data.holdout=1%"),
-                          (("--set", "train.lora.rank=8"), "drop train.lora.rank=8"),
-                          (("--set", "train.variantSet.single.learning_rate=1e-4"),
-                           "drop train.variantSet.single.learning_rate"),
-                          (("--data", "s3://b/d"), "--reilx and --data exclude each other")]:
+    for args, message in [
+        (("--method", "full"), "drop train.method=full"),
+        (("--set", "data.holdout=1%"), "drop data.holdout=1%"),
+        (("--set", "train.lora.rank=8"), "drop train.lora.rank=8"),
+        (("--set", "train.variantSet.single.learning_rate=1e-4"), "drop train.variantSet.single.learning_rate"),
+        (("--data", "s3://b/d"), "--reilx and --data exclude each other"),
+    ]:
         assert_user_error(neosft("submit", "--run-id", "r1", "--reilx", "--dry-run", *args), message)
 
 
 def test_submit_method_sets_the_training_method(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
-    for args, expected in [((), "--method=lora"), (("--method", "full"), "--method=full"),
-                           (("--method", "full", "--data-only"), None)]:
+    for args, expected in [
+        ((), "--method=lora"),
+        (("--method", "full"), "--method=full"),
+        (("--method", "full", "--data-only"), None),
+    ]:
         result = neosft("submit", "--run-id", "r1", "--dry-run", *args)
         assert result.returncode == 0, result.stderr
         jobs = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "PyTorchJob"]
-        commands = [job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-                    for job in jobs]
+        commands = [
+            job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"] for job in jobs
+        ]
         assert [expected in c for c in commands] == ([True] if expected else [])
 
 
@@ -231,8 +291,14 @@ def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs(monkeypatch):
     result = neosft("submit", "--backend", "trainjob", "--variant", "all", "--run-id", "r1", "--dry-run")
     assert result.returncode == 0, result.stderr  # its speed: bench/submit.py
     objects = list(yaml.safe_load_all(result.stdout))
-    assert [o["kind"] for o in objects] == ["Job", "Role", "RoleBinding", "ServiceAccount", "TrainingRuntime",
-                                            *["TrainJob"] * len(VARIANTS)]
+    assert [o["kind"] for o in objects] == [
+        "Job",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "TrainingRuntime",
+        *["TrainJob"] * len(VARIANTS),
+    ]
     from neosft.k8s.validate import validate
 
     validate(objects)  # strictly, against the Trainer v2.3.0 CRDs (the command did too)
@@ -241,7 +307,7 @@ def test_trainjob_dry_run_renders_the_runtime_and_four_trainjobs(monkeypatch):
     pod = node["template"]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
-    for job in objects[-len(VARIANTS):]:
+    for job in objects[-len(VARIANTS) :]:
         assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
         assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] and job["spec"]["suspend"] is True
     assert "AWS_SECRET_ACCESS_KEY\n    value" not in result.stdout and "kind: Secret" not in result.stdout
@@ -263,10 +329,14 @@ def test_no_kubeconfig_and_unreachable_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     assert_user_error(neosft("status"), "no Kubernetes configuration: set KUBECONFIG or create ~/.kube/config")
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-              "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-              "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
-              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }
     (tmp_path / "missing").write_text(json.dumps(config))
     result = neosft("status")
     assert_user_error(result, "cannot reach the Kubernetes API at http://127.0.0.1:9")
@@ -274,13 +344,16 @@ def test_no_kubeconfig_and_unreachable_cluster(tmp_path, monkeypatch):
 
 
 def test_submit_wait_reports_the_outcome(kube):
-    kube.on_create = {"Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
-                      "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    kube.on_create = {
+        "Job": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+        "PyTorchJob": {"conditions": [{"type": "Succeeded", "status": "True"}]},
+    }
     result = neosft("submit", "--run-id", "r1", "--wait")
     assert result.returncode == 0, result.stderr
     assert "PyTorchJob/neosft-r1-single: Succeeded" in result.stdout and "run r1 succeeded" in result.stdout
-    kube.on_create["PyTorchJob"] = {"conditions": [{"type": "Running", "status": "False"},
-                                                   {"type": "Failed", "status": "True"}]}
+    kube.on_create["PyTorchJob"] = {
+        "conditions": [{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True"}]
+    }
     assert_user_error(neosft("submit", "--run-id", "r2", "--wait"), "run r2 failed: PyTorchJob/neosft-r2-single")
 
 
@@ -299,25 +372,38 @@ def test_a_failed_data_job_ends_the_wait_at_once_and_holds_no_gpu(kube):
 def test_wait_gives_up_after_its_timeout_and_says_what_it_waited_for(kube):
     result = neosft("submit", "--run-id", "r1", "--wait", "--timeout", "0")
     assert "waiting up to 0s for the run's Jobs and training objects to finish" in result.stdout
-    assert_user_error(result, "run r1 did not finish within 0s: still waiting for Job/neosft-r1-data (Pending), "
-                              "PyTorchJob/neosft-r1-single (Suspended)")
+    assert_user_error(
+        result,
+        "run r1 did not finish within 0s: still waiting for Job/neosft-r1-data (Pending), "
+        "PyTorchJob/neosft-r1-single (Suspended)",
+    )
 
 
 # --- status, logs, delete ------------------------------------------------------------------------
+
 
 def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_server, monkeypatch):
     bucket = s3[5:]
     assert neosft("submit", "--variant", "all", "--run-id", "r1", "--set", f"s3.bucket={bucket}").returncode == 0
     kube.add("ml", "pods", pod("neosft-r1-single-master-0", "single", restarts=2))
-    kube.add("ml", "pods", pod("neosft-r1-multi-master-0", "multi", phase="Pending", waiting="CreateContainerConfigError"))
+    kube.add(
+        "ml", "pods", pod("neosft-r1-multi-master-0", "multi", phase="Pending", waiting="CreateContainerConfigError")
+    )
     write_loss_log(f"{s3}/neosft/runs/r1/single", [2.5, 1.23456], total_steps=40)
     result = neosft("status", "r1")
     assert result.returncode == 0, result.stderr
     header, *lines = [re.split(r"\s{2,}", line) for line in result.stdout.splitlines()]
     assert header == ["KIND", "NAME", "VARIANT", "STATE", "PODS", "RESTARTS", "LATEST LOSS"]
     rows = {row[1]: row for row in lines}
-    assert rows["neosft-r1-single"] == ["PyTorchJob", "neosft-r1-single", "single",
-                                        "Suspended (waiting for its dataset)", "1 Running", "2", "1.2346 @ step 2/40"]
+    assert rows["neosft-r1-single"] == [
+        "PyTorchJob",
+        "neosft-r1-single",
+        "single",
+        "Suspended (waiting for its dataset)",
+        "1 Running",
+        "2",
+        "1.2346 @ step 2/40",
+    ]
     assert rows["neosft-r1-multi"][4:] == ["1 Pending (CreateContainerConfigError)", "0", "-"]
     assert rows["neosft-r1-data"] == ["Job", "neosft-r1-data", "data", "Pending", "-", "0", "-"]
     assert s3_server.secret_key not in result.stdout + result.stderr
@@ -330,8 +416,14 @@ def test_status_shows_pods_restarts_and_the_latest_loss_from_s3(kube, s3, s3_ser
 
     listing = neosft("status")
     assert listing.returncode == 0
-    assert listing.stdout.splitlines()[1].split()[:6] == ["r1", "data,conversations,multi,single,all_pair", "1",
-                                                           "Pending,", "4", "Suspended"]
+    assert listing.stdout.splitlines()[1].split()[:6] == [
+        "r1",
+        "data,conversations,multi,single,all_pair",
+        "1",
+        "Pending,",
+        "4",
+        "Suspended",
+    ]
 
 
 def test_the_pods_and_the_cli_talk_to_the_one_store_the_values_name(kube, s3, s3_server, tmp_path, monkeypatch):
@@ -343,8 +435,17 @@ def test_the_pods_and_the_cli_talk_to_the_one_store_the_values_name(kube, s3, s3
     bucket = s3[5:]  # on the environment's server
     with LocalS3(tmp_path / "other", access_key=s3_server.access_key, secret_key=s3_server.secret_key) as other:
         (tmp_path / "other" / bucket).mkdir(parents=True)
-        result = neosft("submit", "--variant", "single", "--run-id", "r1", "--set", f"s3.bucket={bucket}",
-                        "--set", f"s3.endpoint={other.endpoint}")
+        result = neosft(
+            "submit",
+            "--variant",
+            "single",
+            "--run-id",
+            "r1",
+            "--set",
+            f"s3.bucket={bucket}",
+            "--set",
+            f"s3.endpoint={other.endpoint}",
+        )
         assert result.returncode == 0, result.stderr
         [job] = [p.body for p in kube.sent("POST") if p.body["kind"] == "PyTorchJob"]
         [container] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
@@ -392,9 +493,9 @@ def test_delete_removes_every_object_of_the_run(kube):
     result = neosft("delete", "r1")
     assert result.returncode == 0, result.stderr
     deleted = [r.path.rsplit("/", 2)[-2:] for r in kube.sent("DELETE")]
-    assert deleted == [["jobs", "neosft-r1-data"]] + \
-        [["pytorchjobs", f"neosft-r1-{v.replace('_', '-')}"] for v in VARIANTS] + \
-        [["rolebindings", "neosft-r1-release"], ["roles", "neosft-r1-release"], ["serviceaccounts", "neosft-r1"]]
+    assert deleted == [["jobs", "neosft-r1-data"]] + [
+        ["pytorchjobs", f"neosft-r1-{v.replace('_', '-')}"] for v in VARIANTS
+    ] + [["rolebindings", "neosft-r1-release"], ["roles", "neosft-r1-release"], ["serviceaccounts", "neosft-r1"]]
     assert all(r.body is None or r.body.get("propagationPolicy") in (None, "Background") for r in kube.sent("DELETE"))
     assert result.stdout.count("deleted ") == len(VARIANTS) + 4
     assert_user_error(neosft("delete", "r1"), "no run r1 in namespace 'ml'")
@@ -426,12 +527,15 @@ def test_delete_removes_what_helm_uninstall_leaves_of_a_trainjob_run(kube):
 
 # --- commands the pods run -------------------------------------------------------------------------
 
+
 def test_data_wait_and_check_storage(tmp_path, s3):
     folder = tmp_path / "data"
     result = neosft("data", "wait", folder, "--timeout", "0.2", "--interval", "0.1")
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"waiting for {folder}/manifest.json",
-                                          f"error: {folder}/manifest.json did not appear within 0.2s"]
+    assert result.stderr.splitlines() == [
+        f"waiting for {folder}/manifest.json",
+        f"error: {folder}/manifest.json did not appear within 0.2s",
+    ]
     build("sample", str(folder), ["single"])  # manifests from the real writer
     assert neosft("data", "wait", folder, "--variant", "single").returncode == 0
     assert_user_error(neosft("data", "wait", folder, "--variant", "multi"), "holds no multi dataset")
@@ -444,17 +548,30 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     assert_user_error(neosft("check-storage", "s3://no-such-bucket-here"), "does not exist")
 
 
-@pytest.mark.parametrize("kind, status, expected", [
-    ("PyTorchJob", {}, "Pending"),
-    ("PyTorchJob", {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}, "Running"),
-    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Restarting", "status": "True"}]},
-     "Restarting"),
-    ("PyTorchJob", {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]},
-     "Succeeded"),
-    ("Job", {"active": 1}, "Running"),
-    ("Job", {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
-    ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
-])
+@pytest.mark.parametrize(
+    "kind, status, expected",
+    [
+        ("PyTorchJob", {}, "Pending"),
+        (
+            "PyTorchJob",
+            {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]},
+            "Running",
+        ),
+        (
+            "PyTorchJob",
+            {"conditions": [{"type": "Running", "status": "False"}, {"type": "Restarting", "status": "True"}]},
+            "Restarting",
+        ),
+        (
+            "PyTorchJob",
+            {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]},
+            "Succeeded",
+        ),
+        ("Job", {"active": 1}, "Running"),
+        ("Job", {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
+        ("Job", {"conditions": [{"type": "Failed", "status": "True"}]}, "Failed"),
+    ],
+)
 def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
     from neosft.k8s.state import state
 
@@ -463,8 +580,9 @@ def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
 
 def test_logs_of_the_data_pod_while_it_builds(kube):
     building = pod("neosft-r1-data-abcde", "data", phase="Pending")
-    building["status"]["initContainerStatuses"] = [{"name": "build", "image": "i", "imageID": "", "ready": False,
-                                                    "restartCount": 0, "state": {"running": {}}}]
+    building["status"]["initContainerStatuses"] = [
+        {"name": "build", "image": "i", "imageID": "", "ready": False, "restartCount": 0, "state": {"running": {}}}
+    ]
     kube.add("ml", "pods", building)
     kube.logs = {"neosft-r1-data-abcde": "reading hf://datasets/m-a-p/neo_sft_phase2/neo_sft_phase2.json\n"}
     result = neosft("logs", "r1", "--variant", "data")
@@ -481,14 +599,23 @@ def test_submit_prints_the_plan_of_what_it_trains_on_existing_data(kube, s3):
     result = neosft("submit", "--variant", "single", "--data", f"{s3}/neosft/data/p0", "--run-id", "p1")
     assert result.returncode == 0, result.stderr
     header, single = result.stdout.splitlines()[1:3]  # after the backend it chose
-    assert header.split()[:4] == ["variant", "lr", "cutoff", "rows"] and single.split()[:3] == ["single", "5e-05", "4096"]
+    assert header.split()[:4] == ["variant", "lr", "cutoff", "rows"] and single.split()[:3] == [
+        "single",
+        "5e-05",
+        "4096",
+    ]
     missing = neosft("submit", "--variant", "all_pair", "--data", f"{s3}/neosft/data/p0", "--run-id", "p2")
-    assert missing.returncode == 0 and "warning: no plan: " in missing.stderr and "has no 'all_pair' dataset" in missing.stderr
+    assert (
+        missing.returncode == 0
+        and "warning: no plan: " in missing.stderr
+        and "has no 'all_pair' dataset" in missing.stderr
+    )
     built_first = neosft("submit", "--variant", "single", "--set", f"s3.bucket={bucket}", "--run-id", "p3")
     assert f"plan: `neosft plan --data s3://{bucket}/neosft/data/p3` once the data Job" in built_first.stdout
 
 
 # --- the data Job releases its run's training objects ---------------------------------------------
+
 
 def run_container(container: dict, env: dict) -> subprocess.CompletedProcess:
     """Run a rendered container's `neosft` args here, as its image's entrypoint would."""
@@ -500,11 +627,15 @@ def test_the_rendered_data_job_builds_then_releases_training(kube, s3, tmp_path)
     from neosft.storage import location
 
     bucket = s3[5:]
-    result = neosft("submit", "--variant", "all", "--run-id", "r1", "--source", "sample", "--set", f"s3.bucket={bucket}")
+    result = neosft(
+        "submit", "--variant", "all", "--run-id", "r1", "--source", "sample", "--set", f"s3.bucket={bucket}"
+    )
     assert result.returncode == 0, result.stderr
     kept = list(yaml.safe_load_all(location(f"{s3}/neosft/runs/r1/manifests.yaml").read_bytes()))
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
-    assert sorted(kept, key=key) == sorted((p.body for p in kube.sent("POST")), key=key)  # the run folder: what was created
+    assert sorted(kept, key=key) == sorted(
+        (p.body for p in kube.sent("POST")), key=key
+    )  # the run folder: what was created
     held = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"]
     assert all(job["spec"]["runPolicy"]["suspend"] for job in held.values())
     [data] = kube.objects["/apis/batch/v1/namespaces/ml/jobs"].values()
@@ -529,7 +660,9 @@ def test_release_hands_queued_training_to_kueue_and_fails_clearly(kube):
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     assert "kueue.x-k8s.io/admission-gated-by" not in job["metadata"]["annotations"]  # the gate is lifted
     assert job["spec"]["runPolicy"]["suspend"] is True  # Kueue unsuspends it on admission, not neosft
-    assert_user_error(neosft("release", "neosft-r9-single", "--timeout", "0.5"), 'pytorchjobs "neosft-r9-single" not found')
+    assert_user_error(
+        neosft("release", "neosft-r9-single", "--timeout", "0.5"), 'pytorchjobs "neosft-r9-single" not found'
+    )
 
 
 def test_release_retries_an_api_that_fails_for_a_while(kube):
@@ -548,10 +681,14 @@ def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monk
     (tmp_path / "config").write_text("clusters: [\n  - {name: c\n")
     result = neosft("status")
     assert_user_error(result, "unusable kubeconfig")
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-              "clusters": [{"name": "c", "cluster": {"server": f"http://admin:{SECRET}@127.0.0.1:9"}}],
-              "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
-              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://admin:{SECRET}@127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }
     (tmp_path / "config").write_text(json.dumps(config))
     result = neosft("status")
     assert_user_error(result, "cannot reach the Kubernetes API at http://127.0.0.1:9")
@@ -559,6 +696,7 @@ def test_a_malformed_kubeconfig_and_credentials_in_the_server_url(tmp_path, monk
 
 
 # --- TrainJob runs (Kubeflow Trainer v2) -------------------------------------------------------------
+
 
 def jobset_pod(kube, trainjob: str, index: int, restarts=0) -> dict:
     """A pod of a TrainJob's JobSet as the Trainer and JobSet controllers make it: the pod template of the
@@ -571,17 +709,38 @@ def jobset_pod(kube, trainjob: str, index: int, restarts=0) -> dict:
     for container in spec["containers"]:  # the API server answers quantities as strings
         for part in container["resources"].values():
             part.update({k: str(v) for k, v in part.items()})
-    labels = {**template["metadata"]["labels"], "jobset.sigs.k8s.io/jobset-name": trainjob,
-              "jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0"}
+    labels = {
+        **template["metadata"]["labels"],
+        "jobset.sigs.k8s.io/jobset-name": trainjob,
+        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "jobset.sigs.k8s.io/job-index": "0",
+    }
     # the Job controller's completion index: an annotation on every supported Kubernetes (the label only from 1.28)
     annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{trainjob}-node-0-{index}-x7k2p", "labels": labels, "annotations": annotations,
-                         "creationTimestamp": f"2026-11-26T12:0{index}:00Z"},
-            "spec": spec,
-            "status": {"phase": "Running", "containerStatuses": [
-                {"name": "node", "image": "i", "imageID": "", "ready": True, "restartCount": restarts,
-                 "state": {"running": {}}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{trainjob}-node-0-{index}-x7k2p",
+            "labels": labels,
+            "annotations": annotations,
+            "creationTimestamp": f"2026-11-26T12:0{index}:00Z",
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "node",
+                    "image": "i",
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": restarts,
+                    "state": {"running": {}},
+                }
+            ],
+        },
+    }
 
 
 def test_trainjob_run_is_created_followed_and_deleted(kube):
@@ -589,10 +748,27 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
     result = neosft("submit", "--variant", "all", "--run-id", "r1")
     assert result.returncode == 0, result.stderr
     posts = kube.sent("POST")
-    assert [p.path.rsplit("/", 1)[1] for p in posts] == ["serviceaccounts", "roles", "rolebindings", "trainingruntimes",
-                                                         *["trainjobs"] * len(VARIANTS), "jobs"]
-    dry = neosft("submit", "--variant", "all", "--run-id", "r1", "--backend", "trainjob", "--dry-run", "-n", "ml",
-                 env={"KUBECONFIG": "/nonexistent"})
+    assert [p.path.rsplit("/", 1)[1] for p in posts] == [
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "trainingruntimes",
+        *["trainjobs"] * len(VARIANTS),
+        "jobs",
+    ]
+    dry = neosft(
+        "submit",
+        "--variant",
+        "all",
+        "--run-id",
+        "r1",
+        "--backend",
+        "trainjob",
+        "--dry-run",
+        "-n",
+        "ml",
+        env={"KUBECONFIG": "/nonexistent"},
+    )
     rendered = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(dry.stdout)}
     assert all(p.body == rendered[(p.body["kind"], p.body["metadata"]["name"])] for p in posts)  # exactly as rendered
 
@@ -600,10 +776,19 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
     assert neosft("release", "--kind", "TrainJob", "neosft-r1-single", "neosft-r1-multi").returncode == 0
     assert kube.get("ml", "trainjobs", "neosft-r1-single")["spec"]["suspend"] is False
     kube.get("ml", "trainjobs", "neosft-r1-single")["status"] = {
-        "jobsStatus": [{"name": "node", "active": 2, "ready": 2, "succeeded": 0, "failed": 0, "suspended": 0}]}
-    kube.get("ml", "trainjobs", "neosft-r1-multi")["status"] = {"conditions": [
-        {"type": "Complete", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed",
-         "lastTransitionTime": "2026-11-26T13:00:00Z"}]}
+        "jobsStatus": [{"name": "node", "active": 2, "ready": 2, "succeeded": 0, "failed": 0, "suspended": 0}]
+    }
+    kube.get("ml", "trainjobs", "neosft-r1-multi")["status"] = {
+        "conditions": [
+            {
+                "type": "Complete",
+                "status": "True",
+                "reason": "AllJobsCompleted",
+                "message": "jobset completed",
+                "lastTransitionTime": "2026-11-26T13:00:00Z",
+            }
+        ]
+    }
     kube.add("ml", "pods", jobset_pod(kube, "neosft-r1-single", 1, restarts=1))
     kube.add("ml", "pods", jobset_pod(kube, "neosft-r1-single", 0))
     status = neosft("status", "r1")
@@ -614,8 +799,10 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
     assert rows["neosft-r1-conversations"][3] == "Suspended (waiting for its dataset)"
     assert rows["neosft-r1-data"][:4] == ["Job", "neosft-r1-data", "data", "Pending"]
 
-    kube.logs = {"neosft-r1-single-node-0-0-x7k2p": "rank 0: step 1 loss 2.0\n",
-                 "neosft-r1-single-node-0-1-x7k2p": "rank 1\n"}
+    kube.logs = {
+        "neosft-r1-single-node-0-0-x7k2p": "rank 0: step 1 loss 2.0\n",
+        "neosft-r1-single-node-0-1-x7k2p": "rank 1\n",
+    }
     followed = neosft("logs", "r1", "--variant", "single", "-f")
     assert followed.stdout == "rank 0: step 1 loss 2.0\n", followed.stderr
     [request] = [r for r in kube.requests if r.path.endswith("/log")]
@@ -633,7 +820,13 @@ def test_trainjob_run_is_created_followed_and_deleted(kube):
     deleted = neosft("delete", "r1")
     assert deleted.returncode == 0, deleted.stderr
     assert [r.path.rsplit("/", 2)[-2] for r in kube.sent("DELETE")] == [
-        "jobs", *["trainjobs"] * len(VARIANTS), "trainingruntimes", "rolebindings", "roles", "serviceaccounts"]
+        "jobs",
+        *["trainjobs"] * len(VARIANTS),
+        "trainingruntimes",
+        "rolebindings",
+        "roles",
+        "serviceaccounts",
+    ]
     assert not any(v for path, v in kube.objects.items() if "pods" not in path)
 
 
@@ -698,7 +891,8 @@ def test_queued_pytorchjobs_need_kueues_pytorchjob_integration(kube):
         result = neosft("submit", "--run-id", "r1", "--queue", "gpu", "--backend", "pytorchjob", *data)
         assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith(
             "error: Kueue does not manage PyTorchJobs here: kubeflow.org/pytorchjob is not in integrations.frameworks "
-            "of kueue-system/kueue-manager-config"), result.stderr
+            "of kueue-system/kueue-manager-config"
+        ), result.stderr
     assert not kube.sent("POST")  # refused before anything is created, so no GPU is held
     kube.kueue.frameworks.append("kubeflow.org/pytorchjob")
     assert neosft("submit", "--run-id", "r1", "--queue", "gpu", "--backend", "pytorchjob").returncode == 0
@@ -728,9 +922,11 @@ def test_a_worker_refused_by_pod_security_shows_in_status(kube):
     assert kube.run_training_operator() == ["neosft-r1-single-master-0"]  # the upstream init container is refused
     status = neosft("status", "r1")
     assert status.returncode == 0, status.stderr
-    assert ('PyTorchJob/neosft-r1-single: FailedCreatePod: Error creating: pods "neosft-r1-single-worker-0" is '
-            'forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
-            '"init-pytorch"') in status.stdout
+    assert (
+        'PyTorchJob/neosft-r1-single: FailedCreatePod: Error creating: pods "neosft-r1-single-worker-0" is '
+        'forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
+        '"init-pytorch"'
+    ) in status.stdout
 
 
 def test_the_training_operator_k8s_installs_makes_worker_pods_restricted_admits(kube):
@@ -739,13 +935,24 @@ def test_the_training_operator_k8s_installs_makes_worker_pods_restricted_admits(
     [generator] = kustomization["configMapGenerator"]
     [source] = generator["files"]
     key, file = source.split("=")
-    assert key == "initContainer.yaml"  # what the operator reads at /etc/config (training-operator pkg/config/config.go)
+    assert (
+        key == "initContainer.yaml"
+    )  # what the operator reads at /etc/config (training-operator pkg/config/config.go)
     [patch] = kustomization["patches"]
     assert "/etc/config" in patch["patch"] and generator["name"] in patch["patch"]
     kube.namespace_labels["ml"] = {"pod-security.kubernetes.io/enforce": "restricted"}
     kube.add("kubeflow", "configmaps", {"metadata": {"name": generator["name"]}, "data": {key: "..."}})
-    result = neosft("submit", "--run-id", "r1", "--set", "train.nodes=3", "--set", "train.gpusPerNode=4",
-                    "--set", "train.set.gradient_accumulation_steps=1")
+    result = neosft(
+        "submit",
+        "--run-id",
+        "r1",
+        "--set",
+        "train.nodes=3",
+        "--set",
+        "train.gpusPerNode=4",
+        "--set",
+        "train.set.gradient_accumulation_steps=1",
+    )
     assert result.returncode == 0 and "Pod Security" not in result.stderr, result.stderr
     assert neosft("release", "neosft-r1-single").returncode == 0
     made = kube.run_training_operator(template=(operator / file).read_text())
@@ -759,25 +966,56 @@ def test_submit_names_what_the_controllers_accept_or_refuses_in_one_line():
 
     for length in range(1, 31):
         run_id = "r" * length
-        result = neosft("submit", "--variant", "all", "--backend", "trainjob", "--queue", "q", "--run-id", run_id,
-                        "--dry-run", env={"KUBECONFIG": "/nonexistent"})
+        result = neosft(
+            "submit",
+            "--variant",
+            "all",
+            "--backend",
+            "trainjob",
+            "--queue",
+            "q",
+            "--run-id",
+            run_id,
+            "--dry-run",
+            env={"KUBECONFIG": "/nonexistent"},
+        )
         if result.returncode:
             assert_user_error(result, f"run id '{run_id}' is too long for TrainJob/neosft-{run_id}-conversations")
             assert length > 27
             continue
         for job in (o for o in yaml.safe_load_all(result.stdout) if o["kind"] == "TrainJob"):
-            assert jobset_pod_name_error(job["metadata"]["name"], "node", 0, job["spec"]["trainer"]["numNodes"] - 1) \
+            assert (
+                jobset_pod_name_error(job["metadata"]["name"], "node", 0, job["spec"]["trainer"]["numNodes"] - 1)
                 is None
+            )
 
 
-@pytest.mark.parametrize("spec, status, expected", [
-    ({"suspend": True}, {"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended"}]}, "Suspended"),
-    ({"suspend": False}, {"conditions": [{"type": "Suspended", "status": "False", "reason": "Resumed"}]}, "Pending"),
-    ({}, {"jobsStatus": [{"name": "node", "active": 1, "ready": 0, "succeeded": 0, "failed": 0, "suspended": 0}]},
-     "Running"),
-    ({}, {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
-    ({"suspend": True}, {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "Failed"),
-])
+@pytest.mark.parametrize(
+    "spec, status, expected",
+    [
+        (
+            {"suspend": True},
+            {"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended"}]},
+            "Suspended",
+        ),
+        (
+            {"suspend": False},
+            {"conditions": [{"type": "Suspended", "status": "False", "reason": "Resumed"}]},
+            "Pending",
+        ),
+        (
+            {},
+            {"jobsStatus": [{"name": "node", "active": 1, "ready": 0, "succeeded": 0, "failed": 0, "suspended": 0}]},
+            "Running",
+        ),
+        ({}, {"conditions": [{"type": "Complete", "status": "True"}]}, "Succeeded"),
+        (
+            {"suspend": True},
+            {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]},
+            "Failed",
+        ),
+    ],
+)
 def test_state_of_trainjobs(spec, status, expected):
     from neosft.k8s.state import state
 

@@ -17,11 +17,23 @@ def load_all(path: Path) -> list[dict]:
 
 
 def test_cluster_prerequisites_are_valid_kubernetes_objects():
-    objects = [obj for path in sorted((ROOT / "k8s").glob("*.yaml")) if path.name != "kustomization.yaml"
-               for obj in load_all(path)]
+    objects = [
+        obj
+        for path in sorted((ROOT / "k8s").glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for obj in load_all(path)
+    ]
     validate(objects)
-    assert {o["kind"] for o in objects} == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret",
-                                           "PersistentVolumeClaim", "ClusterRole", "ClusterRoleBinding"}
+    assert {o["kind"] for o in objects} == {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "PersistentVolumeClaim",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
     [reader] = [o for o in objects if o["kind"] == "ClusterRole"]
     [namespace] = [o for o in objects if o["kind"] == "Namespace"]
     assert reader["rules"][0]["resourceNames"] == [namespace["metadata"]["name"]]  # its own namespace, no other
@@ -45,8 +57,13 @@ def test_kustomizations_list_existing_files_and_pin_both_operators():
 
 
 def rules(role: dict) -> set[tuple[str, str, str]]:
-    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 @pytest.mark.parametrize("name", ["neosft-submitter", "neosft-helm"])
@@ -56,12 +73,24 @@ def test_submitter_and_helm_roles_allow_every_call_neosft_makes_on_both_backends
     [role] = [o for o in load_all(ROOT / "k8s" / "rbac.yaml") if o["kind"] == "Role" and o["metadata"]["name"] == name]
     allowed = rules(role)
     crud = ("create", "list", "delete")
-    needed = {("", "serviceaccounts", v) for v in crud} | {("batch", "jobs", v) for v in crud} | \
-        {("rbac.authorization.k8s.io", r, v) for r in ("roles", "rolebindings") for v in crud} | \
-        {("kubeflow.org", "pytorchjobs", v) for v in crud} | \
-        {("trainer.kubeflow.org", r, v) for r in ("trainjobs", "trainingruntimes") for v in crud} | \
-        {("", "pods", "list")} | ({("", "pods/log", "get"), ("", "events", "list"), ("kueue.x-k8s.io", "localqueues", "get"),
-                                   ("kueue.x-k8s.io", "workloads", "list")} if name == "neosft-submitter" else set())
+    needed = (
+        {("", "serviceaccounts", v) for v in crud}
+        | {("batch", "jobs", v) for v in crud}
+        | {("rbac.authorization.k8s.io", r, v) for r in ("roles", "rolebindings") for v in crud}
+        | {("kubeflow.org", "pytorchjobs", v) for v in crud}
+        | {("trainer.kubeflow.org", r, v) for r in ("trainjobs", "trainingruntimes") for v in crud}
+        | {("", "pods", "list")}
+        | (
+            {
+                ("", "pods/log", "get"),
+                ("", "events", "list"),
+                ("kueue.x-k8s.io", "localqueues", "get"),
+                ("kueue.x-k8s.io", "workloads", "list"),
+            }
+            if name == "neosft-submitter"
+            else set()
+        )
+    )
     for backend in ("pytorchjob", "trainjob"):
         for run_role in render({"train": {"backend": backend}}, "r1", "ml"):  # Helm creates the Helm-only ones too
             if run_role["kind"] == "Role" and (name == "neosft-helm" or not is_helm_only(run_role)):

@@ -46,8 +46,22 @@ def llamafactory_trainable(model, rank: int) -> dict[str, tuple[int, ...]]:
 def lora_run(sample_dataset, tiny_model, tmp_path_factory):
     """`neosft train` with no --method, on one CPU process."""
     out = tmp_path_factory.mktemp("lora") / "out"
-    result = neosft("train", "--variant", "single", "--data", sample_dataset, "--output", out, "--model", tiny_model,
-                    "--deepspeed", "none", "--work-dir", out.parent / "work", *STEPS)
+    result = neosft(
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        sample_dataset,
+        "--output",
+        out,
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--work-dir",
+        out.parent / "work",
+        *STEPS,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -58,7 +72,8 @@ def test_default_train_leaves_llamafactorys_adapter(lora_run, tiny_model):
 
     final = lora_run / "final"
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "run.json"} <= {
-        p.name for p in final.iterdir()}
+        p.name for p in final.iterdir()
+    }
     assert not (final / "model.safetensors").exists()
     config = json.loads((final / "adapter_config.json").read_text())
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
@@ -67,8 +82,15 @@ def test_default_train_leaves_llamafactorys_adapter(lora_run, tiny_model):
     assert config["lora_alpha"] / config["r"] == 2  # LLaMA-Factory's scaling at lora_rank 16, lora_alpha 32
     assert config["bias"] == "none" and not config["modules_to_save"] and config["task_type"] == "CAUSAL_LM"
     assert sorted(config["target_modules"]) == sorted(llamafactory_lora_targets(base))
-    assert sorted(config["target_modules"]) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
-                                                "v_proj"]
+    assert sorted(config["target_modules"]) == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
 
     tensors = load_file(str(final / "adapter_model.safetensors"))
     assert {name: tuple(t.shape) for name, t in tensors.items()} == llamafactory_trainable(base, 16)
@@ -120,8 +142,22 @@ def test_merge_refuses_what_it_cannot_merge(lora_run, tmp_path):
 
 
 def test_lora_settings_are_checked_before_anything_loads(sample_dataset, tiny_model, tmp_path):
-    args = ["train", "--variant", "single", "--data", sample_dataset, "--output", tmp_path / "o", "--model", tiny_model,
-            "--deepspeed", "none", "--work-dir", tmp_path / "w", *STEPS]
+    args = [
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        sample_dataset,
+        "--output",
+        tmp_path / "o",
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--work-dir",
+        tmp_path / "w",
+        *STEPS,
+    ]
     assert_user_error(neosft(*args, "--lora-target", "qq_proj"), "--lora-target qq_proj", "q_proj")
     assert_user_error(neosft(*args, "--lora-target", " , "), "--lora-target")
     assert_user_error(neosft(*args, "--method", "full", "--merge"), "--merge")
@@ -132,8 +168,22 @@ def test_the_adapter_is_seeded_so_a_second_run_trains_the_same_one(lora_run, sam
     from safetensors.torch import load_file
 
     out = tmp_path / "again"
-    result = neosft("train", "--variant", "single", "--data", sample_dataset, "--output", out, "--model", tiny_model,
-                    "--deepspeed", "none", "--work-dir", tmp_path / "work", *STEPS)
+    result = neosft(
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        sample_dataset,
+        "--output",
+        out,
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--work-dir",
+        tmp_path / "work",
+        *STEPS,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (load_file(str(o / "final" / "adapter_model.safetensors")) for o in (lora_run, out))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -142,8 +192,23 @@ def test_the_adapter_is_seeded_so_a_second_run_trains_the_same_one(lora_run, sam
 def test_train_merge_writes_merged_weights_beside_final_once(lora_run, sample_dataset, tiny_model):
     from transformers import AutoModelForCausalLM
 
-    args = ["train", "--variant", "single", "--data", sample_dataset, "--output", lora_run, "--model", tiny_model,
-            "--deepspeed", "none", "--work-dir", lora_run.parent / "work", *STEPS, "--merge"]
+    args = [
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        sample_dataset,
+        "--output",
+        lora_run,
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--work-dir",
+        lora_run.parent / "work",
+        *STEPS,
+        "--merge",
+    ]
     result = neosft(*args)  # the run finished without --merge: it is not trained again, only merged
     assert result.returncode == 0, result.stderr[-3000:]
     assert "holds a finished run" in result.stderr and (lora_run / "merged" / "config.json").exists()

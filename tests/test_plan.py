@@ -107,7 +107,9 @@ def test_missing_dataset_or_variant_is_a_clear_error(tmp_path, data):
 
 
 def test_without_data_the_plan_reads_the_newest_local_runs_dataset(tmp_path):
-    assert_user_error(neosft("plan", "--variant", "multi", cwd=tmp_path), "no dataset in .neosft/store: run `neosft run` first")
+    assert_user_error(
+        neosft("plan", "--variant", "multi", cwd=tmp_path), "no dataset in .neosft/store: run `neosft run` first"
+    )
     data = tmp_path / ".neosft" / "store" / "neosft" / "data"
     build(str(SAMPLE_CORPUS), str(data / "r1"), ["single"])  # each `neosft run` builds its own dataset folder
     build(str(SAMPLE_CORPUS), str(data / "r2"), ["multi"])

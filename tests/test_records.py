@@ -81,7 +81,7 @@ def test_roles_are_case_insensitive_and_aliases_map():
 
 
 def test_values_are_kept_unchanged():
-    q, a = "  你好，世界 😀\n", "\tanswer with \"quotes\" and \\ backslash  "
+    q, a = "  你好，世界 😀\n", '\tanswer with "quotes" and \\ backslash  '
     assert parse_record(turns(("human", q), ("gpt", a))) == Conversation([(q, a)])
 
 

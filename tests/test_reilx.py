@@ -31,15 +31,11 @@ def convert_conversations_to_sft(conversations):
     sft_data = []
     instruction = ""
     for i, turn in enumerate(conversations):  # noqa: B007  (the script as published)
-        if turn['from'] == 'human':
-            instruction += turn['value'] + "\n\n"
+        if turn["from"] == "human":
+            instruction += turn["value"] + "\n\n"
         else:
-            sft_data.append({
-                "instruction": instruction.strip(),
-                "input": "",
-                "output": turn['value']
-            })
-            instruction += turn['value'] + "\n\n"
+            sft_data.append({"instruction": instruction.strip(), "input": "", "output": turn["value"]})
+            instruction += turn["value"] + "\n\n"
     return sft_data
 
 
@@ -48,15 +44,11 @@ def convert_conversations_to_single_turn(conversations):
     instruction = ""
     output = ""
     for turn in conversations:
-        if turn['from'] == 'human':
-            instruction += turn['value'] + "\n\n"
+        if turn["from"] == "human":
+            instruction += turn["value"] + "\n\n"
         else:
-            output += turn['value'] + "\n\n"
-    return {
-        "instruction": instruction.strip(),
-        "input": "",
-        "output": output.strip()
-    }
+            output += turn["value"] + "\n\n"
+    return {"instruction": instruction.strip(), "input": "", "output": output.strip()}
 
 
 # REILX/neo_sft_phase2_single's loop body, verbatim
@@ -65,34 +57,31 @@ def process_item(item):
     if len(conversations) == 2:
         human_value = conversations[0].get("value", "")
         gpt_value = conversations[1].get("value", "")
-        output_data = {
-            "instruction": human_value,
-            "output": gpt_value
-        }
+        output_data = {"instruction": human_value, "output": gpt_value}
         return [output_data]
     return []
 
 
 PER_RECORD = {
-    "conversations": lambda conversation_set: convert_conversations_to_sft(conversation_set['conversations']),
-    "multi": lambda conversation_set: [convert_conversations_to_single_turn(conversation_set['conversations'])],
+    "conversations": lambda conversation_set: convert_conversations_to_sft(conversation_set["conversations"]),
+    "multi": lambda conversation_set: [convert_conversations_to_single_turn(conversation_set["conversations"])],
     "single": process_item,
 }
 
 
 def oracle(corpus, out_folder) -> dict[str, tuple[bytes, int]]:
     """Each script's output file (its bytes) and the records it would have raised on."""
-    with open(corpus, encoding='utf-8') as f:
+    with open(corpus, encoding="utf-8") as f:
         data = json.load(f)
     result = {}
     for name, per_record in PER_RECORD.items():
         crashed = 0
-        with open(out_folder / f"{name}.jsonl", 'w', encoding='utf-8') as f:
+        with open(out_folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for item in data:
                 try:
-                    lines = [json.dumps(row, ensure_ascii=False) + '\n' for row in per_record(item)]
+                    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in per_record(item)]
                     for line in lines:
-                        line.encode('utf-8')  # the write would raise on a lone surrogate
+                        line.encode("utf-8")  # the write would raise on a lone surrogate
                 except Exception:  # noqa: BLE001 - whatever the script would have raised
                     crashed += 1
                     continue
@@ -104,6 +93,7 @@ def oracle(corpus, out_folder) -> dict[str, tuple[bytes, int]]:
 
 # Corpora ---------------------------------------------------------------------------------------------------
 
+
 def turn(role, value):
     return {"from": role, "value": value}
 
@@ -111,18 +101,36 @@ def turn(role, value):
 PADDED = "\u00a0\u2028\u3000 \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\u1680\u2000\u200a\u2029\u202f\u205f"
 ADVERSARIAL = [
     {"conversations": [turn("human", "hi"), turn("gpt", "hello")]},
-    {"conversations": [turn("system", " be brief "), turn("human", "q1"), turn("gpt", "a1"), turn("human", "q2"),
-                       turn("gpt", "a2")]},
-    {"conversations": [turn("Human", "capital"), turn("user", "user"), turn("gpt", "g"), turn("chatgpt", "c"),
-                       turn("assistant", "x")]},
+    {
+        "conversations": [
+            turn("system", " be brief "),
+            turn("human", "q1"),
+            turn("gpt", "a1"),
+            turn("human", "q2"),
+            turn("gpt", "a2"),
+        ]
+    },
+    {
+        "conversations": [
+            turn("Human", "capital"),
+            turn("user", "user"),
+            turn("gpt", "g"),
+            turn("chatgpt", "c"),
+            turn("assistant", "x"),
+        ]
+    },
     {"conversations": [turn("gpt", "answer first"), turn("human", "question after")]},
     {"conversations": [turn("human", "one"), turn("human", "two")]},
     {"conversations": [turn("gpt", "g1"), turn("gpt", "g2")]},
     {"conversations": [turn("system", "s"), turn("human", "only")]},
     {"conversations": [turn("human", PADDED + "padded" + PADDED), turn("gpt", PADDED + "out" + PADDED)]},
     {"conversations": [turn("human", PADDED), turn("gpt", PADDED), turn("human", "\u200b\ufeffzero-width\u200b")]},
-    {"conversations": [turn("human", "ctl \x00\x01\x07\x08\x1b\x7f \"q\" \\ / </script>"),
-                       turn("gpt", "\x1f\u2028\u2029😀𝄞\U0010ffff")]},
+    {
+        "conversations": [
+            turn("human", 'ctl \x00\x01\x07\x08\x1b\x7f "q" \\ / </script>'),
+            turn("gpt", "\x1f\u2028\u2029😀𝄞\U0010ffff"),
+        ]
+    },
     {"conversations": [turn("human", "中文" * 3), turn("gpt", "日本語 한국어 عربى")]},
     {"conversations": []},
     {"conversations": ""},
@@ -150,8 +158,10 @@ ADVERSARIAL = [
 # Texts json.dumps does not make: duplicate keys (the last wins), NaN, Infinity, 1e400, a 4100-digit integer,
 # an escaped surrogate pair (one character), an escaped lone surrogate before a letter.
 LITERALS = [
-    ('{"conversations": [{"from": "gpt", "value": "dropped"}], "conversations": [{"from": "human", "value": "kept",'
-     ' "value": "last"}, {"from": "gpt", "value": "g", "from": "human"}]}'),
+    (
+        '{"conversations": [{"from": "gpt", "value": "dropped"}], "conversations": [{"from": "human", "value": "kept",'
+        ' "value": "last"}, {"from": "gpt", "value": "g", "from": "human"}]}'
+    ),
     '{"conversations": [{"from": "human", "value": NaN}, {"from": "gpt", "value": Infinity}]}',
     '{"conversations": [{"from": "human", "value": 1e400}, {"from": "gpt", "value": -0.0}]}',
     '{"conversations": [{"from": "human", "value": ' + "9" * 4100 + '}, {"from": "gpt", "value": "big int"}]}',
@@ -258,15 +268,24 @@ def test_the_manifest_compares_each_variant_with_reilx_published_file(tmp_path, 
         return hashlib.sha256(data).hexdigest()
 
     monkeypatch.setattr(published, "SOURCE", published.PublishedFile("local", digest(data), len(data)))
-    monkeypatch.setattr(published, "FILES", {
-        "conversations": published.PublishedFile("c", digest(expected["conversations"][0]),
-                                                 len(expected["conversations"][0])),
-        "multi": published.PublishedFile("m", digest(expected["multi"][0]), None),
-        "single": published.PublishedFile("s", digest(b"other bytes"), len(expected["single"][0])),
-    })
+    monkeypatch.setattr(
+        published,
+        "FILES",
+        {
+            "conversations": published.PublishedFile(
+                "c", digest(expected["conversations"][0]), len(expected["conversations"][0])
+            ),
+            "multi": published.PublishedFile("m", digest(expected["multi"][0]), None),
+            "single": published.PublishedFile("s", digest(b"other bytes"), len(expected["single"][0])),
+        },
+    )
     m = build(str(tmp_path / "c.json"), str(tmp_path / "out"), rules="reilx")
     assert {n: v.published and v.published.equal for n, v in m.variants.items()} == {
-        "conversations": True, "multi": True, "single": False, "all_pair": None}
+        "conversations": True,
+        "multi": True,
+        "single": False,
+        "all_pair": None,
+    }
     assert Manifest.read(str(tmp_path / "out")) == m  # the comparison reads back, typed
     seed = build(str(tmp_path / "c.json"), str(tmp_path / "seed"))
     assert not seed.variants["conversations"].published.equal  # the seed rules are not REILX's bytes
@@ -297,22 +316,26 @@ def test_reilx_refuses_options_its_scripts_do_not_have(tmp_path):
 
 # Fuzzing against the oracle -------------------------------------------------------------------------------------
 
-text = st.one_of(st.text(max_size=12),
-                 st.sampled_from(["", " ", PADDED, "\ud800", "a\x00b", '"\\', "\u2028x\u00a0", "😀"]))
+text = st.one_of(
+    st.text(max_size=12), st.sampled_from(["", " ", PADDED, "\ud800", "a\x00b", '"\\', "\u2028x\u00a0", "😀"])
+)
 role = st.sampled_from(["human", "Human", "user", "gpt", "chatgpt", "assistant", "system", "", None, 1])
 scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
 fuzz_turn = st.one_of(
     st.fixed_dictionaries({"from": role, "value": text}),
-    st.fixed_dictionaries({"from": role,
-                           "value": st.recursive(scalar, lambda c: st.lists(c, max_size=2), max_leaves=3)}),
+    st.fixed_dictionaries(
+        {"from": role, "value": st.recursive(scalar, lambda c: st.lists(c, max_size=2), max_leaves=3)}
+    ),
     st.fixed_dictionaries({"from": role}),
     st.fixed_dictionaries({"value": text}),
     scalar,
 )
 fuzz_record = st.one_of(
     st.builds(lambda t: {"conversations": t}, st.lists(fuzz_turn, max_size=6)),
-    st.builds(lambda t: {"conversations": t},
-              st.lists(st.fixed_dictionaries({"from": role, "value": text}), min_size=2, max_size=2)),
+    st.builds(
+        lambda t: {"conversations": t},
+        st.lists(st.fixed_dictionaries({"from": role, "value": text}), min_size=2, max_size=2),
+    ),
     st.fixed_dictionaries({"conversations": scalar | st.dictionaries(text, scalar, max_size=2)}),
     scalar,
 )

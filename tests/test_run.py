@@ -16,8 +16,12 @@ from neosft.storage import location
 @pytest.mark.slow
 def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     store = tmp_path / "store"
-    cache = {"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))}
-    result = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
+    cache = {
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))
+    }
+    result = neosft(
+        "run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     bucket = store / "neosft"
     manifest = Manifest.read(str(bucket / "data" / "r1"))
@@ -57,15 +61,23 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     kept = [o for o in yaml.safe_load_all((run / "manifests.yaml").read_text()) if o]
     [job] = [o for o in kept if o["kind"] == "TrainJob"]
     [runtime] = [o for o in kept if o["kind"] == "TrainingRuntime"]
-    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"]
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][
+        "containers"
+    ]
     rendered = node["command"] + job["spec"]["trainer"]["args"]
     ran = shlex.split((tmp_path / ".neosft" / "logs" / "r1-single.log").read_text().splitlines()[0][2:])
     port = next(arg for arg in ran if arg.startswith("--master-port=")).split("=")[1]
-    assert ran[3:] == [arg.replace("$(PET_NODE_RANK)", "0").replace("$(PET_MASTER_ADDR)", "127.0.0.1")
-                       .replace("$(PET_MASTER_PORT)", port) for arg in rendered[1:]]
+    assert ran[3:] == [
+        arg.replace("$(PET_NODE_RANK)", "0")
+        .replace("$(PET_MASTER_ADDR)", "127.0.0.1")
+        .replace("$(PET_MASTER_PORT)", port)
+        for arg in rendered[1:]
+    ]
     assert ran[:3] == [sys.executable, "-m", "torch.distributed.run"] and rendered[0] == "torchrun"
 
-    again = neosft("run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache)
+    again = neosft(
+        "run", "--variant", "single", "--steps", "4", "--store", store, "--run-id", "r1", cwd=tmp_path, env=cache
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert RunRecord.read(location(run / "single")) == record  # complete: not trained again
     assert "holds a finished run" in (tmp_path / ".neosft" / "logs" / "r1-single.log").read_text()
@@ -85,12 +97,25 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert not (tmp_path / ".neosft" / "runs" / "r1").exists() and (run / "single" / "loss.jsonl").exists()
     assert_user_error(neosft("status", "r1", cwd=tmp_path, env=no_cluster), "no Kubernetes configuration")
 
+
 def test_a_failed_data_build_is_one_line(tmp_path):
-    result = neosft("run", "--variant", "single", "--source", tmp_path / "missing.json", "--store", tmp_path / "store",
-                    "--run-id", "r1", cwd=tmp_path)
+    result = neosft(
+        "run",
+        "--variant",
+        "single",
+        "--source",
+        tmp_path / "missing.json",
+        "--store",
+        tmp_path / "store",
+        "--run-id",
+        "r1",
+        cwd=tmp_path,
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]] and "missing.json does not exist" in lines[-1]
+    assert [line for line in lines if line.startswith("error: ")] == [
+        lines[-1]
+    ] and "missing.json does not exist" in lines[-1]
     assert not (tmp_path / "store" / "neosft" / "runs" / "r1" / "single").exists()  # nothing trained
 
 
@@ -101,7 +126,11 @@ def test_run_rules_reach_the_data_job_it_renders(tmp_path):
     objects = manifests(values(["single"], "sample", 4, tmp_path / "model", rules="reilx", holdout="0"), "r1", "local")
     [job] = [o for o in objects if o["kind"] == "Job"]
     [build] = job["spec"]["template"]["spec"]["initContainers"]
-    assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-3:] == ["--rules", "reilx", "--holdout=0"]
+    assert build["args"][:3] == ["data", "build", "sample"] and build["args"][-3:] == [
+        "--rules",
+        "reilx",
+        "--holdout=0",
+    ]
 
 
 def test_run_reilx_sets_the_rules_and_method_itself(tmp_path):

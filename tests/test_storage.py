@@ -22,7 +22,9 @@ def test_s3_to_s3_build_equals_the_local_build(s3, tmp_path):
     assert remote.source.sha256 == local.source.sha256
     assert {n: v.sha256 for n, v in remote.variants.items()} == {n: v.sha256 for n, v in local.variants.items()}
     data = location(f"{s3}/neosft/data")
-    assert data.list() == sorted(["manifest.json", "dataset_info.json", *(f for v in remote.variants.values() for f in v.files)])
+    assert data.list() == sorted(
+        ["manifest.json", "dataset_info.json", *(f for v in remote.variants.values() for f in v.files)]
+    )
     assert Manifest.read(data) == remote
     single = remote.variants["single"].files[0]
     assert (data / single).read_bytes() == (tmp_path / "out" / single).read_bytes()
@@ -34,7 +36,10 @@ def test_rebuild_on_s3_removes_parts_no_manifest_names_once_no_build_can_be_writ
     first = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=100)
     second = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=200)
     third = build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
-    tops = lambda: sorted({f.split("/")[0] for f in location(f"{s3}/d").list()} - {"manifest.json", "dataset_info.json"})  # noqa: E731
+
+    def tops():
+        return sorted({f.split("/")[0] for f in location(f"{s3}/d").list()} - {"manifest.json", "dataset_info.json"})
+
     assert tops() == sorted([first.parts, second.parts, third.parts])  # within the hour: maybe another build's
     monkeypatch.setattr(S3Location, "CLEANUP_GRACE_S", 0.0)
     build(str(SAMPLE_CORPUS), f"{s3}/d", ["all_pair"], shard_rows=1000)
@@ -44,11 +49,15 @@ def test_rebuild_on_s3_removes_parts_no_manifest_names_once_no_build_can_be_writ
 def test_large_objects_go_up_in_parts_and_come_back_whole(s3, tmp_path, monkeypatch):
     from boto3.s3.transfer import TransferConfig
 
-    monkeypatch.setattr(storage, "_transfer_config", lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    monkeypatch.setattr(
+        storage, "_transfer_config", lambda: TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    )
     blob = os.urandom(12 << 20)
     (tmp_path / "blob").write_bytes(blob)
     parts = []
-    storage._client().meta.events.register("before-call.s3.UploadPart", lambda **kw: parts.append(kw["params"]["query_string"]["partNumber"]))
+    storage._client().meta.events.register(
+        "before-call.s3.UploadPart", lambda **kw: parts.append(kw["params"]["query_string"]["partNumber"])
+    )
     target = location(f"{s3}/big/blob")
     target.upload(tmp_path / "blob")
     assert sorted(parts) == [1, 2, 3]
@@ -65,7 +74,10 @@ def test_exists_and_missing_objects(s3):
 
 
 def test_cli_missing_bucket(s3):
-    assert_user_error(neosft("data", "build", SAMPLE_CORPUS, "--out", "s3://no-such-bucket/data"), "bucket 'no-such-bucket' does not exist")
+    assert_user_error(
+        neosft("data", "build", SAMPLE_CORPUS, "--out", "s3://no-such-bucket/data"),
+        "bucket 'no-such-bucket' does not exist",
+    )
     assert_user_error(neosft("data", "build", "s3://no-such-bucket/c.json", "--out", f"{s3}/d"), "does not exist")
 
 
@@ -78,7 +90,14 @@ def test_cli_wrong_credentials_never_show_the_secret(s3):
 
 
 def test_cli_unreachable_endpoint(s3):
-    result = neosft("data", "build", SAMPLE_CORPUS, "--out", f"{s3}/data", env={"NEOSFT_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    result = neosft(
+        "data",
+        "build",
+        SAMPLE_CORPUS,
+        "--out",
+        f"{s3}/data",
+        env={"NEOSFT_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"},
+    )
     assert_user_error(result, "cannot reach the S3 endpoint http://127.0.0.1:9")
 
 
@@ -95,15 +114,24 @@ def test_parquet_and_gzip_sources_on_s3(s3, tmp_path):
     import pyarrow.parquet as pq
     from datasets import Dataset
 
-    good = [r for r in json.loads(SAMPLE_CORPUS.read_text(encoding="utf-8")) if isinstance(r, dict) and isinstance(r.get("conversations"), list)
-            and all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in r["conversations"])]
-    pq.write_table(Dataset.from_list([{"conversations": r["conversations"]} for r in good]).data.table, tmp_path / "c.parquet")
+    good = [
+        r
+        for r in json.loads(SAMPLE_CORPUS.read_text(encoding="utf-8"))
+        if isinstance(r, dict)
+        and isinstance(r.get("conversations"), list)
+        and all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in r["conversations"])
+    ]
+    pq.write_table(
+        Dataset.from_list([{"conversations": r["conversations"]} for r in good]).data.table, tmp_path / "c.parquet"
+    )
     location(f"{s3}/c.parquet").write_bytes((tmp_path / "c.parquet").read_bytes())
     location(f"{s3}/c.json.gz").write_bytes(gzip.compress(json.dumps(good, ensure_ascii=False).encode()))
     from_parquet = build(f"{s3}/c.parquet", f"{s3}/p")
     from_gzip = build(f"{s3}/c.json.gz", f"{s3}/g")
     assert from_parquet.source.records == from_gzip.source.records == len(good)
-    assert {n: v.sha256 for n, v in from_parquet.variants.items()} == {n: v.sha256 for n, v in from_gzip.variants.items()}
+    assert {n: v.sha256 for n, v in from_parquet.variants.items()} == {
+        n: v.sha256 for n, v in from_gzip.variants.items()
+    }
 
 
 def test_the_builder_rides_out_an_s3_server_restart(s3_server, s3, tmp_path, monkeypatch):
@@ -170,21 +198,41 @@ def silent_endpoint():
 
 def test_a_silent_endpoint_ends_in_one_line_within_the_configured_bound(s3, silent_endpoint):
     started = time.monotonic()
-    result = neosft("data", "build", "sample", "--out", f"{s3}/d",
-                    env={"NEOSFT_S3_ENDPOINT": silent_endpoint, "NEOSFT_S3_TIMEOUT": "1", "AWS_MAX_ATTEMPTS": "2"})
+    result = neosft(
+        "data",
+        "build",
+        "sample",
+        "--out",
+        f"{s3}/d",
+        env={"NEOSFT_S3_ENDPOINT": silent_endpoint, "NEOSFT_S3_TIMEOUT": "1", "AWS_MAX_ATTEMPTS": "2"},
+    )
     assert_user_error(result, f"the S3 endpoint {silent_endpoint} did not answer within 1 s (2 attempts)")
     assert time.monotonic() - started < 15
 
 
-@pytest.mark.parametrize("env,args,needle", [
-    ({"NEOSFT_S3_ENDPOINT": "127.0.0.1:9000"}, ("sample", "--out", "s3://bkt/d"), "needs a scheme"),
-    ({"NEOSFT_S3_TIMEOUT": "soon"}, ("sample", "--out", "s3://bkt/d"), "NEOSFT_S3_TIMEOUT='soon' must be a positive number"),
-    ({}, ("s3://bkt", "--out", "{tmp}/o"), "names a bucket, not an object"),
-    ({}, ("sample", "--out", "s3://My_Bucket/d"), "'My_Bucket' is not a valid bucket name"),
-    ({"NEOSFT_S3_ENDPOINT": "http://user:endpoint-secret@127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_ACCESS_KEY_ID": "k",
-      "AWS_SECRET_ACCESS_KEY": "s"},
-     ("sample", "--out", "s3://bkt/d"), "cannot reach the S3 endpoint http://127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "env,args,needle",
+    [
+        ({"NEOSFT_S3_ENDPOINT": "127.0.0.1:9000"}, ("sample", "--out", "s3://bkt/d"), "needs a scheme"),
+        (
+            {"NEOSFT_S3_TIMEOUT": "soon"},
+            ("sample", "--out", "s3://bkt/d"),
+            "NEOSFT_S3_TIMEOUT='soon' must be a positive number",
+        ),
+        ({}, ("s3://bkt", "--out", "{tmp}/o"), "names a bucket, not an object"),
+        ({}, ("sample", "--out", "s3://My_Bucket/d"), "'My_Bucket' is not a valid bucket name"),
+        (
+            {
+                "NEOSFT_S3_ENDPOINT": "http://user:endpoint-secret@127.0.0.1:9",
+                "AWS_MAX_ATTEMPTS": "1",
+                "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY": "s",
+            },
+            ("sample", "--out", "s3://bkt/d"),
+            "cannot reach the S3 endpoint http://127.0.0.1:9",
+        ),
+    ],
+)
 def test_bad_endpoints_and_uris_are_one_line_without_secrets(tmp_path, env, args, needle):
     args = [a.format(tmp=tmp_path) for a in args]
     result = neosft("data", "build", *args, env=env)
@@ -194,7 +242,9 @@ def test_bad_endpoints_and_uris_are_one_line_without_secrets(tmp_path, env, args
 
 def test_https_against_a_plain_http_server_says_so(s3, s3_server):
     endpoint = s3_server.env()["NEOSFT_S3_ENDPOINT"].replace("http://", "https://")
-    result = neosft("data", "build", "sample", "--out", f"{s3}/d", env={"NEOSFT_S3_ENDPOINT": endpoint, "AWS_MAX_ATTEMPTS": "1"})
+    result = neosft(
+        "data", "build", "sample", "--out", f"{s3}/d", env={"NEOSFT_S3_ENDPOINT": endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    )
     assert_user_error(result, "TLS failed", "use an http:// endpoint")
 
 

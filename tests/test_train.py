@@ -35,8 +35,9 @@ from neosft.variants import VARIANTS
 
 def _arguments(variant: str, sets: list[str], tmp_path, world_size: int = 8):
     overrides, hp = checked_overrides(variant, sets)  # as `neosft train` checks them
-    args = training_arguments(hp, overrides, tmp_path, deepspeed=None, max_steps=-1, save_steps=100, evaluate=False,
-                              world_size=world_size)
+    args = training_arguments(
+        hp, overrides, tmp_path, deepspeed=None, max_steps=-1, save_steps=100, evaluate=False, world_size=world_size
+    )
     return json.loads(json.dumps(arguments_record(hp, overrides, args))), args  # as run.json stores it
 
 
@@ -68,10 +69,15 @@ def test_batches_keep_the_total_at_any_world_size(world, accumulation, eval_batc
 
 
 def test_set_overrides_any_field_and_is_recorded(tmp_path):
-    record, _ = _arguments("single", ["learning_rate=1e-4", "cutoff_len=512", "lr_scheduler_type=linear",
-                                   "logging_steps=5"], tmp_path)
-    assert record["overrides"] == {"learning_rate": 1e-4, "cutoff_len": 512, "lr_scheduler_type": "linear",
-                                   "logging_steps": 5}
+    record, _ = _arguments(
+        "single", ["learning_rate=1e-4", "cutoff_len=512", "lr_scheduler_type=linear", "logging_steps=5"], tmp_path
+    )
+    assert record["overrides"] == {
+        "learning_rate": 1e-4,
+        "cutoff_len": 512,
+        "lr_scheduler_type": "linear",
+        "logging_steps": 5,
+    }
     assert record["hyperparameters"]["learning_rate"] == 1e-4 and record["hyperparameters"]["cutoff_len"] == 512
     assert record["training_arguments"]["learning_rate"] == 1e-4
     assert record["training_arguments"]["lr_scheduler_type"] == "linear"
@@ -138,8 +144,9 @@ def llamafactory_qwen_sample(row: dict, tokenizer, cutoff_len: int, default_syst
     (train_on_prompt off): each formatted slot encoded on its own, `system or default_system`, `infer_seqlen`."""
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     user = row["instruction"] + ("\n" + row["input"] if row.get("input") else "")
-    source = (encode(f"<|im_start|>system\n{row.get('system') or default_system}<|im_end|>\n")
-              + encode(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"))
+    source = encode(f"<|im_start|>system\n{row.get('system') or default_system}<|im_end|>\n") + encode(
+        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
     target = encode(f"{row['output']}<|im_end|>\n")
     source_len, target_len = llamafactory_infer_seqlen(len(source), len(target), cutoff_len)
     return source[:source_len] + target[:target_len], [IGNORE_INDEX] * source_len + target[:target_len]
@@ -162,8 +169,9 @@ def qwen2_tokenizer(qwen_tokenizer):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_sample_equals_llamafactory_at_the_variant_cutoff_and_small_ones(variant, sample_dataset,
-                                                                               qwen2_tokenizer):
+def test_every_sample_equals_llamafactory_at_the_variant_cutoff_and_small_ones(
+    variant, sample_dataset, qwen2_tokenizer
+):
     rows = _rows(sample_dataset, variant)
     for cutoff in (VARIANTS[variant].cutoff_len, 100, 37, 16):
         tokens = tokenize(rows, qwen2_tokenizer, cutoff)
@@ -182,7 +190,9 @@ def test_the_chat_template_and_chatml_give_identical_tokens(which, sample_datase
     for system in (DEFAULT_SYSTEM, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."):
         a = tokenize(rows, tok, 64, ChatFormat(tok, system))
         b = tokenize(rows, tok, 64, ChatFormat(tok, system, use_template=False))
-        assert all(np.array_equal(x, y) for x, y in ((a.ids, b.ids), (a.offsets, b.offsets), (a.prompt_lens, b.prompt_lens)))
+        assert all(
+            np.array_equal(x, y) for x, y in ((a.ids, b.ids), (a.offsets, b.offsets), (a.prompt_lens, b.prompt_lens))
+        )
         assert a.truncated == b.truncated > 0
 
 
@@ -198,14 +208,18 @@ def test_an_empty_system_gets_the_default_and_the_default_is_a_setting(tokenizer
 
 def test_a_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
     odd = copy.copy(tokenizer)
-    odd.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    odd.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    )
     with pytest.raises(UserError, match="--chat-format chatml"):
         ChatFormat(odd)("Hi", "", "Hello")
 
 
 def test_loss_only_on_the_assistant_tokens(tokenizer):
-    rows = [{"instruction": "What is 2+2?", "input": "Answer briefly.", "output": "4"},
-            {"instruction": "Hi", "input": "", "output": "Hello!", "system": "You are terse."}]
+    rows = [
+        {"instruction": "What is 2+2?", "input": "Answer briefly.", "output": "4"},
+        {"instruction": "Hi", "input": "", "output": "Hello!", "system": "You are terse."},
+    ]
     tokens = tokenize(rows, tokenizer, cutoff_len=4096)
     assert len(tokens) == 2 and tokens.truncated == 0
     for i, row in enumerate(rows):
@@ -221,9 +235,11 @@ def test_loss_only_on_the_assistant_tokens(tokenizer):
 
 
 def test_long_rows_are_truncated_counted_and_kept(tokenizer):
-    rows = [{"instruction": "question " * 200, "input": "", "output": "answer " * 300},
-            {"instruction": "short", "input": "", "output": "answer " * 300},
-            {"instruction": "ok", "input": "", "output": "fine"}]
+    rows = [
+        {"instruction": "question " * 200, "input": "", "output": "answer " * 300},
+        {"instruction": "short", "input": "", "output": "answer " * 300},
+        {"instruction": "ok", "input": "", "output": "fine"},
+    ]
     tokens = tokenize(rows, tokenizer, cutoff_len=128)
     assert len(tokens) == 3 and tokens.truncated == 2
     assert list(tokens.lengths[:2]) == [128, 128] and tokens.lengths[2] < 128
@@ -244,7 +260,10 @@ def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, samp
     from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq
 
     register_varlen_attention()
-    rows = [json.loads(line) for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open()][:12]
+    rows = [
+        json.loads(line)
+        for line in (sample_dataset / Manifest.read(str(sample_dataset)).variants["single"].files[0]).open()
+    ][:12]
     tokens = tokenize(rows, tokenizer, cutoff_len=256)
     torch.manual_seed(0)  # large random weights, so that what a token attends to shows in the loss
     # as the recipe loads it: without a KV cache, which would hide the sample borders from the mask
@@ -256,7 +275,8 @@ def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, samp
     assert len(packed_set) < len(tokens)  # several samples per sequence
     packed = FlattenCollator()([packed_set[i] for i in range(len(packed_set))])
     padded = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)(
-        list(SampleDataset(tokens, np.arange(len(tokens)))))
+        list(SampleDataset(tokens, np.arange(len(tokens))))
+    )
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     with torch.no_grad():
         packed_loss = model(**packed).loss
@@ -267,9 +287,22 @@ def test_packed_loss_equals_unpacked_loss(attention, tiny_model, tokenizer, samp
 
 
 def _losses(slope: float, steps: int = 19) -> list[LossRecord]:
-    return [LossRecord(current_steps=s, total_steps=steps, epoch=s / steps, total_tokens=100 * s, throughput=10.0,
-                       percentage=100 * s / steps, elapsed_s=float(s), elapsed_time="0:00:01", remaining_time="0:00:01",
-                       loss=5 - slope * s, lr=1e-5) for s in range(1, steps + 1)]
+    return [
+        LossRecord(
+            current_steps=s,
+            total_steps=steps,
+            epoch=s / steps,
+            total_tokens=100 * s,
+            throughput=10.0,
+            percentage=100 * s / steps,
+            elapsed_s=float(s),
+            elapsed_time="0:00:01",
+            remaining_time="0:00:01",
+            loss=5 - slope * s,
+            lr=1e-5,
+        )
+        for s in range(1, steps + 1)
+    ]
 
 
 def test_loss_records_round_trip_and_a_bad_line_is_one_clear_error():
@@ -278,7 +311,7 @@ def test_loss_records_round_trip_and_a_bad_line_is_one_clear_error():
     assert read_losses(data) == records
     assert b"eval_loss" not in data.splitlines()[0] and b'"loss"' not in data.splitlines()[-1]
     with pytest.raises(UserError, match="loss.jsonl line 2 is not a loss record"):
-        read_losses(data.splitlines()[0] + b"\n{\"step\": 2}\n")
+        read_losses(data.splitlines()[0] + b'\n{"step": 2}\n')
 
 
 def test_plot_compares_runs(tmp_path):
@@ -298,8 +331,18 @@ def test_plot_compares_runs(tmp_path):
 def test_refuses_a_dataset_that_does_not_match(tmp_path, tiny_model):
     only_single = tmp_path / "data"
     build(str(SAMPLE_CORPUS), str(only_single), ["single"])
-    common = ["--output", tmp_path / "out", "--model", tiny_model, "--deepspeed", "none", "--max-steps", "1",
-              "--work-dir", tmp_path / "work"]
+    common = [
+        "--output",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        "1",
+        "--work-dir",
+        tmp_path / "work",
+    ]
     wrong_variant = neosft("train", "--variant", "multi", "--data", only_single, *common)
     assert wrong_variant.returncode == 2 and "has no 'multi' dataset" in wrong_variant.stderr
     assert len(wrong_variant.stderr.strip().splitlines()) == 1
@@ -335,8 +378,9 @@ def test_the_loss_log_reaches_output_every_few_seconds_and_at_the_end(tmp_path, 
         log.on_log(None, state, None, logs=logs)
         uploader.on_log(None, state, None, logs=logs)
         uploader.wait()
-        uploaded.append(len(read_losses((tmp_path / "loss.jsonl").read_bytes())) if (tmp_path / "loss.jsonl").exists()
-                        else 0)
+        uploaded.append(
+            len(read_losses((tmp_path / "loss.jsonl").read_bytes())) if (tmp_path / "loss.jsonl").exists() else 0
+        )
     assert uploaded == [0, 2, 2, 2, 5, 5]  # at 101.0 (1 s after the start) and 102.2 (1.2 s after that)
     uploader.final()
     assert len(read_losses((tmp_path / "loss.jsonl").read_bytes())) == 6

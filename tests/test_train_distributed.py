@@ -30,14 +30,24 @@ QUICK = ["--set", "cutoff_len=256", "--set", "gradient_accumulation_steps=2", "-
 
 def torchrun(*args, env: dict, log: Path, **popen) -> subprocess.Popen:
     """Two CPU ranks of `neosft train`, one thread each; output goes to `log`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env,
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext"))}
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, **popen)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        **env,
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext")),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *map(str, args)],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        **popen,
+    )
 
 
 def kill_pod(proc: subprocess.Popen) -> None:
     """SIGKILL torchrun and every process below it, as a pod's end does (its workers run in sessions of their own)."""
+
     def tree(pid: int) -> list[int]:
         try:
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -62,9 +72,30 @@ LORA_QUICK = ["--set", "learning_rate=5e-3"]
 
 
 def train_args(data, output, model, work, *extra, method="full"):
-    return ["-m", "neosft", "train", "--variant", "single", "--data", data, "--output", output, "--model", model,
-            "--method", method, "--max-steps", STEPS, "--save-steps", SAVE, "--work-dir", work, *QUICK,
-            *(LORA_QUICK if method == "lora" else []), *extra]
+    return [
+        "-m",
+        "neosft",
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        data,
+        "--output",
+        output,
+        "--model",
+        model,
+        "--method",
+        method,
+        "--max-steps",
+        STEPS,
+        "--save-steps",
+        SAVE,
+        "--work-dir",
+        work,
+        *QUICK,
+        *(LORA_QUICK if method == "lora" else []),
+        *extra,
+    ]
 
 
 def records(output: str):
@@ -98,8 +129,11 @@ def bucket(s3_server):
 def uninterrupted(bucket, s3_server, tiny_model, tmp_path_factory, method: str) -> str:
     """An uninterrupted ZeRO-3 run from and to S3."""
     output, tmp = f"{bucket}/runs/ref-{method}/single", tmp_path_factory.mktemp(f"ref-{method}")
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp / "work", "--deepspeed", "zero3",
-                                method=method), env=s3_server.env(), log=tmp / "log")
+    proc = torchrun(
+        *train_args(f"{bucket}/data", output, tiny_model, tmp / "work", "--deepspeed", "zero3", method=method),
+        env=s3_server.env(),
+        log=tmp / "log",
+    )
     finished(proc, tmp / "log")
     return output
 
@@ -117,8 +151,14 @@ def lora_reference(bucket, s3_server, tiny_model, tmp_path_factory):
 def test_zero3_run_writes_everything_to_s3(reference, bucket):
     out = location(reference)
     names = out.list()
-    for name in ("loss.jsonl", "loss.png", "final/model.safetensors", "final/config.json", "final/tokenizer.json",
-                 "final/run.json"):
+    for name in (
+        "loss.jsonl",
+        "loss.png",
+        "final/model.safetensors",
+        "final/config.json",
+        "final/tokenizer.json",
+        "final/run.json",
+    ):
         assert name in names, name
     assert out.__truediv__("loss.png").read_bytes()[:4] == b"\x89PNG"
     assert [step for step, _ in losses(reference)] == list(range(1, STEPS + 1))
@@ -157,8 +197,14 @@ def test_zero3_lora_run_writes_the_adapter_to_s3(lora_reference, reference, tiny
 
     out = location(lora_reference)
     names = out.list()
-    for name in ("loss.jsonl", "loss.png", "final/adapter_model.safetensors", "final/adapter_config.json",
-                 "final/tokenizer.json", "final/run.json"):
+    for name in (
+        "loss.jsonl",
+        "loss.png",
+        "final/adapter_model.safetensors",
+        "final/adapter_config.json",
+        "final/tokenizer.json",
+        "final/run.json",
+    ):
         assert name in names, name
     assert "final/model.safetensors" not in names
     assert [step for step, _ in losses(lora_reference)] == list(range(1, STEPS + 1)) and went_down(lora_reference)
@@ -170,14 +216,16 @@ def test_zero3_lora_run_writes_the_adapter_to_s3(lora_reference, reference, tiny
     a = weights["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
     assert a.shape == (16, config["hidden_size"]) and len(weights) == 2 * 7 * config["num_hidden_layers"]
     assert all(abs(w).sum() > 0 for name, w in weights.items() if "lora_B" in name)
+
     # a checkpoint holds the adapter and its optimizer state, not the frozen base: a fraction of full fine-tuning's
     def checkpoint(output: str) -> dict[str, int]:
         folder = location(f"{output}/checkpoints/checkpoint-{SAVE * 2}")
         return {name: (folder / name).size() for name in folder.list()}
 
     lora, full = checkpoint(lora_reference), checkpoint(reference)
-    assert "adapter_model.safetensors" in lora and not any(name.endswith("model.safetensors") and "adapter" not in name
-                                                           for name in lora)
+    assert "adapter_model.safetensors" in lora and not any(
+        name.endswith("model.safetensors") and "adapter" not in name for name in lora
+    )
     assert sum(lora.values()) < sum(full.values()) / 2, (lora, full)
 
 
@@ -196,8 +244,11 @@ def killed_and_resumed(reference, bucket, s3_server, tiny_model, tmp_path, momen
     output = f"{bucket}/runs/killed-{method}-{moment.split()[0]}/single"
     marker = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
     log = tmp_path / "log-1"
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1", "--deepspeed", "zero3",
-                                method=method), env=s3_server.env(), log=log)
+    proc = torchrun(
+        *train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-1", "--deepspeed", "zero3", method=method),
+        env=s3_server.env(),
+        log=log,
+    )
 
     def reached() -> bool:  # after checkpoint-4 is complete, or once step 6 of 12 is logged
         return marker.exists() if moment.startswith("right") else log.read_text().count("'loss':") >= SAVE + 2
@@ -211,8 +262,11 @@ def killed_and_resumed(reference, bucket, s3_server, tiny_model, tmp_path, momen
     assert not location(f"{output}/final/run.json").exists(), "the run ended before it was killed"
 
     # a new pod: empty local disk, same OUTPUT_URI
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2", "--deepspeed", "zero3",
-                                method=method), env=s3_server.env(), log=tmp_path / "log-2")
+    proc = torchrun(
+        *train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work-2", "--deepspeed", "zero3", method=method),
+        env=s3_server.env(),
+        log=tmp_path / "log-2",
+    )
     finished(proc, tmp_path / "log-2")
     run = run_record(output)
     assert run.resumed_from is not None and run.steps == STEPS
@@ -225,8 +279,22 @@ def killed_and_resumed(reference, bucket, s3_server, tiny_model, tmp_path, momen
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path, method):
     output = tmp_path / "out"
-    proc = torchrun(*train_args(sample_dataset, output, tiny_model, tmp_path / "work", "--deepspeed", "zero2",
-                                "--packing", "--val-size", "0.2", method=method), env={}, log=tmp_path / "log")
+    proc = torchrun(
+        *train_args(
+            sample_dataset,
+            output,
+            tiny_model,
+            tmp_path / "work",
+            "--deepspeed",
+            "zero2",
+            "--packing",
+            "--val-size",
+            "0.2",
+            method=method,
+        ),
+        env={},
+        log=tmp_path / "log",
+    )
     finished(proc, tmp_path / "log")
     assert went_down(str(output))
     evals = [r for r in records(str(output)) if r.eval_loss is not None]
@@ -259,8 +327,17 @@ DDP_CHECK = textwrap.dedent("""
 def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path, method):
     script = tmp_path / "ddp_check.py"
     script.write_text(DDP_CHECK)
-    proc = torchrun(script, sample_dataset, tmp_path / "out", tiny_model, tmp_path / "work", method, *QUICK[1::2],
-                    env={}, log=tmp_path / "log")
+    proc = torchrun(
+        script,
+        sample_dataset,
+        tmp_path / "out",
+        tiny_model,
+        tmp_path / "work",
+        method,
+        *QUICK[1::2],
+        env={},
+        log=tmp_path / "log",
+    )
     finished(proc, tmp_path / "log")
     assert "RANKS IN SYNC" in (tmp_path / "log").read_text()
 
@@ -268,8 +345,9 @@ def test_ddp_ranks_stay_in_sync(sample_dataset, tiny_model, tmp_path, method):
 def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucket, s3_server, tiny_model, tmp_path):
     output = f"{bucket}/runs/flaky/single"
     first = location(f"{output}/checkpoints/checkpoint-{SAVE}/COMPLETE.json")
-    proc = torchrun(*train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work"), env=s3_server.env(),
-                    log=tmp_path / "log")
+    proc = torchrun(
+        *train_args(f"{bucket}/data", output, tiny_model, tmp_path / "work"), env=s3_server.env(), log=tmp_path / "log"
+    )
     deadline = time.monotonic() + 180
     while not first.exists():
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-5000:]
@@ -290,13 +368,42 @@ def test_checkpoints_ride_out_an_s3_restart_and_no_secret_leaks(reference, bucke
 
 def test_two_ranks_train_at_total_batch_64_and_leave_tensorboard_events(sample_dataset, tiny_model, tmp_path):
     output = tmp_path / "out"
-    proc = torchrun("-m", "neosft", "train", "--variant", "single", "--data", sample_dataset, "--output", output,
-                    "--model", tiny_model, "--deepspeed", "none", "--max-steps", 2, "--work-dir", tmp_path / "work",
-                    "--set", "cutoff_len=128", "--report-to", "tensorboard", env={}, log=tmp_path / "log")
+    proc = torchrun(
+        "-m",
+        "neosft",
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        sample_dataset,
+        "--output",
+        output,
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        2,
+        "--work-dir",
+        tmp_path / "work",
+        "--set",
+        "cutoff_len=128",
+        "--report-to",
+        "tensorboard",
+        env={},
+        log=tmp_path / "log",
+    )
     finished(proc, tmp_path / "log")
     run = run_record(output)
-    assert run.batch == {"world_size": 2, "per_device": 1, "gradient_accumulation_steps": 32, "total_train_batch": 64,
-                         "per_device_eval": 32, "total_eval_batch": 64, "overridden": []}
+    assert run.batch == {
+        "world_size": 2,
+        "per_device": 1,
+        "gradient_accumulation_steps": 32,
+        "total_train_batch": 64,
+        "per_device_eval": 32,
+        "total_eval_batch": 64,
+        "overridden": [],
+    }
     assert run.training_arguments["gradient_accumulation_steps"] == 32 and run.report_to == "tensorboard"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -305,4 +412,6 @@ def test_two_ranks_train_at_total_batch_64_and_leave_tensorboard_events(sample_d
     accumulator.Reload()
     steps = [e.step for e in accumulator.Scalars("train/loss")]
     assert steps == [1, 2]
-    assert [e.value for e in accumulator.Scalars("train/loss")] == pytest.approx([r.loss for r in train_losses(records(str(output)))])
+    assert [e.value for e in accumulator.Scalars("train/loss")] == pytest.approx(
+        [r.loss for r in train_losses(records(str(output)))]
+    )

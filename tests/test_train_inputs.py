@@ -17,8 +17,24 @@ from neosft.data.build import build
 
 def train(*args, data, model, tmp_path, env=None):
     """`neosft train` in this process (the CLI's own error handling), one step of the tiny model on CPU."""
-    argv = ["train", "--variant", "single", "--data", str(data), "--output", str(tmp_path / "out"), "--model",
-            str(model), "--deepspeed", "none", "--max-steps", "1", "--work-dir", str(tmp_path / "work"), *map(str, args)]
+    argv = [
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(model),
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        "1",
+        "--work-dir",
+        str(tmp_path / "work"),
+        *map(str, args),
+    ]
     return CliRunner().invoke(cli, argv, env=env)
 
 
@@ -32,24 +48,30 @@ def assert_refused(result, *needles: str) -> None:
     assert "tokenizing" not in result.stderr and "'loss'" not in result.output
 
 
-@pytest.mark.parametrize("setting, needle", [
-    ("learning_rate=fast", 'learning_rate="fast": expected a finite number'),
-    ("learning_rate=NaN", "learning_rate=NaN: expected a finite number"),
-    ("learning_rate=-1e-5", "expected a finite number above 0"),
-    ("cutoff_len=abc", 'cutoff_len="abc": expected an integer'),
-    ("cutoff_len=0", "cutoff_len=0: expected an integer above 0"),
-    ("per_device_train_batch_size=1.5", "per_device_train_batch_size=1.5: expected an integer"),
-    ("bf16=maybe", "expected true or false"),
-])
+@pytest.mark.parametrize(
+    "setting, needle",
+    [
+        ("learning_rate=fast", 'learning_rate="fast": expected a finite number'),
+        ("learning_rate=NaN", "learning_rate=NaN: expected a finite number"),
+        ("learning_rate=-1e-5", "expected a finite number above 0"),
+        ("cutoff_len=abc", 'cutoff_len="abc": expected an integer'),
+        ("cutoff_len=0", "cutoff_len=0: expected an integer above 0"),
+        ("per_device_train_batch_size=1.5", "per_device_train_batch_size=1.5: expected an integer"),
+        ("bf16=maybe", "expected true or false"),
+    ],
+)
 def test_bad_values_are_one_line(setting, needle, sample_dataset, tiny_model, tmp_path):
     assert_refused(train("--set", setting, data=sample_dataset, model=tiny_model, tmp_path=tmp_path), needle)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--set", "report_to=tensorboard"], "--set report_to: use --report-to"),
-    (["--set", "use_liger_kernel=true"], "--set use_liger_kernel: use --liger"),
-    (["--report-to", "mlflow"], "--report-to mlflow: the mlflow package is not installed"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--set", "report_to=tensorboard"], "--set report_to: use --report-to"),
+        (["--set", "use_liger_kernel=true"], "--set use_liger_kernel: use --liger"),
+        (["--report-to", "mlflow"], "--report-to mlflow: the mlflow package is not installed"),
+    ],
+)
 def test_settings_with_their_own_option_or_a_missing_package(args, needle, sample_dataset, tiny_model, tmp_path):
     if "mlflow" in args and importlib.util.find_spec("mlflow"):
         pytest.skip("mlflow is installed here")
@@ -67,20 +89,33 @@ def test_a_world_size_that_does_not_divide_the_batch(sample_dataset, tiny_model,
 
 
 def test_a_variant_without_rows_fails_before_any_model_load(tmp_path):
-    corpus = write_json(tmp_path / "two-rounds.json", [{"conversations": [
-        {"from": "human", "value": "a"}, {"from": "gpt", "value": "b"},
-        {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}]}])
+    corpus = write_json(
+        tmp_path / "two-rounds.json",
+        [
+            {
+                "conversations": [
+                    {"from": "human", "value": "a"},
+                    {"from": "gpt", "value": "b"},
+                    {"from": "human", "value": "c"},
+                    {"from": "gpt", "value": "d"},
+                ]
+            }
+        ],
+    )
     build(str(corpus), str(tmp_path / "data"), ["single", "multi"])
     result = train(data=tmp_path / "data", model=tmp_path / "no-such-model", tmp_path=tmp_path)
     assert_refused(result, "the single dataset has no rows")
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("empty", "no usable config"),
-    ("unknown model_type", "no usable config"),
-    ("no weights", "the folder holds no weights"),
-    ("corrupt weights", "corrupt weights"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("empty", "no usable config"),
+        ("unknown model_type", "no usable config"),
+        ("no weights", "the folder holds no weights"),
+        ("corrupt weights", "corrupt weights"),
+    ],
+)
 def test_a_bad_model_folder(damage, needle, sample_dataset, tiny_model, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -102,8 +137,23 @@ def test_a_part_truncated_mid_line_is_one_line(sample_dataset, tiny_model, tmp_p
     shutil.copytree(sample_dataset, data)
     part = data / Manifest.read(str(data)).variants["single"].files[0]
     part.write_bytes(part.read_bytes()[:-40])
-    result = neosft("train", "--variant", "single", "--data", data, "--output", tmp_path / "out", "--model", tiny_model,
-                    "--deepspeed", "none", "--max-steps", "1", "--work-dir", tmp_path / "work")
+    result = neosft(
+        "train",
+        "--variant",
+        "single",
+        "--data",
+        data,
+        "--output",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+        "--deepspeed",
+        "none",
+        "--max-steps",
+        "1",
+        "--work-dir",
+        tmp_path / "work",
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "part-00000.jsonl line" in last and "rebuild the dataset" in last

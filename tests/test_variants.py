@@ -88,8 +88,12 @@ def test_cli_prints_the_table_as_json():
 
 
 @settings(max_examples=200, deadline=None)
-@given(conversations=st.lists(st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), min_size=1, max_size=6), max_size=4),
-       joiner=st.sampled_from(["", "\n\n", " | "]))
+@given(
+    conversations=st.lists(
+        st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), min_size=1, max_size=6), max_size=4
+    ),
+    joiner=st.sampled_from(["", "\n\n", " | "]),
+)
 def test_each_rule_on_lengths_equals_the_rule_on_strings(conversations, joiner):
     """The rule on a batch of conversations' lengths gives the lengths of all their rows, in order."""
     for variant in VARIANTS.values():

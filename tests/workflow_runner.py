@@ -66,7 +66,9 @@ class Runner:
                 inputs = {k: given.get(k, str(v.get("default", ""))) for k, v in action.get("inputs", {}).items()}
                 self.run_steps(action["runs"]["steps"], step_env, {**contexts, "inputs": inputs})
             else:
-                self.result.uses.append({"uses": step["uses"], "with": self.interpolate_all(step.get("with") or {}, contexts)})
+                self.result.uses.append(
+                    {"uses": step["uses"], "with": self.interpolate_all(step.get("with") or {}, contexts)}
+                )
             if "id" in step:
                 self.steps[step["id"]] = {"outputs": outputs}
             if name == self.cancel_after:
@@ -79,10 +81,19 @@ class Runner:
         assert "${{" not in script, f"an expression inside a run step (script injection): {script}"
         output = self.workdir / ".output"
         output.write_text("")
-        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=self.workdir,
-                              env={**self.env, **env, "GITHUB_OUTPUT": str(output),
-                                   "GITHUB_STEP_SUMMARY": str(self.workdir / ".summary")},
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+            cwd=self.workdir,
+            env={
+                **self.env,
+                **env,
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_STEP_SUMMARY": str(self.workdir / ".summary"),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         self.result.output += done.stdout + done.stderr
         if done.returncode != 0 and self.result.status == "success":
             self.result.status = "failure"
@@ -110,9 +121,13 @@ class Runner:
             else:
                 python.append(f"_lookup({token!r})")
         status = self.result.status
-        functions = {"success": lambda: status == "success", "failure": lambda: status == "failure",
-                     "cancelled": lambda: status == "cancelled", "always": lambda: True,
-                     "format": lambda f, *args: re.sub(r"\{(\d+)\}", lambda m: text_of(args[int(m.group(1))]), f)}
+        functions = {
+            "success": lambda: status == "success",
+            "failure": lambda: status == "failure",
+            "cancelled": lambda: status == "cancelled",
+            "always": lambda: True,
+            "format": lambda f, *args: re.sub(r"\{(\d+)\}", lambda m: text_of(args[int(m.group(1))]), f),
+        }
 
         def lookup(path: str):
             value = {**contexts, "steps": self.steps}

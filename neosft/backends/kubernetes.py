@@ -81,16 +81,20 @@ class Kubernetes(ExecutionBackend):
         queue = next(((o["metadata"].get("labels") or {}).get(QUEUE_LABEL) for o in training), None)
         held = any(GATE in (o["metadata"].get("annotations") or {}).get(GATE_ANNOTATION, "") for o in training)
         if held and not queue and self.cluster.local_queue_exists("default"):
-            warn(f"warning: namespace {namespace} has Kueue's LocalQueue 'default', which Kueue writes onto this run's "
-                 "training objects: Kueue 0.19 or later (admission gate on) holds them until their dataset is "
-                 "published; an older Kueue admits them at once, before it exists (build it first: --data-only, "
-                 "then --data)")
+            warn(
+                f"warning: namespace {namespace} has Kueue's LocalQueue 'default', which Kueue writes onto this run's "
+                "training objects: Kueue 0.19 or later (admission gate on) holds them until their dataset is "
+                "published; an older Kueue admits them at once, before it exists (build it first: --data-only, "
+                "then --data)"
+            )
         if trainer is PYTORCHJOB and queue:
             frameworks = self.cluster.kueue_frameworks()
             if frameworks is None:
-                warn(f"warning: cannot read Kueue's configuration ({'/'.join(KUEUE_CONFIG[:2])}) to check that it "
-                     "manages PyTorchJobs: Kueue 0.19 ships kubeflow.org/pytorchjob off, and then the PyTorchJobs "
-                     "never start (--backend trainjob avoids it)")
+                warn(
+                    f"warning: cannot read Kueue's configuration ({'/'.join(KUEUE_CONFIG[:2])}) to check that it "
+                    "manages PyTorchJobs: Kueue 0.19 ships kubeflow.org/pytorchjob off, and then the PyTorchJobs "
+                    "never start (--backend trainjob avoids it)"
+                )
             elif "kubeflow.org/pytorchjob" not in frameworks:
                 raise UserError(
                     "Kueue does not manage PyTorchJobs here: kubeflow.org/pytorchjob is not in integrations.frameworks "
@@ -99,10 +103,12 @@ class Kubernetes(ExecutionBackend):
                 )
         multinode = any("Worker" in o["spec"].get("pytorchReplicaSpecs", {}) for o in training)
         if multinode and self.cluster.pod_security() == "restricted" and not self.cluster.operator_template():
-            warn(f"warning: namespace {namespace} enforces Pod Security 'restricted', and the training operator's "
-                 f"init container template ({'/'.join(OPERATOR_TEMPLATE)}) is not found: the operator's init-pytorch "
-                 "container is refused in every Worker pod while the master holds its GPUs; install the operator "
-                 "with k8s/training-operator")
+            warn(
+                f"warning: namespace {namespace} enforces Pod Security 'restricted', and the training operator's "
+                f"init container template ({'/'.join(OPERATOR_TEMPLATE)}) is not found: the operator's init-pytorch "
+                "container is refused in every Worker pod while the master holds its GPUs; install the operator "
+                "with k8s/training-operator"
+            )
 
     def wait(self, run_id: str, echo: Echo, timeout_s: float) -> None:
         state.wait(self.cluster, run_id, echo, timeout_s)

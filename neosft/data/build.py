@@ -64,8 +64,10 @@ def build(
     _check_rules(rules, joiner, input_prompt)
     rule = Holdout.parse(holdout)
     if rule.enabled and rules == "reilx":
-        raise UserError(f"--holdout {holdout} with --rules reilx: REILX's files hold every record; build them with "
-                        "--holdout 0 (the default under reilx)")
+        raise UserError(
+            f"--holdout {holdout} with --rules reilx: REILX's files hold every record; build them with "
+            "--holdout 0 (the default under reilx)"
+        )
     out = location(dest)
     out.check()
     file = readable(source)
@@ -74,14 +76,36 @@ def build(
     with _stop_on_sigterm(), out.staging() as staging:
         writer = _Writer(staging)
         try:
-            outputs = [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules)
-                       for n in names]
-            held = _HeldOut(staging, [_VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer,
-                                                     writer, under=HELDOUT + "/") for n in names]) if rule.enabled else None
+            outputs = [
+                _VariantOutput(VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, rules)
+                for n in names
+            ]
+            held = (
+                _HeldOut(
+                    staging,
+                    [
+                        _VariantOutput(
+                            VARIANTS[n],
+                            staging,
+                            joiner,
+                            input_prompt,
+                            shard_rows,
+                            tokenizer,
+                            writer,
+                            under=HELDOUT + "/",
+                        )
+                        for n in names
+                    ],
+                )
+                if rule.enabled
+                else None
+            )
             reasons = SKIP_REASONS if rules == "seed" else [r for n in names for r in reilx.skip_reasons(n)]
             skipped = dict.fromkeys(reasons, 0)
-            with Reader(file, [o.variant for o in outputs], joiner, rules, rule) as reader, \
-                    Progress(f"building {', '.join(names)}", total_bytes) as progress:
+            with (
+                Reader(file, [o.variant for o in outputs], joiner, rules, rule) as reader,
+                Progress(f"building {', '.join(names)}", total_bytes) as progress,
+            ):
                 for batch in reader:
                     for item in batch:
                         if isinstance(item, str):
@@ -101,17 +125,33 @@ def build(
                     progress.update(reader.bytes, reader.count)
             kept = reader.count - sum(skipped.values())
             if not kept:
-                raise UserError(f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
-                                + ", ".join(f"{k} {v:,}" for k, v in skipped.items()) + f"); each record must look like {EXPECTED_SHAPE}")
+                raise UserError(
+                    f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
+                    + ", ".join(f"{k} {v:,}" for k, v in skipped.items())
+                    + f"); each record must look like {EXPECTED_SHAPE}"
+                )
             built = {o.variant.name: o.finish(reader.stats[o.variant.name], skipped, reader.sha256) for o in outputs}
             heldout = held.finish(rule, holdout, reader.heldout_stats) if held else None
         finally:
             writer.close()
-        parts = "parts-" + hashlib.sha256(orjson.dumps({n: [v.sha256, v.files] for n, v in built.items()}
-                                                       | ({"heldout": heldout.sha256} if heldout else {}))).hexdigest()[:16]
+        parts = (
+            "parts-"
+            + hashlib.sha256(
+                orjson.dumps(
+                    {n: [v.sha256, v.files] for n, v in built.items()}
+                    | ({"heldout": heldout.sha256} if heldout else {})
+                )
+            ).hexdigest()[:16]
+        )
         if heldout:
-            heldout = dataclasses.replace(heldout, file=f"{parts}/{heldout.file}", variants={
-                n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in heldout.variants.items()})
+            heldout = dataclasses.replace(
+                heldout,
+                file=f"{parts}/{heldout.file}",
+                variants={
+                    n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files])
+                    for n, v in heldout.variants.items()
+                },
+            )
         manifest = Manifest(
             source=SourceInfo(redact(source), reader.sha256, reader.bytes, reader.count, reader.revision),
             options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
@@ -132,8 +172,14 @@ def build(
 
 def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:
     """Refuse every bad option before any work, so a bad one never costs a build or the previous dataset."""
-    for option, value in (("SOURCE", source), ("--out", dest), ("--joiner", joiner), ("--input-prompt", input_prompt),
-                          ("--tokenizer", tokenizer), ("--build-id", build_id)):
+    for option, value in (
+        ("SOURCE", source),
+        ("--out", dest),
+        ("--joiner", joiner),
+        ("--input-prompt", input_prompt),
+        ("--tokenizer", tokenizer),
+        ("--build-id", build_id),
+    ):
         if value is None:
             continue
         try:
@@ -141,7 +187,9 @@ def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokeni
         except UnicodeEncodeError:
             raise UserError(f"{option} is not valid UTF-8: {value.encode('utf-8', 'surrogateescape')!r}") from None
     if not source:
-        raise UserError("SOURCE is empty: name a file, s3://bucket/key, https://..., hf://datasets/OWNER/NAME/PATH or `sample`")
+        raise UserError(
+            "SOURCE is empty: name a file, s3://bucket/key, https://..., hf://datasets/OWNER/NAME/PATH or `sample`"
+        )
     if not dest:
         raise UserError("--out is empty: name a folder or s3://bucket/prefix")
     if not names:
@@ -163,8 +211,10 @@ def _check_rules(rules: str, joiner: str, input_prompt: str) -> None:
     if rules not in RULES:
         raise UserError(f"unknown rules {rules!r}; choose from {', '.join(RULES)}")
     if rules == "reilx" and (joiner != "\n\n" or input_prompt):
-        raise UserError("--rules reilx writes REILX's scripts' rows (turns joined by '\\n\\n', `input` empty): "
-                        "--joiner and --input-prompt apply to --rules seed only")
+        raise UserError(
+            "--rules reilx writes REILX's scripts' rows (turns joined by '\\n\\n', `input` empty): "
+            "--joiner and --input-prompt apply to --rules seed only"
+        )
 
 
 @contextlib.contextmanager
@@ -189,8 +239,18 @@ class _VariantOutput:
 
     BLOCK_BYTES = 1 << 20
 
-    def __init__(self, variant: Variant, staging: Path, joiner: str, input_prompt: str, shard_rows: int,
-                 tokenizer: str | None, writer: _Writer, rules: str = "seed", under: str = ""):
+    def __init__(
+        self,
+        variant: Variant,
+        staging: Path,
+        joiner: str,
+        input_prompt: str,
+        shard_rows: int,
+        tokenizer: str | None,
+        writer: _Writer,
+        rules: str = "seed",
+        under: str = "",
+    ):
         self.variant, self.rules, self.under = variant, rules, under
         self.escaped_joiner = escape(joiner)
         self.middle = b'","input":"' + escape(input_prompt) + b'","output":"'
@@ -245,7 +305,9 @@ class _VariantOutput:
             if self.tokens:
                 for line in piece.splitlines():
                     row = json.loads(line)
-                    instruction, query, output = (reilx.text(row.get(k, "")) for k in ("instruction", "input", "output"))
+                    instruction, query, output = (
+                        reilx.text(row.get(k, "")) for k in ("instruction", "input", "output")
+                    )
                     self.tokens.add(instruction, query, output, row.get("system"))
         if self.block_bytes >= self.BLOCK_BYTES:
             self._flush()
@@ -293,9 +355,16 @@ class _VariantOutput:
         if self.tokens:
             stats["tokens"] = self.tokens.stats()
         sha256 = self.hash.hexdigest()
-        return VariantData(self.rows, self.files, sha256, self.has_system, stats, self.bytes,
-                           dict(skipped) if self.rules == "seed" else self.skipped,
-                           published.compare(source_sha256, self.variant.name, sha256, self.bytes))
+        return VariantData(
+            self.rows,
+            self.files,
+            sha256,
+            self.has_system,
+            stats,
+            self.bytes,
+            dict(skipped) if self.rules == "seed" else self.skipped,
+            published.compare(source_sha256, self.variant.name, sha256, self.bytes),
+        )
 
 
 HELDOUT = "heldout"  # <parts>/heldout/: records.jsonl (ShareGPT) and <variant>/part-*.jsonl

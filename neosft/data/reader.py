@@ -58,8 +58,9 @@ class Reader:
     `revision` and `stats` (per variant: rows and character-length statistics, see `neosft.data.stats`; those of
     the held-out rows in `heldout_stats`); `bytes` and `count` follow the stream for progress."""
 
-    def __init__(self, file: Readable, variants: list[Variant], joiner: str, rules: str = "seed",
-                 holdout: Holdout = NO_HOLDOUT):
+    def __init__(
+        self, file: Readable, variants: list[Variant], joiner: str, rules: str = "seed", holdout: Holdout = NO_HOLDOUT
+    ):
         self.file, self.variants, self.joiner, self.rules, self.holdout = file, variants, joiner, rules, holdout
         self.sha256, self.bytes, self.count, self.revision = "", 0, 0, None
         self.stats: dict[str, dict] = {}
@@ -73,8 +74,11 @@ class Reader:
         with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere the default size
             fcntl.fcntl(sender.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.process = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has Process
-            target=_read, args=(self.file, self.variants, self.joiner, self.rules, self.holdout, sender, self.receiver),
-            name="neosft-reader", daemon=True)
+            target=_read,
+            args=(self.file, self.variants, self.joiner, self.rules, self.holdout, sender, self.receiver),
+            name="neosft-reader",
+            daemon=True,
+        )
         self.process.start()
         sender.close()
         return self
@@ -167,7 +171,10 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, rules: s
             elif isinstance(conv := parse_record(record), str):
                 batch.append(conv)
             else:
-                item = (None if conv.system is None else escape(conv.system), [(escape(h), escape(g)) for h, g in conv.rounds])
+                item = (
+                    None if conv.system is None else escape(conv.system),
+                    [(escape(h), escape(g)) for h, g in conv.rounds],
+                )
                 n = [(len(h), len(g)) for h, g in conv.rounds]
                 route(*splitter.add(key(*item), (item, n)) if splitter else ([(item, n)], []))
             if len(batch) == BATCH:
@@ -177,10 +184,22 @@ def _send_records(file: Readable, variants: list[Variant], joiner: str, rules: s
         send()
 
         def stats(into) -> dict:
-            return {v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)} for v, i, o in into}
+            return {
+                v.name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
+                for v, i, o in into
+            }
 
-        sender.send(("done", source.sha256, source.bytes, source.count, source.revision,
-                     reilx.stats() if reilx else stats(lengths), stats(held_lengths)))
+        sender.send(
+            (
+                "done",
+                source.sha256,
+                source.bytes,
+                source.count,
+                source.revision,
+                reilx.stats() if reilx else stats(lengths),
+                stats(held_lengths),
+            )
+        )
     except UserError as e:
         sender.send(("error", str(e)))
     except (BrokenPipeError, ConnectionResetError):

@@ -52,4 +52,6 @@ def parse_record(record: object) -> Conversation | str:
     kept = values[start:end]
     if "" in kept or any(map(str.isspace, kept)):
         return "empty_turn"
-    return Conversation(list(zip(values[start:end:2], values[start + 1 : end : 2], strict=True)), values[0] if start else None)
+    return Conversation(
+        list(zip(values[start:end:2], values[start + 1 : end : 2], strict=True)), values[0] if start else None
+    )

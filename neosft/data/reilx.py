@@ -106,8 +106,11 @@ def _single_line(row: dict) -> bytes:
 # Each variant's rule and the writer of its rows: `json.dumps(row, ensure_ascii=False) + "\n"` in UTF-8, the rows'
 # keys in the order above (default separators `", "` and `": "`; orjson's string escapes are json's, see `_json`).
 RULES: dict[str, tuple[Callable[[object], Iterable[dict]], Callable[[dict], bytes]]] = {
-    "conversations": (_conversations, _string_line), "multi": (_multi, _string_line),
-    "single": (_single, _single_line), "all_pair": (_all_pair, _string_line)}
+    "conversations": (_conversations, _string_line),
+    "multi": (_multi, _string_line),
+    "single": (_single, _single_line),
+    "all_pair": (_all_pair, _string_line),
+}
 
 
 def skip_reasons(name: str) -> tuple[str, ...]:
@@ -211,5 +214,7 @@ class Rules:
         yield b"".join(piece), len(piece), system
 
     def stats(self) -> dict:
-        return {name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
-                for name, (i, o) in zip(self.names, self.lengths)}
+        return {
+            name: {"rows": len(i), "instruction_chars": summary(i), "output_chars": summary(o)}
+            for name, (i, o) in zip(self.names, self.lengths)
+        }

@@ -73,13 +73,18 @@ class Source:
             return _Values(text, name).lines()
         if not first:
             raise UserError(f"{name} is empty")
-        raise UserError(f"{name}: unsupported format (starts with {first!r}); expected a JSON array, JSON lines, gzip or Parquet")
+        raise UserError(
+            f"{name}: unsupported format (starts with {first!r}); expected a JSON array, JSON lines, gzip or Parquet"
+        )
 
     def _text(self, stream: io.BufferedReader) -> tuple[io.BufferedReader, str]:
         """The JSON text, gunzipped and past any UTF-8 byte order mark, and its name for errors."""
         name = self.uri
         if stream.peek(2)[:2] == b"\x1f\x8b":
-            stream, name = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), CHUNK), f"{self.uri} (after gunzip)"
+            stream, name = (
+                io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), CHUNK),
+                f"{self.uri} (after gunzip)",
+            )
         if stream.peek(3)[:3] == b"\xef\xbb\xbf":
             stream.read(3)
         return stream, name
@@ -138,7 +143,7 @@ class _Values:
         except UnicodeDecodeError as e:
             raise UserError(f"{self.name}: invalid UTF-8 at byte {self.decoded + e.start}") from None
         self.decoded += pending + len(data) - len(self.utf8.getstate()[0])
-        self.buf = self.buf[self.pos:] + text if self.pos < len(self.buf) else text
+        self.buf = self.buf[self.pos :] + text if self.pos < len(self.buf) else text
         self.pos = 0
         self.eof = not data
 
@@ -171,8 +176,10 @@ class _Values:
                 if self.eof or not incomplete:
                     raise self._error(e.pos, e.msg if not self.eof else "the file ends inside a record") from None
             except RecursionError:
-                raise UserError(f"{self.name}: the record at byte {self._offset(self.pos)} is nested deeper than "
-                                "the JSON parser goes (about 1000 levels); no conversation is") from None
+                raise UserError(
+                    f"{self.name}: the record at byte {self._offset(self.pos)} is nested deeper than "
+                    "the JSON parser goes (about 1000 levels); no conversation is"
+                ) from None
             self._more(size)
             size *= 2
 

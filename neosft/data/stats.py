@@ -42,8 +42,12 @@ class TokenCounter:
     def stats(self) -> dict:
         self.flush()
         cutoff = self.cutoff_len
-        return {**summary(self.lengths), "cutoff_len": cutoff, "over_cutoff": sum(n > cutoff for n in self.lengths),
-                "total_within_cutoff": sum(min(n, cutoff) for n in self.lengths)}
+        return {
+            **summary(self.lengths),
+            "cutoff_len": cutoff,
+            "over_cutoff": sum(n > cutoff for n in self.lengths),
+            "total_within_cutoff": sum(min(n, cutoff) for n in self.lengths),
+        }
 
 
 def load_tokenizer(path: str):

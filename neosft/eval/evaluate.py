@@ -55,8 +55,10 @@ def read_heldout(dataset: str) -> HeldOutSet:
     if held is None or not held.records:
         raise UserError(f"{dataset} has no held-out records: rebuild it with `neosft data build --holdout N|P%`")
     conversations = [parse_record(json.loads(line)) for line in (folder / held.file).read_bytes().splitlines()]
-    rows = {name: [json.loads(line) for f in v.files for line in (folder / f).read_bytes().splitlines()]
-            for name, v in held.variants.items()}
+    rows = {
+        name: [json.loads(line) for f in v.files for line in (folder / f).read_bytes().splitlines()]
+        for name, v in held.variants.items()
+    }
     return HeldOutSet(dataset, held.sha256, [c for c in conversations if not isinstance(c, str)], rows)
 
 
@@ -69,16 +71,18 @@ def prompts(held: HeldOutSet, settings: Settings) -> list[str]:
     return out
 
 
-def evaluate(model, tokenizer, held: HeldOutSet, name: str, method: str, model_name: str,
-             settings: Settings = DEFAULTS) -> EvalRecord:
+def evaluate(
+    model, tokenizer, held: HeldOutSet, name: str, method: str, model_name: str, settings: Settings = DEFAULTS
+) -> EvalRecord:
     """Score `model` (on its device; every rank of a process group takes a share) on `held`."""
     from neosft.eval.score import answers, score, summary
     from neosft.train import dist
     from neosft.train.tokenize import tokenize, tokenize_conversations
 
     started, scored = time.monotonic(), 0
-    chat_tokens = tokenize_conversations([(c.system, c.rounds) for c in held.conversations], tokenizer,
-                                         settings.cutoff_len, settings.default_system)
+    chat_tokens = tokenize_conversations(
+        [(c.system, c.rounds) for c in held.conversations], tokenizer, settings.cutoff_len, settings.default_system
+    )
     loss, labels, inputs = score(model, chat_tokens, tokenizer.pad_token_id)
     chat, scored = summary(loss, labels, len(chat_tokens)), scored + inputs
     matrix = {}
@@ -89,13 +93,25 @@ def evaluate(model, tokenizer, held: HeldOutSet, name: str, method: str, model_n
     elapsed = time.monotonic() - started
     questions = prompts(held, settings)
     texts = answers(model, tokenizer, questions, settings.max_new_tokens) if questions else []
-    log(f"eval {name}: chat loss {chat.loss:.4f} (perplexity {chat.perplexity:.2f}) on {chat.tokens:,} tokens of "
-        f"{chat.samples} held-out conversations, {scored / max(elapsed, 1e-9):,.0f} tokens/s")
-    return EvalRecord(name=name, method=method, model=model_name, dataset=held.dataset, heldout_sha256=held.sha256,
-                      cutoff_len=settings.cutoff_len, chat=chat, matrix=matrix,
-                      samples=[{"prompt": q, "answer": a} for q, a in zip(questions, texts)],
-                      world_size=dist.shard()[1], elapsed_s=round(time.monotonic() - started, 3),
-                      tokens_per_s=round(scored / max(elapsed, 1e-9), 1), neosft_version=__version__)
+    log(
+        f"eval {name}: chat loss {chat.loss:.4f} (perplexity {chat.perplexity:.2f}) on {chat.tokens:,} tokens of "
+        f"{chat.samples} held-out conversations, {scored / max(elapsed, 1e-9):,.0f} tokens/s"
+    )
+    return EvalRecord(
+        name=name,
+        method=method,
+        model=model_name,
+        dataset=held.dataset,
+        heldout_sha256=held.sha256,
+        cutoff_len=settings.cutoff_len,
+        chat=chat,
+        matrix=matrix,
+        samples=[{"prompt": q, "answer": a} for q, a in zip(questions, texts)],
+        world_size=dist.shard()[1],
+        elapsed_s=round(time.monotonic() - started, 3),
+        tokens_per_s=round(scored / max(elapsed, 1e-9), 1),
+        neosft_version=__version__,
+    )
 
 
 # loading --------------------------------------------------------------------------------------------------------
@@ -131,8 +147,10 @@ def load_tokenizer(folder: str | Path):
 def same_tokenizer(tokenizer, reference, what: str, whose: str) -> None:
     """A `UserError` unless `tokenizer` (of `what`) has the vocabulary of `reference` (the run's, at `whose`)."""
     if tokenizer.get_vocab() != reference.get_vocab():
-        raise UserError(f"{what}: its tokenizer is not the run's ({len(tokenizer):,} tokens vs {len(reference):,} in "
-                        f"{whose}); evaluate with the model the run trained")
+        raise UserError(
+            f"{what}: its tokenizer is not the run's ({len(tokenizer):,} tokens vs {len(reference):,} in "
+            f"{whose}); evaluate with the model the run trained"
+        )
 
 
 def load_output(final: Path):
@@ -160,8 +178,15 @@ def finished_run(output: Location) -> RunRecord:
     return record
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
 
 
 def local_tokenizer(output: Location, work: Path) -> Path:

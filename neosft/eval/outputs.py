@@ -47,14 +47,21 @@ def _finish(record: EvalRecord, where: Location, run: Location | None) -> EvalRe
         record.write(where)
         if run is not None:
             report.write(run)
-        log(f"wrote {where}/eval.json" + (f" and {run}/{report.COMPARISON}" if run is not None else
-                                          " (not in a run folder RUN/<variant>: no comparison)"))
+        log(
+            f"wrote {where}/eval.json"
+            + (
+                f" and {run}/{report.COMPARISON}"
+                if run is not None
+                else " (not in a run folder RUN/<variant>: no comparison)"
+            )
+        )
     dist.barrier()
     return record
 
 
-def eval_output(output: str, data: str | None = None, settings: Settings = DEFAULTS,
-                final: Path | None = None) -> EvalRecord:
+def eval_output(
+    output: str, data: str | None = None, settings: Settings = DEFAULTS, final: Path | None = None
+) -> EvalRecord:
     """Score the finished run at OUTPUT on the held-out records of its dataset (or `data`); `final`: a local copy
     of its final/ (default: read from OUTPUT)."""
     out = location(output.rstrip("/"))
@@ -66,8 +73,7 @@ def eval_output(output: str, data: str | None = None, settings: Settings = DEFAU
     return _finish(result, out, location(run_of(output)) if in_run(output, record.variant) else None)
 
 
-def eval_base(run: str, model: str | None = None, data: str | None = None,
-              settings: Settings = DEFAULTS) -> EvalRecord:
+def eval_base(run: str, model: str | None = None, data: str | None = None, settings: Settings = DEFAULTS) -> EvalRecord:
     """Score the base model of the run in RUN (the one its variants trained from, or `model`) into RUN/base/."""
     folder = location(run.rstrip("/"))
     records = [v.run for v in report.collect(folder)[0] if v.run]

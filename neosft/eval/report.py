@@ -43,10 +43,17 @@ def table(variants: list[Evaluated], base: EvalRecord | None) -> list[list[str]]
         rows.append([BASE, base.method, "-", "-", f"{base.chat.loss:.4f}", f"{base.chat.perplexity:.2f}", "-"])
     for v in variants:
         chat = v.eval.chat if v.eval else None
-        rows.append([v.name, v.eval.method if v.eval else "-", str(v.run.steps) if v.run else "-",
-                     f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
-                     f"{chat.loss:.4f}" if chat else "-", f"{chat.perplexity:.2f}" if chat else "-",
-                     f"{chat.loss - base.chat.loss:+.4f}" if chat and base else "-"])
+        rows.append(
+            [
+                v.name,
+                v.eval.method if v.eval else "-",
+                str(v.run.steps) if v.run else "-",
+                f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
+                f"{chat.loss:.4f}" if chat else "-",
+                f"{chat.perplexity:.2f}" if chat else "-",
+                f"{chat.loss - base.chat.loss:+.4f}" if chat and base else "-",
+            ]
+        )
     return rows
 
 
@@ -55,8 +62,11 @@ def _cell(text: str) -> str:
 
 
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
+    ]
 
 
 def _indented(text: str) -> list[str]:
@@ -72,20 +82,38 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
     first = base or (evaluated[0][1] if evaluated else None)  # the yardstick: the base's held-out set
     lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
     if first:
-        lines += [(f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
-                   f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
-                   f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
-                   "every model. Lower is better."), ""]
+        lines += [
+            (
+                f"Chat loss: token-weighted mean cross-entropy over the assistant turns of {first.chat.samples} "
+                f"held-out conversations ({first.chat.tokens:,} label tokens, LLaMA-Factory's `qwen` template, "
+                f"cutoff_len {first.cutoff_len}; held-out sha256 {first.heldout_sha256[:12]}), the same tokens for "
+                "every model. Lower is better."
+            ),
+            "",
+        ]
         others = sorted({n for n, e in evaluated if e.heldout_sha256 != first.heldout_sha256})
         if others:
             lines += [f"**Not comparable**: {', '.join(others)} scored other held-out records.", ""]
     lines += [*_markdown_table(HEADERS, table(variants, base)), ""]
     if first:
         columns = list(first.matrix)
-        lines += ["## Format matrix", "", ("Response loss of each model (rows) on each variant's held-out rows "
-                                            "(columns), each encoded as that variant trains."), "",
-                  *_markdown_table(["model", *columns], [[name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-"
-                                                                   for c in columns)] for name, e in evaluated]), ""]
+        lines += [
+            "## Format matrix",
+            "",
+            (
+                "Response loss of each model (rows) on each variant's held-out rows "
+                "(columns), each encoded as that variant trains."
+            ),
+            "",
+            *_markdown_table(
+                ["model", *columns],
+                [
+                    [name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-" for c in columns)]
+                    for name, e in evaluated
+                ],
+            ),
+            "",
+        ]
         lines += ["## Samples", "", "Greedy answers to the first round of the first held-out conversations.", ""]
         for i, sample in enumerate(first.samples):
             lines += [f"### {i + 1}", "", *_indented(sample["prompt"]), ""]
@@ -134,8 +162,9 @@ def write(run: Location) -> str:
     """Write RUN/comparison.md and RUN/eval.png from what RUN holds; returns the Markdown."""
     variants, base = collect(run)
     if not base and not any(v.eval for v in variants):
-        raise UserError(f"{run} holds no eval.json yet (RUN/<variant>/eval.json, RUN/base/eval.json): "
-                        "run `neosft eval` first")
+        raise UserError(
+            f"{run} holds no eval.json yet (RUN/<variant>/eval.json, RUN/base/eval.json): run `neosft eval` first"
+        )
     text = markdown(_name(run), variants, base)
     (run / COMPARISON).write_bytes(text.encode())
     (run / PLOT).write_bytes(plot(variants, base))

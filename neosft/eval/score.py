@@ -88,9 +88,14 @@ def answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch: in
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            generated = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            for i, row in zip(chunk, generated[:, enc["input_ids"].shape[1]:]):
+            generated = model.generate(
+                **enc.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            for i, row in zip(chunk, generated[:, enc["input_ids"].shape[1] :]):
                 out[i] = tokenizer.decode(row, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side

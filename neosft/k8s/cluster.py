@@ -129,10 +129,14 @@ class Cluster:
         a dry-run TrainJob naming it is refused for the unseen runtime for at most RETRY_S."""
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
 
-        probe = {"apiVersion": TRAINJOB.resource.api_version, "kind": TRAINJOB.kind,
-                 "metadata": {"name": f"{runtime}-check"},
-                 "spec": {"runtimeRef": {"apiGroup": TRAINING_RUNTIME.group, "kind": TRAINING_RUNTIME.kind,
-                                         "name": runtime}}}
+        probe = {
+            "apiVersion": TRAINJOB.resource.api_version,
+            "kind": TRAINJOB.kind,
+            "metadata": {"name": f"{runtime}-check"},
+            "spec": {
+                "runtimeRef": {"apiGroup": TRAINING_RUNTIME.group, "kind": TRAINING_RUNTIME.kind, "name": runtime}
+            },
+        }
         with self.errors(f"TrainingRuntime/{runtime}"):
             try:
                 self._create_retrying(probe, dry_run=True)
@@ -187,8 +191,10 @@ class Cluster:
         released = []
         for name in names:
             with self.errors(f"{kind}/{name}"):
-                obj = self._retrying(lambda n=name: self.custom.get_namespaced_custom_object(
-                    r.group, r.version, ns, r.plural, n, **kw), wait_s)
+                obj = self._retrying(
+                    lambda n=name: self.custom.get_namespaced_custom_object(r.group, r.version, ns, r.plural, n, **kw),
+                    wait_s,
+                )
                 metadata = obj["metadata"]
                 queue = (metadata.get("labels") or {}).get(QUEUE_LABEL)
                 patch: dict = {} if queue else trainer.suspend_patch(False)
@@ -197,8 +203,11 @@ class Cluster:
                     rest = ",".join(g for g in gates if g and g != GATE)
                     patch["metadata"] = {"annotations": {GATE_ANNOTATION: rest or None}}
                 if patch:
-                    self._retrying(lambda n=name, p=patch: self.custom.patch_namespaced_custom_object(
-                        r.group, r.version, ns, r.plural, n, p, _content_type="application/merge-patch+json", **kw))
+                    self._retrying(
+                        lambda n=name, p=patch: self.custom.patch_namespaced_custom_object(
+                            r.group, r.version, ns, r.plural, n, p, _content_type="application/merge-patch+json", **kw
+                        )
+                    )
             released.append(f"{kind}/{name}" + (f" (handed to Kueue queue {queue})" if queue else ""))
         return released
 
@@ -225,9 +234,16 @@ class Cluster:
 
     def local_queue_exists(self, name: str) -> bool | None:
         """Whether Kueue's LocalQueue `name` exists in the namespace (None: it cannot be read)."""
-        return self._readable(lambda: self.custom.get_namespaced_custom_object(
-            LOCAL_QUEUE.group, LOCAL_QUEUE.version, self.namespace, LOCAL_QUEUE.plural, name,
-            _request_timeout=TIMEOUT_S))
+        return self._readable(
+            lambda: self.custom.get_namespaced_custom_object(
+                LOCAL_QUEUE.group,
+                LOCAL_QUEUE.version,
+                self.namespace,
+                LOCAL_QUEUE.plural,
+                name,
+                _request_timeout=TIMEOUT_S,
+            )
+        )
 
     def kueue_frameworks(self) -> list[str] | None:
         """The integrations Kueue's configuration enables (None: it cannot be read here)."""
@@ -256,7 +272,9 @@ class Cluster:
 
     def _config_map(self, namespace: str, name: str) -> dict | bool | None:
         """Its data; False when it does not exist, None when it may not be read."""
-        found = self._readable(lambda: self.core.read_namespaced_config_map(name, namespace, _request_timeout=TIMEOUT_S))
+        found = self._readable(
+            lambda: self.core.read_namespaced_config_map(name, namespace, _request_timeout=TIMEOUT_S)
+        )
         return (self.serialize(found).get("data") or {}) if found else found
 
     def _readable(self, call):
@@ -282,10 +300,13 @@ class Cluster:
         selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         ns, kw = self.namespace, {"label_selector": selector, "_request_timeout": TIMEOUT_S}
         found: dict[str, list[dict]] = {}
-        for kind, list_call in (("Job", self.batch.list_namespaced_job), ("Pod", self.core.list_namespaced_pod),
-                                ("ServiceAccount", self.core.list_namespaced_service_account),
-                                ("Role", self.rbac.list_namespaced_role),
-                                ("RoleBinding", self.rbac.list_namespaced_role_binding)):
+        for kind, list_call in (
+            ("Job", self.batch.list_namespaced_job),
+            ("Pod", self.core.list_namespaced_pod),
+            ("ServiceAccount", self.core.list_namespaced_service_account),
+            ("Role", self.rbac.list_namespaced_role),
+            ("RoleBinding", self.rbac.list_namespaced_role_binding),
+        ):
             with self.errors(f"{kind}s"):
                 found[kind] = self.serialize(list_call(ns, **kw))["items"]
         for kind, r in CUSTOM.items():
@@ -303,8 +324,9 @@ class Cluster:
             return []
         with self.errors("Kueue Workloads"):
             try:
-                items = self.custom.list_namespaced_custom_object(WORKLOAD.group, WORKLOAD.version, self.namespace,
-                                                                  WORKLOAD.plural, _request_timeout=TIMEOUT_S)["items"]
+                items = self.custom.list_namespaced_custom_object(
+                    WORKLOAD.group, WORKLOAD.version, self.namespace, WORKLOAD.plural, _request_timeout=TIMEOUT_S
+                )["items"]
             except ApiException as e:
                 if e.status in (403, 404):  # Kueue not installed, or not readable: no object is known to be queued
                     return []
@@ -318,16 +340,19 @@ class Cluster:
         selector = f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"
         with self.errors(f"events of {kind}/{name}"):
             try:
-                events = self.serialize(self.core.list_namespaced_event(
-                    self.namespace, field_selector=selector, _request_timeout=TIMEOUT_S))["items"]
+                events = self.serialize(
+                    self.core.list_namespaced_event(self.namespace, field_selector=selector, _request_timeout=TIMEOUT_S)
+                )["items"]
             except ApiException as e:
                 if e.status == 403:
                     return None
                 raise
         if not events:
             return None
-        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
-                     or e["metadata"].get("creationTimestamp") or "")
+        latest = max(
+            events,
+            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "",
+        )
         return f"{latest.get('reason') or 'Warning'}: {' '.join(str(latest.get('message') or '').split())}"
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
@@ -335,7 +360,9 @@ class Cluster:
 
         with self.errors(f"{r.kind}s"):
             try:
-                return self.custom.list_namespaced_custom_object(r.group, r.version, self.namespace, r.plural, **kw)["items"]
+                return self.custom.list_namespaced_custom_object(r.group, r.version, self.namespace, r.plural, **kw)[
+                    "items"
+                ]
             except ApiException as e:
                 if e.status == 404 and (_status_body(e).get("details") or {}).get("kind") != "namespaces":
                     return []  # its CRD is not installed
@@ -346,9 +373,14 @@ class Cluster:
         name = pod["metadata"]["name"]
         container = _running_container(pod)
         with self.errors(f"logs of pod {name}"):
-            response = self.core.read_namespaced_pod_log(name, self.namespace, container=container, follow=follow,
-                                                         _preload_content=False,
-                                                         _request_timeout=None if follow else TIMEOUT_S)
+            response = self.core.read_namespaced_pod_log(
+                name,
+                self.namespace,
+                container=container,
+                follow=follow,
+                _preload_content=False,
+                _request_timeout=None if follow else TIMEOUT_S,
+            )
             pending = b""
             for chunk in response.stream(1 << 16):
                 lines = (pending + chunk).split(b"\n")
@@ -367,12 +399,17 @@ class Cluster:
         that leaves behind).
         """
         found = self.objects(run_id)
-        helm = {(o["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") for kind in KINDS
-                for o in found[kind] if (o["metadata"].get("labels") or {}).get(MANAGED_BY) == "Helm"
-                and not is_hook(o)}  # Helm leaves its hooks behind (a TrainJob run's runtime): those go here
+        helm = {
+            (o["metadata"].get("labels") or {}).get("app.kubernetes.io/instance")
+            for kind in KINDS
+            for o in found[kind]
+            if (o["metadata"].get("labels") or {}).get(MANAGED_BY) == "Helm" and not is_hook(o)
+        }  # Helm leaves its hooks behind (a TrainJob run's runtime): those go here
         if helm:
-            raise UserError(f"run {run_id} was installed by Helm: helm uninstall {' '.join(sorted(map(str, helm)))} "
-                            f"-n {self.namespace}")
+            raise UserError(
+                f"run {run_id} was installed by Helm: helm uninstall {' '.join(sorted(map(str, helm)))} "
+                f"-n {self.namespace}"
+            )
         deleted = []
         for kind in reversed(KINDS):
             for obj in found[kind]:
@@ -398,8 +435,9 @@ class Cluster:
                     self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", **kw)
                 case kind if kind in CUSTOM:
                     r = CUSTOM[kind]
-                    self.custom.delete_namespaced_custom_object(r.group, r.version, ns, r.plural, name,
-                                                                propagation_policy="Background", **kw)
+                    self.custom.delete_namespaced_custom_object(
+                        r.group, r.version, ns, r.plural, name, propagation_policy="Background", **kw
+                    )
         except ApiException as e:
             if e.status != 404:  # already gone is what we wanted
                 raise
@@ -417,8 +455,9 @@ class Cluster:
         except ApiException as e:
             raise UserError(self._explain(e, what)) from None
         except HTTPError:
-            raise UserError(f"cannot reach the Kubernetes API at {self.host}: is the cluster up and the "
-                            f"kubeconfig context right?") from None
+            raise UserError(
+                f"cannot reach the Kubernetes API at {self.host}: is the cluster up and the kubeconfig context right?"
+            ) from None
 
     def _explain(self, e, what: str) -> str:
         status = _status_body(e)

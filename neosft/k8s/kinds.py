@@ -49,15 +49,21 @@ class TrainerKind:
 
 
 PYTORCHJOB = TrainerKind(
-    "pytorchjob", Resource("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs"), ("runPolicy", "suspend"),
+    "pytorchjob",
+    Resource("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs"),
+    ("runPolicy", "suspend"),
     "the Kubeflow training operator v1.9",
     "kubectl apply --server-side -k 'github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0' "
-    "(k8s/training-operator)")
+    "(k8s/training-operator)",
+)
 TRAINJOB = TrainerKind(
-    "trainjob", Resource("TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"), ("suspend",),
+    "trainjob",
+    Resource("TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+    ("suspend",),
     "Kubeflow Trainer v2.3",
     "kubectl apply --server-side -k 'https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0' "
-    "(k8s/trainer)")
+    "(k8s/trainer)",
+)
 TRAINING_RUNTIME = Resource("TrainingRuntime", "trainer.kubeflow.org", "v1alpha1", "trainingruntimes")
 WORKLOAD = Resource("Workload", "kueue.x-k8s.io", "v1beta1", "workloads")  # what Kueue queues, owned by the job
 LOCAL_QUEUE = Resource("LocalQueue", "kueue.x-k8s.io", "v1beta1", "localqueues")
@@ -72,8 +78,9 @@ def not_installed(trainer: TrainerKind) -> str:
 
 
 def none_installed() -> str:
-    return ("neither the TrainJob nor the PyTorchJob CRD is installed in this cluster: install "
-            + " or ".join(f"{b.operator} ({b.kind}) with {b.install}" for b in TRAINER_KINDS.values()))
+    return "neither the TrainJob nor the PyTorchJob CRD is installed in this cluster: install " + " or ".join(
+        f"{b.operator} ({b.kind}) with {b.install}" for b in TRAINER_KINDS.values()
+    )
 
 
 def pod_spec(obj: dict, runtime: dict | None = None) -> dict:
@@ -92,4 +99,6 @@ def pod_spec(obj: dict, runtime: dict | None = None) -> dict:
         args = obj["spec"]["trainer"].get("args")
         containers = [{**c, "args": args} if c["name"] == "node" and args else c for c in spec["containers"]]
         return {**spec, "containers": containers}
-    raise ValueError(f"no pod spec for {obj['kind']}" + (" without its TrainingRuntime" if obj["kind"] == TRAINJOB.kind else ""))
+    raise ValueError(
+        f"no pod spec for {obj['kind']}" + (" without its TrainingRuntime" if obj["kind"] == TRAINJOB.kind else "")
+    )

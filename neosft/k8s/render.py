@@ -96,7 +96,9 @@ def merge(base: dict, extra: dict) -> dict:
     """`extra` over `base`, recursively for mappings (as Helm merges values)."""
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 

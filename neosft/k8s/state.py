@@ -45,13 +45,17 @@ def held_reason(objects: dict[str, list[dict]], obj: dict) -> str:
     if data and data[0] != "Succeeded":
         return {"Failed": "data Job failed: no GPU held"}.get(data[0], "waiting for its dataset")
     uid = obj["metadata"].get("uid")
-    owned = any(uid and uid in {o.get("uid") for o in w["metadata"].get("ownerReferences") or []}
-                for w in objects.get("Workload") or [])
+    owned = any(
+        uid and uid in {o.get("uid") for o in w["metadata"].get("ownerReferences") or []}
+        for w in objects.get("Workload") or []
+    )
     if owned:
         return f"queued in Kueue queue {queue}" if queue else "queued in Kueue"
     if queue:
-        return (f"labelled for Kueue queue {queue}, but no Kueue Workload stands for it: does Kueue manage "
-                f"{obj['kind']}s (integrations.frameworks)?")
+        return (
+            f"labelled for Kueue queue {queue}, but no Kueue Workload stands for it: does Kueue manage "
+            f"{obj['kind']}s (integrations.frameworks)?"
+        )
     return "dataset published, releasing" if data else "waiting to be released"
 
 

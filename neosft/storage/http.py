@@ -110,7 +110,9 @@ class _HttpReader(io.RawIOBase):
                 break
             except (HTTPError, OSError):
                 if attempt == RETRIES:
-                    raise UserError(f"the download of {self.file.uri} broke off {RETRIES + 1} times; giving up") from None
+                    raise UserError(
+                        f"the download of {self.file.uri} broke off {RETRIES + 1} times; giving up"
+                    ) from None
                 self.response = self._connect()
         buf[: len(data)] = data
         self.pos += len(data)
@@ -125,14 +127,21 @@ def _request(file: HttpFile, method: str, headers: dict):
     import urllib3  # only for http(s):// sources
 
     try:
-        response = _pool().request(method, file.url, headers={**file.headers, **headers}, preload_content=False,
-                                   redirect=True, retries=urllib3.Retry(total=3, redirect=5, backoff_factor=0.5,
-                                                                        status_forcelist=(500, 502, 503, 504)))
+        response = _pool().request(
+            method,
+            file.url,
+            headers={**file.headers, **headers},
+            preload_content=False,
+            redirect=True,
+            retries=urllib3.Retry(total=3, redirect=5, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504)),
+        )
     except urllib3.exceptions.HTTPError as e:
         host = redact(file.url).split("/")[2]
         if isinstance(getattr(e, "reason", e), urllib3.exceptions.TimeoutError):
-            raise UserError(f"{host} did not answer for {file.uri} within {TIMEOUT_S:g} s (or its headers within "
-                            f"{DEADLINE_S:g} s), 4 times") from None
+            raise UserError(
+                f"{host} did not answer for {file.uri} within {TIMEOUT_S:g} s (or its headers within "
+                f"{DEADLINE_S:g} s), 4 times"
+            ) from None
         raise UserError(f"cannot reach {host} for {file.uri} ({type(e).__name__})") from None
     if response.status in (200, 206):
         return response
@@ -155,8 +164,10 @@ def _pool():
         import urllib3  # only for http(s):// sources
 
         _POOL = urllib3.PoolManager(timeout=urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S))
-        _POOL.pool_classes_by_scheme = {"http": _deadlined(urllib3.HTTPConnectionPool),
-                                        "https": _deadlined(urllib3.HTTPSConnectionPool)}
+        _POOL.pool_classes_by_scheme = {
+            "http": _deadlined(urllib3.HTTPConnectionPool),
+            "https": _deadlined(urllib3.HTTPSConnectionPool),
+        }
     return _POOL
 
 

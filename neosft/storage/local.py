@@ -123,8 +123,11 @@ class LocalLocation(Location):
         if not self.path.is_dir():
             return []
         cutoff = time.time() - older_than_s
-        return sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
-                      if p.is_file() and (not older_than_s or p.stat().st_mtime < cutoff))
+        return sorted(
+            p.relative_to(self.path).as_posix()
+            for p in self.path.rglob("*")
+            if p.is_file() and (not older_than_s or p.stat().st_mtime < cutoff)
+        )
 
     def delete(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -32,13 +32,17 @@ def s3_location(uri: str, endpoint: str | None = None) -> S3Location:
     """`uri` on the S3 server at `endpoint` ('' for AWS; None: NEOSFT_S3_ENDPOINT, or AWS when unset)."""
     bucket, _, key = uri[5:].partition("/")
     if "@" in bucket:
-        raise UserError(f"{redact(uri)}: credentials do not belong in an S3 URI, where they would be printed and "
-                        "stored; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a cluster: the s3.secretName "
-                        "Secret)")
+        raise UserError(
+            f"{redact(uri)}: credentials do not belong in an S3 URI, where they would be printed and "
+            "stored; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in a cluster: the s3.secretName "
+            "Secret)"
+        )
     if not bucket:
         raise UserError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise UserError(f"{uri}: {bucket!r} is not a valid bucket name (3 to 63 lowercase letters, digits, '.' and '-')")
+        raise UserError(
+            f"{uri}: {bucket!r} is not a valid bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+        )
     return S3Location(bucket, key.strip("/"), endpoint)
 
 
@@ -74,7 +78,9 @@ class S3Location(Location):
             raise
 
     def open(self) -> BinaryIO:
-        return io.BufferedReader(_S3Reader(self.bucket, self._object_key(), self.uri, self.endpoint), buffer_size=1 << 20)
+        return io.BufferedReader(
+            _S3Reader(self.bucket, self._object_key(), self.uri, self.endpoint), buffer_size=1 << 20
+        )
 
     def size(self) -> int:
         try:
@@ -127,8 +133,10 @@ class S3Location(Location):
                     log(f"{self.uri}: the store forgot the upload (restarted?); uploading it again from the start")
                     continue
                 if forgotten:
-                    raise UserError(f"{self.uri}: the store forgot the upload {attempt} times (restarted, or it "
-                                    "refuses access: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+                    raise UserError(
+                        f"{self.uri}: the store forgot the upload {attempt} times (restarted, or it "
+                        "refuses access: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                    ) from None
                 if isinstance(e.__context__, ClientError):
                     with self._errors():  # the same one line as any other call's
                         raise e.__context__ from None
@@ -148,8 +156,11 @@ class S3Location(Location):
         cutoff, names = time.time() - older_than_s, []
         with self._errors():
             for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                names += [obj["Key"][len(prefix):] for obj in page.get("Contents", ())
-                          if not older_than_s or obj["LastModified"].timestamp() < cutoff]
+                names += [
+                    obj["Key"][len(prefix) :]
+                    for obj in page.get("Contents", ())
+                    if not older_than_s or obj["LastModified"].timestamp() < cutoff
+                ]
         return sorted(names)
 
     def delete(self) -> None:
@@ -260,11 +271,15 @@ def _s3_errors(uri: str, bucket: str, endpoint: str | None) -> Iterator[None]:
     except NoCredentialsError:
         raise UserError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
     except SSLError:
-        raise UserError(f"TLS failed with the S3 endpoint {_shown_endpoint(endpoint)} for {uri}: "
-                        "if the server speaks plain HTTP, use an http:// endpoint") from None
+        raise UserError(
+            f"TLS failed with the S3 endpoint {_shown_endpoint(endpoint)} for {uri}: "
+            "if the server speaks plain HTTP, use an http:// endpoint"
+        ) from None
     except (ConnectTimeoutError, ReadTimeoutError):
-        raise Unreachable(f"the S3 endpoint {_shown_endpoint(endpoint)} did not answer within {_timeout():g} s "
-                        f"({_attempts()} attempts) for {uri}; NEOSFT_S3_TIMEOUT and AWS_MAX_ATTEMPTS set the limits") from None
+        raise Unreachable(
+            f"the S3 endpoint {_shown_endpoint(endpoint)} did not answer within {_timeout():g} s "
+            f"({_attempts()} attempts) for {uri}; NEOSFT_S3_TIMEOUT and AWS_MAX_ATTEMPTS set the limits"
+        ) from None
     except EndpointConnectionError:
         raise Unreachable(f"cannot reach the S3 endpoint {_shown_endpoint(endpoint)} for {uri}") from None
     except ParamValidationError as e:
@@ -286,7 +301,6 @@ def _endpoint(given: str | None = None) -> str | None:
 def _shown_endpoint(given: str | None) -> str:
     endpoint = os.environ.get("NEOSFT_S3_ENDPOINT") if given is None else given
     return redact(endpoint) if endpoint else "of AWS"
-
 
 
 def _timeout() -> float:
@@ -314,7 +328,9 @@ def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int
     from botocore.config import Config
 
     config = Config(
-        signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout,
+        signature_version="s3v4",
+        connect_timeout=timeout,
+        read_timeout=timeout,
         # a body whose checksum is checked is wrapped unparseably when the answer is an error (botocore: a 5xx with
         # checksum headers, as rclone sends for an object listed a moment ago, crashed its parser)
         response_checksum_validation="when_required",
@@ -327,7 +343,9 @@ def _client_for(endpoint: str | None, region: str, timeout: float, attempts: int
 def _client(endpoint: str | None = None):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     credentials = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
-    return _client_for(_endpoint(endpoint), region, _timeout(), _attempts(), credentials)  # a new client when the environment changes
+    return _client_for(
+        _endpoint(endpoint), region, _timeout(), _attempts(), credentials
+    )  # a new client when the environment changes
 
 
 def forget_clients() -> None:

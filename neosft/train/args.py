@@ -19,11 +19,21 @@ DEEPSPEED_CONFIGS = ("zero3", "zero2")
 DEFAULT_DEEPSPEED = {"lora": "zero2", "full": "zero3"}
 TOKENIZER_KEYS = {"cutoff_len"}  # table keys that the tokenizer applies, not TrainingArguments
 RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 reads a float warmup_steps < 1 as the ratio
-POSITIVE = {"cutoff_len", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-            "learning_rate", "num_train_epochs"}
+POSITIVE = {
+    "cutoff_len",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "num_train_epochs",
+}
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
-FLAGS = {"report_to": "--report-to tensorboard|wandb|mlflow|none", "use_liger_kernel": "--liger",
-         "deepspeed": "--deepspeed", "output_dir": "--output and --work-dir"}  # settings that have their own option
+FLAGS = {
+    "report_to": "--report-to tensorboard|wandb|mlflow|none",
+    "use_liger_kernel": "--liger",
+    "deepspeed": "--deepspeed",
+    "output_dir": "--output and --work-dir",
+}  # settings that have their own option
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -52,8 +62,10 @@ def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple
     outside = set(overrides) - set(table)
     fields = _training_fields() if outside else {}
     if fields is None:
-        log(f"warning: --set {', '.join(sorted(outside))}: not checked here (transformers is not installed); the "
-            "trainer checks them when it starts")
+        log(
+            f"warning: --set {', '.join(sorted(outside))}: not checked here (transformers is not installed); the "
+            "trainer checks them when it starts"
+        )
     unknown = sorted(outside - set(fields)) if fields else []
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
@@ -122,9 +134,19 @@ def batch_settings(hp: dict, overrides: dict, world_size: int) -> dict:
     return {"gradient_accumulation_steps": accumulation, "per_device_eval_batch_size": eval_batch}
 
 
-def training_arguments(hp: dict, overrides: dict, output_dir: Path, *, deepspeed: str | None, max_steps: int,
-                       save_steps: int, evaluate: bool, world_size: int = 1, report_to: str = "none",
-                       liger: bool = False):
+def training_arguments(
+    hp: dict,
+    overrides: dict,
+    output_dir: Path,
+    *,
+    deepspeed: str | None,
+    max_steps: int,
+    save_steps: int,
+    evaluate: bool,
+    world_size: int = 1,
+    report_to: str = "none",
+    liger: bool = False,
+):
     """`transformers.TrainingArguments`: the table, the batches for `world_size`, neosft's defaults, then every override.
 
     On GPU: bf16, gradient checkpointing and, with `liger`, the Trainer's Liger kernels. On CPU without DeepSpeed:

@@ -114,8 +114,10 @@ class CheckpointUploader(TrainerCallback):
                 log(f"{remote}: not every node uploaded its part; the checkpoint stays incomplete")
                 return
             time.sleep(1)
-        patiently(lambda: (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode()),
-                  log)
+        patiently(
+            lambda: (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode()),
+            log,
+        )
         log(f"{remote} complete")
         patiently(lambda: self._prune(_step(name)), log)
 

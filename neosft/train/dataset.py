@@ -45,29 +45,47 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
                 try:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    raise UserError(f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
-                                    "part); rebuild the dataset") from None
+                    raise UserError(
+                        f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
+                        "part); rebuild the dataset"
+                    ) from None
                 if not _is_row(row):
                     if reilx and isinstance(row, dict):
                         left_out += 1
                         continue
-                    raise UserError(f"{data_uri}/{name} line {number} is not a row of string instruction and output "
-                                    "(and input, system); rebuild the dataset with `neosft data build`")
+                    raise UserError(
+                        f"{data_uri}/{name} line {number} is not a row of string instruction and output "
+                        "(and input, system); rebuild the dataset with `neosft data build`"
+                    )
                 yield row
     if digest.hexdigest() != entry.sha256:
         raise UserError(f"{data_uri}: the {variant} rows do not match the sha256 in manifest.json; rebuild the dataset")
     if left_out:
-        log(f"warning: {left_out:,} {variant} rows hold a value that is not a string (REILX's scripts copy values as "
-            "found): not trained on")
+        log(
+            f"warning: {left_out:,} {variant} rows hold a value that is not a string (REILX's scripts copy values as "
+            "found): not trained on"
+        )
 
 
 def _is_row(row) -> bool:
-    return (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ROW_KEYS)
-            and all(isinstance(row.get(k, ""), str) for k in ("input", "system")))
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(k), str) for k in ROW_KEYS)
+        and all(isinstance(row.get(k, ""), str) for k in ("input", "system"))
+    )
 
 
-def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: ChatFormat, cutoff_len: int,
-              output: Location, work_dir: Path, reilx: bool = False) -> Tokens:
+def tokenized(
+    data_uri: str,
+    variant: str,
+    entry: VariantData,
+    tokenizer,
+    chat: ChatFormat,
+    cutoff_len: int,
+    output: Location,
+    work_dir: Path,
+    reilx: bool = False,
+) -> Tokens:
     """The variant's tokens, computed once (global rank 0) and shared with every rank through OUTPUT_URI."""
     template = chat.template.chat_template if chat.template else "ChatML"
     recipe = json.dumps([entry.sha256, cutoff_len, _tokenizer_id(tokenizer), template, chat.default_system])
@@ -89,7 +107,9 @@ def tokenized(data_uri: str, variant: str, entry: VariantData, tokenizer, chat: 
     dist.barrier()
     tokens = Tokens.load(local, json.loads((local / "meta.json").read_bytes())["truncated"])
     if tokens.truncated:
-        log(f"{tokens.truncated:,} of {len(tokens):,} samples were longer than cutoff_len {cutoff_len} and were truncated")
+        log(
+            f"{tokens.truncated:,} of {len(tokens):,} samples were longer than cutoff_len {cutoff_len} and were truncated"
+        )
     return tokens
 
 

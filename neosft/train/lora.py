@@ -38,8 +38,10 @@ def target_modules(model, lora: Lora) -> list[str]:
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]
     if missing:
-        raise UserError(f"--lora-target {missing[0]}: the model has no such module (its linear modules: "
-                        f"{', '.join(linear_modules(model))}, or `all`)")
+        raise UserError(
+            f"--lora-target {missing[0]}: the model has no such module (its linear modules: "
+            f"{', '.join(linear_modules(model))}, or `all`)"
+        )
     return targets
 
 
@@ -60,8 +62,15 @@ def with_adapter(model, lora: Lora, targets: list[str], gradient_checkpointing: 
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import set_seed
 
-    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=targets, bias=lora.bias, modules_to_save=list(lora.modules_to_save) or None)
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        bias=lora.bias,
+        modules_to_save=list(lora.modules_to_save) or None,
+    )
     if gradient_checkpointing:
         model.enable_input_require_grads()
     set_seed(seed)
@@ -102,7 +111,9 @@ def merge(output: str, dest: str, dtype: str = "bf16") -> None:
         (run / "final").download_dir(adapter)
         log(f"merging {output}/final into {record.model} ({dtype})")
         try:
-            base = AutoModelForCausalLM.from_pretrained(record.model, dtype=torch.bfloat16 if dtype == "bf16" else "auto")
+            base = AutoModelForCausalLM.from_pretrained(
+                record.model, dtype=torch.bfloat16 if dtype == "bf16" else "auto"
+            )
         except (OSError, ValueError) as e:
             raise UserError(f"base model {record.model} of {output}: cannot load it ({e})") from None
         model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

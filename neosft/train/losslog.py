@@ -31,19 +31,20 @@ class LossLog(TrainerCallback):
         run_s = time.monotonic() - self.start
         elapsed = self.elapsed_before + run_s
         steps = max(state.global_step - self.base[0], 1)
-        self.records.append(LossRecord(
-            current_steps=state.global_step,
-            total_steps=state.max_steps,
-            epoch=round(state.epoch or 0.0, 4),
-            loss=logs.get("loss"),
-            eval_loss=logs.get("eval_loss"),
-            grad_norm=logs.get("grad_norm"),
-            lr=logs.get("learning_rate"),
-            total_tokens=state.num_input_tokens_seen,
-            throughput=round((state.num_input_tokens_seen - self.base[1]) / max(run_s, 1e-9), 2),
-            percentage=round(100 * state.global_step / max(state.max_steps, 1), 2),
-            elapsed_s=round(elapsed, 3),
-            elapsed_time=hms(elapsed),
-            remaining_time=hms(run_s / steps * (state.max_steps - state.global_step)),
-        ))
-
+        self.records.append(
+            LossRecord(
+                current_steps=state.global_step,
+                total_steps=state.max_steps,
+                epoch=round(state.epoch or 0.0, 4),
+                loss=logs.get("loss"),
+                eval_loss=logs.get("eval_loss"),
+                grad_norm=logs.get("grad_norm"),
+                lr=logs.get("learning_rate"),
+                total_tokens=state.num_input_tokens_seen,
+                throughput=round((state.num_input_tokens_seen - self.base[1]) / max(run_s, 1e-9), 2),
+                percentage=round(100 * state.global_step / max(state.max_steps, 1), 2),
+                elapsed_s=round(elapsed, 3),
+                elapsed_time=hms(elapsed),
+                remaining_time=hms(run_s / steps * (state.max_steps - state.global_step)),
+            )
+        )

@@ -57,7 +57,7 @@ def compare_plot(runs: dict[str, list[LossRecord]]) -> bytes:
     ax = figure.subplots()
     for label, records in runs.items():
         steps, loss = _curve(records, "loss")
-        line, = ax.plot(steps, smooth(loss), label=label)
+        (line,) = ax.plot(steps, smooth(loss), label=label)
         ax.plot(steps, loss, color=line.get_color(), alpha=0.2)
     ax.set(xlabel="step", ylabel="loss (smoothed; raw faint)", title="training loss")
     ax.grid(alpha=0.3)

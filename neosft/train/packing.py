@@ -80,15 +80,36 @@ class FlattenCollator:
 VARLEN_ATTENTION = "neosft_varlen_sdpa"
 
 
-def varlen_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                position_ids=None, **kwargs):
+def varlen_sdpa(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    position_ids=None,
+    **kwargs,
+):
     """Causal SDPA over each packed sample on its own (a transformers attention function, for batches of one row)."""
     assert query.shape[0] == 1, "packed batches are flattened into one row"
     starts = (torch.diff(position_ids[0]) != 1).nonzero().flatten() + 1
     bounds = [0, *starts.tolist(), query.shape[2]]
-    out = torch.cat([F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                                    dropout_p=dropout, scale=scaling, enable_gqa=True)
-                     for a, b in itertools.pairwise(bounds)], dim=2)
+    out = torch.cat(
+        [
+            F.scaled_dot_product_attention(
+                query[:, :, a:b],
+                key[:, :, a:b],
+                value[:, :, a:b],
+                is_causal=True,
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=True,
+            )
+            for a, b in itertools.pairwise(bounds)
+        ],
+        dim=2,
+    )
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -123,8 +123,10 @@ def finished(options: Options) -> RunRecord | None:
     output = location(options.output)
     record = RunRecord.read(output)
     if record is not None:
-        log(f"{output} holds a finished run ({record.steps} steps, final loss {record.final_loss}): nothing to do; "
-            "train into another --output to train again")
+        log(
+            f"{output} holds a finished run ({record.steps} steps, final loss {record.final_loss}): nothing to do; "
+            "train into another --output to train again"
+        )
     return record
 
 
@@ -145,22 +147,60 @@ def setup(options: Options) -> Prepared:
     if ds_config:
         dist.single_process_env()
         dist.without_shm_comm()
-    args = training_arguments(hp, overrides, work_dir / "checkpoints", deepspeed=ds_config,
-                              max_steps=options.max_steps, save_steps=options.save_steps,
-                              evaluate=options.val_size > 0, world_size=dist.world_size(),
-                              report_to=options.report_to, liger=options.liger)
+    args = training_arguments(
+        hp,
+        overrides,
+        work_dir / "checkpoints",
+        deepspeed=ds_config,
+        max_steps=options.max_steps,
+        save_steps=options.save_steps,
+        evaluate=options.val_size > 0,
+        world_size=dist.world_size(),
+        report_to=options.report_to,
+        liger=options.liger,
+    )
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
     resume = _setup_resume(output, work_dir)
     loss_log = LossLog(read_losses((resume / "loss.jsonl").read_bytes()) if resume else [])
-    title = (f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
-             f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
-             f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs")
-    trainer, uploader = _setup_trainer(options, args, ds_config, model_config, lora_targets, tokenizer, train_set,
-                                       eval_set, collator, output, work_dir, loss_log, title)
-    return Prepared(options, trainer, hp, overrides, manifest, entry, output, work_dir, resume, loss_log, uploader,
-                    chat, len(tokens), tokens.truncated, lora_targets)
+    title = (
+        f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
+        f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
+        f"{hp['lr_scheduler_type']}, {hp['num_train_epochs']} epochs"
+    )
+    trainer, uploader = _setup_trainer(
+        options,
+        args,
+        ds_config,
+        model_config,
+        lora_targets,
+        tokenizer,
+        train_set,
+        eval_set,
+        collator,
+        output,
+        work_dir,
+        loss_log,
+        title,
+    )
+    return Prepared(
+        options,
+        trainer,
+        hp,
+        overrides,
+        manifest,
+        entry,
+        output,
+        work_dir,
+        resume,
+        loss_log,
+        uploader,
+        chat,
+        len(tokens),
+        tokens.truncated,
+        lora_targets,
+    )
 
 
 def _setup_inputs(options: Options) -> tuple[dict, dict]:
@@ -172,8 +212,9 @@ def _setup_inputs(options: Options) -> tuple[dict, dict]:
     elif options.merge:
         raise UserError("--merge merges a LoRA adapter: it needs --method lora")
     elif options.lora != LORA:
-        raise UserError("--lora-rank, --lora-alpha, --lora-dropout and --lora-target set a LoRA adapter: "
-                        "they need --method lora")
+        raise UserError(
+            "--lora-rank, --lora-alpha, --lora-dropout and --lora-target set a LoRA adapter: they need --method lora"
+        )
     if not 0 <= options.val_size < 1:
         raise UserError(f"--val-size {options.val_size}: expected a fraction in [0, 1)")
     if options.report_to not in REPORT_TO:
@@ -200,8 +241,10 @@ def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
     train_rows = entry.rows - round(entry.rows * options.val_size)
     if train_rows < 1:
-        raise UserError(f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
-                        "the training set would be empty")
+        raise UserError(
+            f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
+            "the training set would be empty"
+        )
     return manifest, entry
 
 
@@ -209,8 +252,10 @@ def _setup_output(options: Options) -> tuple[Location, Path]:
     """OUTPUT (checked reachable) and the local work folder: --work-dir, else one per OUTPUT in the temp folder."""
     output = location(options.output)
     output.check()
-    work_dir = Path(options.work_dir or Path(tempfile.gettempdir()) /
-                    f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}")
+    work_dir = Path(
+        options.work_dir
+        or Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}"
+    )
     return output, work_dir
 
 
@@ -264,7 +309,8 @@ def _check_weights_fit(model: str, config) -> None:
 
     try:
         pair: Any = AutoModelForCausalLM.from_pretrained(  # (model, loading info) with output_loading_info
-            model, config=config, device_map="meta", output_loading_info=True)
+            model, config=config, device_map="meta", output_loading_info=True
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"--model {model}: cannot load the weights ({_first_line(e)})") from None
     _refuse_misfit(model, config, pair[1])
@@ -275,8 +321,10 @@ def _refuse_misfit(model: str, config, loading: dict) -> None:
     for problem in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = sorted(map(str, loading.get(problem) or ()))
         if names:
-            raise UserError(f"--model {model}: the weights do not fit its config.json ({config.model_type}): "
-                            f"{len(names)} {problem.replace('_', ' ')} such as {names[0]!r}")
+            raise UserError(
+                f"--model {model}: the weights do not fit its config.json ({config.model_type}): "
+                f"{len(names)} {problem.replace('_', ' ')} such as {names[0]!r}"
+            )
 
 
 def _check_safetensors(file: Path) -> None:
@@ -290,11 +338,28 @@ def _check_safetensors(file: Path) -> None:
         raise UserError(f"--model {file}: corrupt weights ({_first_line(e)})") from None
 
 
-def _setup_tokens(options: Options, manifest: Manifest, entry: VariantData, tokenizer, chat: ChatFormat,
-                  cutoff_len: int, output: Location, work_dir: Path):
+def _setup_tokens(
+    options: Options,
+    manifest: Manifest,
+    entry: VariantData,
+    tokenizer,
+    chat: ChatFormat,
+    cutoff_len: int,
+    output: Location,
+    work_dir: Path,
+):
     log(f"chat format: {chat.name}, default system prompt {options.default_system!r}")
-    return tokenized(options.data, options.variant, entry, tokenizer, chat, cutoff_len, output, work_dir,
-                     reilx=manifest.rules == "reilx")
+    return tokenized(
+        options.data,
+        options.variant,
+        entry,
+        tokenizer,
+        chat,
+        cutoff_len,
+        output,
+        work_dir,
+        reilx=manifest.rules == "reilx",
+    )
 
 
 def _setup_resume(output: Location, work_dir: Path) -> Path | None:
@@ -303,8 +368,21 @@ def _setup_resume(output: Location, work_dir: Path) -> Path | None:
     return resume_point(output, work_dir)
 
 
-def _setup_trainer(options: Options, args, ds_config, model_config, lora_targets: list[str], tokenizer, train_set,
-                   eval_set, collator, output: Location, work_dir: Path, loss_log, title: str):
+def _setup_trainer(
+    options: Options,
+    args,
+    ds_config,
+    model_config,
+    lora_targets: list[str],
+    tokenizer,
+    train_set,
+    eval_set,
+    collator,
+    output: Location,
+    work_dir: Path,
+    loss_log,
+    title: str,
+):
     """The Trainer with its callbacks: the loss log, the checkpoint uploader and the loss uploader (which also
     carries the TensorBoard event files, written under the work folder, to OUTPUT)."""
     from transformers import Trainer
@@ -315,9 +393,15 @@ def _setup_trainer(options: Options, args, ds_config, model_config, lora_targets
     events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
     checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
     uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
-    trainer = Trainer(model=_model(options, args, ds_config, model_config, lora_targets), args=args,
-                      train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
-                      processing_class=tokenizer, callbacks=[loss_log, checkpoints, uploader])
+    trainer = Trainer(
+        model=_model(options, args, ds_config, model_config, lora_targets),
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[loss_log, checkpoints, uploader],
+    )
     if events is not None:
         from transformers.integrations import TensorBoardCallback
 
@@ -346,7 +430,10 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
     if options.packing:
         make, collator = (lambda idx: PackedDataset(tokens, idx, cutoff_len)), FlattenCollator()
     else:
-        make, collator = (lambda idx: SampleDataset(tokens, idx)), DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        make, collator = (
+            (lambda idx: SampleDataset(tokens, idx)),
+            DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX),
+        )
     return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
 
 
@@ -366,8 +453,12 @@ def _model(options: Options, args, ds_config: str | None, config, lora_targets: 
     dtype = torch.bfloat16 if args.bf16 and (ds_config or options.method == "lora") else torch.float32
     try:
         pair: Any = AutoModelForCausalLM.from_pretrained(  # (model, loading info), as above
-            options.model, config=config, dtype=dtype, attn_implementation=attention_implementation(options.packing),
-            output_loading_info=True)
+            options.model,
+            config=config,
+            dtype=dtype,
+            attn_implementation=attention_implementation(options.packing),
+            output_loading_info=True,
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as e:  # corrupt or mismatched weights
         raise UserError(f"--model {options.model}: cannot load the weights ({_first_line(e)})") from None
     model, loading = pair
@@ -399,8 +490,10 @@ def save(prepared: Prepared, result) -> RunRecord:
         (prepared.output / "final").upload_dir(final)
         prepared.uploader.final()
         record.write(prepared.output)
-        log(f"wrote {prepared.output}/final (loss {record.final_loss}, {record.steps} steps, "
-            f"{record.tokens:,} tokens, {record.wall_time_s:.0f} s)")
+        log(
+            f"wrote {prepared.output}/final (loss {record.final_loss}, {record.steps} steps, "
+            f"{record.tokens:,} tokens, {record.wall_time_s:.0f} s)"
+        )
     dist.barrier()
     return record
 
@@ -415,16 +508,26 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         variant=options.variant,
         model=options.model,
         **recorded,
-        batch={"world_size": world, "per_device": args.per_device_train_batch_size,
-               "gradient_accumulation_steps": args.gradient_accumulation_steps,
-               "total_train_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
-               "per_device_eval": args.per_device_eval_batch_size,
-               "total_eval_batch": args.per_device_eval_batch_size * world,
-               "overridden": sorted({"gradient_accumulation_steps", "per_device_eval_batch_size",
-                                     "per_device_train_batch_size"} & prepared.overrides.keys())},
+        batch={
+            "world_size": world,
+            "per_device": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "total_train_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+            "per_device_eval": args.per_device_eval_batch_size,
+            "total_eval_batch": args.per_device_eval_batch_size * world,
+            "overridden": sorted(
+                {"gradient_accumulation_steps", "per_device_eval_batch_size", "per_device_train_batch_size"}
+                & prepared.overrides.keys()
+            ),
+        },
         method=options.method,
-        lora={**options.lora.record(), "target_modules": prepared.lora_targets,
-              "adapter_dtype": "bfloat16" if args.bf16 else "float32"} if options.method == "lora" else None,
+        lora={
+            **options.lora.record(),
+            "target_modules": prepared.lora_targets,
+            "adapter_dtype": "bfloat16" if args.bf16 else "float32",
+        }
+        if options.method == "lora"
+        else None,
         deepspeed=options.zero,
         packing=options.packing,
         chat_format=prepared.chat.name,
@@ -432,8 +535,12 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
         world_size=world,
-        dataset={"uri": options.data, "sha256": prepared.entry.sha256, "rows": prepared.entry.rows,
-                 "source_sha256": prepared.manifest.source.sha256},
+        dataset={
+            "uri": options.data,
+            "sha256": prepared.entry.sha256,
+            "rows": prepared.entry.rows,
+            "source_sha256": prepared.manifest.source.sha256,
+        },
         samples=prepared.samples,
         truncated=prepared.truncated,
         resumed_from=prepared.resume.name if prepared.resume else None,

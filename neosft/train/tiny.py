@@ -14,8 +14,16 @@ QWEN2_CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2,
-                    seed: int = 0, model_vocab_size: int | None = None, **shape) -> Path:
+def make_tiny_qwen2(
+    dest: str | Path,
+    texts,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    model_vocab_size: int | None = None,
+    **shape,
+) -> Path:
     """Write config, random weights and a BPE tokenizer (trained on `texts`, with Qwen2's chat template) to `dest`.
 
     `model_vocab_size` (default: the tokenizer's) and `shape` (other Qwen2Config fields, and `dtype` for the weights)
@@ -29,17 +37,33 @@ def make_tiny_qwen2(dest: str | Path, texts, vocab_size: int = 512, hidden_size:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        additional_special_tokens=SPECIAL[1:])
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=SPECIAL[1:]
+    )
     tokenizer.chat_template = QWEN2_CHAT_TEMPLATE
     tokenizer.save_pretrained(dest)
     dtype = shape.pop("dtype", torch.float32)
-    config = Qwen2Config(**{"vocab_size": model_vocab_size or len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-                            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-                            "max_position_embeddings": 8192, "tie_word_embeddings": False,
-                            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **shape})
+    config = Qwen2Config(
+        **{
+            "vocab_size": model_vocab_size or len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
+            "tie_word_embeddings": False,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **shape,
+        }
+    )
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).to(dtype).save_pretrained(dest)
     return dest

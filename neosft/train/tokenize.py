@@ -131,8 +131,12 @@ class Labeled:
         return {"input_ids": self.ids[a:b].tolist(), "labels": self.labels[a:b].tolist()}
 
 
-def tokenize_conversations(conversations: Iterable[tuple[str | None, list[tuple[str, str]]]], tokenizer,
-                           cutoff_len: int, default_system: str = DEFAULT_SYSTEM) -> Labeled:
+def tokenize_conversations(
+    conversations: Iterable[tuple[str | None, list[tuple[str, str]]]],
+    tokenizer,
+    cutoff_len: int,
+    default_system: str = DEFAULT_SYSTEM,
+) -> Labeled:
     """(system, rounds) conversations -> LLaMA-Factory's `qwen`-template training tokens: every slot encoded on its
     own (`Template._convert_elements_to_ids`), each round's prompt masked and its answer a label, `cut_turns`."""
     ids, labels, offsets, truncated = [], [], [0], 0
