@@ -5,6 +5,7 @@ and LoRA."""
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,7 +57,8 @@ def kill_pod(proc: subprocess.Popen) -> None:
         return [pid, *(p for child in children for p in tree(int(child)))]
 
     for pid in tree(proc.pid):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended between the listing and the kill: as wanted
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
 
 
