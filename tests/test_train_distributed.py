@@ -4,8 +4,8 @@ and LoRA."""
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import signal
 import subprocess
