@@ -76,6 +76,8 @@ BINARIES: tuple[Binary, ...] = (
     ),
 )
 
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
 
 def go() -> str:
     found = shutil.which("go")
