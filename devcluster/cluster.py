@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devcluster import build
+from devcluster import build, controllers
 
 READY_TIMEOUT_S = 120.0
 _SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "6Gi"}}
@@ -51,12 +51,13 @@ class Ports:
 
     def __getattr__(self, name: str) -> int:
         offsets = {"etcd": 0, "etcd_peer": 1, "apiserver": 2, "kcm": 3, "scheduler": 4, "s3": 5, "node": 6}
+        offsets |= {"jobset_webhook": 10, "jobset_health": 11}
         if name not in offsets:
             raise AttributeError(name)
         return self.base + offsets[name]
 
     def all(self) -> list[int]:
-        return [self.base + i for i in range(7)]
+        return [self.base + i for i in (*range(7), 10, 11)]
 
 
 def _proc_start_time(pid: int) -> int | None:
@@ -202,6 +203,12 @@ def _components(d: Path, bins: Path, ports: Ports) -> list[Component]:
             ports.node, "tcp", "devcluster.node",
             env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         ),
+        Component(
+            "jobset",
+            controllers.private_certs(d / "jobset" / "certs", [str(bins / "jobset"), "--config", str(d / "jobset" / "config.yaml")]),
+            ports.jobset_webhook, f"http://127.0.0.1:{ports.jobset_health}/readyz", "v0.12.0",
+            env={"KUBECONFIG": kubeconfig},
+        ),
     ]  # fmt: skip
 
 
@@ -291,7 +298,7 @@ def up(d: Path, port_base: int, log=print) -> None:
         if _port_busy(port):
             raise ClusterError(f"port {port} on 127.0.0.1 is busy (choose another --port-base)")
     started = time.monotonic()
-    bins = build.build(build.CONTROL_PLANE, log=lambda line: log(line))
+    bins = build.build((*build.CONTROL_PLANE, "jobset"), log=lambda line: log(line))
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "pki" / "sa.key").exists():
         _make_pki(d / "pki")
@@ -307,9 +314,13 @@ def up(d: Path, port_base: int, log=print) -> None:
     running: list[Component] = []
     try:
         for comp in comps:
+            if comp.name == "jobset":
+                _prepare_jobset(d, bins, ports)
             _start(d, comp)
             running.append(comp)
             _save(d, running)
+            if comp.name == "jobset":
+                _mount_jobset_certs(d, bins)
             _wait_ready(d, comp)
             log(f"devcluster: {comp.name} ready")
     except ClusterError:
@@ -318,6 +329,27 @@ def up(d: Path, port_base: int, log=print) -> None:
         raise
     _write_outputs(d, bins, ports)
     log(f"devcluster: up in {time.monotonic() - started:.1f}s")
+
+
+def _prepare_jobset(d: Path, bins: Path, ports: Ports) -> None:
+    try:
+        root = controllers.module_dir("sigs.k8s.io/jobset", "v0.12.0")
+        controllers.apply(bins / "kubectl", d / "kubeconfig", controllers.jobset_objects(root, ports.jobset_webhook))
+    except controllers.ControllerError as exc:
+        raise ClusterError(str(exc)) from None
+    (d / "jobset").mkdir(exist_ok=True)
+    config = controllers.jobset_config(ports.jobset_health, ports.jobset_webhook)
+    (d / "jobset" / "config.yaml").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def _mount_jobset_certs(d: Path, bins: Path) -> None:
+    folder = d / "jobset" / "certs" / "serving-certs"
+    try:
+        controllers.mount_secret(
+            bins / "kubectl", d / "kubeconfig", "jobset-system", "jobset-webhook-server-cert", folder, READY_TIMEOUT_S
+        )
+    except controllers.ControllerError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def _stop(comps: list[Component]) -> None:
