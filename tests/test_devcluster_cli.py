@@ -53,3 +53,22 @@ def test_status_and_down_of_a_dir_never_up(tmp_path):
     assert status.returncode == 2 and "is not up" in status.stderr
     down = run("down", "--dir", str(tmp_path))
     assert down.returncode == 0 and "nothing of ours" in down.stdout
+
+
+def test_down_never_stops_a_process_it_did_not_start(tmp_path):
+    """A recorded pid now held by another process (its start time differs) survives `down`."""
+    import json
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = {"name": "etcd", "argv": ["etcd"], "port": 1, "health": "tcp", "version": "v3.6.8"}
+        record |= {"pid": stranger.pid, "start_time": 1}
+        (tmp_path / "state.json").write_text(json.dumps([record]))
+        down = run("down", "--dir", str(tmp_path))
+        assert down.returncode == 0
+        assert stranger.poll() is None
+        status = run("status", "--dir", str(tmp_path))
+        assert "not up" in status.stderr
+    finally:
+        stranger.kill()
+        stranger.wait()
