@@ -776,13 +776,13 @@ def plot(outputs, dest) -> None:
     Example:
       neosft plot s3://my-bucket/neosft/runs/r1/{conversations,multi,single,all_pair} --out compare.png
     """
-    from neosft.artifacts import read_losses
+    from neosft.artifacts import LOSSES, read_losses
     from neosft.storage import location
     from neosft.train.lossplot import compare_plot
 
     runs = {}
     for output in outputs:
-        where = location(output.rstrip("/")) / "loss.jsonl"
+        where = location(output.rstrip("/")) / LOSSES
         runs[output.rstrip("/")] = read_losses(where.read_bytes(), str(where))
     location(dest).write_bytes(compare_plot(runs))
     click.echo(f"wrote {dest}")

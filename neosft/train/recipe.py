@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neosft import __version__
-from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
+from neosft.artifacts import LOSSES, Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
 from neosft.chat import ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
@@ -128,7 +128,7 @@ def setup(options: TrainSpec) -> Prepared:
     tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
     resume = _setup_resume(output, work_dir)
-    loss_log = LossLog(read_losses((resume / "loss.jsonl").read_bytes()) if resume else [])
+    loss_log = LossLog(read_losses((resume / LOSSES).read_bytes()) if resume else [])
     title = (
         f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
         f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
