@@ -9,7 +9,7 @@ from neosft.errors import UserError
 from neosft.k8s.kinds import PYTORCHJOB, TRAINJOB, pod_spec
 from neosft.k8s.manifests import manifests
 
-SECRETS = {("neosft-s3", "AWS_ACCESS_KEY_ID"): "id", ("neosft-s3", "AWS_SECRET_ACCESS_KEY"): "key"}
+SECRETS = pods.from_secrets({("neosft-s3", "AWS_ACCESS_KEY_ID"): "id", ("neosft-s3", "AWS_SECRET_ACCESS_KEY"): "key"})
 
 
 def training_process(tmp_path: Path, values: dict, trainer=PYTORCHJOB) -> pods.Process:

@@ -119,10 +119,9 @@ class Local(ExecutionBackend):
         deadline = time.monotonic() + timeout_s
         _, keys, _ = self._serve()
         s3 = with_defaults({"s3": self._serve()[0]})["s3"]
-        secrets = {
-            (s3["secretName"], s3["accessKeyIdKey"]): keys[0],
-            (s3["secretName"], s3["secretAccessKeyKey"]): keys[1],
-        }
+        secrets = pods.from_secrets(
+            {(s3["secretName"], s3["accessKeyIdKey"]): keys[0], (s3["secretName"], s3["secretAccessKeyKey"]): keys[1]}
+        )
         runtimes = [o for o in run.objects if o["kind"] == "TrainingRuntime"]
         env = pods.base_environment()
         for obj in _pods(run):

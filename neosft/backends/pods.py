@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from neosft.k8s.kinds import TRAINJOB, TrainerKind
 from neosft.ports import free_port
 
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # Kubernetes' dependent environment variable syntax
+ValueFrom = Callable[[str, dict], str]  # (container name, an env entry's `valueFrom`) -> its value
 LAUNCHERS = {"neosft": [sys.executable, "-m", "neosft"], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
 
 
@@ -32,13 +34,12 @@ class Process:
     env: dict[str, str]
 
 
-def processes(
-    spec: dict, secrets: dict[tuple[str, str], str], folders: dict[str, Path], injected: dict[str, str]
-) -> list[Process]:
+def processes(spec: dict, value_from: ValueFrom, folders: dict[str, Path], injected: dict[str, str]) -> list[Process]:
     """The pod's containers in the order the kubelet starts them (init containers first).
 
-    `secrets` answers secretKeyRefs by (Secret name, key); `folders` maps each volume name to a local
-    folder; `injected` is what the operator adds to the environment (MASTER_ADDR, PET_NODE_RANK, ...).
+    `value_from` answers the `valueFrom` env entries (`from_secrets` for the local backend, the API for
+    the dev cluster's node); `folders` maps each volume name to a local folder; `injected` is what the
+    operator adds to the environment (MASTER_ADDR, PET_NODE_RANK, ...).
     """
     out = []
     for container in spec.get("initContainers", []) + spec["containers"]:
@@ -46,12 +47,7 @@ def processes(
         env = dict(injected)
         for entry in container.get("env", []):
             if "valueFrom" in entry:
-                ref = entry["valueFrom"]["secretKeyRef"]
-                if (ref["name"], ref["key"]) not in secrets:
-                    raise UserError(
-                        f"container {container['name']}: no local value for Secret {ref['name']} key {ref['key']}"
-                    )
-                env[entry["name"]] = secrets[(ref["name"], ref["key"])]
+                env[entry["name"]] = value_from(container["name"], entry["valueFrom"])
             else:
                 env[entry["name"]] = _local_path(_expand(entry["value"], env), mounts)
         # the image's entrypoint is `neosft`: a container without a command runs it with its args
@@ -61,8 +57,23 @@ def processes(
     return out
 
 
-def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subprocess.Popen:
-    """Start `process` with `base_env` under its own environment, its command line and output appended to `log`."""
+def from_secrets(secrets: dict[tuple[str, str], str]) -> ValueFrom:
+    """`valueFrom` answered by (Secret name, key) pairs only: the local backend's store credentials."""
+
+    def value(container: str, ref: dict) -> str:
+        if "secretKeyRef" not in ref:
+            raise UserError(f"container {container}: no local value for {', '.join(ref)}")
+        secret = ref["secretKeyRef"]
+        if (secret["name"], secret["key"]) not in secrets:
+            raise UserError(f"container {container}: no local value for Secret {secret['name']} key {secret['key']}")
+        return secrets[(secret["name"], secret["key"])]
+
+    return value
+
+
+def start_logged(process: Process, log: Path, base_env: dict[str, str], session: bool = False) -> subprocess.Popen:
+    """Start `process` with `base_env` under its own environment, its command line and output appended to `log`;
+    `session` puts it in a process group of its own (the dev cluster's node signals the group)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         out.write(("+ " + shlex.join(process.argv) + "\n").encode())  # what ran, first, as `set -x` shows it
@@ -73,6 +84,7 @@ def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subpr
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=session,
         )
 
 
