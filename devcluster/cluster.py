@@ -278,8 +278,9 @@ def _write_outputs(d: Path, bins: Path, ports: Ports) -> None:
         from neosft.train.tiny import make_tiny_qwen2
 
         make_tiny_qwen2(model, SAMPLE_CORPUS.read_text(encoding="utf-8").splitlines())
+    (d / "s3" / "neosft").mkdir(parents=True, exist_ok=True)  # the bucket
     values = {
-        "s3": {"endpoint": f"http://127.0.0.1:{ports.s3}"},
+        "s3": {"bucket": "neosft", "endpoint": f"http://127.0.0.1:{ports.s3}"},
         "data": {"source": "sample", "resources": _SMALL},
         "train": {"model": str(model), "maxSteps": 2, "gpusPerNode": 1, "deepspeed": "none", "resources": _SMALL},
     }

@@ -19,6 +19,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import signal
 import ssl
 import subprocess
@@ -290,8 +291,11 @@ class PodRun(threading.Thread):
         raise KeyError(f"container {container}: unsupported valueFrom {', '.join(ref)}")
 
     def fill_volumes(self, folders: dict[str, Path]) -> None:
-        """ConfigMap and Secret volumes hold their keys as files, as the kubelet projects them."""
+        """ConfigMap and Secret volumes hold their keys as files, as the kubelet projects them; a projected volume (the
+        service account's: a bound token, the cluster's CA, the namespace) its sources' files."""
         for volume in self.pod["spec"].get("volumes", []):
+            if "projected" in volume and volume["name"] in folders:
+                self.project(volume["projected"].get("sources", []), folders[volume["name"]])
             for kind, read in (
                 ("configMap", self.node.api.read_namespaced_config_map),
                 ("secret", self.node.api.read_namespaced_secret),
@@ -358,6 +362,40 @@ class PodRun(threading.Thread):
     def pod_is_deleting(self) -> bool:
         return self.stopping.is_set()
 
+    def project(self, sources: list[dict], folder: Path) -> None:
+        for source in sources:
+            if "serviceAccountToken" in source:
+                account = self.pod["spec"].get("serviceAccountName") or "default"
+                request = {
+                    "spec": {
+                        "audiences": [],
+                        "expirationSeconds": source["serviceAccountToken"].get("expirationSeconds", 3607),
+                        "boundObjectRef": {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "name": self.pod_name,
+                            "uid": self.pod["metadata"]["uid"],
+                        },
+                    }
+                }
+                token = raw(
+                    self.node.api.create_namespaced_service_account_token(
+                        account, self.namespace, request, _preload_content=False
+                    )
+                )
+                (folder / source["serviceAccountToken"]["path"]).write_text(token["status"]["token"])
+            elif "configMap" in source:
+                data = raw(
+                    self.node.api.read_namespaced_config_map(
+                        source["configMap"]["name"], self.namespace, _preload_content=False
+                    )
+                ).get("data", {})
+                for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in data]:
+                    (folder / item["path"]).write_text(data[item["key"]])
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items", []):
+                    (folder / item["path"]).write_text(self.value_from("", {"fieldRef": item["fieldRef"]}))
+
     def processes(self) -> list[pods.Process]:
         """The pod's containers by the one runner, retried while a Secret or ConfigMap they read is missing."""
         spec = self.pod["spec"]
@@ -414,10 +452,32 @@ class PodRun(threading.Thread):
         self.phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
         self.post()
 
+    def system_mounts(self, container: str) -> str:
+        """Shell commands bind-mounting the container's volumes that clients read at fixed system paths (the service
+        account's token under /var/run/secrets); the runner maps every other mount path to its folder."""
+        spec = self.pod["spec"]
+        mounts = next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == container)
+        out = ""
+        for mount in mounts.get("volumeMounts", []):
+            if mount["mountPath"].startswith("/var/run/secrets/"):
+                source, target = (
+                    shlex.quote(str(self.root / "volumes" / mount["name"])),
+                    shlex.quote(mount["mountPath"]),
+                )
+                out += f"mkdir -p {target} && mount --bind {source} {target} && "
+        return out
+
     def run_containers(self, procs: list[pods.Process]) -> list[int]:
         """Start each process in its namespaces, post Running, wait for all; their exit codes."""
         hostname = self.pod["spec"].get("hostname") or self.pod_name
-        env = {"OMP_NUM_THREADS": "1", **pods.base_environment(), "HOSTNAME": hostname}
+        server = urllib.parse.urlparse(self.node.api.api_client.configuration.host)
+        env = {
+            "OMP_NUM_THREADS": "1",
+            **pods.base_environment(),
+            "HOSTNAME": hostname,
+            "KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",  # the API server, as the kubelet injects it
+            "KUBERNETES_SERVICE_PORT": str(server.port or 443),
+        }
         hosts = self.hosts()
         children = []
         for proc in procs:
@@ -425,10 +485,11 @@ class PodRun(threading.Thread):
             if "terminated" in status["state"]:
                 status["restartCount"] += 1
                 status["lastState"] = status["state"]
+            script = NAMESPACED.replace("shift &&", self.system_mounts(proc.name) + "shift &&")
             wrapped = pods.Process(
-                proc.name, ["unshare", "-mu", "sh", "-c", NAMESPACED, hostname, str(hosts), *proc.argv], proc.env
+                proc.name, ["unshare", "-mu", "sh", "-c", script, hostname, str(hosts), *proc.argv], proc.env
             )
-            child = pods.start_logged(wrapped, self.root / "logs" / f"{proc.name}.log", env, session=True)
+            child = pods.start_logged(wrapped, self.root / "logs" / f"{proc.name}.log", env)
             started = stamp()
             status.update(started=True, ready=True, state={"running": {"startedAt": started}})
             children.append((proc, child, started))

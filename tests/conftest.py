@@ -14,6 +14,8 @@ import pytest
 from neosft.artifacts import Manifest
 from neosft.local_s3 import LocalS3
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
@@ -157,3 +159,15 @@ def write_loss_log(output: str, losses: list[float], total_steps: int | None = N
         state.global_step, state.epoch, state.num_input_tokens_seen = step, step / total, 100 * step
         log.on_log(None, state, None, logs={"loss": loss, "learning_rate": 1e-5, "grad_norm": 1.0})
     location(f"{output}/loss.jsonl").write_bytes(losses_jsonl(log.records))
+
+
+@pytest.fixture(scope="session")
+def devcluster(tmp_path_factory):
+    """`scripts/devcluster up --dir DIR`, as a user starts it; `down` at the end."""
+    folder = tmp_path_factory.mktemp("devcluster")
+    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", str(Path(sys.executable)))}
+    up = subprocess.run([ROOT / "scripts/devcluster", "up", "--dir", folder], capture_output=True, text=True, env=env)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert up.stdout.strip().splitlines()[-1] == str(folder / "kubeconfig")  # the kubeconfig's path, last
+    yield folder
+    subprocess.run([ROOT / "scripts/devcluster", "down", "--dir", folder], capture_output=True, env=env)
