@@ -54,14 +54,14 @@ def test_the_data_job_builds_the_dataset_under_pod_security_and_leaves_nothing_w
     result = neosft("submit", "--data-only", "--values", values, "-n", NS, "--run-id", "c1", "--wait", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run c1 succeeded" in result.stdout + result.stderr
-    manifest = json.loads((folder / "s3/neosft/data/c1/manifest.json").read_text())
+    manifest = json.loads((folder / "s3/neosft/neosft/data/c1/manifest.json").read_text())
     assert set(manifest["variants"]) == {"conversations", "multi", "single", "all_pair"}
     assert manifest["heldout"]["records"] == 48
 
     status = neosft("status", "c1", "-n", NS, env=env)
     assert status.returncode == 0 and "Succeeded" in status.stdout, status.stdout + status.stderr
     logs = neosft("logs", "c1", "-n", NS, env=env)  # through the API server, from the node's log server
-    assert logs.returncode == 0 and "wrote s3://neosft/data/c1/manifest.json" in logs.stdout + logs.stderr, logs
+    assert logs.returncode == 0 and "wrote s3://neosft/neosft/data/c1/manifest.json" in logs.stdout + logs.stderr, logs
 
     pods = json.loads(kubectl("get", "pods", "-n", NS, "-l", "neosft.io/run-id=c1", "-o", "json"))["items"]
     assert pods and all(p["spec"]["securityContext"].get("runAsNonRoot") for p in pods)
@@ -80,4 +80,4 @@ def test_a_data_job_that_fails_is_reported_in_one_line(user):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert Path(folder / "s3/neosft/data/c2/manifest.json").exists() is False
+    assert Path(folder / "s3/neosft/neosft/data/c2/manifest.json").exists() is False

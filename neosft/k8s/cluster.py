@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from neosft.errors import UserError, redact
+from neosft.errors import UserError, printable, redact
 from neosft.k8s.kinds import (
     BY_KIND,
     CUSTOM,
@@ -300,17 +300,17 @@ class Cluster:
         selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
         ns, kw = self.namespace, {"label_selector": selector, "_request_timeout": TIMEOUT_S}
         found: dict[str, list[dict]] = {}
-        for kind, list_call in (
-            ("Job", self.batch.list_namespaced_job),
-            ("Pod", self.core.list_namespaced_pod),
-            ("ServiceAccount", self.core.list_namespaced_service_account),
-            ("Role", self.rbac.list_namespaced_role),
-            ("RoleBinding", self.rbac.list_namespaced_role_binding),
+        for kind, api_version, list_call in (
+            ("Job", "batch/v1", self.batch.list_namespaced_job),
+            ("Pod", "v1", self.core.list_namespaced_pod),
+            ("ServiceAccount", "v1", self.core.list_namespaced_service_account),
+            ("Role", "rbac.authorization.k8s.io/v1", self.rbac.list_namespaced_role),
+            ("RoleBinding", "rbac.authorization.k8s.io/v1", self.rbac.list_namespaced_role_binding),
         ):
             with self.errors(f"{kind}s"):
-                found[kind] = self.serialize(list_call(ns, **kw))["items"]
+                found[kind] = _typed(self.serialize(list_call(ns, **kw))["items"], kind, api_version)
         for kind, r in CUSTOM.items():
-            found[kind] = self._list_custom(r, kw)
+            found[kind] = _typed(self._list_custom(r, kw), kind, f"{r.group}/{r.version}")
         _label_trainjob_pods(found["TrainJob"], found["Pod"])
         found["Workload"] = self._workloads(found)
         return found
@@ -353,7 +353,7 @@ class Cluster:
             events,
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "",
         )
-        return f"{latest.get('reason') or 'Warning'}: {' '.join(str(latest.get('message') or '').split())}"
+        return printable(f"{latest.get('reason') or 'Warning'}: {latest.get('message') or ''}")
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
@@ -527,3 +527,9 @@ def _kubeconfig_exists() -> bool:
 def _incluster_namespace() -> str | None:
     path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     return open(path).read().strip() if os.path.exists(path) else None
+
+
+def _typed(items: list[dict], kind: str, api_version: str) -> list[dict]:
+    """A list's items with their kind and apiVersion: a real API server leaves both out of each item of a list
+    (kubernetes/kubernetes: staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/types.go, List)."""
+    return [{**item, "kind": kind, "apiVersion": api_version} for item in items]
