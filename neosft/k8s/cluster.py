@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from neosft.errors import UserError, printable, redact
+from neosft.errors import UserError, redact
 from neosft.k8s.kinds import (
     BY_KIND,
     CUSTOM,
@@ -353,7 +353,7 @@ class Cluster:
             events,
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "",
         )
-        return printable(f"{latest.get('reason') or 'Warning'}: {latest.get('message') or ''}")
+        return f"{latest.get('reason') or 'Warning'}: {' '.join(str(latest.get('message') or '').split())}"
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
