@@ -165,16 +165,23 @@ def test_scoring_batches_hold_every_sample_once_within_the_budget(lengths, budge
     assert all(len(b) == 1 or len(b) * max(lengths[b]) <= budget for b in out)
 
 
-def _plain_loss(model, samples: list[tuple[list[int], list[int]]]) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy by a plain loop: one sample at a time, transformers' own loss."""
-    total, count = 0.0, 0
+def _plain_sums(model, samples: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
+    """Each sample's summed cross-entropy and label count by a plain loop, one sample at a time, transformers' own
+    loss."""
+    out = []
     with torch.no_grad():
         for ids, labels in samples:
             n = sum(1 for t in labels[1:] if t != IGNORE_INDEX)
-            if n:
-                loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
-                total, count = total + loss.item() * n, count + n
-    return total / count, count
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item() if n else 0.0
+            out.append((loss * n, n))
+    return out
+
+
+def _plain_loss(model, samples: list[tuple[list[int], list[int]]]) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy by a plain loop."""
+    sums = _plain_sums(model, samples)
+    count = sum(n for _, n in sums)
+    return sum(loss for loss, _ in sums) / count, count
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +194,12 @@ def tiny(tiny_model):
 def test_chat_loss_equals_a_plain_transformers_loop(run_dataset, tiny):
     model, tokenizer = tiny
     record = evaluate(model, tokenizer, read_heldout(str(run_dataset)), "base", "base", "tiny", Settings(samples=0))
-    expected, count = _plain_loss(
-        model, [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)]
-    )
+    conversations = [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)]
+    expected, count = _plain_loss(model, conversations)
     assert (record.chat.tokens, record.chat.samples) == (count, 48)
+    per_conversation = _plain_sums(model, conversations)  # in the held-out file's order
+    assert record.conversation_tokens == [n for _, n in per_conversation]
+    assert record.conversation_loss == pytest.approx([loss for loss, _ in per_conversation], rel=1e-5, abs=1e-5)
     assert record.chat.loss == pytest.approx(expected, rel=1e-5)
     assert record.chat.perplexity == pytest.approx(math.exp(expected), rel=1e-4)
     rows = read_heldout(str(run_dataset)).rows["multi"]

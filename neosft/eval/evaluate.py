@@ -75,7 +75,7 @@ def evaluate(
     model, tokenizer, held: HeldOutSet, name: str, method: str, model_name: str, settings: Settings = DEFAULTS
 ) -> EvalRecord:
     """Score `model` (on its device; every rank of a process group takes a share) on `held`."""
-    from neosft.eval.score import answers, score, summary
+    from neosft.eval.score import answers, score
     from neosft.train import dist
     from neosft.train.tokenize import tokenize, tokenize_conversations
 
@@ -83,13 +83,13 @@ def evaluate(
     chat_tokens = tokenize_conversations(
         [(c.system, c.rounds) for c in held.conversations], tokenizer, settings.cutoff_len, settings.default_system
     )
-    loss, labels, inputs = score(model, chat_tokens, tokenizer.pad_token_id)
-    chat, scored = summary(loss, labels, len(chat_tokens)), scored + inputs
+    conversations = score(model, chat_tokens, tokenizer.pad_token_id)
+    chat, scored = conversations.summary(), scored + conversations.inputs
     matrix = {}
     for variant, rows in held.rows.items():
         tokens = tokenize(rows, tokenizer, VARIANTS[variant].cutoff_len, ChatFormat(tokenizer, settings.default_system))
-        loss, labels, inputs = score(model, tokens, tokenizer.pad_token_id)
-        matrix[variant], scored = summary(loss, labels, len(tokens)), scored + inputs
+        scores = score(model, tokens, tokenizer.pad_token_id)
+        matrix[variant], scored = scores.summary(), scored + scores.inputs
     elapsed = time.monotonic() - started
     questions = prompts(held, settings)
     texts = answers(model, tokenizer, questions, settings.max_new_tokens) if questions else []
@@ -105,6 +105,8 @@ def evaluate(
         heldout_sha256=held.sha256,
         cutoff_len=settings.cutoff_len,
         chat=chat,
+        conversation_loss=[round(float(x), 6) for x in conversations.loss],
+        conversation_tokens=[int(x) for x in conversations.labels],
         matrix=matrix,
         samples=[{"prompt": q, "answer": a} for q, a in zip(questions, texts)],
         world_size=dist.shard()[1],
