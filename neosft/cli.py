@@ -215,8 +215,20 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     type=click.Choice(METHODS),
     help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.",
 )
+@click.option(
+    "--run",
+    "run_uri",
+    help="A finished, evaluated run (RUN with RUN/<variant>/eval.json): measure how many held-out conversations "
+    "resolve a difference from its bootstrap.",
+)
 def plan(
-    variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None, method: str
+    variant: str,
+    data_uri: str,
+    tokens_per_gpu_s: float | None,
+    gpus: int,
+    gpu_memory: float | None,
+    method: str,
+    run_uri: str | None,
 ) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
@@ -225,7 +237,7 @@ def plan(
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
     from neosft.artifacts import Manifest
-    from neosft.plan import default_tokens_per_gpu_s, plan_eval, render, render_eval, render_memory
+    from neosft.plan import default_tokens_per_gpu_s, plan_eval, render, render_eval, render_memory, render_resolution
     from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
@@ -245,7 +257,13 @@ def plan(
             data_uri = newest_local_dataset()
         plans = make_plan(data_uri, names, speed, gpus)
         click.echo(render(plans, speed, gpus, lora))
-        click.echo(render_eval(plan_eval(Manifest.read(data_uri), plans, speed, gpus)))
+        manifest = Manifest.read(data_uri)
+        click.echo(render_eval(plan_eval(manifest, plans, speed, gpus)))
+        if manifest.heldout and manifest.heldout.records:
+            from neosft.eval.report import measured_resolution
+
+            measured = measured_resolution(run_uri) if run_uri else None
+            click.echo(render_resolution(manifest.heldout.records, measured))
     except UserError as e:
         if not gpu_memory:
             raise
@@ -374,7 +392,7 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
     """
     from neosft.eval.evaluate import Settings
     from neosft.eval.outputs import eval_base, eval_output, in_run, run_of
-    from neosft.eval.report import summary
+    from neosft.eval.report import summary, warning
     from neosft.storage import location
 
     if model and not base:
@@ -382,7 +400,10 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
     settings = Settings(samples, max_new_tokens)
     record = eval_base(target, model, data_uri, settings) if base else eval_output(target, data_uri, settings)
     if base or in_run(target, record.name):
-        click.echo(summary(location(target if base else run_of(target))))
+        run = location(target if base else run_of(target))
+        click.echo(summary(run))
+        if too_wide := warning(run):
+            click.secho(f"warning: {too_wide}", err=True, fg="yellow")
     else:
         click.echo(
             f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
@@ -414,6 +435,8 @@ def compare(run, dest) -> None:
         for name in (report.COMPARISON, report.PLOT):
             (Path(dest) / name).write_bytes((folder / name).read_bytes())
     click.echo(report.summary(folder))
+    if too_wide := report.warning(folder):
+        click.secho(f"warning: {too_wide}", err=True, fg="yellow")
 
 
 @data.command("wait")

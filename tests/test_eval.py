@@ -316,6 +316,8 @@ def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_data
     result = neosft("plan", "--data", run_dataset, "--method", "full")  # full: the 3000 tokens/s above
     assert result.returncode == 0 and render_eval(e) in result.stdout
     assert "eval: none" in neosft("plan", "--data", sample_dataset).stdout
+    assert "held-out: 48 conversations resolve a chat-loss difference of about" in result.stdout
+    assert "assuming a per-conversation spread" in result.stdout
 
 
 def test_compare_rewrites_the_comparison_and_flags_other_held_out_records(run_dataset, tiny, tmp_path):
@@ -392,3 +394,75 @@ def test_two_ranks_share_the_eval_and_get_the_one_process_numbers(run_dataset, t
         n: (m.tokens, m.samples) for n, m in shared.matrix.items()
     }
     assert [s["prompt"] for s in alone.samples] == [s["prompt"] for s in shared.samples]  # in order, every rank's
+
+
+def _independent_interval(raw: dict, a: str, b: str, n: int) -> tuple[float, float]:
+    """A 95 % percentile interval of a's chat loss minus b's, recomputed from the eval.json files alone: numpy,
+    its own generator, 20,000 resamples of conversations shared by both models."""
+    picks = np.random.default_rng(7).integers(0, n, (20_000, n))
+
+    def loss(name: str) -> np.ndarray:
+        summed, tokens = np.array(raw[name]["conversation_loss"]), np.array(raw[name]["conversation_tokens"])
+        return summed[picks].sum(axis=1) / tokens[picks].sum(axis=1)
+
+    low, high = np.percentile(loss(a) - loss(b), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_paired_intervals_agree_with_an_independent_bootstrap_and_a_copy_is_no_difference(run_dataset, tiny, tmp_path):
+    import copy
+
+    model, tokenizer = tiny
+    sharper = copy.deepcopy(model)  # the tiny model with three times its logits: another model, same tokens
+    with torch.no_grad():
+        sharper.lm_head.weight.mul_(3)
+    held, run = read_heldout(str(run_dataset)), tmp_path / "run"
+    for name, scored in (("base", model), ("single", sharper), ("multi", model)):  # multi: a copy of the base
+        (run / name).mkdir(parents=True)
+        method = "base" if name == "base" else "full"
+        evaluate(scored, tokenizer, held, name, method, "tiny", Settings(samples=0)).write(location(run / name))
+    result = neosft("compare", run)
+    assert result.returncode == 0, result.stderr
+    raw = {name: json.loads((run / name / "eval.json").read_text()) for name in ("base", "single", "multi")}
+
+    bootstrap = report.uncertainty(report.comparable(*report.collect(location(run))))
+    n = len(raw["base"]["conversation_loss"])
+    assert bootstrap.conversations == n == 48
+    low, high = _independent_interval(raw, "single", "base", n)
+    ours = bootstrap.between("single", "base")
+    assert ours.estimate == pytest.approx(raw["single"]["chat"]["loss"] - raw["base"]["chat"]["loss"], abs=1e-5)
+    assert ours.low == pytest.approx(low, abs=0.05 * (high - low))  # Monte Carlo error: ~1 % of the width
+    assert ours.high == pytest.approx(high, abs=0.05 * (high - low))
+    assert low > 0 or high < 0  # three times the logits is resolvably another model on 48 conversations
+    better, worse = ("base", "single") if low > 0 else ("single", "base")
+    gap = abs(ours.estimate)
+    sentence = f"{better} is better than {worse} by {gap:.3f} (95 % interval "
+    text = (run / "comparison.md").read_text()
+    assert sentence in text and sentence in result.stdout and "over 48 conversations." in text
+    assert "- multi vs base: no difference the held-out set can resolve" in text
+    assert "multi vs base: no difference the held-out set can resolve" in result.stdout
+    ranks = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[1:4]}
+    assert ranks == (
+        {"base": "1", "multi": "1", "single": "3"} if better == "base" else {"single": "1", "base": "2", "multi": "2"}
+    )
+    assert "warning" not in result.stderr  # one pair is resolved
+
+    again = report.uncertainty(report.comparable(*report.collect(location(run))))
+    assert again == bootstrap  # seeded: the same records give the same intervals
+
+    from neosft.eval.uncertainty import conversations_needed
+
+    planned = neosft("plan", "--data", run_dataset, "--run", run)  # the run's measured error sizes the held-out set
+    needed = conversations_needed(0.01, bootstrap.widest_se(), 48)
+    assert planned.returncode == 0 and f"0.01 needs ~{needed:,}," in planned.stdout
+    assert (
+        "held-out: 48 conversations resolve" in planned.stdout
+        and f"{bootstrap.widest_se():.4f} on 48" in planned.stdout
+    )
+
+    shutil.rmtree(run / "single")  # left: two copies of one model
+    result = neosft("compare", run)
+    assert result.returncode == 0 and "is better than" not in result.stdout
+    assert "warning: the models score identically on every one of the 48 held-out conversations" in result.stderr
+    assert "-0.0000" not in result.stdout
+    assert_user_error(neosft("plan", "--data", run_dataset, "--run", run), "score identically")

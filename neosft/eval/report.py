@@ -54,8 +54,12 @@ def uncertainty(models: list[tuple[str, EvalRecord]]) -> Paired | None:
     return paired({name: (e.conversation_loss, e.conversation_tokens) for name, e in models})
 
 
+def _number(x: float, sign: str = "") -> str:
+    return f"{round(x, 4) + 0.0:{sign}.4f}"  # + 0.0: no "-0.0000" for a difference of -1e-12
+
+
 def _interval(low: float, high: float, sign: str = "") -> str:
-    return f"[{low:{sign}.4f}, {high:{sign}.4f}]"
+    return f"[{_number(low, sign)}, {_number(high, sign)}]"
 
 
 def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> list[list[str]]:
@@ -71,7 +75,7 @@ def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired 
             return "-"
         if bootstrap and name in bootstrap.loss and BASE in bootstrap.loss:
             d = bootstrap.between(name, BASE)
-            return f"{d.estimate:+.4f} {_interval(d.low, d.high, '+')}"
+            return f"{_number(d.estimate, '+')} {_interval(d.low, d.high, '+')}"
         return f"{e.chat.loss - base.chat.loss:+.4f}"
 
     rows = []
@@ -116,7 +120,9 @@ def too_wide(bootstrap: Paired | None) -> str | None:
     if bootstrap is None or not bootstrap.difference or any(d.resolved for d in bootstrap.difference.values()):
         return None
     hardest = max(bootstrap.difference.values(), key=lambda d: d.se)
-    gap = max(abs(d.estimate) for d in bootstrap.difference.values()) or 0.01
+    if hardest.se == 0:
+        return f"the models score identically on every one of the {bootstrap.conversations:,} held-out conversations"
+    gap = max(abs(d.estimate) for d in bootstrap.difference.values())
     return (
         f"no two models' chat losses can be told apart on {bootstrap.conversations:,} held-out conversations (widest "
         f"95 % interval of a difference {hardest.low:+.4f} to {hardest.high:+.4f}): resolving a difference of "
@@ -261,6 +267,24 @@ def summary(run: Location) -> str:
     if bootstrap and bootstrap.difference:
         lines += ["", *verdicts(bootstrap)]
     return "\n".join(lines)
+
+
+def warning(run: Location) -> str | None:
+    """`too_wide` of the models in RUN."""
+    return too_wide(uncertainty(comparable(*collect(run))))
+
+
+def measured_resolution(run: str) -> tuple[float, int, str]:
+    """(the widest standard error of a difference, the held-out conversations, RUN) of the evaluated run in RUN, for
+    `neosft plan`; a `UserError` when RUN holds fewer than two models scored on one held-out set."""
+    from neosft.storage import location
+
+    bootstrap = uncertainty(comparable(*collect(location(run.rstrip("/")))))
+    if bootstrap is None or not bootstrap.difference:
+        raise UserError(f"{run} holds fewer than two evaluated models on one held-out set: nothing to measure")
+    if bootstrap.widest_se() == 0:
+        raise UserError(f"{run}: its models score identically on every conversation: nothing to measure")
+    return bootstrap.widest_se(), bootstrap.conversations, run
 
 
 def _name(run: Location) -> str:

@@ -11,8 +11,8 @@ resample), which is exactly the case that must read "no difference".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -76,10 +76,13 @@ class Paired:
 
 
 def _span(d: Interval) -> str:
-    return f"difference {d.estimate:+.3f}, 95 % interval {d.low:+.3f} to {d.high:+.3f}"
+    low, mid, high = (round(x, 3) + 0.0 for x in (d.low, d.estimate, d.high))  # + 0.0: no "-0.000"
+    return f"difference {mid:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}"
 
 
-def paired(scores: dict[str, tuple[np.ndarray, np.ndarray]], resamples: int = RESAMPLES, seed: int = SEED) -> Paired:
+def paired(
+    scores: dict[str, tuple[Sequence[float], Sequence[int]]], resamples: int = RESAMPLES, seed: int = SEED
+) -> Paired:
     """The paired bootstrap of `scores` (name -> per-conversation summed loss and label tokens, every model the same
     conversations in the same order)."""
     from scipy.stats import bootstrap
