@@ -412,30 +412,45 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
 
 
 @cli.command()
-@click.argument("run")
-@click.option("--out", "dest", type=click.Path(file_okay=False), help="Also copy comparison.md and eval.png here.")
-def compare(run, dest) -> None:
-    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table.
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "dest",
+    type=click.Path(file_okay=False),
+    help="Also copy comparison.md and eval.png here (with several RUNs: write them here).",
+)
+def compare(runs, dest) -> None:
+    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table; with several
+    RUNs, compare all their models (RUN/<variant>) on their shared held-out set into --out.
 
-    RUN is the folder of a run's variants (local or s3://); no model is loaded.
+    RUN is the folder of a run's variants (local or s3://); no model is loaded. Runs are compared only where every
+    model scored the same held-out records (the same sha256).
 
     \b
     Example:
       neosft compare s3://my-bucket/neosft/runs/20261201-120000-k3x9 --out collected/
+      neosft compare runs/lora runs/full --out lora-vs-full/
     """
     from pathlib import Path
 
     from neosft.eval import report
     from neosft.storage import location
 
-    folder = location(run.rstrip("/"))
-    report.write(folder)
-    if dest:
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        for name in (report.COMPARISON, report.PLOT):
-            (Path(dest) / name).write_bytes((folder / name).read_bytes())
-    click.echo(report.summary(folder))
-    if too_wide := report.warning(folder):
+    folders = [location(run.rstrip("/")) for run in runs]
+    if len(folders) > 1:
+        if not dest:
+            raise UserError("comparing several runs writes a comparison of its own: name where with --out DIR")
+        text, too_wide = report.write_across(folders, Path(dest))
+    else:
+        [folder] = folders
+        report.write(folder)
+        if dest:
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            for name in (report.COMPARISON, report.PLOT):
+                (Path(dest) / name).write_bytes((folder / name).read_bytes())
+        text, too_wide = report.summary(folder), report.warning(folder)
+    click.echo(text)
+    if too_wide:
         click.secho(f"warning: {too_wide}", err=True, fg="yellow")
 
 

@@ -466,3 +466,42 @@ def test_paired_intervals_agree_with_an_independent_bootstrap_and_a_copy_is_no_d
     assert "warning: the models score identically on every one of the 48 held-out conversations" in result.stderr
     assert "-0.0000" not in result.stdout
     assert_user_error(neosft("plan", "--data", run_dataset, "--run", run), "score identically")
+
+
+def test_compare_across_runs_on_one_held_out_set_and_refuses_two_sets(run_dataset, tiny, tmp_path):
+    import copy
+
+    model, tokenizer = tiny
+    sharper = copy.deepcopy(model)
+    with torch.no_grad():
+        sharper.lm_head.weight.mul_(3)
+    other = tmp_path / "other-data"
+    build(str(SAMPLE_CORPUS), str(other), holdout="40")
+    for folder, scored, dataset in (
+        (tmp_path / "lora" / "single", model, run_dataset),
+        (tmp_path / "full" / "single", sharper, run_dataset),
+        (tmp_path / "elsewhere" / "single", model, other),
+    ):
+        folder.mkdir(parents=True)
+        evaluate(scored, tokenizer, read_heldout(str(dataset)), "single", "full", "tiny", Settings(samples=0)).write(
+            location(folder)
+        )
+    result = neosft("compare", tmp_path / "lora", tmp_path / "full", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["lora/single", "full/single"]
+    raw = {n: json.loads((tmp_path / n / "single" / "eval.json").read_text()) for n in ("lora", "full")}
+    low, high = _independent_interval(raw, "full", "lora", 48)
+    verdict = next(line for line in result.stdout.splitlines() if "over 48 conversations." in line)
+    assert (
+        "lora/single is better than full/single" if low > 0 else "full/single is better than lora/single"
+    ) in verdict
+    text = (tmp_path / "out" / "comparison.md").read_text()
+    assert text.startswith("# Runs lora, full:") and f"- {verdict}" in text
+    assert (tmp_path / "out" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "lora" / "comparison.md").exists()  # the runs' own folders are left as they were
+
+    refused = neosft("compare", tmp_path / "lora", tmp_path / "elsewhere", "--out", tmp_path / "out2")
+    sets = [raw["lora"]["heldout_sha256"][:12], Manifest.read(str(other)).heldout.sha256[:12]]
+    assert_user_error(refused, "lora/single was scored on held-out set " + sets[0], sets[1], "same held-out records")
+    assert not (tmp_path / "out2").exists()
+    assert_user_error(neosft("compare", tmp_path / "lora", tmp_path / "full"), "--out DIR")

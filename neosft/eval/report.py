@@ -160,10 +160,10 @@ HEADERS = [
 ]
 
 
-def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> str:
+def markdown(title: str, variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> str:
     evaluated = [(v.name, v.eval) for v in variants if v.eval] + ([(BASE, base)] if base else [])
     first = base or (evaluated[0][1] if evaluated else None)  # the yardstick: the base's held-out set
-    lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
+    lines = [f"# {title}: which variant makes the better chat model?", ""]
     if first:
         lines += [
             (
@@ -262,11 +262,52 @@ def summary(run: Location) -> str:
     """The comparison table with its intervals and a verdict per pair, as `neosft run`, `neosft eval` and `neosft
     compare` print it."""
     variants, base = collect(run)
-    bootstrap = uncertainty(comparable(variants, base))
+    return _text(variants, base, uncertainty(comparable(variants, base)))
+
+
+def _text(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> str:
     lines = [text_table(HEADERS, table(variants, base, bootstrap))]
     if bootstrap and bootstrap.difference:
         lines += ["", *verdicts(bootstrap)]
     return "\n".join(lines)
+
+
+def across(runs: list[Location]) -> tuple[list[Evaluated], Paired | None]:
+    """Every evaluated model of every run in `runs`, named RUN/<variant> (RUN/base for a base), and their paired
+    bootstrap; a `UserError` naming two models and their held-out sets unless every one scored the same records."""
+    models = []
+    for run in runs:
+        variants, base = collect(run)
+        name = _name(run)
+        models += [Evaluated(f"{name}/{v.name}", v.run, v.eval) for v in variants if v.eval]
+        if base:
+            models.append(Evaluated(f"{name}/{BASE}", None, base))
+    if not models:
+        raise UserError(f"{', '.join(map(str, runs))} hold no eval.json yet: run `neosft eval` first")
+    names = [_name(run) for run in runs]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"two of the runs are named {twice}: compare runs whose folders have different names")
+    first = models[0]
+    for other in models[1:]:
+        a, b = first.eval, other.eval
+        if a and b and a.heldout_sha256 != b.heldout_sha256:
+            raise UserError(
+                f"{first.name} was scored on held-out set {a.heldout_sha256[:12]} ({a.dataset}) and {other.name} on "
+                f"{b.heldout_sha256[:12]} ({b.dataset}): runs compare only on the same held-out records"
+            )
+    return models, uncertainty([(m.name, m.eval) for m in models if m.eval])
+
+
+def write_across(runs: list[Location], dest: Path) -> tuple[str, str | None]:
+    """Compare the runs in `runs` on their shared held-out set: DEST/comparison.md and DEST/eval.png; returns the
+    text table with its verdicts, and `too_wide`'s warning."""
+    models, bootstrap = across(runs)
+    dest.mkdir(parents=True, exist_ok=True)
+    title = "Runs " + ", ".join(_name(run) for run in runs)
+    (dest / COMPARISON).write_text(markdown(title, models, None, bootstrap))
+    (dest / PLOT).write_bytes(plot(models, None, bootstrap))
+    return _text(models, None, bootstrap), too_wide(bootstrap)
 
 
 def warning(run: Location) -> str | None:
@@ -300,7 +341,7 @@ def write(run: Location) -> str:
             f"{run} holds no eval.json yet (RUN/<variant>/eval.json, RUN/base/eval.json): run `neosft eval` first"
         )
     bootstrap = uncertainty(comparable(variants, base))
-    text = markdown(_name(run), variants, base, bootstrap)
+    text = markdown(f"Run {_name(run)}", variants, base, bootstrap)
     (run / COMPARISON).write_bytes(text.encode())
     (run / PLOT).write_bytes(plot(variants, base, bootstrap))
     return text
