@@ -505,3 +505,25 @@ def test_compare_across_runs_on_one_held_out_set_and_refuses_two_sets(run_datase
     assert_user_error(refused, "lora/single was scored on held-out set " + sets[0], sets[1], "same held-out records")
     assert not (tmp_path / "out2").exists()
     assert_user_error(neosft("compare", tmp_path / "lora", tmp_path / "full"), "--out DIR")
+
+
+def test_batched_left_padded_answers_are_the_one_at_a_time_answers_and_keep_the_generation_config(run_dataset, tiny):
+    from neosft.eval.evaluate import prompts
+    from neosft.eval.score import answers
+
+    model, tokenizer = tiny
+    questions = prompts(read_heldout(str(run_dataset)), Settings(samples=6))
+    assert len({len(tokenizer(q)["input_ids"]) for q in questions}) > 1  # the batch needs padding
+    one_by_one = answers(model, tokenizer, questions, 8, batch=1)
+    assert answers(model, tokenizer, questions, 8, batch=4) == one_by_one and tokenizer.padding_side == "right"
+
+    first = tokenizer(questions[0], return_tensors="pt", add_special_tokens=False)
+    greedy = model.generate(**first, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    t1, t2 = greedy[0, first["input_ids"].shape[1] :][:2].tolist()
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [t2]  # a list of end tokens, as Qwen2-Instruct's generation config has
+    try:
+        [stopped] = answers(model, tokenizer, questions[:1], 8)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert stopped == tokenizer.decode([t1, t2], skip_special_tokens=True)  # the model's end token ended it

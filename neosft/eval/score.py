@@ -7,6 +7,7 @@ cost), in chunks. Batches are dealt round-robin over the ranks and the sums adde
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -93,25 +94,35 @@ def score(model, samples, pad_id: int, batch_tokens: int = BATCH_TOKENS) -> Scor
     return Scores(sums[0], sums[1].round().astype(np.int64), int(inputs[0]))
 
 
+def greedy(model, tokenizer, max_new_tokens: int):
+    """The model's own generation config (its end tokens, repetition penalty, ...), made greedy: sampling off and its
+    sampling settings cleared, `max_new_tokens` long; pad and end tokens from the tokenizer only where it has none."""
+    config = copy.deepcopy(model.generation_config)
+    config.do_sample, config.num_beams = False, 1
+    config.temperature = config.top_p = config.top_k = None
+    config.max_new_tokens, config.max_length = max_new_tokens, None
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+    return config
+
+
 @torch.inference_mode()
 def answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch: int = GENERATE_BATCH) -> list[str]:
-    """Greedy answers to `prompts` (chat text ending with the assistant header), shared over the ranks, in order."""
+    """Greedy answers to `prompts` (chat text ending with the assistant header), shared over the ranks, in order: each
+    rank's prompts by length in batches of `batch`, left-padded so every answer starts at the batch's last column."""
     device = next(model.parameters()).device
+    config = greedy(model, tokenizer, max_new_tokens)
     rank, world = dist.shard()
-    mine = list(range(rank, len(prompts), world))
+    mine = sorted(range(rank, len(prompts), world), key=lambda i: len(prompts[i]))  # similar lengths pad less
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out: dict[int, str] = {}
     try:
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            generated = model.generate(
-                **enc.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            generated = model.generate(**enc.to(device), generation_config=config)
             for i, row in zip(chunk, generated[:, enc["input_ids"].shape[1] :]):
                 out[i] = tokenizer.decode(row, skip_special_tokens=True)
     finally:
