@@ -356,6 +356,23 @@ class RunRecord:
         (output / RUN_RECORD).write_bytes(self.to_json())
 
 
+def _check_benchmarks(benchmarks: dict) -> None:
+    """{task: {metric: {"value": number, "stderr": number or null}}}, every number finite (a score may be negative)."""
+    for task, metrics in benchmarks.items():
+        if not isinstance(metrics, dict):
+            raise _Invalid(f"benchmarks.{task} is not a JSON object")
+        for metric, score in metrics.items():
+            where = f"benchmarks.{task}.{metric}"
+            if not isinstance(score, dict) or set(score) != {"value", "stderr"}:
+                raise _Invalid(f"{where} is not {{value, stderr}}")
+            for key in ("value", "stderr"):
+                number = score[key]
+                if key == "stderr" and number is None:
+                    continue
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                    raise _Invalid(f"{where}.{key} is {json.dumps(number)[:40]}, not a finite number")
+
+
 def _as_dict(value) -> dict:
     if not isinstance(value, dict):
         raise TypeError("not a JSON object")
@@ -402,6 +419,9 @@ class EvalRecord:
     elapsed_s: float
     tokens_per_s: float  # scored tokens (input, labels or not) per second, over every rank
     neosft_version: str
+    # lm-evaluation-harness tasks asked for (`--benchmarks`): {task: {metric: {"value", "stderr"}}}, the harness's
+    # standard error (None where it gives none); empty until that stage has run
+    benchmarks: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
@@ -416,6 +436,7 @@ class EvalRecord:
             chat = LossSummary(**_as_dict(raw["chat"]))
             matrix = {n: LossSummary(**_as_dict(v)) for n, v in _as_dict(raw["matrix"]).items()}
             record = dataclasses.replace(record, chat=chat, matrix=matrix)
+            _check_benchmarks(record.benchmarks)
         except _Invalid as e:
             raise UserError(f"{where}: {e}: run `neosft eval` again") from None
         except (ValueError, TypeError, KeyError, AttributeError):

@@ -308,7 +308,13 @@ def plan(
     help="REILX's run of the seed, rehearsed: --rules reilx, LoRA, every record "
     "(no held-out split, so no eval); the tiny model keeps the rehearsal's learning rates.",
 )
-def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx) -> None:
+@click.option(
+    "--benchmarks",
+    "benchmark_spec",
+    help="After each model's chat loss: lm-evaluation-harness tasks TASK[,TASK...] (names or task YAMLs). "
+    "Needs neosft[eval].",
+)
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx, benchmark_spec) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -337,6 +343,15 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
         if given:
             raise UserError(f"--reilx sets {given[0]} itself: drop {given[0]}")
         method, rules, holdout = REILX_RUN["train"]["method"], REILX_RUN["data"]["rules"], REILX_RUN["data"]["holdout"]
+    tasks: tuple[str, ...] = ()
+    if benchmark_spec is not None:
+        from pathlib import Path
+
+        from neosft.eval import benchmarks
+
+        tasks = tuple(benchmarks.parse(benchmark_spec))
+        benchmarks.check(list(tasks))
+        tasks = tuple(str(Path(t).resolve()) if t.endswith(benchmarks.YAML) else t for t in tasks)  # the pods' cwd
     run_id = check_run_id(run_id or rehearsal.new_run_id())
     with _backend(
         local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))
@@ -351,6 +366,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
             method=method,
             rules=rules,
             holdout=holdout,
+            benchmarks=tasks,
         )
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
@@ -379,7 +395,13 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     type=click.IntRange(min=1),
     help="Longest sample answer, in tokens.",
 )
-def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None:
+@click.option(
+    "--benchmarks",
+    "benchmark_spec",
+    help="Then lm-evaluation-harness tasks, TASK[,TASK...] (names such as ifeval, mmlu, or task YAML paths): "
+    "scores with their standard errors into eval.json. Needs neosft[eval].",
+)
+def eval_command(target, base, model, data_uri, samples, max_new_tokens, benchmark_spec) -> None:
     """Score a finished run (TARGET: its OUTPUT) or, with --base, its base model on the held-out records.
 
     Writes eval.json (chat loss, perplexity, format matrix, samples) beside the run, then refreshes
@@ -397,7 +419,13 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
 
     if model and not base:
         raise UserError("--model names the base model: use it with --base")
-    settings = Settings(samples, max_new_tokens)
+    tasks: tuple[str, ...] = ()
+    if benchmark_spec is not None:
+        from neosft.eval import benchmarks
+
+        tasks = tuple(benchmarks.parse(benchmark_spec))
+        benchmarks.check(list(tasks))
+    settings = Settings(samples, max_new_tokens, benchmarks=tasks)
     record = eval_base(target, model, data_uri, settings) if base else eval_output(target, data_uri, settings)
     if base or in_run(target, record.name):
         run = location(target if base else run_of(target))
@@ -870,6 +898,11 @@ def await_runtime(runtime, namespace) -> None:
     help="Greedy answers to the first N held-out prompts.",
 )
 @click.option("--eval-base", is_flag=True, help="Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder).")
+@click.option(
+    "--benchmarks",
+    "benchmark_spec",
+    help="After the chat loss: lm-evaluation-harness tasks TASK[,TASK...] (names or task YAMLs). Needs neosft[eval].",
+)
 def train(
     variant,
     data_uri,
@@ -896,6 +929,7 @@ def train(
     evaluate,
     eval_samples,
     eval_base,
+    benchmark_spec,
 ) -> None:
     """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
     OUTPUT's newest complete checkpoint.
@@ -914,6 +948,12 @@ def train(
     from neosft.train.recipe import Options, fine_tune
     from neosft.variants import Lora
 
+    tasks: list[str] = []
+    if benchmark_spec is not None:
+        from neosft.eval import benchmarks
+
+        tasks = benchmarks.parse(benchmark_spec)
+        benchmarks.check(tasks)  # before any GPU time: the harness and its tasks, here in the pod
     lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
     fine_tune(
         Options(
@@ -939,6 +979,7 @@ def train(
             eval=evaluate,
             eval_samples=eval_samples,
             eval_base=eval_base,
+            eval_benchmarks=tasks,
         )
     )
 

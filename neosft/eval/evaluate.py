@@ -26,12 +26,14 @@ from neosft.variants import VARIANTS
 
 @dataclass(frozen=True)
 class Settings:
-    """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system."""
+    """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system, and the
+    lm-evaluation-harness tasks to score after the chat loss (names or task YAMLs, see `neosft.eval.benchmarks`)."""
 
     samples: int = SAMPLES
     max_new_tokens: int = MAX_NEW_TOKENS
     cutoff_len: int = CHAT_CUTOFF
     default_system: str = DEFAULT_SYSTEM
+    benchmarks: tuple[str, ...] = ()
 
 
 DEFAULTS = Settings()
@@ -155,16 +157,21 @@ def same_tokenizer(tokenizer, reference, what: str, whose: str) -> None:
         )
 
 
+def adapter_base(final: Path) -> str | None:
+    """The base model a run's final/ is a PEFT adapter over (its adapter_config.json's), None for full weights."""
+    config = final / "adapter_config.json"
+    return json.loads(config.read_text())["base_model_name_or_path"] if config.exists() else None
+
+
 def load_output(final: Path):
     """(model, tokenizer, method) of a run's final/: a PEFT adapter over the base its adapter_config.json names, or
     full weights; the base's tokenizer must be the run's."""
     tokenizer = load_tokenizer(final)
-    config = final / "adapter_config.json"
-    if not config.exists():
+    base = adapter_base(final)
+    if base is None:
         return load_model(final), tokenizer, "full"
     from peft import PeftModel
 
-    base = json.loads(config.read_text())["base_model_name_or_path"]
     same_tokenizer(load_tokenizer(base), tokenizer, f"the adapter's base model {base}", str(final))
     return PeftModel.from_pretrained(load_model(base), str(final)).eval(), tokenizer, "lora"
 

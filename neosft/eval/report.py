@@ -109,6 +109,32 @@ def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired 
     return rows
 
 
+def benchmark_lines(evaluated: list[tuple[str, EvalRecord]]) -> list[str]:
+    """The lm-evaluation-harness scores of the models that have any: one column per task and metric, value ± the
+    harness's standard error."""
+    columns = sorted({(task, metric) for _, e in evaluated for task, m in e.benchmarks.items() for metric in m})
+    if not columns:
+        return []
+
+    def cell(e: EvalRecord, task: str, metric: str) -> str:
+        score = e.benchmarks.get(task, {}).get(metric)
+        if score is None:
+            return "-"
+        return f"{score['value']:.4f}" + (f" ± {score['stderr']:.4f}" if score["stderr"] is not None else "")
+
+    return [
+        "## Benchmarks",
+        "",
+        "lm-evaluation-harness scores (± the harness's standard error); higher is better for accuracies.",
+        "",
+        *_markdown_table(
+            ["model", *(f"{task} {metric}" for task, metric in columns)],
+            [[name, *(cell(e, t, m) for t, m in columns)] for name, e in evaluated if e.benchmarks],
+        ),
+        "",
+    ]
+
+
 def verdicts(bootstrap: Paired) -> list[str]:
     """One sentence per pair of models: the base against each variant first, then the variants' pairs."""
     return [bootstrap.verdict(b, a) for a, b in bootstrap.difference]
@@ -194,6 +220,7 @@ def markdown(title: str, variants: list[Evaluated], base: EvalRecord | None, boo
         ]
         if warning := too_wide(bootstrap):
             lines += [f"**Too few held-out conversations**: {warning}.", ""]
+    lines += benchmark_lines(evaluated)
     if first:
         columns = list(first.matrix)
         lines += [

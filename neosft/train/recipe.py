@@ -68,6 +68,7 @@ class Options:
     merge: bool = False  # lora: also write OUTPUT/merged (base + adapter as plain weights) once the run finished
     eval: bool = False  # then score the trained model on the dataset's held-out records (see neosft.eval)
     eval_samples: int = 20
+    eval_benchmarks: list[str] = field(default_factory=list)  # lm-evaluation-harness tasks after the chat loss
     eval_base: bool = False  # also the base model, into the run's base/ (one variant of a run does it)
 
     @property
