@@ -945,7 +945,8 @@ def train(
       torchrun --nproc-per-node=8 -m neosft train --variant single \\
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
-    from neosft.train.recipe import Options, fine_tune
+    from neosft.step import train_step
+    from neosft.train.recipe import Options
     from neosft.variants import Lora
 
     tasks: list[str] = []
@@ -955,7 +956,7 @@ def train(
         tasks = benchmarks.parse(benchmark_spec)
         benchmarks.check(tasks)  # before any GPU time: the harness and its tasks, here in the pod
     lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
-    fine_tune(
+    train_step(
         Options(
             variant=variant,
             data=data_uri,
