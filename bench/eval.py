@@ -1,8 +1,10 @@
 """Eval throughput against training throughput of the same tiny Qwen2: `neosft train` on one variant, then the eval
 that ends it, on the shipped sample with held-out records. Both count real (non-padding) input tokens per second:
 training from run.json (tokens / train_runtime_s), the eval from eval.json (`tokens_per_s`, the scoring part).
+Then the greedy samples: the same prompts answered in left-padded batches (`GENERATE_BATCH`) against one at a time,
+by the trained model, in the same process (`samples_speedup`: one-at-a-time seconds over batched seconds).
 
-    PYTHONPATH=. python bench/eval.py [--variant conversations] [--steps 8] [--holdout 64]
+    PYTHONPATH=. python bench/eval.py [--variant conversations] [--steps 8] [--holdout 64] [--samples 32]
 
 Prints one JSON line; the README records the ratio.
 """
@@ -22,6 +24,8 @@ def main() -> None:
     parser.add_argument("--variant", default="conversations")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--holdout", default="64")
+    parser.add_argument("--samples", type=int, default=32, help="prompts answered, batched and one at a time")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     options = parser.parse_args()
 
     from neosft.artifacts import EvalRecord, Manifest, RunRecord
@@ -68,6 +72,7 @@ def main() -> None:
         if trained.returncode:
             raise SystemExit(f"neosft train failed: {trained.stderr.strip().splitlines()[-1:]}")
         run, evaluated = RunRecord.read(location(work / "out")), EvalRecord.read(location(work / "out"))
+        one, batched, same = _samples(work / "out" / "final", str(work / "data"), options)
     train_rate = run.tokens / run.train_runtime_s
     print(
         json.dumps(
@@ -78,9 +83,33 @@ def main() -> None:
                 "ratio": round(evaluated.tokens_per_s / train_rate, 2),
                 "eval_label_tokens": evaluated.chat.tokens,
                 "eval_s": evaluated.elapsed_s,
+                "samples": options.samples,
+                "samples_one_at_a_time_s": round(one, 2),
+                "samples_batched_s": round(batched, 2),
+                "samples_speedup": round(one / batched, 2),
+                "samples_identical": same,
             }
         )
     )
+
+
+def _samples(final: Path, data: str, options) -> tuple[float, float, bool]:
+    """Seconds to answer the first `options.samples` held-out prompts one at a time and in batches, and whether the
+    answers are the same."""
+    import time
+
+    from neosft.eval import GENERATE_BATCH
+    from neosft.eval.evaluate import Settings, load_output, prompts, read_heldout
+    from neosft.eval.score import answers
+
+    model, tokenizer, _ = load_output(final)
+    questions = prompts(read_heldout(data), Settings(samples=options.samples))
+    seconds, texts = [], []
+    for batch in (1, GENERATE_BATCH):
+        started = time.perf_counter()
+        texts.append(answers(model, tokenizer, questions, options.max_new_tokens, batch=batch))
+        seconds.append(time.perf_counter() - started)
+    return seconds[0], seconds[1], texts[0] == texts[1]
 
 
 if __name__ == "__main__":

@@ -32,13 +32,24 @@ def _valid(value, kind: str, name: str):
                 f"from 0 to {MAX_NUMBER:g}"
             )
         return value
-    simple: dict[str, Any] = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
+    simple: dict[str, Any] = {
+        "str": str,
+        "bool": bool,
+        "dict": dict,
+        "list[str]": list,
+        "list[int]": list,
+        "list[float]": list,
+        "dict[str, int]": dict,
+    }
     if kind not in simple:  # a nested artifact type: its caller builds and checks it
         return value
     if not isinstance(value, simple[kind]):
         raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {kind}")
     if kind == "list[str]" and not all(isinstance(v, str) for v in value):
         raise _Invalid(f"{name} holds a value that is not a string")
+    if kind in ("list[int]", "list[float]"):
+        for i, number in enumerate(value):
+            _valid(number, kind[5:-1], f"{name}[{i}]")
     if kind == "dict[str, int]":
         for key, count in value.items():
             _valid(count, "int", f"{name}.{key}")
@@ -348,6 +359,29 @@ class RunRecord:
         (output / RUN_RECORD).write_bytes(self.to_json())
 
 
+def _check_benchmarks(benchmarks: dict) -> None:
+    """{task: {metric: {"value": number, "stderr": number or null}}}, every number finite (a score may be negative)."""
+    for task, metrics in benchmarks.items():
+        if not isinstance(metrics, dict):
+            raise _Invalid(f"benchmarks.{task} is not a JSON object")
+        for metric, score in metrics.items():
+            where = f"benchmarks.{task}.{metric}"
+            if not isinstance(score, dict) or set(score) != {"value", "stderr"}:
+                raise _Invalid(f"{where} is not {{value, stderr}}")
+            for key in ("value", "stderr"):
+                number = score[key]
+                if key == "stderr" and number is None:
+                    continue
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                    raise _Invalid(f"{where}.{key} is {json.dumps(number)[:40]}, not a finite number")
+
+
+def _as_dict(value) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError("not a JSON object")
+    return value
+
+
 # eval.json ----------------------------------------------------------------------------------------------------
 
 EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the base model
@@ -368,7 +402,9 @@ class EvalRecord:
     """What `neosft.eval` measured of one model on a dataset's held-out records.
 
     `chat`: the loss over LLaMA-Factory's multi-turn labels of the held-out conversations, the same tokens for every
-    model; `matrix`: the response loss on each variant's held-out rows; `samples`: greedy answers to the first prompts.
+    model; `conversation_loss` and `conversation_tokens`: its summed cross-entropy and label-token count per held-out
+    conversation, in the held-out file's order (what the paired bootstrap resamples); `matrix`: the response loss on
+    each variant's held-out rows; `samples`: greedy answers to the first prompts.
     """
 
     name: str  # the variant, or "base"
@@ -378,29 +414,43 @@ class EvalRecord:
     heldout_sha256: str
     cutoff_len: int
     chat: LossSummary
+    conversation_loss: list[float]
+    conversation_tokens: list[int]
     matrix: dict[str, LossSummary]
     samples: list[dict]  # {"prompt", "answer"}
     world_size: int
     elapsed_s: float
     tokens_per_s: float  # scored tokens (input, labels or not) per second, over every rank
     neosft_version: str
+    # lm-evaluation-harness tasks asked for (`--benchmarks`): {task: {metric: {"value", "stderr"}}}, the harness's
+    # standard error (None where it gives none); empty until that stage has run
+    benchmarks: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes, where: str = EVAL_RECORD) -> EvalRecord:
+        """The record in `data`; a `UserError` naming the first field of the wrong type, or per-conversation scores
+        that do not add up to the chat loss's counts."""
         try:
             raw = json.loads(data)
-            return cls(
-                **{
-                    **raw,
-                    "chat": LossSummary(**raw["chat"]),
-                    "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()},
-                }
-            )
+            record = _typed(cls, raw)
+            chat = LossSummary(**_as_dict(raw["chat"]))
+            matrix = {n: LossSummary(**_as_dict(v)) for n, v in _as_dict(raw["matrix"]).items()}
+            record = dataclasses.replace(record, chat=chat, matrix=matrix)
+            _check_benchmarks(record.benchmarks)
+        except _Invalid as e:
+            raise UserError(f"{where}: {e}: run `neosft eval` again") from None
         except (ValueError, TypeError, KeyError, AttributeError):
             raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
+        n, tokens = len(record.conversation_loss), record.conversation_tokens
+        if len(tokens) != n or n != chat.samples or sum(tokens) != chat.tokens:
+            raise UserError(
+                f"{where}: {n} conversation losses and {len(tokens)} token counts ({sum(tokens):,} tokens) do not match "
+                f"the chat loss's {chat.samples} conversations ({chat.tokens:,} tokens): run `neosft eval` again"
+            )
+        return record
 
     @classmethod
     def read(cls, folder: Location) -> EvalRecord | None:

@@ -201,8 +201,20 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     type=click.Choice(METHODS),
     help="lora: a LoRA adapter (the table's LoRA settings) on a frozen base; full: every weight.",
 )
+@click.option(
+    "--run",
+    "run_uri",
+    help="A finished, evaluated run (RUN with RUN/<variant>/eval.json): measure how many held-out conversations "
+    "resolve a difference from its bootstrap.",
+)
 def plan(
-    variant: str, data_uri: str, tokens_per_gpu_s: float | None, gpus: int, gpu_memory: float | None, method: str
+    variant: str,
+    data_uri: str,
+    tokens_per_gpu_s: float | None,
+    gpus: int,
+    gpu_memory: float | None,
+    method: str,
+    run_uri: str | None,
 ) -> None:
     """Estimate steps, tokens, GPU-hours, node disk and GPU memory before spending GPU money.
 
@@ -211,7 +223,7 @@ def plan(
       neosft plan --variant all --data s3://my-bucket/neosft/data --gpu-memory 80
     """
     from neosft.artifacts import Manifest
-    from neosft.plan import default_tokens_per_gpu_s, plan_eval, render, render_eval, render_memory
+    from neosft.plan import default_tokens_per_gpu_s, plan_eval, render, render_eval, render_memory, render_resolution
     from neosft.plan import plan as make_plan
     from neosft.variants import gradient_accumulation
 
@@ -231,7 +243,13 @@ def plan(
             data_uri = newest_local_dataset()
         plans = make_plan(data_uri, names, speed, gpus)
         click.echo(render(plans, speed, gpus, lora))
-        click.echo(render_eval(plan_eval(Manifest.read(data_uri), plans, speed, gpus)))
+        manifest = Manifest.read(data_uri)
+        click.echo(render_eval(plan_eval(manifest, plans, speed, gpus)))
+        if manifest.heldout and manifest.heldout.records:
+            from neosft.eval.report import measured_resolution
+
+            measured = measured_resolution(run_uri) if run_uri else None
+            click.echo(render_resolution(manifest.heldout.records, measured))
     except UserError as e:
         if not gpu_memory:
             raise
@@ -276,7 +294,13 @@ def plan(
     help="REILX's run of the seed, rehearsed: --rules reilx, LoRA, every record "
     "(no held-out split, so no eval); the tiny model keeps the rehearsal's learning rates.",
 )
-def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx) -> None:
+@click.option(
+    "--benchmarks",
+    "benchmark_spec",
+    help="After each model's chat loss: lm-evaluation-harness tasks TASK[,TASK...] (names or task YAMLs). "
+    "Needs neosft[eval].",
+)
+def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, rules, reilx, benchmark_spec) -> None:
     """The whole pipeline on this machine: no cluster, no GPU.
 
     Renders the chart as a cluster run would and runs its pods here: the data Job builds the four
@@ -305,6 +329,15 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
         if given:
             raise UserError(f"--reilx sets {given[0]} itself: drop {given[0]}")
         method, rules, holdout = REILX_RUN["train"]["method"], REILX_RUN["data"]["rules"], REILX_RUN["data"]["holdout"]
+    tasks: tuple[str, ...] = ()
+    if benchmark_spec is not None:
+        from pathlib import Path
+
+        from neosft.eval import benchmarks
+
+        tasks = tuple(benchmarks.parse(benchmark_spec))
+        benchmarks.check(list(tasks))
+        tasks = tuple(str(Path(t).resolve()) if t.endswith(benchmarks.YAML) else t for t in tasks)  # the pods' cwd
     run_id = check_run_id(run_id or rehearsal.new_run_id())
     with _backend(
         local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))
@@ -319,6 +352,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
             method=method,
             rules=rules,
             holdout=holdout,
+            benchmarks=tasks,
         )
     click.echo(rehearsal.summary(result))
     click.echo(f"follow it: neosft status {run_id}; neosft logs {run_id} --variant {names[0]}")
@@ -347,7 +381,13 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     type=click.IntRange(min=1),
     help="Longest sample answer, in tokens.",
 )
-def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None:
+@click.option(
+    "--benchmarks",
+    "benchmark_spec",
+    help="Then lm-evaluation-harness tasks, TASK[,TASK...] (names such as ifeval, mmlu, or task YAML paths): "
+    "scores with their standard errors into eval.json. Needs neosft[eval].",
+)
+def eval_command(target, base, model, data_uri, samples, max_new_tokens, benchmark_spec) -> None:
     """Score a finished run (TARGET: its OUTPUT) or, with --base, its base model on the held-out records.
 
     Writes eval.json (chat loss, perplexity, format matrix, samples) beside the run, then refreshes
@@ -360,15 +400,24 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
     """
     from neosft.eval.evaluate import Settings
     from neosft.eval.outputs import eval_base, eval_output, in_run, run_of
-    from neosft.eval.report import summary
+    from neosft.eval.report import summary, warning
     from neosft.storage import location
 
     if model and not base:
         raise UserError("--model names the base model: use it with --base")
-    settings = Settings(samples, max_new_tokens)
+    tasks: tuple[str, ...] = ()
+    if benchmark_spec is not None:
+        from neosft.eval import benchmarks
+
+        tasks = tuple(benchmarks.parse(benchmark_spec))
+        benchmarks.check(list(tasks))
+    settings = Settings(samples, max_new_tokens, benchmarks=tasks)
     record = eval_base(target, model, data_uri, settings) if base else eval_output(target, data_uri, settings)
     if base or in_run(target, record.name):
-        click.echo(summary(location(target if base else run_of(target))))
+        run = location(target if base else run_of(target))
+        click.echo(summary(run))
+        if too_wide := warning(run):
+            click.secho(f"warning: {too_wide}", err=True, fg="yellow")
     else:
         click.echo(
             f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
@@ -377,29 +426,46 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens) -> None
 
 
 @cli.command()
-@click.argument("run")
-@click.option("--out", "dest", type=click.Path(file_okay=False), help="Also copy comparison.md and eval.png here.")
-def compare(run, dest) -> None:
-    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table.
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "dest",
+    type=click.Path(file_okay=False),
+    help="Also copy comparison.md and eval.png here (with several RUNs: write them here).",
+)
+def compare(runs, dest) -> None:
+    """Rewrite RUN/comparison.md and RUN/eval.png from the eval records in RUN, and print the table; with several
+    RUNs, compare all their models (RUN/<variant>) on their shared held-out set into --out.
 
-    RUN is the folder of a run's variants (local or s3://); no model is loaded.
+    RUN is the folder of a run's variants (local or s3://); no model is loaded. Runs are compared only where every
+    model scored the same held-out records (the same sha256).
 
     \b
     Example:
       neosft compare s3://my-bucket/neosft/runs/20261201-120000-k3x9 --out collected/
+      neosft compare runs/lora runs/full --out lora-vs-full/
     """
     from pathlib import Path
 
     from neosft.eval import report
     from neosft.storage import location
 
-    folder = location(run.rstrip("/"))
-    report.write(folder)
-    if dest:
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        for name in (report.COMPARISON, report.PLOT):
-            (Path(dest) / name).write_bytes((folder / name).read_bytes())
-    click.echo(report.summary(folder))
+    folders = [location(run.rstrip("/")) for run in runs]
+    if len(folders) > 1:
+        if not dest:
+            raise UserError("comparing several runs writes a comparison of its own: name where with --out DIR")
+        text, too_wide = report.write_across(folders, Path(dest))
+    else:
+        [folder] = folders
+        report.write(folder)
+        if dest:
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            for name in (report.COMPARISON, report.PLOT):
+                (Path(dest) / name).write_bytes((folder / name).read_bytes())
+        text, too_wide = report.summary(folder), report.warning(folder)
+    click.echo(text)
+    if too_wide:
+        click.secho(f"warning: {too_wide}", err=True, fg="yellow")
 
 
 @data.command("wait")

@@ -227,6 +227,33 @@ def render_eval(e: EvalPlan | None) -> str:
     )
 
 
+# How many held-out conversations tell two fine-tunes apart: the bootstrap's standard error of a difference shrinks
+# as 1/sqrt(conversations). Measured on a finished run (`--run`), else this assumption about the per-conversation
+# spread of two fine-tunes' loss difference, in nats (an assumption, not a measurement: pass --run to replace it).
+ASSUMED_DIFFERENCE_SD = 0.1
+DIFFERENCES = (0.005, 0.01, 0.02, 0.05)
+
+
+def render_resolution(conversations: int, measured: tuple[float, int, str] | None = None) -> str:
+    """How small a chat-loss difference `conversations` held-out conversations resolve (4 times in 5), and how many
+    each of `DIFFERENCES` needs, from `measured` (a difference's standard error, the conversations it was measured
+    on, and where) or from `ASSUMED_DIFFERENCE_SD`."""
+    from neosft.eval.uncertainty import POWER_Z, conversations_needed
+
+    se, n, where = measured or (ASSUMED_DIFFERENCE_SD, 1, "")
+    smallest = POWER_Z * se * math.sqrt(n / max(conversations, 1))
+    needs = ", ".join(f"{d} needs ~{conversations_needed(d, se, n):,}" for d in DIFFERENCES)
+    source = (
+        f"from the widest bootstrap error of a difference in {where} ({se:.4f} on {n:,} conversations)"
+        if measured
+        else f"assuming a per-conversation spread of {ASSUMED_DIFFERENCE_SD} nats; --run RUN measures it"
+    )
+    return (
+        f"held-out: {conversations:,} conversations resolve a chat-loss difference of about {smallest:.3f} "
+        f"(95 % interval excluding 0, 4 times in 5); {needs} ({source})."
+    )
+
+
 GPUS_PER_NODE = 8
 CHECKPOINTS_KEPT = 2  # save_total_limit; a third exists while the newest is written and the oldest not yet rotated
 

@@ -67,9 +67,11 @@ def values(
     method: str = DEFAULT_METHOD,
     rules: str = DEFAULT_RULES,
     holdout: str = HOLDOUT,
+    benchmarks: tuple[str, ...] = (),
 ) -> dict:
     """Chart values of a local run: one node of one CPU process, the tiny model (the store is the backend's)."""
     return {
+        "eval": {"benchmarks": list(benchmarks)},
         "variants": variants,
         "data": {
             "source": source if "://" in source or source == "sample" else str(Path(source).resolve()),
@@ -104,10 +106,20 @@ def run(
     method: str = DEFAULT_METHOD,
     rules: str = DEFAULT_RULES,
     holdout: str = HOLDOUT,
+    benchmarks: tuple[str, ...] = (),
 ) -> Result:
     """Render, submit and wait for a local run, then plot its variants' losses side by side."""
     rendered = backend.render(
-        values(variants, source, steps, model_folder(run_id), method=method, rules=rules, holdout=holdout),
+        values(
+            variants,
+            source,
+            steps,
+            model_folder(run_id),
+            method=method,
+            rules=rules,
+            holdout=holdout,
+            benchmarks=benchmarks,
+        ),
         run_id,
         trainer_kind,
         log,

@@ -24,5 +24,6 @@ def train_step(options: TrainSpec) -> RunRecord:
             options.work_dir,
             options.eval_samples,
             options.eval_base,
+            tuple(options.eval_benchmarks),
         )
     return record

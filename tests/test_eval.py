@@ -165,16 +165,23 @@ def test_scoring_batches_hold_every_sample_once_within_the_budget(lengths, budge
     assert all(len(b) == 1 or len(b) * max(lengths[b]) <= budget for b in out)
 
 
-def _plain_loss(model, samples: list[tuple[list[int], list[int]]]) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy by a plain loop: one sample at a time, transformers' own loss."""
-    total, count = 0.0, 0
+def _plain_sums(model, samples: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
+    """Each sample's summed cross-entropy and label count by a plain loop, one sample at a time, transformers' own
+    loss."""
+    out = []
     with torch.no_grad():
         for ids, labels in samples:
             n = sum(1 for t in labels[1:] if t != IGNORE_INDEX)
-            if n:
-                loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
-                total, count = total + loss.item() * n, count + n
-    return total / count, count
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item() if n else 0.0
+            out.append((loss * n, n))
+    return out
+
+
+def _plain_loss(model, samples: list[tuple[list[int], list[int]]]) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy by a plain loop."""
+    sums = _plain_sums(model, samples)
+    count = sum(n for _, n in sums)
+    return sum(loss for loss, _ in sums) / count, count
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +194,12 @@ def tiny(tiny_model):
 def test_chat_loss_equals_a_plain_transformers_loop(run_dataset, tiny):
     model, tokenizer = tiny
     record = evaluate(model, tokenizer, read_heldout(str(run_dataset)), "base", "base", "tiny", Settings(samples=0))
-    expected, count = _plain_loss(
-        model, [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)]
-    )
+    conversations = [llamafactory_sharegpt_qwen(r, tokenizer, 8192) for r in _records(run_dataset)]
+    expected, count = _plain_loss(model, conversations)
     assert (record.chat.tokens, record.chat.samples) == (count, 48)
+    per_conversation = _plain_sums(model, conversations)  # in the held-out file's order
+    assert record.conversation_tokens == [n for _, n in per_conversation]
+    assert record.conversation_loss == pytest.approx([loss for loss, _ in per_conversation], rel=1e-5, abs=1e-5)
     assert record.chat.loss == pytest.approx(expected, rel=1e-5)
     assert record.chat.perplexity == pytest.approx(math.exp(expected), rel=1e-4)
     rows = read_heldout(str(run_dataset)).rows["multi"]
@@ -307,6 +316,8 @@ def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_data
     result = neosft("plan", "--data", run_dataset, "--method", "full")  # full: the 3000 tokens/s above
     assert result.returncode == 0 and render_eval(e) in result.stdout
     assert "eval: none" in neosft("plan", "--data", sample_dataset).stdout
+    assert "held-out: 48 conversations resolve a chat-loss difference of about" in result.stdout
+    assert "assuming a per-conversation spread" in result.stdout
 
 
 def test_compare_rewrites_the_comparison_and_flags_other_held_out_records(run_dataset, tiny, tmp_path):
@@ -383,3 +394,136 @@ def test_two_ranks_share_the_eval_and_get_the_one_process_numbers(run_dataset, t
         n: (m.tokens, m.samples) for n, m in shared.matrix.items()
     }
     assert [s["prompt"] for s in alone.samples] == [s["prompt"] for s in shared.samples]  # in order, every rank's
+
+
+def _independent_interval(raw: dict, a: str, b: str, n: int) -> tuple[float, float]:
+    """A 95 % percentile interval of a's chat loss minus b's, recomputed from the eval.json files alone: numpy,
+    its own generator, 20,000 resamples of conversations shared by both models."""
+    picks = np.random.default_rng(7).integers(0, n, (20_000, n))
+
+    def loss(name: str) -> np.ndarray:
+        summed, tokens = np.array(raw[name]["conversation_loss"]), np.array(raw[name]["conversation_tokens"])
+        return summed[picks].sum(axis=1) / tokens[picks].sum(axis=1)
+
+    low, high = np.percentile(loss(a) - loss(b), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_paired_intervals_agree_with_an_independent_bootstrap_and_a_copy_is_no_difference(run_dataset, tiny, tmp_path):
+    import copy
+
+    model, tokenizer = tiny
+    sharper = copy.deepcopy(model)  # the tiny model with three times its logits: another model, same tokens
+    with torch.no_grad():
+        sharper.lm_head.weight.mul_(3)
+    held, run = read_heldout(str(run_dataset)), tmp_path / "run"
+    for name, scored in (("base", model), ("single", sharper), ("multi", model)):  # multi: a copy of the base
+        (run / name).mkdir(parents=True)
+        method = "base" if name == "base" else "full"
+        evaluate(scored, tokenizer, held, name, method, "tiny", Settings(samples=0)).write(location(run / name))
+    result = neosft("compare", run)
+    assert result.returncode == 0, result.stderr
+    raw = {name: json.loads((run / name / "eval.json").read_text()) for name in ("base", "single", "multi")}
+
+    bootstrap = report.uncertainty(report.comparable(*report.collect(location(run))))
+    n = len(raw["base"]["conversation_loss"])
+    assert bootstrap.conversations == n == 48
+    low, high = _independent_interval(raw, "single", "base", n)
+    ours = bootstrap.between("single", "base")
+    assert ours.estimate == pytest.approx(raw["single"]["chat"]["loss"] - raw["base"]["chat"]["loss"], abs=1e-5)
+    assert ours.low == pytest.approx(low, abs=0.05 * (high - low))  # Monte Carlo error: ~1 % of the width
+    assert ours.high == pytest.approx(high, abs=0.05 * (high - low))
+    assert low > 0 or high < 0  # three times the logits is resolvably another model on 48 conversations
+    better, worse = ("base", "single") if low > 0 else ("single", "base")
+    gap = abs(ours.estimate)
+    sentence = f"{better} is better than {worse} by {gap:.3f} (95 % interval "
+    text = (run / "comparison.md").read_text()
+    assert sentence in text and sentence in result.stdout and "over 48 conversations." in text
+    assert "- multi vs base: no difference the held-out set can resolve" in text
+    assert "multi vs base: no difference the held-out set can resolve" in result.stdout
+    ranks = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[1:4]}
+    assert ranks == (
+        {"base": "1", "multi": "1", "single": "3"} if better == "base" else {"single": "1", "base": "2", "multi": "2"}
+    )
+    assert "warning" not in result.stderr  # one pair is resolved
+
+    again = report.uncertainty(report.comparable(*report.collect(location(run))))
+    assert again == bootstrap  # seeded: the same records give the same intervals
+
+    from neosft.eval.uncertainty import conversations_needed
+
+    planned = neosft("plan", "--data", run_dataset, "--run", run)  # the run's measured error sizes the held-out set
+    needed = conversations_needed(0.01, bootstrap.widest_se(), 48)
+    assert planned.returncode == 0 and f"0.01 needs ~{needed:,}," in planned.stdout
+    assert (
+        "held-out: 48 conversations resolve" in planned.stdout
+        and f"{bootstrap.widest_se():.4f} on 48" in planned.stdout
+    )
+
+    shutil.rmtree(run / "single")  # left: two copies of one model
+    result = neosft("compare", run)
+    assert result.returncode == 0 and "is better than" not in result.stdout
+    assert "warning: the models score identically on every one of the 48 held-out conversations" in result.stderr
+    assert "-0.0000" not in result.stdout
+    assert_user_error(neosft("plan", "--data", run_dataset, "--run", run), "score identically")
+
+
+def test_compare_across_runs_on_one_held_out_set_and_refuses_two_sets(run_dataset, tiny, tmp_path):
+    import copy
+
+    model, tokenizer = tiny
+    sharper = copy.deepcopy(model)
+    with torch.no_grad():
+        sharper.lm_head.weight.mul_(3)
+    other = tmp_path / "other-data"
+    build(str(SAMPLE_CORPUS), str(other), holdout="40")
+    for folder, scored, dataset in (
+        (tmp_path / "lora" / "single", model, run_dataset),
+        (tmp_path / "full" / "single", sharper, run_dataset),
+        (tmp_path / "elsewhere" / "single", model, other),
+    ):
+        folder.mkdir(parents=True)
+        evaluate(scored, tokenizer, read_heldout(str(dataset)), "single", "full", "tiny", Settings(samples=0)).write(
+            location(folder)
+        )
+    result = neosft("compare", tmp_path / "lora", tmp_path / "full", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["lora/single", "full/single"]
+    raw = {n: json.loads((tmp_path / n / "single" / "eval.json").read_text()) for n in ("lora", "full")}
+    low, high = _independent_interval(raw, "full", "lora", 48)
+    verdict = next(line for line in result.stdout.splitlines() if "over 48 conversations." in line)
+    assert (
+        "lora/single is better than full/single" if low > 0 else "full/single is better than lora/single"
+    ) in verdict
+    text = (tmp_path / "out" / "comparison.md").read_text()
+    assert text.startswith("# Runs lora, full:") and f"- {verdict}" in text
+    assert (tmp_path / "out" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "lora" / "comparison.md").exists()  # the runs' own folders are left as they were
+
+    refused = neosft("compare", tmp_path / "lora", tmp_path / "elsewhere", "--out", tmp_path / "out2")
+    sets = [raw["lora"]["heldout_sha256"][:12], Manifest.read(str(other)).heldout.sha256[:12]]
+    assert_user_error(refused, "lora/single was scored on held-out set " + sets[0], sets[1], "same held-out records")
+    assert not (tmp_path / "out2").exists()
+    assert_user_error(neosft("compare", tmp_path / "lora", tmp_path / "full"), "--out DIR")
+
+
+def test_batched_left_padded_answers_are_the_one_at_a_time_answers_and_keep_the_generation_config(run_dataset, tiny):
+    from neosft.eval.evaluate import prompts
+    from neosft.eval.score import answers
+
+    model, tokenizer = tiny
+    questions = prompts(read_heldout(str(run_dataset)), Settings(samples=6))
+    assert len({len(tokenizer(q)["input_ids"]) for q in questions}) > 1  # the batch needs padding
+    one_by_one = answers(model, tokenizer, questions, 8, batch=1)
+    assert answers(model, tokenizer, questions, 8, batch=4) == one_by_one and tokenizer.padding_side == "right"
+
+    first = tokenizer(questions[0], return_tensors="pt", add_special_tokens=False)
+    greedy = model.generate(**first, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    t1, t2 = greedy[0, first["input_ids"].shape[1] :][:2].tolist()
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [t2]  # a list of end tokens, as Qwen2-Instruct's generation config has
+    try:
+        [stopped] = answers(model, tokenizer, questions[:1], 8)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert stopped == tokenizer.decode([t1, t2], skip_special_tokens=True)  # the model's end token ended it

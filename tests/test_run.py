@@ -43,6 +43,11 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     assert base.method == "base" and base.chat.tokens == EvalRecord.read(location(run / "single")).chat.tokens
     assert "chat loss on the held-out conversations" in result.stdout and (run / "eval.png").exists()
     assert "| single |" in (run / "comparison.md").read_text()
+    assert "chat loss [95 %]" in result.stdout and "vs base [95 %]" in result.stdout  # the intervals, and a verdict:
+    verdicts = [
+        line for line in result.stdout.splitlines() if "over 48 conversations." in line or "vs base: no" in line
+    ]
+    assert len(verdicts) == 1 and "single" in verdicts[0] and "base" in verdicts[0]
     assert "neosft-local-secret" not in result.stdout + result.stderr  # the local server's key stays in the environment
 
     status = neosft("status", "r1", "--store", store)  # what the trainer wrote, read back with no cluster

@@ -40,6 +40,11 @@ class ExecutionBackend(abc.ABC):
             trainer = self.trainer_kind(requested or (values.get("train") or {}).get("backend") or "auto", echo)
             values = merge(values, {"train": {"backend": trainer.name}})
         merged = with_defaults(values)
+        tasks = merged["eval"].get("benchmarks") or []
+        if trainer and merged["eval"]["enabled"] and tasks:
+            from neosft.eval import benchmarks
+
+            benchmarks.check(list(tasks), yamls=False)  # names, offline; a YAML is a path in the pods
         data = merged["data"]
         store = self.store(values)
         data_uri = data["uri"] or f"{store.root}/data/{run_id}"

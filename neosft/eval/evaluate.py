@@ -27,12 +27,14 @@ from neosft.variants import VARIANTS
 
 @dataclass(frozen=True)
 class Settings:
-    """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system."""
+    """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system, and the
+    lm-evaluation-harness tasks to score after the chat loss (names or task YAMLs, see `neosft.eval.benchmarks`)."""
 
     samples: int = EVAL_SAMPLES
     max_new_tokens: int = MAX_NEW_TOKENS
     cutoff_len: int = CHAT_CUTOFF
     default_system: str = DEFAULT_SYSTEM
+    benchmarks: tuple[str, ...] = ()
 
 
 DEFAULTS = Settings()
@@ -76,7 +78,7 @@ def evaluate(
     model, tokenizer, held: HeldOutSet, name: str, method: str, model_name: str, settings: Settings = DEFAULTS
 ) -> EvalRecord:
     """Score `model` (on its device; every rank of a process group takes a share) on `held`."""
-    from neosft.eval.score import answers, score, summary
+    from neosft.eval.score import answers, score
     from neosft.train import dist
     from neosft.train.tokenize import tokenize, tokenize_conversations
 
@@ -84,13 +86,13 @@ def evaluate(
     chat_tokens = tokenize_conversations(
         [(c.system, c.rounds) for c in held.conversations], tokenizer, settings.cutoff_len, settings.default_system
     )
-    loss, labels, inputs = score(model, chat_tokens, tokenizer.pad_token_id)
-    chat, scored = summary(loss, labels, len(chat_tokens)), scored + inputs
+    conversations = score(model, chat_tokens, tokenizer.pad_token_id)
+    chat, scored = conversations.summary(), scored + conversations.inputs
     matrix = {}
     for variant, rows in held.rows.items():
         tokens = tokenize(rows, tokenizer, VARIANTS[variant].cutoff_len, ChatFormat(tokenizer, settings.default_system))
-        loss, labels, inputs = score(model, tokens, tokenizer.pad_token_id)
-        matrix[variant], scored = summary(loss, labels, len(tokens)), scored + inputs
+        scores = score(model, tokens, tokenizer.pad_token_id)
+        matrix[variant], scored = scores.summary(), scored + scores.inputs
     elapsed = time.monotonic() - started
     questions = prompts(held, settings)
     texts = answers(model, tokenizer, questions, settings.max_new_tokens) if questions else []
@@ -106,6 +108,8 @@ def evaluate(
         heldout_sha256=held.sha256,
         cutoff_len=settings.cutoff_len,
         chat=chat,
+        conversation_loss=[round(float(x), 6) for x in conversations.loss],
+        conversation_tokens=[int(x) for x in conversations.labels],
         matrix=matrix,
         samples=[{"prompt": q, "answer": a} for q, a in zip(questions, texts)],
         world_size=dist.shard()[1],
@@ -154,16 +158,21 @@ def same_tokenizer(tokenizer, reference, what: str, whose: str) -> None:
         )
 
 
+def adapter_base(final: Path) -> str | None:
+    """The base model a run's final/ is a PEFT adapter over (its adapter_config.json's), None for full weights."""
+    config = final / "adapter_config.json"
+    return json.loads(config.read_text())["base_model_name_or_path"] if config.exists() else None
+
+
 def load_output(final: Path):
     """(model, tokenizer, method) of a run's final/: a PEFT adapter over the base its adapter_config.json names, or
     full weights; the base's tokenizer must be the run's."""
     tokenizer = load_tokenizer(final)
-    config = final / "adapter_config.json"
-    if not config.exists():
+    base = adapter_base(final)
+    if base is None:
         return load_model(final), tokenizer, "full"
     from peft import PeftModel
 
-    base = json.loads(config.read_text())["base_model_name_or_path"]
     same_tokenizer(load_tokenizer(base), tokenizer, f"the adapter's base model {base}", str(final))
     return PeftModel.from_pretrained(load_model(base), str(final)).eval(), tokenizer, "lora"
 

@@ -1,5 +1,6 @@
 """Evaluate what a run left: a variant's OUTPUT (`eval_output`, -> OUTPUT/eval.json) or the run's base model
-(`eval_base`, -> RUN/base/eval.json); each then refreshes RUN/comparison.md and RUN/eval.png.
+(`eval_base`, -> RUN/base/eval.json); each then refreshes RUN/comparison.md and RUN/eval.png. Benchmarks, when asked
+for, come after: the chat loss is written first, so a benchmark that fails leaves it in place.
 
 A run's variants live side by side in RUN/<variant>/ (`neosft run` and the chart both lay runs out so).
 """
@@ -7,14 +8,16 @@ A run's variants live side by side in RUN/<variant>/ (`neosft run` and the chart
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from neosft.artifacts import EvalRecord
 from neosft.errors import UserError
-from neosft.eval import report
+from neosft.eval import benchmarks, report
 from neosft.eval.evaluate import (
     DEFAULTS,
     Settings,
+    adapter_base,
     evaluate,
     finished_run,
     load_model,
@@ -68,10 +71,17 @@ def eval_output(
     out = location(output.rstrip("/"))
     record = finished_run(out)
     held = read_heldout(data or record.dataset["uri"])
+    run = location(run_of(output)) if in_run(output, record.variant) else None
     with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
-        model, tokenizer, method = load_output(final or local_final(out, Path(work)))
-    result = evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings)
-    return _finish(result, out, location(run_of(output)) if in_run(output, record.variant) else None)
+        local = final or local_final(out, Path(work))
+        model, tokenizer, method = load_output(local)
+        result = _finish(evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings), out, run)
+        if settings.benchmarks:
+            del model  # the harness loads its own copy
+            base = adapter_base(local)
+            scores = benchmarks.score(base or str(local), list(settings.benchmarks), str(local) if base else None)
+            result = _finish(replace(result, benchmarks=scores), out, run)
+    return result
 
 
 def eval_base(run: str, model: str | None = None, data: str | None = None, settings: Settings = DEFAULTS) -> EvalRecord:
@@ -88,7 +98,11 @@ def eval_base(run: str, model: str | None = None, data: str | None = None, setti
             run_tokenizer = load_tokenizer(local_tokenizer(folder / records[0].variant, Path(work)))
         same_tokenizer(tokenizer, run_tokenizer, f"the base model {name}", f"{folder}/{records[0].variant}/final")
     result = evaluate(load_model(name), tokenizer, held, report.BASE, "base", name, settings)
-    return _finish(result, folder / report.BASE, folder)
+    result = _finish(result, folder / report.BASE, folder)
+    if settings.benchmarks:
+        scores = benchmarks.score(name, list(settings.benchmarks))
+        result = _finish(replace(result, benchmarks=scores), folder / report.BASE, folder)
+    return result
 
 
 def after_training(
@@ -98,6 +112,7 @@ def after_training(
     work_dir: str | None = None,
     samples: int = DEFAULTS.samples,
     base: bool = False,
+    tasks: tuple[str, ...] = (),  # lm-evaluation-harness tasks after the chat loss,
 ) -> None:
     """The end of `neosft train --eval` on every rank: OUTPUT/eval.json (and, with `base`, RUN/base/eval.json)
     unless already there or the dataset has no held-out records. Each rank scores its share with its own copy of
@@ -124,7 +139,7 @@ def after_training(
         if dist.local_rank() == 0:
             (out / "final").download_dir(final)
         dist.barrier()
-    settings = Settings(samples=samples)
+    settings = Settings(samples=samples, benchmarks=tasks)
     eval_output(output, data, settings, final)
     if base:
         eval_base(run_of(output), model, data, settings)

@@ -1,5 +1,6 @@
-"""A run's comparison from the eval records in its folder: RUN/comparison.md (table, format matrix, samples side by
-side) and RUN/eval.png (chat loss per variant, the base model as a line)."""
+"""A run's comparison from the eval records in its folder: RUN/comparison.md (table with 95 % intervals and ranks,
+a verdict per pair, format matrix, samples side by side) and RUN/eval.png (chat loss per variant with its interval,
+the base model as a line)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from neosft.artifacts import EvalRecord, RunRecord
 from neosft.errors import UserError
+from neosft.eval.uncertainty import RESAMPLES, SEED, Paired, conversations_needed, paired
 from neosft.progress import text_table
 from neosft.storage import Location
 from neosft.variants import VARIANTS
@@ -36,25 +38,123 @@ def collect(run: Location) -> tuple[list[Evaluated], EvalRecord | None]:
     return found, EvalRecord.read(run / BASE)
 
 
-def table(variants: list[Evaluated], base: EvalRecord | None) -> list[list[str]]:
-    """VARIANT, METHOD, STEPS, TRAIN LOSS, CHAT LOSS, PERPLEXITY, VS BASE: the base first."""
+def comparable(variants: list[Evaluated], base: EvalRecord | None) -> list[tuple[str, EvalRecord]]:
+    """The evaluated models (the base first) scored on the yardstick's held-out set: the base's, else the first's."""
+    evaluated = ([(BASE, base)] if base else []) + [(v.name, v.eval) for v in variants if v.eval]
+    if not evaluated:
+        return []
+    sha = evaluated[0][1].heldout_sha256
+    return [(name, e) for name, e in evaluated if e.heldout_sha256 == sha]
+
+
+def uncertainty(models: list[tuple[str, EvalRecord]]) -> Paired | None:
+    """The paired bootstrap over the models' per-conversation scores (None without a model)."""
+    if not models:
+        return None
+    return paired({name: (e.conversation_loss, e.conversation_tokens) for name, e in models})
+
+
+def _number(x: float, sign: str = "") -> str:
+    return f"{round(x, 4) + 0.0:{sign}.4f}"  # + 0.0: no "-0.0000" for a difference of -1e-12
+
+
+def _interval(low: float, high: float, sign: str = "") -> str:
+    return f"[{_number(low, sign)}, {_number(high, sign)}]"
+
+
+def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> list[list[str]]:
+    """VARIANT, METHOD, STEPS, TRAIN LOSS, CHAT LOSS [95 %], PERPLEXITY, VS BASE [95 %], RANK: the base first."""
+    ranks = bootstrap.ranks() if bootstrap else {}
+
+    def loss(name: str, e: EvalRecord) -> str:
+        iv = bootstrap.loss.get(name) if bootstrap else None
+        return f"{e.chat.loss:.4f}" + (f" {_interval(iv.low, iv.high)}" if iv else "")
+
+    def vs_base(name: str, e: EvalRecord) -> str:
+        if base is None:
+            return "-"
+        if bootstrap and name in bootstrap.loss and BASE in bootstrap.loss:
+            d = bootstrap.between(name, BASE)
+            return f"{_number(d.estimate, '+')} {_interval(d.low, d.high, '+')}"
+        return f"{e.chat.loss - base.chat.loss:+.4f}"
+
     rows = []
     if base:
-        rows.append([BASE, base.method, "-", "-", f"{base.chat.loss:.4f}", f"{base.chat.perplexity:.2f}", "-"])
+        rows.append(
+            [
+                BASE,
+                base.method,
+                "-",
+                "-",
+                loss(BASE, base),
+                f"{base.chat.perplexity:.2f}",
+                "-",
+                str(ranks.get(BASE, "-")),
+            ]
+        )
     for v in variants:
-        chat = v.eval.chat if v.eval else None
+        e = v.eval
         rows.append(
             [
                 v.name,
-                v.eval.method if v.eval else "-",
+                e.method if e else "-",
                 str(v.run.steps) if v.run else "-",
                 f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
-                f"{chat.loss:.4f}" if chat else "-",
-                f"{chat.perplexity:.2f}" if chat else "-",
-                f"{chat.loss - base.chat.loss:+.4f}" if chat and base else "-",
+                loss(v.name, e) if e else "-",
+                f"{e.chat.perplexity:.2f}" if e else "-",
+                vs_base(v.name, e) if e else "-",
+                str(ranks.get(v.name, "-")) if e else "-",
             ]
         )
     return rows
+
+
+def benchmark_lines(evaluated: list[tuple[str, EvalRecord]]) -> list[str]:
+    """The lm-evaluation-harness scores of the models that have any: one column per task and metric, value ± the
+    harness's standard error."""
+    columns = sorted({(task, metric) for _, e in evaluated for task, m in e.benchmarks.items() for metric in m})
+    if not columns:
+        return []
+
+    def cell(e: EvalRecord, task: str, metric: str) -> str:
+        score = e.benchmarks.get(task, {}).get(metric)
+        if score is None:
+            return "-"
+        return f"{score['value']:.4f}" + (f" ± {score['stderr']:.4f}" if score["stderr"] is not None else "")
+
+    return [
+        "## Benchmarks",
+        "",
+        "lm-evaluation-harness scores (± the harness's standard error); higher is better for accuracies.",
+        "",
+        *_markdown_table(
+            ["model", *(f"{task} {metric}" for task, metric in columns)],
+            [[name, *(cell(e, t, m) for t, m in columns)] for name, e in evaluated if e.benchmarks],
+        ),
+        "",
+    ]
+
+
+def verdicts(bootstrap: Paired) -> list[str]:
+    """One sentence per pair of models: the base against each variant first, then the variants' pairs."""
+    return [bootstrap.verdict(b, a) for a, b in bootstrap.difference]
+
+
+def too_wide(bootstrap: Paired | None) -> str | None:
+    """A warning when no pair of models can be told apart, with the held-out size that would resolve a difference
+    of the observed size; None when some pair is resolved (or there is no pair)."""
+    if bootstrap is None or not bootstrap.difference or any(d.resolved for d in bootstrap.difference.values()):
+        return None
+    hardest = max(bootstrap.difference.values(), key=lambda d: d.se)
+    if hardest.se == 0:
+        return f"the models score identically on every one of the {bootstrap.conversations:,} held-out conversations"
+    gap = max(abs(d.estimate) for d in bootstrap.difference.values())
+    return (
+        f"no two models' chat losses can be told apart on {bootstrap.conversations:,} held-out conversations (widest "
+        f"95 % interval of a difference {hardest.low:+.4f} to {hardest.high:+.4f}): resolving a difference of "
+        f"{gap:.4f} needs about {conversations_needed(gap, hardest.se, bootstrap.conversations):,} conversations "
+        "(neosft data build --holdout N)"
+    )
 
 
 def _cell(text: str) -> str:
@@ -74,13 +174,22 @@ def _indented(text: str) -> list[str]:
     return ["    " + line for line in (text or "(empty)").splitlines()] or ["    (empty)"]
 
 
-HEADERS = ["variant", "method", "steps", "final train loss", "chat loss", "perplexity", "vs base"]
+HEADERS = [
+    "variant",
+    "method",
+    "steps",
+    "final train loss",
+    "chat loss [95 %]",
+    "perplexity",
+    "vs base [95 %]",
+    "rank",
+]
 
 
-def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) -> str:
+def markdown(title: str, variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> str:
     evaluated = [(v.name, v.eval) for v in variants if v.eval] + ([(BASE, base)] if base else [])
     first = base or (evaluated[0][1] if evaluated else None)  # the yardstick: the base's held-out set
-    lines = [f"# Run {run_name}: which variant makes the better chat model?", ""]
+    lines = [f"# {title}: which variant makes the better chat model?", ""]
     if first:
         lines += [
             (
@@ -94,7 +203,24 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
         others = sorted({n for n, e in evaluated if e.heldout_sha256 != first.heldout_sha256})
         if others:
             lines += [f"**Not comparable**: {', '.join(others)} scored other held-out records.", ""]
-    lines += [*_markdown_table(HEADERS, table(variants, base)), ""]
+    lines += [*_markdown_table(HEADERS, table(variants, base, bootstrap)), ""]
+    if bootstrap and bootstrap.difference:
+        lines += [
+            "## Verdicts",
+            "",
+            (
+                f"95 % intervals from a paired bootstrap over the {bootstrap.conversations:,} held-out conversations "
+                f"({RESAMPLES:,} resamples, seed {SEED}, percentile intervals): every model resampled with the same conversations, each statistic a ratio of "
+                "summed loss to label tokens like the chat loss. A verdict is given only where the interval of a "
+                "difference excludes 0; models share a rank unless one is resolvably better than the other."
+            ),
+            "",
+            *(f"- {sentence}" for sentence in verdicts(bootstrap)),
+            "",
+        ]
+        if warning := too_wide(bootstrap):
+            lines += [f"**Too few held-out conversations**: {warning}.", ""]
+    lines += benchmark_lines(evaluated)
     if first:
         columns = list(first.matrix)
         lines += [
@@ -123,8 +249,9 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
     return "\n".join(lines) + "\n"
 
 
-def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
-    """PNG: a bar of chat loss per evaluated variant, the base model's as a dashed line."""
+def plot(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> bytes:
+    """PNG: a bar of chat loss per evaluated variant with its 95 % interval, the base model's as a dashed line and
+    its interval as a band."""
     from matplotlib.figure import Figure
 
     from neosft.train.lossplot import png
@@ -133,24 +260,99 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
     figure = Figure(figsize=(8, 4.5))
     ax = figure.subplots()
     losses = [loss for _, loss in scored]
-    bars = ax.bar([name for name, _ in scored], losses, color="#1f77b4")
-    ax.bar_label(bars, fmt="%.4f")
+    intervals = [bootstrap.loss.get(name) if bootstrap else None for name, _ in scored]
+    errors = [
+        [loss - iv.low if iv else 0.0 for loss, iv in zip(losses, intervals)],
+        [iv.high - loss if iv else 0.0 for loss, iv in zip(losses, intervals)],
+    ]
+    bars = ax.bar([name for name, _ in scored], losses, color="#1f77b4", yerr=errors, capsize=6, ecolor="#333333")
+    ax.bar_label(bars, fmt="%.4f", label_type="center", color="white")
+    shown = [iv.low for iv in intervals if iv] + [iv.high for iv in intervals if iv] + losses
     if base:
         ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.4f})")
+        band = bootstrap.loss.get(BASE) if bootstrap else None
+        if band:
+            ax.axhspan(band.low, band.high, color="#d62728", alpha=0.12, label="base 95 % interval")
+            shown += [band.low, band.high]
+        shown.append(base.chat.loss)
         ax.legend()
-    shown = losses + ([base.chat.loss] if base else [])
     if shown:  # differences between fine-tunes are small: the axis spans the values, not zero to them
         low, high = min(shown), max(shown)
         margin = max(high - low, 0.01 * high, 1e-3)
         ax.set_ylim(max(0.0, low - margin), high + margin)
-    ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant")
+    ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant, 95 % intervals")
     ax.grid(alpha=0.3, axis="y")
     return png(figure)
 
 
 def summary(run: Location) -> str:
-    """The comparison table as text, as `neosft run`, `neosft eval` and `neosft compare` print it."""
-    return text_table(HEADERS, table(*collect(run)))
+    """The comparison table with its intervals and a verdict per pair, as `neosft run`, `neosft eval` and `neosft
+    compare` print it."""
+    variants, base = collect(run)
+    return _text(variants, base, uncertainty(comparable(variants, base)))
+
+
+def _text(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> str:
+    lines = [text_table(HEADERS, table(variants, base, bootstrap))]
+    if bootstrap and bootstrap.difference:
+        lines += ["", *verdicts(bootstrap)]
+    return "\n".join(lines)
+
+
+def across(runs: list[Location]) -> tuple[list[Evaluated], Paired | None]:
+    """Every evaluated model of every run in `runs`, named RUN/<variant> (RUN/base for a base), and their paired
+    bootstrap; a `UserError` naming two models and their held-out sets unless every one scored the same records."""
+    models = []
+    for run in runs:
+        variants, base = collect(run)
+        name = _name(run)
+        models += [Evaluated(f"{name}/{v.name}", v.run, v.eval) for v in variants if v.eval]
+        if base:
+            models.append(Evaluated(f"{name}/{BASE}", None, base))
+    if not models:
+        raise UserError(f"{', '.join(map(str, runs))} hold no eval.json yet: run `neosft eval` first")
+    names = [_name(run) for run in runs]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"two of the runs are named {twice}: compare runs whose folders have different names")
+    first = models[0]
+    for other in models[1:]:
+        a, b = first.eval, other.eval
+        if a and b and a.heldout_sha256 != b.heldout_sha256:
+            raise UserError(
+                f"{first.name} was scored on held-out set {a.heldout_sha256[:12]} ({a.dataset}) and {other.name} on "
+                f"{b.heldout_sha256[:12]} ({b.dataset}): runs compare only on the same held-out records"
+            )
+    return models, uncertainty([(m.name, m.eval) for m in models if m.eval])
+
+
+def write_across(runs: list[Location], dest: Path) -> tuple[str, str | None]:
+    """Compare the runs in `runs` on their shared held-out set: DEST/comparison.md and DEST/eval.png; returns the
+    text table with its verdicts, and `too_wide`'s warning."""
+    models, bootstrap = across(runs)
+    dest.mkdir(parents=True, exist_ok=True)
+    title = "Runs " + ", ".join(_name(run) for run in runs)
+    (dest / COMPARISON).write_text(markdown(title, models, None, bootstrap))
+    (dest / PLOT).write_bytes(plot(models, None, bootstrap))
+    return _text(models, None, bootstrap), too_wide(bootstrap)
+
+
+def warning(run: Location) -> str | None:
+    """`too_wide` of the models in RUN."""
+    return too_wide(uncertainty(comparable(*collect(run))))
+
+
+def measured_resolution(run: str) -> tuple[float, int, str]:
+    """(the widest standard error of a difference, the held-out conversations, RUN) of the evaluated run in RUN, for
+    `neosft plan`; a `UserError` when RUN holds fewer than two models scored on one held-out set."""
+    from neosft.storage import location
+
+    bootstrap = uncertainty(comparable(*collect(location(run.rstrip("/")))))
+    if bootstrap is None or not bootstrap.difference:
+        raise UserError(f"{run} holds fewer than two evaluated models on one held-out set: nothing to measure")
+    if bootstrap.widest_se() == 0:
+        raise UserError(f"{run}: its models score identically on every conversation: nothing to measure")
+    return bootstrap.widest_se(), bootstrap.conversations, run
 
 
 def _name(run: Location) -> str:
@@ -165,7 +367,8 @@ def write(run: Location) -> str:
         raise UserError(
             f"{run} holds no eval.json yet (RUN/<variant>/eval.json, RUN/base/eval.json): run `neosft eval` first"
         )
-    text = markdown(_name(run), variants, base)
+    bootstrap = uncertainty(comparable(variants, base))
+    text = markdown(f"Run {_name(run)}", variants, base, bootstrap)
     (run / COMPARISON).write_bytes(text.encode())
-    (run / PLOT).write_bytes(plot(variants, base))
+    (run / PLOT).write_bytes(plot(variants, base, bootstrap))
     return text

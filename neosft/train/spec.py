@@ -191,6 +191,15 @@ class TrainSpec:
         default=False,
         metadata=option("--eval-base", "Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder)."),
     )
+    eval_benchmarks: list[str] = field(
+        default_factory=list,
+        metadata=option(
+            "--benchmarks",
+            "After the chat loss: lm-evaluation-harness tasks TASK[,TASK...] (names or task YAMLs). Needs neosft[eval].",
+            "eval.benchmarks",
+            callback=lambda ctx, param, value: _benchmarks(value),
+        ),
+    )
 
     @property
     def lora(self) -> Lora:
@@ -201,6 +210,17 @@ class TrainSpec:
     def zero(self) -> str:
         """The DeepSpeed config asked for, else the method's default."""
         return self.deepspeed or DEFAULT_DEEPSPEED[self.method]
+
+
+def _benchmarks(spec: str | None) -> list[str]:
+    """--benchmarks TASK[,TASK...] as tasks, checked before any GPU time (the harness and its tasks, here in the pod)."""
+    if spec is None:
+        return []
+    from neosft.eval import benchmarks  # the harness's task index: only when tasks are asked for
+
+    tasks = benchmarks.parse(spec)
+    benchmarks.check(tasks)
+    return tasks
 
 
 def click_options(command: Callable) -> Callable:

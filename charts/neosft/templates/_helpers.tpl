@@ -263,6 +263,9 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- if eq .variant (first .root.Values.variants) }}
 - --eval-base
 {{- end }}
+{{- with .root.Values.eval.benchmarks }}
+- {{ printf "--benchmarks=%s" (join "," .) | quote }}
+{{- end }}
 {{- end }}
 {{- range $key, $value := merge (deepCopy (get $t.variantSet .variant | default dict)) $t.set }}
 - --set
