@@ -12,6 +12,10 @@ from neosft.train.spec import TrainSpec
 
 def train_step(options: TrainSpec) -> RunRecord:
     """Train the variant, then merge and score it as `options` ask; returns the run record."""
+    if options.eval and options.eval_benchmarks:
+        from neosft.eval import benchmarks
+
+        benchmarks.check(benchmarks.parse(",".join(options.eval_benchmarks)))  # before any GPU time
     record = fine_tune(options)  # the Trainer and its optimizer go with fine_tune's frame, before a model loads again
     merge_output(options)
     if options.eval:
