@@ -302,6 +302,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
     Example:
       neosft run --variant all
     """
+    import signal
     from functools import partial
 
     from neosft import run as rehearsal
@@ -320,6 +321,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
             raise UserError(f"--reilx sets {given[0]} itself: drop {given[0]}")
         method, rules, holdout = REILX_RUN["train"]["method"], REILX_RUN["data"]["rules"], REILX_RUN["data"]["holdout"]
     run_id = check_run_id(run_id or rehearsal.new_run_id())
+    signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: stop the pods and the S3 server this run started
     with _backend(
         local=True, store=store, on_dataset=partial(rehearsal.tiny_model, rehearsal.model_folder(run_id))
     ) as backend:
@@ -471,6 +473,10 @@ def _backend(run: str | None = None, **options) -> ExecutionBackend:
     from neosft.backends import backend_for  # the backends import the Kubernetes client and Helm: not for --help
 
     return backend_for(run, **options)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _warn(line: str) -> None:
