@@ -288,3 +288,24 @@ def test_a_failed_write_to_a_local_store_removes_its_part_file(tmp_path):
     )
     assert result.returncode != 0 and "cannot write" in result.stderr
     assert list(store.iterdir()) == []
+
+
+def test_a_checkpoint_made_by_another_run_is_refused_in_one_line_saying_what_differs(tmp_path):
+    from neosft.errors import UserError
+    from neosft.storage import location
+    from neosft.train.checkpoints import CheckpointUploader, resume_point
+
+    output = location(str(tmp_path / "output"))
+    staged = tmp_path / "staged" / "checkpoint-2"
+    staged.mkdir(parents=True)
+    (staged / "adapter_model.safetensors").write_bytes(b"weights")
+    made_by = {"variant": "single", "model": "m", "dataset_sha256": "a" * 64, "method": "lora", "lora.rank": 16}
+    CheckpointUploader(output, 2, lambda: b"", made_by)._upload(staged, "checkpoint-2")  # as training saves it
+
+    assert resume_point(output, tmp_path / "work", made_by) == tmp_path / "work" / "checkpoints" / "checkpoint-2"
+    other = {**made_by, "dataset_sha256": "b" * 64, "lora.rank": 8}
+    with pytest.raises(UserError) as refused:
+        resume_point(output, tmp_path / "work", other)
+    message = str(refused.value)
+    assert f'dataset_sha256 "{"a" * 64}" there, "{"b" * 64}" here' in message and "lora.rank 16 there, 8 here" in message
+    assert f"delete {output}/checkpoints" in message and "\n" not in message
