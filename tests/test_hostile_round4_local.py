@@ -4,9 +4,11 @@ that nobody writes, so it stays Running until the test acts) and waits on files 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,7 +108,7 @@ class Runs:
             proc.kill()
             proc.communicate()
         for pid in pids:
-            if alive(pid):
+            with contextlib.suppress(ProcessLookupError):  # it may end between the look and the kill
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
 
 
@@ -262,6 +264,7 @@ def test_a_tiny_model_cut_short_by_a_full_disk_leaves_nothing_taken_as_made(tmp_
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(dest)],
+        cwd=tmp_path,  # not the checkout: `-c` imports from the working folder first
         env=_env(),
         capture_output=True,
         text=True,
@@ -280,6 +283,7 @@ def test_a_failed_write_to_a_local_store_removes_its_part_file(tmp_path):
     script = "import sys, pathlib; from neosft.storage import location\nlocation(sys.argv[2]).upload(pathlib.Path(sys.argv[1]))"
     result = subprocess.run(
         [sys.executable, "-c", script, str(src), str(store / "big.bin")],
+        cwd=tmp_path,  # not the checkout: `-c` imports from the working folder first
         env=_env(),
         capture_output=True,
         text=True,
@@ -309,3 +313,29 @@ def test_a_checkpoint_made_by_another_run_is_refused_in_one_line_saying_what_dif
     message = str(refused.value)
     assert f'dataset_sha256 "{"a" * 64}" there, "{"b" * 64}" here' in message and "lora.rank 16 there, 8 here" in message
     assert f"delete {output}/checkpoints" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_train_resumes_only_a_checkpoint_of_the_same_method_settings_and_dataset(tmp_path, tiny_model, sample_dataset):
+    from conftest import neosft as train
+
+    from neosft.data.build import build
+    from neosft.sample import SAMPLE_CORPUS
+
+    out = tmp_path / "out"
+    common = ["train", "--variant", "single", "--output", out, "--model", tiny_model, "--deepspeed", "none"]
+    common += ["--max-steps", "2", "--save-steps", "1", "--work-dir", tmp_path / "work"]
+    first = train(*common, "--data", sample_dataset)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(out / "final")  # as if killed after its checkpoint: resumable, not finished
+    assert (out / "checkpoints" / "checkpoint-1" / "COMPLETE.json").exists()
+
+    other_rank = train(*common, "--data", sample_dataset, "--lora-rank", "8")
+    assert other_rank.returncode == 2 and "Traceback" not in other_rank.stderr, other_rank.stderr[-2000:]
+    assert "lora.rank 16 there, 8 here" in other_rank.stderr.strip().splitlines()[-1]
+
+    other_data = tmp_path / "other-data"
+    build(str(SAMPLE_CORPUS), str(other_data), ["single"], holdout="10")
+    another = train(*common, "--data", other_data)
+    assert another.returncode == 2 and "dataset_sha256" in another.stderr.strip().splitlines()[-1]
+    assert not (out / "final").exists()  # nothing trained on the other dataset
