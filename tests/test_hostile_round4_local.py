@@ -311,7 +311,9 @@ def test_a_checkpoint_made_by_another_run_is_refused_in_one_line_saying_what_dif
     with pytest.raises(UserError) as refused:
         resume_point(output, tmp_path / "work", other)
     message = str(refused.value)
-    assert f'dataset_sha256 "{"a" * 64}" there, "{"b" * 64}" here' in message and "lora.rank 16 there, 8 here" in message
+    assert (
+        f'dataset_sha256 "{"a" * 64}" there, "{"b" * 64}" here' in message and "lora.rank 16 there, 8 here" in message
+    )
     assert f"delete {output}/checkpoints" in message and "\n" not in message
 
 

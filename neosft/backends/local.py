@@ -6,7 +6,7 @@ backend's own: training follows), then each training object's rank-0 container, 
 or a TrainJob's `node` as its TrainingRuntime makes it (`neosft.backends.pods`). A chart regression
 therefore shows up here as it would on a cluster.
 
-The waiting process is the run's controller and its one owner: `submit` takes the run's `owner.lock`
+The waiting process is the run's controller and its one owner: `render` takes the run's `owner.lock`
 (an flock, freed by the kernel when the owner dies, however it dies), and `wait` starts each pod, in its
 own process group, after the one before it succeeded. Each run keeps under `.neosft/runs/<run-id>/` what
 `status`, `logs` and `delete` read later, from any process: what rendering decided (`run.json`), the
@@ -18,6 +18,7 @@ pid is never taken for it); the logs are `.neosft/logs/<run-id>-<variant>.log`. 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -59,7 +60,11 @@ def _work_errors(method: F) -> F:
             return method(*args, **kwargs)
         except OSError as e:
             where = e.filename or args[0].work
-            raise UserError(f"{where}: {e.strerror or e} (neosft keeps local runs under {args[0].work})") from None
+            reason = {
+                errno.EEXIST: "a file is where neosft needs a folder",
+                errno.ENOTDIR: "a part of its path is a file, not a folder",
+            }.get(e.errno or 0, e.strerror or str(e))
+            raise UserError(f"{where}: {reason} (neosft keeps local runs under {args[0].work})") from None
 
     return wrapped  # type: ignore[return-value]
 
