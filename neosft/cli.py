@@ -879,11 +879,12 @@ def train(
       torchrun --nproc-per-node=8 -m neosft train --variant single \\
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
-    from neosft.train.recipe import Options, fine_tune
+    from neosft.step import train_step
+    from neosft.train.recipe import Options
     from neosft.variants import Lora
 
     lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
-    fine_tune(
+    train_step(
         Options(
             variant=variant,
             data=data_uri,

@@ -6,6 +6,8 @@ sub-folder of a local store folder, so a local store may also be given as that f
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,14 @@ from neosft.storage import EMBEDDED_STORE, Location, location
 from neosft.variants import VARIANTS
 
 LOCAL_BUCKET = "neosft"  # the bucket `neosft run`'s local S3 server serves from <store>/neosft/
+
+
+def output_and_work_dir(output: str, work_dir: str | None) -> tuple[Location, Path]:
+    """OUTPUT (checked reachable) and the local work folder: `work_dir`, else one per OUTPUT in the temp folder."""
+    out = location(output)
+    out.check()
+    work = Path(work_dir or Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(out.uri.encode()).hexdigest()[:12]}")
+    return out, work
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,7 @@ last)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, rea
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
+from neosft.runfolder import output_and_work_dir
 from neosft.storage import Location, location
 from neosft.train import DEFAULT_MODEL, dist
 from neosft.train.args import (
@@ -99,23 +98,22 @@ class Prepared:
 
 
 def fine_tune(options: Options) -> RunRecord:
-    """Train one variant end to end; returns its run record. A run that already finished is not trained again
-    (with --merge, a finished run without its merged weights is merged)."""
+    """Train one variant and save it; returns its run record. A run that already finished is not trained again.
+    Merging and evaluating come after, in `neosft.step`."""
     record = finished(options)
     if record is None:
         prepared = setup(options)
         record = save(prepared, train(prepared))
-        del prepared  # the Trainer and its optimizer: their memory goes back before the merge or the eval loads a model
+    return record
+
+
+def merge_output(options: Options) -> None:
+    """With --merge, write OUTPUT/merged (base + adapter as plain weights) on rank 0 unless already there."""
     if options.merge and dist.rank() == 0 and not (location(options.output) / MERGED / "config.json").exists():
         from neosft.train.lora import merge
 
         merge(options.output, f"{options.output.rstrip('/')}/{MERGED}")
         log(f"wrote {options.output.rstrip('/')}/{MERGED}")
-    if options.eval:
-        from neosft.eval.outputs import after_training
-
-        after_training(options)
-    return record
 
 
 def finished(options: Options) -> RunRecord | None:
@@ -139,7 +137,7 @@ def setup(options: Options) -> Prepared:
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     overrides, hp = _setup_inputs(options)
     manifest, entry = _setup_dataset(options)
-    output, work_dir = _setup_output(options)
+    output, work_dir = output_and_work_dir(options.output, options.work_dir)
     model_config = _setup_model_config(options)
     lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
     _setup_weights(options, model_config)
@@ -248,17 +246,6 @@ def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
             "the training set would be empty"
         )
     return manifest, entry
-
-
-def _setup_output(options: Options) -> tuple[Location, Path]:
-    """OUTPUT (checked reachable) and the local work folder: --work-dir, else one per OUTPUT in the temp folder."""
-    output = location(options.output)
-    output.check()
-    work_dir = Path(
-        options.work_dir
-        or Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}"
-    )
-    return output, work_dir
 
 
 def _setup_lora_targets(options: Options, config) -> list[str]:
