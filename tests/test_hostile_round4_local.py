@@ -324,20 +324,20 @@ def test_train_resumes_only_a_checkpoint_of_the_same_method_settings_and_dataset
     from neosft.data.build import build
     from neosft.sample import SAMPLE_CORPUS
 
-    out = tmp_path / "out"
+    out = tmp_path / "out"  # each `neosft` runs in tmp_path: `-m` imports from the working folder first
     common = ["train", "--variant", "single", "--output", out, "--model", tiny_model, "--deepspeed", "none"]
     common += ["--max-steps", "2", "--save-steps", "1", "--work-dir", tmp_path / "work"]
-    first = train(*common, "--data", sample_dataset)
+    first = train(*common, "--data", sample_dataset, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     shutil.rmtree(out / "final")  # as if killed after its checkpoint: resumable, not finished
     assert (out / "checkpoints" / "checkpoint-1" / "COMPLETE.json").exists()
 
-    other_rank = train(*common, "--data", sample_dataset, "--lora-rank", "8")
+    other_rank = train(*common, "--data", sample_dataset, "--lora-rank", "8", cwd=tmp_path)
     assert other_rank.returncode == 2 and "Traceback" not in other_rank.stderr, other_rank.stderr[-2000:]
     assert "lora.rank 16 there, 8 here" in other_rank.stderr.strip().splitlines()[-1]
 
     other_data = tmp_path / "other-data"
     build(str(SAMPLE_CORPUS), str(other_data), ["single"], holdout="10")
-    another = train(*common, "--data", other_data)
+    another = train(*common, "--data", other_data, cwd=tmp_path)
     assert another.returncode == 2 and "dataset_sha256" in another.stderr.strip().splitlines()[-1]
     assert not (out / "final").exists()  # nothing trained on the other dataset
