@@ -6,10 +6,11 @@ above both."""
 from __future__ import annotations
 
 from neosft.artifacts import RunRecord
-from neosft.train.recipe import Options, fine_tune, merge_output
+from neosft.train.recipe import fine_tune, merge_output
+from neosft.train.spec import TrainSpec
 
 
-def train_step(options: Options) -> RunRecord:
+def train_step(options: TrainSpec) -> RunRecord:
     """Train the variant, then merge and score it as `options` ask; returns the run record."""
     record = fine_tune(options)  # the Trainer and its optimizer go with fine_tune's frame, before a model loads again
     merge_output(options)

@@ -12,7 +12,7 @@ ROOT = Path(neosft.__file__).parent
 
 # Lowest first; a unit imports only units on its own floor's left or below.
 FLOORS = [
-    ["neosft", "neosft.errors"],
+    ["neosft", "neosft.errors", "neosft.ports"],
     ["neosft.progress", "neosft.chat", "neosft.variants", "neosft.local_s3", "neosft.sample"],
     ["neosft.storage"],
     ["neosft.artifacts"],

@@ -9,10 +9,10 @@ therefore shows up here as it would on a cluster.
 The waiting process is the run's controller and its one owner: `render` takes the run's `owner.lock`
 (an flock, freed by the kernel when the owner dies, however it dies), and `wait` starts each pod, in its
 own process group, after the one before it succeeded. Each run keeps under `.neosft/runs/<run-id>/` what
-`status`, `logs` and `delete` read later, from any process: what rendering decided (`run.json`), the
-manifests, and each part's state, a running part's process named by its pid and start time (a reused
-pid is never taken for it); the logs are `.neosft/logs/<run-id>-<variant>.log`. An OS error under
-`.neosft/` is one line naming its path.
+`status`, `logs` and `delete` read later, from any process: what rendering decided (`rendered.json`; runs
+written before it was named so keep `run.json`, which is read too), the manifests, and each part's state,
+a running part's process named by its pid and start time (a reused pid is never taken for it); the logs
+are `.neosft/logs/<run-id>-<variant>.log`. An OS error under `.neosft/` is one line naming its path.
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ def _work_errors(method: F) -> F:
             raise UserError(f"{where}: {reason} (neosft keeps local runs under {args[0].work})") from None
 
     return wrapped  # type: ignore[return-value]
+
+
+RENDERED = "rendered.json"  # under .neosft/runs/<run-id>/: what rendering decided (not a run record)
+_RENDERED_BEFORE = "run.json"  # its name until issue 23; still read
 
 
 class Local(ExecutionBackend):
@@ -138,7 +142,7 @@ class Local(ExecutionBackend):
             "data_uri": run.data_uri,
             "builds_data": run.builds_data,
         }
-        _write(folder / "run.json", json.dumps(record, indent=2))
+        _write(folder / RENDERED, json.dumps(record, indent=2))
         self._write_states(run.run_id, {_name(o): {"state": "Pending", "variant": variant_of(o)} for o in _pods(run)})
         self._runs[run.run_id] = run
         return [_name(o) for o in _pods(run)]
@@ -262,7 +266,13 @@ class Local(ExecutionBackend):
     # --- reading a run back, from any process ----------------------------------------------------
 
     def holds(self, run_id: str) -> bool:
-        return (self._folder(run_id) / "run.json").exists()
+        return self._rendered(self._folder(run_id)).exists()
+
+    @staticmethod
+    def _rendered(folder: Path) -> Path:
+        """The run's rendering record: RENDERED, else the name it had before (one release)."""
+        new = folder / RENDERED
+        return new if new.exists() or not (folder / _RENDERED_BEFORE).exists() else folder / _RENDERED_BEFORE
 
     def _owned(self, run_id: str) -> bool:
         """Whether a live `neosft run` holds the run's owner lock."""
@@ -317,7 +327,13 @@ class Local(ExecutionBackend):
     @_work_errors
     def runs(self) -> list[RunSummary]:
         found = []
-        for folder in sorted((self.work / "runs").glob("*/run.json")):
+        for folder in sorted(
+            {
+                self._rendered(f.parent)
+                for n in (RENDERED, _RENDERED_BEFORE)
+                for f in (self.work / "runs").glob(f"*/{n}")
+            }
+        ):
             run_id = folder.parent.name
             states, owned = self._states(run_id), self._owned(run_id)
             holds = [entry["variant"] for entry in states.values()]
@@ -362,7 +378,7 @@ class Local(ExecutionBackend):
         """Stop the run's running part, then delete exactly its files: its waiting `neosft run` ends saying so."""
         self._record(run_id)
         states = self._states(run_id)
-        (self._folder(run_id) / "run.json").unlink()  # first: the waiter reads a part that ends now as deleted
+        self._rendered(self._folder(run_id)).unlink()  # first: the waiter reads a part that ends now as deleted
         for entry in states.values():
             if entry["state"] == "Running":
                 pods.stop(entry["pid"], entry.get("started"))
@@ -387,7 +403,7 @@ class Local(ExecutionBackend):
     def _record(self, run_id: str) -> dict:
         if not self.holds(run_id):
             raise UserError(f"no local run {run_id} in {self.work}")
-        return json.loads((self._folder(run_id) / "run.json").read_text(encoding="utf-8"))
+        return json.loads(self._rendered(self._folder(run_id)).read_text(encoding="utf-8"))
 
     def _states(self, run_id: str) -> dict[str, dict]:
         return json.loads((self._folder(run_id) / "state.json").read_text(encoding="utf-8"))

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from neosft.errors import UserError
 from neosft.k8s.kinds import TRAINJOB, TrainerKind
+from neosft.ports import free_port
 
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # Kubernetes' dependent environment variable syntax
 LAUNCHERS = {"neosft": [sys.executable, "-m", "neosft"], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
@@ -113,9 +113,7 @@ def stop(pid: int, started: int | None, grace_s: float = 10.0) -> None:
 def torch_injected(trainer: TrainerKind, procs_per_node: int) -> dict[str, str]:
     """What the operator injects into a single-node job's rank-0 pod: the training operator's MASTER_* for a
     PyTorchJob, Trainer's torch plugin's PET_* for a TrainJob."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     if trainer is TRAINJOB:
         return {
             "PET_MASTER_ADDR": "127.0.0.1",
