@@ -489,7 +489,7 @@ class PodRun(threading.Thread):
             wrapped = pods.Process(
                 proc.name, ["unshare", "-mu", "sh", "-c", script, hostname, str(hosts), *proc.argv], proc.env
             )
-            child = pods.start_logged(wrapped, self.root / "logs" / f"{proc.name}.log", env, session=True)
+            child = pods.start_logged(wrapped, self.root / "logs" / f"{proc.name}.log", env)
             started = stamp()
             status.update(started=True, ready=True, state={"running": {"startedAt": started}})
             children.append((proc, child, started))

@@ -382,6 +382,35 @@ def _as_dict(value) -> dict:
     return value
 
 
+# a checkpoint's COMPLETE.json ----------------------------------------------------------------------------------
+
+CHECKPOINT_MARKER = "COMPLETE.json"  # in OUTPUT/checkpoints/checkpoint-N/, written last: the checkpoint is whole
+
+
+@dataclass(frozen=True)
+class CheckpointMarker:
+    """A whole checkpoint: its step, the nodes that uploaded their parts, and what made it (`made_by`: variant, model,
+    dataset sha256, method, LoRA settings), which a run resuming from it must match; None: an older neosft wrote it."""
+
+    step: int
+    nodes: int
+    made_by: dict | None = None
+
+    def write(self, checkpoint: Location) -> None:
+        (checkpoint / CHECKPOINT_MARKER).write_bytes(json.dumps(dataclasses.asdict(self)).encode())
+
+    @classmethod
+    def read(cls, checkpoint: Location) -> CheckpointMarker:
+        where = checkpoint / CHECKPOINT_MARKER
+        try:
+            return _typed(cls, json.loads(where.read_bytes()))
+        except (ValueError, RecursionError):
+            problem = "not valid JSON"
+        except _Invalid as e:
+            problem = str(e)
+        raise UserError(f"{where} is not a neosft checkpoint marker ({problem})")
+
+
 # eval.json ----------------------------------------------------------------------------------------------------
 
 EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the base model

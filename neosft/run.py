@@ -20,6 +20,7 @@ from pathlib import Path
 from neosft.artifacts import LossRecord, Manifest, read_losses, train_losses
 from neosft.backends.base import ExecutionBackend
 from neosft.backends.types import RenderedRun
+from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location
 from neosft.variants import DEFAULT_METHOD, DEFAULT_RULES, VARIANTS
@@ -156,9 +157,14 @@ def tiny_model(folder: Path, dataset: Location) -> None:
     ]
     log(f"making a tiny Qwen2 from a config in {folder}")
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed, under transformers, prints its accelerator to stdout
+        from safetensors import SafetensorError
+
         from neosft.train.tiny import make_tiny_qwen2  # transformers and tokenizers: only for a local run
 
-        make_tiny_qwen2(folder, texts)
+        try:
+            make_tiny_qwen2(folder, texts)
+        except (OSError, SafetensorError) as e:  # a full disk: nothing was left at `folder`
+            raise UserError(f"cannot write the tiny model to {folder}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def summary(result: Result) -> str:

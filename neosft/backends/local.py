@@ -6,24 +6,30 @@ backend's own: training follows), then each training object's rank-0 container, 
 or a TrainJob's `node` as its TrainingRuntime makes it (`neosft.backends.pods`). A chart regression
 therefore shows up here as it would on a cluster.
 
-The waiting process is the run's controller: `wait` starts each pod after the one before it
-succeeded. Each run keeps under `.neosft/runs/<run-id>/` what `status`, `logs` and `delete` read
-later, from any process: what rendering decided (`run.json`), the manifests, and each part's state;
-the logs are `.neosft/logs/<run-id>-<part>.log`.
+The waiting process is the run's controller and its one owner: `render` takes the run's `owner.lock`
+(an flock, freed by the kernel when the owner dies, however it dies), and `wait` starts each pod, in its
+own process group, after the one before it succeeded. Each run keeps under `.neosft/runs/<run-id>/` what
+`status`, `logs` and `delete` read later, from any process: what rendering decided (`rendered.json`; runs
+written before it was named so keep `run.json`, which is read too), the manifests, and each part's state,
+a running part's process named by its pid and start time (a reused pid is never taken for it); the logs
+are `.neosft/logs/<run-id>-<variant>.log`. An OS error under `.neosft/` is one line naming its path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeVar
 
 from neosft.backends import pods
 from neosft.backends.base import Echo, ExecutionBackend
@@ -40,6 +46,31 @@ from neosft.storage import EMBEDDED_STORE, Location
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
 SECRET = "neosft-s3"  # the chart's default s3.secretName, answered here with the store's keys
+OWNER = "owner.lock"  # in the run's folder: flock-ed by the `neosft run` that waits for the run
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _work_errors(method: F) -> F:
+    """`method` with an OS error on a file under the work folder (a full disk, a file where a folder should be,
+    no permission) as one line naming the file."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except OSError as e:
+            where = e.filename or args[0].work
+            reason = {
+                errno.EEXIST: "a file is where neosft needs a folder",
+                errno.ENOTDIR: "a part of its path is a file, not a folder",
+            }.get(e.errno or 0, e.strerror or str(e))
+            raise UserError(f"{where}: {reason} (neosft keeps local runs under {args[0].work})") from None
+
+    return wrapped  # type: ignore[return-value]
+
+
+RENDERED = "rendered.json"  # under .neosft/runs/<run-id>/: what rendering decided (not a run record)
+_RENDERED_BEFORE = "run.json"  # its name until issue 23; still read
 
 
 class Local(ExecutionBackend):
@@ -58,6 +89,7 @@ class Local(ExecutionBackend):
         self._resources = contextlib.ExitStack()
         self._served: tuple[dict, tuple[str, str], str | None] | None = None
         self._runs: dict[str, RenderedRun] = {}
+        self._owned_ids: set[str] = set()  # the runs whose owner lock this process holds
 
     # --- rendering: the store goes into the values ---------------------------------------------
 
@@ -78,7 +110,9 @@ class Local(ExecutionBackend):
             self._served = (s3, keys, folder)
         return self._served
 
+    @_work_errors
     def render(self, values: dict, run_id: str, requested: str | None, echo: Echo) -> RenderedRun:
+        self._own(run_id)  # first: a run another `neosft run` owns is refused before anything is said or done
         return super().render(merge(values, {"s3": self._serve()[0]}), run_id, requested, echo)
 
     def store(self, values: dict) -> Store:
@@ -95,10 +129,11 @@ class Local(ExecutionBackend):
 
     # --- submit and wait: this process runs the pods --------------------------------------------
 
+    @_work_errors
     def submit(self, run: RenderedRun, echo: Echo, warn: Echo) -> list[str]:
         folder = self._folder(run.run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifests.yaml").write_text(run.yaml(), encoding="utf-8")
+        self._own(run.run_id)
+        _write(folder / "manifests.yaml", run.yaml())
         run.store.location(f"{run.folder}/manifests.yaml").write_bytes(run.yaml().encode())
         record = {
             "store": asdict(run.store),
@@ -107,11 +142,41 @@ class Local(ExecutionBackend):
             "data_uri": run.data_uri,
             "builds_data": run.builds_data,
         }
-        (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        _write(folder / RENDERED, json.dumps(record, indent=2))
         self._write_states(run.run_id, {_name(o): {"state": "Pending", "variant": variant_of(o)} for o in _pods(run)})
         self._runs[run.run_id] = run
         return [_name(o) for o in _pods(run)]
 
+    def _own(self, run_id: str) -> None:
+        """Take the run's owner lock, held until `close` (or this process's end); a part a dead owner left
+        running is stopped, to be run again."""
+        if run_id in self._owned_ids:
+            return
+        self._folder(run_id).mkdir(parents=True, exist_ok=True)
+        lock = self._folder(run_id) / OWNER
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(
+                f"run {run_id} is already running here (its `neosft run` is pid {owner}): "
+                f"wait for it, or stop it (`neosft delete {run_id}` deletes it)"
+            ) from None
+        self._resources.callback(os.close, fd)  # closing the file frees the lock
+        self._owned_ids.add(run_id)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the one line refusing a second owner
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(lock)) from None
+        if (self._folder(run_id) / "state.json").exists():
+            for entry in self._states(run_id).values():
+                if entry["state"] == "Running":
+                    pods.stop(entry["pid"], entry.get("started"))
+
+    @_work_errors
     def wait(self, run_id: str, echo: Echo, timeout_s: float) -> None:
         run = self._runs.get(run_id)
         if run is None:
@@ -159,19 +224,31 @@ class Local(ExecutionBackend):
         deadline: float,
         timeout_s: float,
     ) -> None:
-        """One container to its end, its progress echoed every few seconds; a failure is one `UserError`."""
+        """One container to its end, its progress echoed every few seconds; a failure is one `UserError`.
+
+        Whatever ends the wait (a signal, a timeout, a deletion) ends the container's process group too, and
+        a run deleted meanwhile ends it with one line."""
         name, log = _name(obj), self._log(run_id, variant_of(obj))
+        self._not_deleted(run_id)
         child = pods.start_logged(process, log, env)
-        self._set_state(run_id, name, "Running", echo, pid=child.pid)
-        started = time.monotonic()
-        while True:
-            try:
-                child.wait(PROGRESS_EVERY_S)
-                break
-            except subprocess.TimeoutExpired:
-                echo(f"    {variant_of(obj)}: {_doing(log)}, {time.monotonic() - started:.0f} s")
-                if time.monotonic() > deadline:
-                    raise timed_out(run_id, {name: "Running"}, timeout_s) from None
+        try:
+            self._set_state(run_id, name, "Running", echo, pid=child.pid)
+            started = time.monotonic()
+            while True:
+                try:
+                    child.wait(PROGRESS_EVERY_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    echo(f"    {variant_of(obj)}: {_doing(log)}, {time.monotonic() - started:.0f} s")
+                    if time.monotonic() > deadline:
+                        raise timed_out(run_id, {name: "Running"}, timeout_s) from None
+        except BaseException:
+            pods.stop(child.pid, pods.started_at(child.pid))
+            child.wait()
+            self._not_deleted(run_id)
+            self._set_state(run_id, name, "Stopped", echo)
+            raise
+        self._not_deleted(run_id)
         if child.returncode:
             self._set_state(run_id, name, "Failed", echo)
             lines = log.read_text(errors="replace").strip().splitlines()
@@ -188,16 +265,44 @@ class Local(ExecutionBackend):
     # --- reading a run back, from any process ----------------------------------------------------
 
     def holds(self, run_id: str) -> bool:
-        return (self._folder(run_id) / "run.json").exists()
+        return self._rendered(self._folder(run_id)).exists()
 
+    @staticmethod
+    def _rendered(folder: Path) -> Path:
+        """The run's rendering record: RENDERED, else the name it had before (one release)."""
+        new = folder / RENDERED
+        return new if new.exists() or not (folder / _RENDERED_BEFORE).exists() else folder / _RENDERED_BEFORE
+
+    def _owned(self, run_id: str) -> bool:
+        """Whether a live `neosft run` holds the run's owner lock."""
+        try:
+            fd = os.open(self._folder(run_id) / OWNER, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # and with it the shared lock, if it was taken
+
+    @_work_errors
     def status(self, run_id: str) -> RunStatus:
         record = self._record(run_id)
         store = Store(**record["store"])
         outputs = {name: f"{store.root}/runs/{run_id}/{name}" for name in record["variants"]}
         parts, problems = [], []
-        for name, entry in self._states(run_id).items():
+        owned = self._owned(run_id)
+        states = self._states(run_id)
+        if not owned and any(_current(e, owned) == "Stopped" for e in states.values()):
+            problems.append(
+                f"run {run_id}: its `neosft run` is gone (killed, or its machine restarted): "
+                f"`neosft run --run-id {run_id}` with the same options resumes it"
+            )
+        for name, entry in states.items():
             kind, object_name = name.split("/", 1)
-            variant, now = entry["variant"], _current(entry)
+            variant, now = entry["variant"], _current(entry, owned)
             done = None
             if variant in outputs:
                 try:
@@ -218,16 +323,24 @@ class Local(ExecutionBackend):
             )
         return RunStatus(run_id, parts, problems)
 
+    @_work_errors
     def runs(self) -> list[RunSummary]:
         found = []
-        for folder in sorted((self.work / "runs").glob("*/run.json")):
+        for folder in sorted(
+            {
+                self._rendered(f.parent)
+                for n in (RENDERED, _RENDERED_BEFORE)
+                for f in (self.work / "runs").glob(f"*/{n}")
+            }
+        ):
             run_id = folder.parent.name
-            states = self._states(run_id)
+            states, owned = self._states(run_id), self._owned(run_id)
             holds = [entry["variant"] for entry in states.values()]
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(folder.stat().st_mtime))
-            found.append(RunSummary(run_id, holds, count(_current(e) for e in states.values()), created))
+            found.append(RunSummary(run_id, holds, count(_current(e, owned) for e in states.values()), created))
         return found
 
+    @_work_errors
     def logs(self, run_id: str, variant: str | None, follow: bool) -> list[tuple[str, Iterator[str]]]:
         self._record(run_id)
         names = {entry["variant"]: name for name, entry in self._states(run_id).items()}
@@ -244,27 +357,32 @@ class Local(ExecutionBackend):
         ]
 
     def _follow(self, run_id: str, name: str, variant: str) -> Iterator[str]:
-        """The log's lines as they are written, until its part has finished."""
+        """The log's lines as they are written, until its part has finished, stopped or been deleted."""
         with open(self._log(run_id, variant), errors="replace") as f:
             while True:
                 line = f.readline()
                 if line:
                     yield line.rstrip("\n")
-                elif _current(self._states(run_id)[name]) not in ("Running", "Pending"):
+                elif not self.holds(run_id) or _current(self._states(run_id)[name], self._owned(run_id)) not in (
+                    "Running",
+                    "Pending",
+                ):
                     yield from (rest.rstrip("\n") for rest in f)
                     return
                 else:
                     time.sleep(0.5)
 
+    @_work_errors
     def delete(self, run_id: str) -> list[str]:
+        """Stop the run's running part, then delete exactly its files: its waiting `neosft run` ends saying so."""
         self._record(run_id)
         states = self._states(run_id)
+        self._rendered(self._folder(run_id)).unlink()  # first: the waiter reads a part that ends now as deleted
         for entry in states.values():
-            if _current(entry) == "Running":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(entry["pid"], signal.SIGTERM)
-        for log in (self.work / "logs").glob(f"{run_id}-*.log"):
-            log.unlink()
+            if entry["state"] == "Running":
+                pods.stop(entry["pid"], entry.get("started"))
+        for entry in states.values():
+            self._log(run_id, entry["variant"]).unlink(missing_ok=True)
         for folder in (
             self.work / "work" / run_id,
             self.work / "models" / f"tiny-qwen2-{run_id}",
@@ -284,22 +402,38 @@ class Local(ExecutionBackend):
     def _record(self, run_id: str) -> dict:
         if not self.holds(run_id):
             raise UserError(f"no local run {run_id} in {self.work}")
-        return json.loads((self._folder(run_id) / "run.json").read_text(encoding="utf-8"))
+        return json.loads(self._rendered(self._folder(run_id)).read_text(encoding="utf-8"))
 
     def _states(self, run_id: str) -> dict[str, dict]:
         return json.loads((self._folder(run_id) / "state.json").read_text(encoding="utf-8"))
 
     def _write_states(self, run_id: str, states: dict[str, dict]) -> None:
         path = self._folder(run_id) / "state.json"
-        path.with_suffix(".tmp").write_text(json.dumps(states, indent=2), encoding="utf-8")
+        _write(path.with_suffix(".tmp"), json.dumps(states, indent=2))
         path.with_suffix(".tmp").replace(path)  # a reader sees the old states or the new, whole
 
+    def _not_deleted(self, run_id: str) -> None:
+        """Nothing, while the run this process owns has not been deleted by `neosft delete`."""
+        if not self.holds(run_id):
+            raise UserError(f"run {run_id} was deleted (`neosft delete {run_id}`)")
+
     def _set_state(self, run_id: str, name: str, state: str, echo: Echo, pid: int | None = None) -> None:
+        """Record a part's state; a running one with its process, named by pid and start time."""
+        self._not_deleted(run_id)
         states = self._states(run_id)
-        before = {n: _current(e) for n, e in states.items()}
-        states[name] = {"state": state, "variant": states[name]["variant"], **({"pid": pid} if pid else {})}
+        before = {n: _current(e, True) for n, e in states.items()}
+        process = {"pid": pid, "started": pods.started_at(pid)} if pid else {}
+        states[name] = {"state": state, "variant": states[name]["variant"], **process}
         self._write_states(run_id, states)
-        report({n: _current(e) for n, e in states.items()}, before, echo)
+        report({n: _current(e, True) for n, e in states.items()}, before, echo)
+
+
+def _write(path: Path, text: str) -> None:
+    """`text` into `path`; an OS error names the file (a failed write alone does not)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _pods(run: RenderedRun) -> list[dict]:
@@ -311,17 +445,14 @@ def _name(obj: dict) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-def _current(entry: dict) -> str:
-    """A part's recorded state; a Running part whose process is gone (its waiter stopped) is Stopped."""
+def _current(entry: dict, owned: bool) -> str:
+    """A part's recorded state; Stopped when a Running part's process is gone (a pid that now names another
+    process is gone too), or when a Pending part's owner (`owned`: its `neosft run` lives) is."""
+    if entry["state"] == "Pending" and not owned:
+        return "Stopped"
     if entry["state"] != "Running":
         return entry["state"]
-    try:
-        os.kill(entry["pid"], 0)
-    except ProcessLookupError:
-        return "Stopped"
-    except PermissionError:
-        pass
-    return "Running"
+    return "Running" if pods.started_at(entry["pid"]) == entry.get("started", -1) else "Stopped"
 
 
 def _doing(log: Path) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,21 +73,52 @@ def from_secrets(secrets: dict[tuple[str, str], str]) -> ValueFrom:
     return value
 
 
-def start_logged(process: Process, log: Path, base_env: dict[str, str], session: bool = False) -> subprocess.Popen:
-    """Start `process` with `base_env` under its own environment, its command line and output appended to `log`;
-    `session` puts it in a process group of its own (the dev cluster's node signals the group)."""
+def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subprocess.Popen:
+    """Start `process` with `base_env` under its own environment, its command line and output appended to `log`, as
+    the leader of a process group of its own (what the local backend's `stop` and the dev cluster's node signal)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        out.write(("+ " + shlex.join(process.argv) + "\n").encode())  # what ran, first, as `set -x` shows it
-        out.flush()
+        try:
+            out.write(("+ " + shlex.join(process.argv) + "\n").encode())  # what ran, first, as `set -x` shows it
+            out.flush()
+        except OSError as e:  # a full disk: a failed write alone does not name its file
+            raise OSError(e.errno, e.strerror, str(log)) from None
         return subprocess.Popen(
             process.argv,
             env={**base_env, **process.env},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=session,
+            start_new_session=True,  # its own process group: what `stop` ends, its workers included
         )
+
+
+def started_at(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22); None when it is gone.
+
+    A pid with its start time names one process: the kernel reuses pids, never the pair. A zombie counts as gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces and brackets
+    return None if fields[0] in "ZX" else int(fields[19])
+
+
+def stop(pid: int, started: int | None, grace_s: float = 10.0) -> None:
+    """End the process group that process `pid` (started at `started`) leads, SIGKILL after `grace_s`; a pid that
+    now names another process is left alone."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        if started is None or started_at(pid) != started:
+            return
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait_s
+        while started_at(pid) == started and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def torch_injected(trainer: TrainerKind, procs_per_node: int) -> dict[str, str]:

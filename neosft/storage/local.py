@@ -104,8 +104,13 @@ class LocalLocation(Location):
         with _local_errors(self.uri):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.part")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, self.path)
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, self.path)
+            except BaseException:  # a full disk: the half copy would keep it full
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
 
     def publish_dir(self, src: Path) -> None:
         with _local_errors(self.uri):

@@ -2,8 +2,9 @@
 and the newest complete one fetched at start so a killed run resumes where it left off.
 
 Each node uploads the files its ranks wrote, then `.nodes/node-K`; node 0 waits for every node, then
-writes `COMPLETE.json` last. Only a checkpoint with that
-marker is ever resumed from; the older ones beyond the last `keep` are deleted, marker first.
+writes `COMPLETE.json` last, recording what made the checkpoint. Only a checkpoint with that marker is ever
+resumed from, and only by a run made alike (same variant, model, dataset, method and LoRA settings); the older
+ones beyond the last `keep` are deleted, marker first.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from neosft.artifacts import LOSSES
+from neosft.artifacts import CHECKPOINT_MARKER as MARKER  # one name, its contract in artifacts
+from neosft.artifacts import LOSSES, CheckpointMarker
+from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location
 from neosft.storage.base import patiently
 from neosft.train import dist
 
-MARKER = "COMPLETE.json"
 NODES_TIMEOUT_S = 3600
 
 
@@ -42,14 +44,17 @@ def _checkpoints(output: Location) -> dict[str, bool]:
     return found
 
 
-def resume_point(output: Location, work_dir: Path) -> Path | None:
-    """Fetch the newest complete checkpoint to every node's `work_dir`, or None to start afresh.
+def resume_point(output: Location, work_dir: Path, made_by: dict) -> Path | None:
+    """Fetch the newest complete checkpoint to every node's `work_dir`, or None to start afresh; a checkpoint that
+    was not `made_by` what this run is made by is refused in one line.
 
     Rank 0 first deletes the incomplete checkpoints after it: they would be saved again.
     """
     found = _checkpoints(output)
     complete = sorted((n for n, ok in found.items() if ok), key=_step)
     newest = complete[-1] if complete else None
+    if newest:
+        _check_made_by(output, newest, made_by)
     local = Path(work_dir) / "checkpoints"
     if dist.rank() == 0:
         for name, ok in found.items():
@@ -64,15 +69,35 @@ def resume_point(output: Location, work_dir: Path) -> Path | None:
     return local / newest if newest else None
 
 
+def _check_made_by(output: Location, name: str, made_by: dict) -> None:
+    """Nothing, when checkpoint `name` was made by what `made_by` says; else a `UserError` naming what differs."""
+    recorded = CheckpointMarker.read(output / "checkpoints" / name).made_by
+    asked = json.loads(json.dumps(made_by))  # as recorded: tuples are lists
+    if recorded == asked:
+        return
+    if recorded is None:
+        differs = "it does not record what made it (an older neosft wrote it)"
+    else:
+        differs = ", ".join(
+            f"{key} {json.dumps(recorded.get(key))} there, {json.dumps(asked.get(key))} here"
+            for key in sorted(set(recorded) | set(asked))
+            if recorded.get(key) != asked.get(key)
+        )
+    raise UserError(
+        f"{output}/checkpoints/{name} was made by another run ({differs}): to train afresh, "
+        f"delete {output}/checkpoints or train into another --output"
+    )
+
+
 class CheckpointUploader(TrainerCallback):
     """Uploads each saved checkpoint on a background thread, one at a time, from one process per node.
 
     `losses()` runs on node 0 as the checkpoint is saved: its loss.jsonl goes into the checkpoint, so that a resumed
-    run continues it.
+    run continues it; `made_by` goes into its marker.
     """
 
-    def __init__(self, output: Location, keep: int, losses: Callable[[], bytes]):
-        self.output, self.keep, self.losses = output, keep, losses
+    def __init__(self, output: Location, keep: int, losses: Callable[[], bytes], made_by: dict):
+        self.output, self.keep, self.losses, self.made_by = output, keep, losses, made_by
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neosft-upload")
         self.pending: Future | None = None
 
@@ -115,10 +140,7 @@ class CheckpointUploader(TrainerCallback):
                 log(f"{remote}: not every node uploaded its part; the checkpoint stays incomplete")
                 return
             time.sleep(1)
-        patiently(
-            lambda: (remote / MARKER).write_bytes(json.dumps({"step": _step(name), "nodes": dist.nodes()}).encode()),
-            log,
-        )
+        patiently(lambda: CheckpointMarker(_step(name), dist.nodes(), self.made_by).write(remote), log)
         log(f"{remote} complete")
         patiently(lambda: self._prune(_step(name)), log)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +127,8 @@ def setup(options: TrainSpec) -> Prepared:
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
-    resume = _setup_resume(output, work_dir)
+    made_by = _made_by(options, entry)
+    resume = _setup_resume(output, work_dir, made_by)
     loss_log = LossLog(read_losses((resume / LOSSES).read_bytes()) if resume else [])
     title = (
         f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
@@ -148,6 +149,7 @@ def setup(options: TrainSpec) -> Prepared:
         work_dir,
         loss_log,
         title,
+        made_by,
     )
     return Prepared(
         options,
@@ -316,10 +318,22 @@ def _setup_tokens(
     )
 
 
-def _setup_resume(output: Location, work_dir: Path) -> Path | None:
+def _made_by(options: TrainSpec, entry: VariantData) -> dict:
+    """What makes a checkpoint, recorded in each one: a run resumes only a checkpoint made alike."""
+    lora = {f"lora.{k}": v for k, v in asdict(options.lora).items()} if options.method == "lora" else {}
+    return {
+        "variant": options.variant,
+        "model": options.model,
+        "dataset_sha256": entry.sha256,
+        "method": options.method,
+        **lora,
+    }
+
+
+def _setup_resume(output: Location, work_dir: Path, made_by: dict) -> Path | None:
     from neosft.train.checkpoints import resume_point
 
-    return resume_point(output, work_dir)
+    return resume_point(output, work_dir, made_by)
 
 
 def _setup_trainer(
@@ -336,6 +350,7 @@ def _setup_trainer(
     work_dir: Path,
     loss_log,
     title: str,
+    made_by: dict,
 ):
     """The Trainer with its callbacks: the loss log, the checkpoint uploader and the loss uploader (which also
     carries the TensorBoard event files, written under the work folder, to OUTPUT)."""
@@ -345,7 +360,9 @@ def _setup_trainer(
     from neosft.train.lossupload import TENSORBOARD, LossUploader
 
     events = work_dir / TENSORBOARD if options.report_to == "tensorboard" else None
-    checkpoints = CheckpointUploader(output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records))
+    checkpoints = CheckpointUploader(
+        output, args.save_total_limit or 2, lambda: losses_jsonl(loss_log.records), made_by
+    )
     uploader = LossUploader(output, loss_log, title, options.upload_every_s, events)
     trainer = Trainer(
         model=_model(options, args, ds_config, model_config, lora_targets),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -27,13 +29,26 @@ def make_tiny_qwen2(
     """Write config, random weights and a BPE tokenizer (trained on `texts`, with Qwen2's chat template) to `dest`.
 
     `model_vocab_size` (default: the tokenizer's) and `shape` (other Qwen2Config fields, and `dtype` for the weights)
-    give the model a real model's sizes.
+    give the model a real model's sizes. The model is written beside `dest` and renamed into place: `dest` holds a
+    whole model or none (a full disk leaves nothing behind).
     """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        _write(partial, texts, vocab_size, hidden_size, layers, seed, model_vocab_size, shape)
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return dest
+
+
+def _write(dest: Path, texts, vocab_size, hidden_size, layers, seed, model_vocab_size, shape) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    dest = Path(dest)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -66,4 +81,3 @@ def make_tiny_qwen2(
     )
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).to(dtype).save_pretrained(dest)
-    return dest
