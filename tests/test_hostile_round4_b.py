@@ -67,3 +67,17 @@ def test_a_source_trickling_its_headers_ends_at_the_deadline_in_one_line(tmp_pat
             stop.set()
     assert_user_error(result, "within 0.5 s", "headers")
     assert len(requests) == 1, requests
+
+
+def test_status_prints_an_event_message_escaped(kube):
+    """Item 19: an Event's reason and message (any client may write them) cannot drive the terminal."""
+    from kube_api import event
+
+    assert neosft("submit", "--run-id", "r1").returncode == 0
+    [job] = kube.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"].values()
+    hostile = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\u202e\x9b"
+    kube.add("ml", "events", event(job, "Bad\x1b[1m", hostile, 1))
+    result = neosft("status", "r1")
+    assert result.returncode == 0, result.stderr
+    assert not any(c in result.stdout for c in "\x1b\x07\u202e\x9b"), repr(result.stdout)
+    assert "Bad\\x1b[1m: \\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\u202e\\x9b" in result.stdout
