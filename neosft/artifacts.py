@@ -16,6 +16,19 @@ from neosft.storage import Location, location
 MAX_NUMBER = 1e12  # no count, time or rate neosft writes comes near; 1e300 seconds would overflow a duration
 
 
+Loss = float  # a cross-entropy: a number from 0 to MAX_NUMBER, or NaN or Infinity where the model diverged
+
+
+def diverged(loss: float | None) -> bool:
+    """Whether a recorded loss is the NaN or Infinity of a model that diverged."""
+    return loss is not None and not math.isfinite(loss)
+
+
+def shown(loss: float | None, digits: int = 4) -> str:
+    """A loss as printed: '-' when there is none, 'diverged' for NaN or Infinity."""
+    return "-" if loss is None else "diverged" if diverged(loss) else f"{loss:.{digits}f}"
+
+
 class _Invalid(Exception):
     """A field of the wrong type, sign or size; its message names the field."""
 
@@ -24,7 +37,9 @@ def _valid(value, kind: str, name: str):
     """`value` if it is of the annotated `kind` (the dataclass field's annotation); numbers finite, 0 to MAX_NUMBER."""
     if kind.endswith(" | None"):
         return None if value is None else _valid(value, kind[: -len(" | None")], name)
-    if kind in ("int", "float"):
+    if kind == "Loss" and isinstance(value, float) and (math.isnan(value) or value == math.inf):
+        return value  # diverged: recorded as such, never refused
+    if kind in ("int", "float", "Loss"):
         number = isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
             raise _Invalid(
@@ -32,7 +47,14 @@ def _valid(value, kind: str, name: str):
                 f"from 0 to {MAX_NUMBER:g}"
             )
         return value
-    simple: dict[str, Any] = {"str": str, "bool": bool, "dict": dict, "list[str]": list, "dict[str, int]": dict}
+    simple: dict[str, Any] = {
+        "str": str,
+        "bool": bool,
+        "dict": dict,
+        "list[str]": list,
+        "list[dict]": list,
+        "dict[str, int]": dict,
+    }
     if kind not in simple:  # a nested artifact type: its caller builds and checks it
         return value
     if not isinstance(value, simple[kind]):
@@ -232,9 +254,9 @@ class LossRecord:
     elapsed_s: float  # over every attempt of the run, resumes included
     elapsed_time: str
     remaining_time: str
-    loss: float | None = None
-    eval_loss: float | None = None
-    grad_norm: float | None = None
+    loss: Loss | None = None
+    eval_loss: Loss | None = None
+    grad_norm: Loss | None = None
     lr: float | None = None
 
 
@@ -305,8 +327,8 @@ class RunRecord:
     tokens: int
     wall_time_s: float
     train_runtime_s: float
-    train_loss: float
-    final_loss: float | None
+    train_loss: Loss
+    final_loss: Loss | None
     method: str = "full"  # lora or full (a record without it was written before LoRA: full)
     lora: dict | None = None  # with lora: rank, alpha, dropout, target, bias, modules_to_save, adapter_dtype
     extra: dict = field(default_factory=dict)  # fields of a newer neosft, kept as read
@@ -354,10 +376,16 @@ EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the b
 class LossSummary:
     """A token-weighted mean cross-entropy over `tokens` label tokens of `samples` samples, and its exp."""
 
-    loss: float
-    perplexity: float
+    loss: Loss
+    perplexity: Loss
     tokens: int
     samples: int
+
+
+@dataclass(frozen=True)
+class _Sample:
+    prompt: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -389,15 +417,22 @@ class EvalRecord:
     def from_json(cls, data: bytes, where: str = EVAL_RECORD) -> EvalRecord:
         try:
             raw = json.loads(data)
-            return cls(
-                **{
-                    **raw,
-                    "chat": LossSummary(**raw["chat"]),
-                    "matrix": {n: LossSummary(**v) for n, v in raw["matrix"].items()},
-                }
+            record = _typed(cls, raw)
+            samples = [_typed(_Sample, s, f"samples[{i}].") for i, s in enumerate(record.samples)]
+            return dataclasses.replace(
+                record,
+                chat=_typed(LossSummary, record.chat, "chat."),
+                matrix={
+                    n: _typed(LossSummary, v, f"matrix.{n}.")
+                    for n, v in _valid(record.matrix, "dict", "matrix").items()
+                },
+                samples=[dataclasses.asdict(s) for s in samples],
             )
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
+        except (ValueError, RecursionError):
+            problem = "not valid JSON"
+        except _Invalid as e:
+            problem = str(e)
+        raise UserError(f"{where} is not an eval record of this neosft version ({problem}): run `neosft eval` again")
 
     @classmethod
     def read(cls, folder: Location) -> EvalRecord | None:

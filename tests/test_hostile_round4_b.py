@@ -4,13 +4,18 @@ and terminals, and the faults left from earlier rounds."""
 from __future__ import annotations
 
 import http.server
+import json
+import math
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import assert_user_error, neosft
 from test_hostile_round3 import serving
+
+from neosft.artifacts import EvalRecord, LossRecord, LossSummary, losses_jsonl
 
 SECRET = "pw-that-must-never-show"
 
@@ -81,3 +86,63 @@ def test_status_prints_an_event_message_escaped(kube):
     assert result.returncode == 0, result.stderr
     assert not any(c in result.stdout for c in "\x1b\x07\u202e\x9b"), repr(result.stdout)
     assert "Bad\\x1b[1m: \\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\u202e\\x9b" in result.stdout
+
+
+# --- D. every artifact is checked when read back ----------------------------------------------------------------
+
+
+def loss_record(step: int, loss: float) -> LossRecord:
+    return LossRecord(step, 2, 0.5 * step, 100 * step, 10.0, 50.0 * step, 1.0 * step, "0:00:01", "0:00:01", loss=loss)
+
+
+def eval_record(loss: float) -> EvalRecord:
+    summary = LossSummary(loss, math.exp(loss) if math.isfinite(loss) else loss, 40, 2)
+    return EvalRecord(
+        "single", "lora", "out/final", "data", "0" * 64, 1024, summary, {"single": summary},
+        [{"prompt": "q", "answer": "a"}], 1, 1.0, 10.0, "0",
+    )  # fmt: skip
+
+
+def a_run(root: Path, loss: float, record: bytes | None = None) -> Path:
+    """<root>/runs/r1/single as the trainer and `neosft eval` write it (the real writers), `loss` its every loss."""
+    output = root / "runs" / "r1" / "single"
+    output.mkdir(parents=True)
+    (output / "loss.jsonl").write_bytes(losses_jsonl([loss_record(1, loss), loss_record(2, loss)]))
+    (output / "eval.json").write_bytes(record if record is not None else eval_record(loss).to_json())
+    return output
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda r: r["chat"].update(loss="0.5"), "chat.loss"),
+        (lambda r: r.update(samples={"prompt": "q"}), "samples"),
+        (lambda r: r["samples"].append({"prompt": 1, "answer": "a"}), "samples[1].prompt"),
+        (lambda r: r["chat"].update(loss=1e308), "chat.loss"),
+        (lambda r: r["matrix"]["single"].update(tokens=-1), "matrix.single.tokens"),
+    ],
+)
+@pytest.mark.parametrize("command", ["compare", "status"])
+def test_an_eval_record_of_wrong_types_is_one_line_naming_it(tmp_path, change, needle, command):
+    """Item 14: the eval record has the typed checks of every other reader."""
+    raw = json.loads(eval_record(0.5).to_json())
+    change(raw)
+    a_run(tmp_path, 0.5, json.dumps(raw).encode())
+    args = ("compare", tmp_path / "runs" / "r1") if command == "compare" else ("status", "r1", "--store", tmp_path)
+    assert_user_error(neosft(*args), "eval.json", needle)
+
+
+def test_a_diverged_run_reads_back_and_shows_as_diverged(tmp_path):
+    """Item 15: NaN losses, as the trainer and `neosft eval` write them, are read back and shown as diverged by
+    `plot`, `status --store` and `compare` (whose chat loss plot once crashed on them), never refused."""
+    output = a_run(tmp_path, math.nan)
+    assert b"NaN" in (output / "loss.jsonl").read_bytes()  # what the writer writes
+    plotted = neosft("plot", output, "--out", tmp_path / "p.png")
+    assert plotted.returncode == 0, plotted.stderr
+    status = neosft("status", "r1", "--store", tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[1].split()[1:3] == ["2/2", "diverged"], status.stdout
+    compared = neosft("compare", tmp_path / "runs" / "r1")
+    assert compared.returncode == 0, compared.stderr
+    assert "diverged" in compared.stdout
+    assert (tmp_path / "runs" / "r1" / "eval.png").read_bytes().startswith(b"\x89PNG")

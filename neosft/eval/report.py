@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neosft.artifacts import EvalRecord, RunRecord
+from neosft.artifacts import EvalRecord, RunRecord, diverged, shown
 from neosft.errors import UserError
 from neosft.progress import text_table
 from neosft.storage import Location
@@ -40,7 +40,7 @@ def table(variants: list[Evaluated], base: EvalRecord | None) -> list[list[str]]
     """VARIANT, METHOD, STEPS, TRAIN LOSS, CHAT LOSS, PERPLEXITY, VS BASE: the base first."""
     rows = []
     if base:
-        rows.append([BASE, base.method, "-", "-", f"{base.chat.loss:.4f}", f"{base.chat.perplexity:.2f}", "-"])
+        rows.append([BASE, base.method, "-", "-", shown(base.chat.loss), shown(base.chat.perplexity, 2), "-"])
     for v in variants:
         chat = v.eval.chat if v.eval else None
         rows.append(
@@ -48,10 +48,12 @@ def table(variants: list[Evaluated], base: EvalRecord | None) -> list[list[str]]
                 v.name,
                 v.eval.method if v.eval else "-",
                 str(v.run.steps) if v.run else "-",
-                f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
-                f"{chat.loss:.4f}" if chat else "-",
-                f"{chat.perplexity:.2f}" if chat else "-",
-                f"{chat.loss - base.chat.loss:+.4f}" if chat and base else "-",
+                shown(v.run.final_loss if v.run else None),
+                shown(chat.loss if chat else None),
+                shown(chat.perplexity if chat else None, 2),
+                f"{chat.loss - base.chat.loss:+.4f}"
+                if chat and base and not diverged(chat.loss) and not diverged(base.chat.loss)
+                else "-",
             ]
         )
     return rows
@@ -108,7 +110,7 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
             *_markdown_table(
                 ["model", *columns],
                 [
-                    [name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-" for c in columns)]
+                    [name, *(shown(e.matrix[c].loss) if c in e.matrix else "-" for c in columns)]
                     for name, e in evaluated
                 ],
             ),
@@ -124,7 +126,8 @@ def markdown(run_name: str, variants: list[Evaluated], base: EvalRecord | None) 
 
 
 def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
-    """PNG: a bar of chat loss per evaluated variant, the base model's as a dashed line."""
+    """PNG: a bar of chat loss per evaluated variant, the base model's as a dashed line; a diverged model's
+    loss is named so on an empty bar."""
     from matplotlib.figure import Figure
 
     from neosft.train.lossplot import png
@@ -132,15 +135,15 @@ def plot(variants: list[Evaluated], base: EvalRecord | None) -> bytes:
     scored = [(v.name, v.eval.chat.loss) for v in variants if v.eval]
     figure = Figure(figsize=(8, 4.5))
     ax = figure.subplots()
-    losses = [loss for _, loss in scored]
+    losses = [0.0 if diverged(loss) else loss for _, loss in scored]
     bars = ax.bar([name for name, _ in scored], losses, color="#1f77b4")
-    ax.bar_label(bars, fmt="%.4f")
-    if base:
-        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.4f})")
+    ax.bar_label(bars, labels=[shown(loss) for _, loss in scored])
+    if base and not diverged(base.chat.loss):
+        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({shown(base.chat.loss)})")
         ax.legend()
-    shown = losses + ([base.chat.loss] if base else [])
-    if shown:  # differences between fine-tunes are small: the axis spans the values, not zero to them
-        low, high = min(shown), max(shown)
+    finite = [loss for loss in [loss for _, loss in scored] + ([base.chat.loss] if base else []) if not diverged(loss)]
+    if finite:  # differences between fine-tunes are small: the axis spans the values, not zero to them
+        low, high = min(finite), max(finite)
         margin = max(high - low, 0.01 * high, 1e-3)
         ax.set_ylim(max(0.0, low - margin), high + margin)
     ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neosft.artifacts import LossSummary
+from neosft.artifacts import MAX_NUMBER, LossSummary
 from neosft.eval import GENERATE_BATCH
 from neosft.train import dist
 from neosft.train.tokenize import IGNORE_INDEX
@@ -71,9 +71,11 @@ def score(model, samples, pad_id: int, batch_tokens: int = BATCH_TOKENS) -> tupl
 
 
 def summary(loss_sum: float, tokens: int, samples: int) -> LossSummary:
-    """The token-weighted mean and its perplexity (NaN where there is no label token)."""
-    loss = loss_sum / tokens if tokens else float("nan")
-    return LossSummary(round(loss, 6), round(math.exp(loss), 4) if tokens else float("nan"), tokens, samples)
+    """The token-weighted mean and its perplexity (NaN where there is no label token or the model diverged;
+    Infinity past what an eval record holds)."""
+    loss = loss_sum / tokens if tokens else math.nan
+    perplexity = math.inf if loss > math.log(MAX_NUMBER) else math.exp(loss)  # NaN stays NaN
+    return LossSummary(round(loss, 6), round(perplexity, 4), tokens, samples)
 
 
 @torch.inference_mode()
