@@ -146,3 +146,23 @@ def test_a_diverged_run_reads_back_and_shows_as_diverged(tmp_path):
     assert compared.returncode == 0, compared.stderr
     assert "diverged" in compared.stdout
     assert (tmp_path / "runs" / "r1" / "eval.png").read_bytes().startswith(b"\x89PNG")
+
+
+# --- E. the new options ------------------------------------------------------------------------------------------
+
+
+def test_reilx_single_rows_holding_nan_or_infinity_are_left_out_and_counted(tmp_path, capsys):
+    """Item 16: REILX's `single` script copies a NaN or Infinity as found, and `json.dump` writes it as the bare
+    word; the trainer leaves such rows out and counts them, as it does other rows that are not of strings."""
+    from neosft.data.build import build
+    from neosft.train.dataset import manifest_entry, rows
+
+    qa = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    records = [{"conversations": qa}, {"conversations": [{**qa[0], "value": math.nan}, qa[1]]}]
+    records.append({"conversations": [qa[0], {**qa[1], "value": math.inf}]})
+    (tmp_path / "c.json").write_text(json.dumps(records))
+    build(str(tmp_path / "c.json"), str(tmp_path / "d"), rules="reilx")
+    _, entry = manifest_entry(str(tmp_path / "d"), "single")
+    assert entry.rows == 3  # the script wrote all three
+    assert list(rows(str(tmp_path / "d"), "single", entry, reilx=True)) == [{"instruction": "q", "output": "a"}]
+    assert "warning: 2 single rows hold a value that is not a string" in capsys.readouterr().err

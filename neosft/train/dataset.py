@@ -43,8 +43,8 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
             for number, line in enumerate(f, 1):
                 digest.update(line)
                 try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                    row = orjson.loads(line) if not reilx else _reilx_row(line)
+                except (orjson.JSONDecodeError, ValueError, RecursionError):
                     raise UserError(
                         f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                         "part); rebuild the dataset"
@@ -65,6 +65,15 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
             f"warning: {left_out:,} {variant} rows hold a value that is not a string (REILX's scripts copy values as "
             "found): not trained on"
         )
+
+
+def _reilx_row(line: bytes):
+    """A row as REILX's `single` script writes it: `json.dump` writes a NaN or Infinity it copied as the bare
+    words, which orjson refuses and the standard library reads back (such a row is then not one of strings)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 def _is_row(row) -> bool:
