@@ -166,3 +166,20 @@ def test_reilx_single_rows_holding_nan_or_infinity_are_left_out_and_counted(tmp_
     assert entry.rows == 3  # the script wrote all three
     assert list(rows(str(tmp_path / "d"), "single", entry, reilx=True)) == [{"instruction": "q", "output": "a"}]
     assert "warning: 2 single rows hold a value that is not a string" in capsys.readouterr().err
+
+
+def test_eval_of_a_local_run_reads_its_dataset_in_the_store_folder(tmp_path):
+    """Item 12: a local run's record names its dataset as the pods saw it, s3://neosft/data/RUN; `neosft eval
+    OUTPUT` reads it in the store folder that holds OUTPUT, with no S3 credentials (see also test_run.py)."""
+    from neosft.data.build import build
+    from neosft.eval.evaluate import read_heldout
+    from neosft.eval.outputs import dataset_of
+
+    bucket = tmp_path / "store" / "neosft"
+    build("sample", str(bucket / "data" / "r1"), holdout="10%")
+    output = bucket / "runs" / "r1" / "single"
+    output.mkdir(parents=True)
+    assert dataset_of("s3://neosft/data/r1", str(output)) == str(bucket / "data" / "r1")
+    assert read_heldout(dataset_of("s3://neosft/data/r1", str(output))).conversations
+    assert dataset_of("s3://neosft/data/r2", str(output)) == "s3://neosft/data/r2"  # not here: as recorded
+    assert dataset_of("s3://neosft/data/r1", "s3://b/runs/r1/single") == "s3://neosft/data/r1"
