@@ -90,6 +90,14 @@ def _typed(cls, fields: dict, where: str = ""):
         raise _Invalid(f"{where}{missing[0] if missing else '?'} is missing") from None
 
 
+def _inside(names: list[str], where: str) -> None:
+    """File names relative to the dataset folder that stay in it: no absolute path, '..', '.' or empty part."""
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+            raise _Invalid(f"{where} names {json.dumps(name)[:80]}, a path that leaves the dataset folder")
+
+
 def _check_stats(stats: dict, where: str) -> None:
     """The length statistics `neosft plan` reads: characters of instruction and output (and tokens, when counted)."""
     for key in ("instruction_chars", "output_chars", *(("tokens",) if "tokens" in stats else ())):
@@ -198,6 +206,8 @@ class Manifest:
                     published = _typed(PublishedMatch, built[name].published, f"variants.{name}.published.")
                     built[name] = dataclasses.replace(built[name], published=published)
                 _check_stats(built[name].stats, f"variants.{name}.stats")
+                _inside(built[name].files, f"variants.{name}.files")
+            _inside([manifest.parts], "parts")
             heldout = manifest.heldout
             if heldout is not None:
                 heldout = _typed(HeldOut, heldout, "heldout.")
@@ -206,6 +216,13 @@ class Manifest:
                     heldout,
                     variants={name: _typed(VariantData, v, f"heldout.variants.{name}.") for name, v in held.items()},
                 )
+                _inside([heldout.file], "heldout.file")
+                training = {f for v in built.values() for f in v.files}
+                for name, v in heldout.variants.items():
+                    _inside(v.files, f"heldout.variants.{name}.files")
+                    same = name in built and v.rows and v.sha256 == built[name].sha256  # a copy of the training rows
+                    if training & {heldout.file, *v.files} or same:
+                        raise _Invalid(f"heldout.variants.{name} holds training rows")
             return dataclasses.replace(
                 manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built, heldout=heldout
             )

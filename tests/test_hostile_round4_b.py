@@ -3,6 +3,7 @@ and terminals, and the faults left from earlier rounds."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import math
@@ -16,6 +17,7 @@ from conftest import assert_user_error, neosft
 from test_hostile_round3 import serving
 
 from neosft.artifacts import EvalRecord, LossRecord, LossSummary, losses_jsonl
+from neosft.errors import UserError
 
 SECRET = "pw-that-must-never-show"
 
@@ -183,3 +185,76 @@ def test_eval_of_a_local_run_reads_its_dataset_in_the_store_folder(tmp_path):
     assert read_heldout(dataset_of("s3://neosft/data/r1", str(output))).conversations
     assert dataset_of("s3://neosft/data/r2", str(output)) == "s3://neosft/data/r2"  # not here: as recorded
     assert dataset_of("s3://neosft/data/r1", "s3://b/runs/r1/single") == "s3://neosft/data/r1"
+
+
+@pytest.fixture(scope="module")
+def held_dataset(tmp_path_factory) -> Path:
+    from neosft.data.build import build
+
+    folder = tmp_path_factory.mktemp("held") / "d"
+    build("sample", str(folder), holdout="20%")
+    return folder
+
+
+def damaged(held_dataset: Path, tmp_path: Path, change) -> str:
+    """A copy of the dataset that `change(folder, manifest as JSON)` damaged."""
+    import shutil
+
+    folder = tmp_path / "d"
+    shutil.copytree(held_dataset, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(folder, manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return str(folder)
+
+
+def truncate(folder: Path, manifest: dict) -> None:
+    path = folder / manifest["heldout"]["file"]
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def drop_last_line(folder: Path, manifest: dict) -> None:
+    path = folder / manifest["heldout"]["variants"]["single"]["files"][0]
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
+
+
+def a_bad_record(folder: Path, manifest: dict) -> None:  # under a matching sha256: the shape is checked too
+    path = folder / manifest["heldout"]["file"]
+    path.write_bytes(b'{"conversations": 7}\n' + path.read_bytes())
+    manifest["heldout"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def a_bad_row(folder: Path, manifest: dict) -> None:
+    path = folder / manifest["heldout"]["variants"]["single"]["files"][0]
+    path.write_bytes(b'{"instruction": 1, "output": "a"}\n' + path.read_bytes())
+    manifest["heldout"]["variants"]["single"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def outside(folder: Path, manifest: dict) -> None:
+    manifest["heldout"]["file"] = "../../etc/passwd"
+
+
+def training_rows(folder: Path, manifest: dict) -> None:
+    manifest["heldout"]["variants"]["single"] = manifest["variants"]["single"]
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (truncate, "truncated"),
+        (drop_last_line, "sha256"),
+        (a_bad_record, "not a conversation"),
+        (a_bad_row, "not a row"),
+        (outside, "leaves the dataset folder"),
+        (training_rows, "holds training rows"),
+    ],
+)
+def test_held_out_files_are_checked_before_scoring(held_dataset, tmp_path, change, needle):
+    """Item 11: sha256 and shape, paths inside the dataset, no training rows; each one line naming the problem."""
+    from neosft.eval.evaluate import read_heldout
+
+    folder = damaged(held_dataset, tmp_path, change)
+    with pytest.raises(UserError, match=needle) as refused:
+        read_heldout(folder)
+    assert "\n" not in str(refused.value)
+    assert read_heldout(str(held_dataset)).conversations  # the undamaged dataset reads

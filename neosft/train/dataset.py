@@ -49,7 +49,7 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
                         f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                         "part); rebuild the dataset"
                     ) from None
-                if not _is_row(row):
+                if not is_row(row):
                     if reilx and isinstance(row, dict):
                         left_out += 1
                         continue
@@ -76,7 +76,8 @@ def _reilx_row(line: bytes):
         return json.loads(line)
 
 
-def _is_row(row) -> bool:
+def is_row(row) -> bool:
+    """Whether `row` is a row of string instruction and output (and input, system where present)."""
     return (
         isinstance(row, dict)
         and all(isinstance(row.get(k), str) for k in ROW_KEYS)
