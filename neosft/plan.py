@@ -54,6 +54,21 @@ def lora_parameters(config: dict, rank: int) -> int:
     return rank * per_layer * config["num_hidden_layers"]
 
 
+def qwen2_linear(config: dict = QWEN2_7B) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear projection of a Qwen2 decoder layer (transformers' Qwen2Attention, Qwen2MLP)."""
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    return {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }
+
+
 def trainable(lora: Lora | None, config: dict = QWEN2_7B) -> int:
     """The parameters an optimizer updates: the adapter's with LoRA, else every one."""
     return lora_parameters(config, lora.rank) if lora else parameters(config)

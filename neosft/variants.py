@@ -196,6 +196,22 @@ class Lora:
             raise UserError(f"--lora-target {self.target!r}: expected `all` or comma-separated module names")
         return self
 
+    def fits(self, linear: dict[str, tuple[int, int]], model: str) -> list[str]:
+        """The modules the adapter wraps on a model whose linear modules (`all`'s, name: (in, out) features) are
+        `linear`; a `UserError` for a target the model lacks, or a rank above a wrapped module's smaller side (its
+        LoRA factors would only add parameters, and a huge rank ends in an allocation failure)."""
+        targets = list(linear) if self.targets() == [ALL_LINEAR] else self.targets()
+        missing = [t for t in targets if t not in linear]
+        if missing:
+            raise UserError(
+                f"--lora-target {missing[0]}: {model} has no such module (its linear modules: "
+                f"{', '.join(sorted(linear))}, or `all`)"
+            )
+        bound = min(min(linear[t]) for t in targets)
+        if self.rank > bound:
+            raise UserError(f"--lora-rank {self.rank}: above {bound}, the smallest side of {model}'s wrapped modules")
+        return targets
+
     def targets(self) -> list[str]:
         """The target as given: ["all"] or the module names."""
         return [name.strip() for name in self.target.split(",") if name.strip()]

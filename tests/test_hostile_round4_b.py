@@ -258,3 +258,22 @@ def test_held_out_files_are_checked_before_scoring(held_dataset, tmp_path, chang
         read_heldout(folder)
     assert "\n" not in str(refused.value)
     assert read_heldout(str(held_dataset)).conversations  # the undamaged dataset reads
+
+
+@pytest.mark.parametrize(
+    "setting, needle",
+    [("train.lora.rank=100000000", "--lora-rank 100000000: above 512"), ("train.lora.target=no_such_proj", "no_such")],
+)
+def test_lora_settings_are_bound_by_the_architecture_at_submit(setting, needle):
+    """Item 17: a rank above the smallest side of a wrapped module (Qwen2-7B's k_proj: 3584 x 512), a target the
+    architecture lacks: refused at submit, from the table, before any pod."""
+    assert_user_error(neosft("submit", "--dry-run", "--set", setting), "train.lora", needle)
+    assert neosft("submit", "--dry-run", "--set", "train.lora.rank=512").returncode == 0
+
+
+def test_a_lora_rank_above_the_models_dimensions_is_one_line_at_train(sample_dataset, tiny_model, tmp_path):
+    """Item 17: `train --lora-rank 100000000` once ended in an allocation traceback."""
+    args = ["train", "--variant", "single", "--data", sample_dataset, "--output", tmp_path / "o", "--model", tiny_model]
+    result = neosft(*args, "--deepspeed", "none", "--work-dir", tmp_path / "w", "--lora-rank", "100000000")
+    assert_user_error(result, "--lora-rank 100000000: above")
+    assert not (tmp_path / "o" / "final").exists()

@@ -3,6 +3,7 @@ file in the training dtype, and `neosft merge` (base + adapter -> plain transfor
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from neosft.artifacts import RunRecord
 from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import location
-from neosft.variants import ALL_LINEAR, Lora
+from neosft.variants import Lora
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -31,18 +32,19 @@ def linear_modules(model) -> list[str]:
 
 
 def target_modules(model, lora: Lora) -> list[str]:
-    """The module names the adapter wraps: `all` resolved on `model`, or the names given, each checked present."""
-    targets = lora.targets()
-    if targets == [ALL_LINEAR]:
-        return linear_modules(model)
-    present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in present]
-    if missing:
-        raise UserError(
-            f"--lora-target {missing[0]}: the model has no such module (its linear modules: "
-            f"{', '.join(linear_modules(model))}, or `all`)"
-        )
-    return targets
+    """The module names the adapter wraps (`all` resolved on `model`), each checked present and its rank in bounds
+    (`Lora.fits`)."""
+    wanted = set(linear_modules(model)) | set(lora.targets())
+    linear: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        last = name.split(".")[-1]
+        if last in wanted:  # a Linear's features, an Embedding's size; another module is not bound here
+            sides = (
+                getattr(module, "in_features", getattr(module, "num_embeddings", sys.maxsize)),
+                getattr(module, "out_features", getattr(module, "embedding_dim", sys.maxsize)),
+            )
+            linear[last] = min(linear.get(last, sides), sides)
+    return lora.fits(linear, "the model")
 
 
 def config_targets(config, lora: Lora) -> list[str]:
