@@ -14,7 +14,6 @@ from neosft.storage import location
 from neosft.variants import Lora
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 EXCLUDED = "lm_head"  # LLaMA-Factory's forbidden module for a decoder such as Qwen2
 MERGE_DTYPES = ("bf16", "base")
 
