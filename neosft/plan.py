@@ -11,18 +11,17 @@ from dataclasses import dataclass
 from neosft.artifacts import Manifest, VariantData
 from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS
 from neosft.train.spec import EVAL_SAMPLES
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
+from neosft.variants import (
+    NUM_DEVICES,
+    QWEN2_7B,
+    SHARED,
+    TOTAL_TRAIN_BATCH,
+    VARIANTS,
+    Lora,
+    gradient_accumulation,
+)
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
-QWEN2_7B = {
-    "vocab_size": 152064,
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "tie_word_embeddings": False,
-}
 DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
 # LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
 # backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second
@@ -53,21 +52,6 @@ def lora_parameters(config: dict, rank: int) -> int:
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
     per_layer = (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
     return rank * per_layer * config["num_hidden_layers"]
-
-
-def qwen2_linear(config: dict = QWEN2_7B) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each linear projection of a Qwen2 decoder layer (transformers' Qwen2Attention, Qwen2MLP)."""
-    h, inter = config["hidden_size"], config["intermediate_size"]
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    return {
-        "q_proj": (h, h),
-        "k_proj": (h, kv),
-        "v_proj": (h, kv),
-        "o_proj": (h, h),
-        "gate_proj": (h, inter),
-        "up_proj": (h, inter),
-        "down_proj": (inter, h),
-    }
 
 
 def trainable(lora: Lora | None, config: dict = QWEN2_7B) -> int:

@@ -234,6 +234,33 @@ class Lora:
 
 LORA = Lora()
 
+# Qwen2-7B's config.json (the dimensions `neosft plan` and the submit-time LoRA check use)
+QWEN2_7B = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+}
+
+
+def qwen2_linear(config: dict = QWEN2_7B) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear projection of a Qwen2 decoder layer (transformers' Qwen2Attention, Qwen2MLP)."""
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    return {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }
+
+
 # REILX's own run of the seed, as its published artifacts show it (the README's "REILX's run"): REILX's conversion
 # scripts byte for byte, every record (no held-out split), LoRA adapters at the settings above, and the table's
 # hyper-parameters untouched. `neosft submit --reilx` and `neosft run --reilx` set exactly these chart values.

@@ -15,7 +15,7 @@ from neosft.k8s.names import check_derived_names
 from neosft.k8s.render import is_helm_only, is_test, render, with_defaults, without_hook
 from neosft.k8s.validate import validate
 from neosft.train.args import checked_overrides
-from neosft.variants import LORA, TOTAL_TRAIN_BATCH, gradient_accumulation
+from neosft.variants import LORA, TOTAL_TRAIN_BATCH, gradient_accumulation, qwen2_linear
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
 
@@ -70,7 +70,6 @@ def _check_trainer_settings(objects: list[dict]) -> None:
 def _check_lora(args: list[str], variant: str) -> None:
     """train.lora's rank and target, rendered as `--lora-*`, checked against the architecture of the default
     model (Qwen2-7B, from its table in `neosft.plan`); another model's are checked by `neosft train`."""
-    from neosft.plan import qwen2_linear
     from neosft.train import DEFAULT_MODEL
 
     given = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
