@@ -189,18 +189,18 @@ def same_tokenizer(tokenizer, reference, what: str, whose: str) -> None:
         )
 
 
-def load_output(final: Path):
+def load_output(final: Path, name: str | None = None):
     """(model, tokenizer, method) of a run's final/: a PEFT adapter over the base its adapter_config.json names, or
-    full weights; the base's tokenizer must be the run's."""
+    full weights; the base's tokenizer must be the run's. `name`: where the user knows `final` (a copy's source)."""
     tokenizer = load_tokenizer(final)
     config = final / "adapter_config.json"
     if not config.exists():
         return load_model(final), tokenizer, "full"
-    from peft import PeftModel
+    from neosft.train.lora import checked_adapter, load_adapter
 
-    base = json.loads(config.read_text())["base_model_name_or_path"]
+    base = checked_adapter(final, name)
     same_tokenizer(load_tokenizer(base), tokenizer, f"the adapter's base model {base}", str(final))
-    return PeftModel.from_pretrained(load_model(base), str(final)).eval(), tokenizer, "lora"
+    return load_adapter(load_model(base), final).eval(), tokenizer, "lora"
 
 
 def finished_run(output: Location) -> RunRecord:

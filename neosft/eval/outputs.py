@@ -82,7 +82,7 @@ def eval_output(
     record = finished_run(out)
     held = read_heldout(data or dataset_of(record.dataset["uri"], output))
     with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
-        model, tokenizer, method = load_output(final or local_final(out, Path(work)))
+        model, tokenizer, method = load_output(final or local_final(out, Path(work)), f"{out}/final")
     result = evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings)
     return _finish(result, out, location(run_of(output)) if in_run(output, record.variant) else None)
 
