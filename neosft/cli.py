@@ -24,7 +24,6 @@ from neosft.variants import (
     TOTAL_EVAL_BATCH,
     TOTAL_TRAIN_BATCH,
     VARIANTS,
-    reilx_run,
 )
 
 if TYPE_CHECKING:  # the backends import Helm and the Kubernetes client: only in the commands that use them
@@ -255,12 +254,13 @@ def plan(
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per variant  [default: 40]")
 @click.option("--run-id", help="Name of the run; default: local-<UTC time>. Reusing one resumes it.")
 @click.option(
+    "--kind",
     "--backend",
     "trainer_kind",
     default="auto",
     show_default=True,
     type=click.Choice(_TRAINER_KINDS),
-    help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob).",
+    help="Training objects to render and run here: TrainJob or PyTorchJob (auto: TrainJob); --backend: its old name.",
 )
 @click.option(
     "--method",
@@ -486,11 +486,13 @@ def _warn(line: str) -> None:
 )
 @click.option("--queue", help="Kueue LocalQueue for every Job and training object of the run.")
 @click.option(
+    "--kind",
     "--backend",
     "trainer_kind",
     type=click.Choice(_TRAINER_KINDS),
-    help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2). "
-    "[default: the values' train.backend, else auto: what the cluster serves, TrainJob first; "
+    help="Training objects: PyTorchJob (Kubeflow training operator v1.9) or TrainJob (Kubeflow Trainer v2); "
+    "--backend: its old name, kept for one release. "
+    "[default: the values' train.kind, else auto: what the cluster serves, TrainJob first; "
     "pytorchjob with --dry-run]",
 )
 @click.option("--run-id", help="Name of the run; default: the values' runId, else a new time-stamped id.")
@@ -544,37 +546,24 @@ def submit(
     """
     import os
 
-    from neosft.backends.base import with_store_default
+    from neosft.backends.submit import submit_values
     from neosft.k8s.manifests import check_run_id, new_run_id
-    from neosft.k8s.render import load_values
     from neosft.progress import format_duration, parse_duration
 
-    if data_only and data_uri:
-        raise UserError("--data-only and --data exclude each other")
-    if source and data_uri:
-        raise UserError("--source and --data exclude each other: --data trains on a dataset already built")
-    if rules and data_uri:
-        raise UserError("--rules and --data exclude each other: --data trains on a dataset already built")
-    if reilx and data_uri:
-        raise UserError("--reilx and --data exclude each other: REILX's run builds its dataset with REILX's scripts")
     timeout_s = parse_duration(timeout)
-    overrides: dict = {}
-    if variant:
-        overrides["variants"] = list(VARIANTS) if variant == "all" else [variant]
-    if data_only:
-        overrides["train"] = {"enabled": False}
-    if source or rules:
-        overrides["data"] = {k: v for k, v in (("source", source), ("rules", rules)) if v}
-    if data_uri:
-        overrides["data"] = {"enabled": False, "uri": data_uri}
-    if queue is not None:
-        overrides["queue"] = queue
-    if method:
-        overrides.setdefault("train", {})["method"] = method
-    values = load_values(values_file, sets, overrides)
-    if reilx:
-        values = reilx_run(values)
-    values = with_store_default(values, dict(os.environ))
+    values = submit_values(
+        variant=variant,
+        values_file=values_file,
+        sets=sets,
+        source=source,
+        data_uri=data_uri,
+        data_only=data_only,
+        rules=rules,
+        queue=queue,
+        method=method,
+        reilx=reilx,
+        environ=dict(os.environ),
+    )
     run_id = check_run_id(run_id or values.get("runId") or new_run_id())
     backend = _backend(namespace=namespace, offline=dry_run)
     run = backend.render(values, run_id, trainer_kind, click.echo)

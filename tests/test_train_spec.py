@@ -75,7 +75,7 @@ def expected(values: dict, variant: str, first: bool) -> TrainSpec:
 def test_the_rendered_arguments_parse_back_into_the_spec_of_the_values(kind, values, monkeypatch):
     monkeypatch.delenv("NEOSFT_WORK_DIR", raising=False)
     variants = ["single", "multi"]
-    objects = render(merge(values, {"train": {"backend": kind}, "variants": variants}), "r1", "ml")
+    objects = render(merge(values, {"train": {"kind": kind}, "variants": variants}), "r1", "ml")
     jobs = [o for o in objects if o["kind"] == KINDS[kind]]
     assert len(jobs) == len(variants)
     for n, (variant, job) in enumerate(zip(variants, jobs)):
@@ -92,3 +92,13 @@ def test_every_option_is_declared_once_with_its_default():
         if f.default is not dataclasses.MISSING:
             assert options[f.name].default == f.default, f.name
     assert TrainSpec("single", "d", "o").eval is True and options["eval"].default is True  # one default for --eval
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_old_spelling_train_backend_is_an_alias_of_train_kind(kind):
+    """`train.backend` (the name before `train.kind`, kept one release) renders what `train.kind` renders."""
+    other = "trainjob" if kind == "pytorchjob" else "pytorchjob"
+    new = render({"train": {"kind": kind}}, "r1", "ml")
+    assert render({"train": {"backend": kind}}, "r1", "ml") == new
+    assert render({"train": {"kind": other, "backend": kind}}, "r1", "ml") == new  # when set, the old name decides
+    assert [o for o in new if o["kind"] == KINDS[kind]]

@@ -33,12 +33,14 @@ class ExecutionBackend(abc.ABC):
         """The store a run with these values writes to."""
 
     def render(self, values: dict, run_id: str, requested: str | None, echo: Echo) -> RenderedRun:
-        """The run's validated objects, with the trainer kind `requested`, the values' train.backend, else auto."""
+        """The run's validated objects, with the trainer kind `requested`, else the values' train.kind (or its old
+        name train.backend), else auto."""
         train = with_defaults(values)["train"]
         trainer = None
         if train["enabled"]:
-            trainer = self.trainer_kind(requested or (values.get("train") or {}).get("backend") or "auto", echo)
-            values = merge(values, {"train": {"backend": trainer.name}})
+            asked = values.get("train") or {}
+            trainer = self.trainer_kind(requested or asked.get("backend") or asked.get("kind") or "auto", echo)
+            values = merge(values, {"train": {"kind": trainer.name, "backend": ""}})
         merged = with_defaults(values)
         data = merged["data"]
         store = self.store(values)

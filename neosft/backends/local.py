@@ -8,7 +8,8 @@ therefore shows up here as it would on a cluster.
 
 The waiting process is the run's controller: `wait` starts each pod after the one before it
 succeeded. Each run keeps under `.neosft/runs/<run-id>/` what `status`, `logs` and `delete` read
-later, from any process: what rendering decided (`run.json`), the manifests, and each part's state;
+later, from any process: what rendering decided (`rendered.json`; runs written before it was named so keep
+`run.json`, which is read too), the manifests, and each part's state;
 the logs are `.neosft/logs/<run-id>-<part>.log`.
 """
 
@@ -41,6 +42,10 @@ from neosft.storage.s3 import s3_location
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
 SECRET = "neosft-s3"  # the chart's default s3.secretName, answered here with the store's keys
+
+
+RENDERED = "rendered.json"  # under .neosft/runs/<run-id>/: what rendering decided (not a run record)
+_RENDERED_BEFORE = "run.json"  # its name until issue 23; still read
 
 
 class Local(ExecutionBackend):
@@ -109,7 +114,7 @@ class Local(ExecutionBackend):
             "data_uri": run.data_uri,
             "builds_data": run.builds_data,
         }
-        (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        (folder / RENDERED).write_text(json.dumps(record, indent=2), encoding="utf-8")
         self._write_states(run.run_id, {_name(o): {"state": "Pending", "variant": variant_of(o)} for o in _pods(run)})
         self._runs[run.run_id] = run
         return [_name(o) for o in _pods(run)]
@@ -191,7 +196,13 @@ class Local(ExecutionBackend):
     # --- reading a run back, from any process ----------------------------------------------------
 
     def holds(self, run_id: str) -> bool:
-        return (self._folder(run_id) / "run.json").exists()
+        return self._rendered(self._folder(run_id)).exists()
+
+    @staticmethod
+    def _rendered(folder: Path) -> Path:
+        """The run's rendering record: RENDERED, else the name it had before (one release)."""
+        new = folder / RENDERED
+        return new if new.exists() or not (folder / _RENDERED_BEFORE).exists() else folder / _RENDERED_BEFORE
 
     def status(self, run_id: str) -> RunStatus:
         record = self._record(run_id)
@@ -223,7 +234,13 @@ class Local(ExecutionBackend):
 
     def runs(self) -> list[RunSummary]:
         found = []
-        for folder in sorted((self.work / "runs").glob("*/run.json")):
+        for folder in sorted(
+            {
+                self._rendered(f.parent)
+                for n in (RENDERED, _RENDERED_BEFORE)
+                for f in (self.work / "runs").glob(f"*/{n}")
+            }
+        ):
             run_id = folder.parent.name
             states = self._states(run_id)
             holds = [entry["variant"] for entry in states.values()]
@@ -287,7 +304,7 @@ class Local(ExecutionBackend):
     def _record(self, run_id: str) -> dict:
         if not self.holds(run_id):
             raise UserError(f"no local run {run_id} in {self.work}")
-        return json.loads((self._folder(run_id) / "run.json").read_text(encoding="utf-8"))
+        return json.loads(self._rendered(self._folder(run_id)).read_text(encoding="utf-8"))
 
     def _states(self, run_id: str) -> dict[str, dict]:
         return json.loads((self._folder(run_id) / "state.json").read_text(encoding="utf-8"))

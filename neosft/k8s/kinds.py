@@ -25,7 +25,7 @@ class Resource:
 class TrainerKind:
     """A training object kind: how to find it, hold it (`suspend`, a path in its spec) and install it."""
 
-    name: str  # a run's trainer_kind: the chart's train.backend and `neosft submit|run --backend`
+    name: str  # a run's trainer_kind: the chart's train.kind and `neosft submit|run --kind`
     resource: Resource
     suspend: tuple[str, ...]
     operator: str

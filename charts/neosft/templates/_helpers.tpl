@@ -178,22 +178,27 @@ limits:
   memory: 512Mi
 {{- end }}
 
-{{/* The training object kind (train.backend), its API group and plural: for RBAC and `neosft release`. */}}
+{{/* The training kind: train.kind, or its old name train.backend when set (one release). */}}
+{{- define "neosft.kindValue" -}}
+{{ .Values.train.backend | default .Values.train.kind }}
+{{- end }}
+
+{{/* The training object kind (train.kind), its API group and plural: for RBAC and `neosft release`. */}}
 {{- define "neosft.trainKind" -}}
-{{ ternary "TrainJob" "PyTorchJob" (eq .Values.train.backend "trainjob") }}
+{{ ternary "TrainJob" "PyTorchJob" (eq (include "neosft.kindValue" .) "trainjob") }}
 {{- end }}
 {{- define "neosft.trainGroup" -}}
-{{ ternary "trainer.kubeflow.org" "kubeflow.org" (eq .Values.train.backend "trainjob") }}
+{{ ternary "trainer.kubeflow.org" "kubeflow.org" (eq (include "neosft.kindValue" .) "trainjob") }}
 {{- end }}
 {{- define "neosft.trainPlural" -}}
-{{ ternary "trainjobs" "pytorchjobs" (eq .Values.train.backend "trainjob") }}
+{{ ternary "trainjobs" "pytorchjobs" (eq (include "neosft.kindValue" .) "trainjob") }}
 {{- end }}
 
 {{/* torchrun, up to `-m neosft train`. Rendezvous from the operator's environment: the training
 operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR/PET_MASTER_PORT; both PET_NODE_RANK. */}}
 {{- define "neosft.torchrun" -}}
 {{- $t := .Values.train -}}
-{{- $master := ternary "PET_MASTER" "MASTER" (eq $t.backend "trainjob") -}}
+{{- $master := ternary "PET_MASTER" "MASTER" (eq (include "neosft.kindValue" .) "trainjob") -}}
 - torchrun
 - {{ printf "--nnodes=%d" (int $t.nodes) | quote }}
 - {{ printf "--nproc-per-node=%d" (int $t.gpusPerNode) | quote }}
