@@ -16,6 +16,19 @@ from neosft.storage import Location, location
 MAX_NUMBER = 1e12  # no count, time or rate neosft writes comes near; 1e300 seconds would overflow a duration
 
 
+Loss = float  # a cross-entropy: a number from 0 to MAX_NUMBER, or NaN or Infinity where the model diverged
+
+
+def diverged(loss: float | None) -> bool:
+    """Whether a recorded loss is the NaN or Infinity of a model that diverged."""
+    return loss is not None and not math.isfinite(loss)
+
+
+def shown(loss: float | None, digits: int = 4) -> str:
+    """A loss as printed: '-' when there is none, 'diverged' for NaN or Infinity."""
+    return "-" if loss is None else "diverged" if diverged(loss) else f"{loss:.{digits}f}"
+
+
 class _Invalid(Exception):
     """A field of the wrong type, sign or size; its message names the field."""
 
@@ -24,7 +37,9 @@ def _valid(value, kind: str, name: str):
     """`value` if it is of the annotated `kind` (the dataclass field's annotation); numbers finite, 0 to MAX_NUMBER."""
     if kind.endswith(" | None"):
         return None if value is None else _valid(value, kind[: -len(" | None")], name)
-    if kind in ("int", "float"):
+    if kind == "Loss" and isinstance(value, float) and (math.isnan(value) or value == math.inf):
+        return value  # diverged: recorded as such, never refused
+    if kind in ("int", "float", "Loss"):
         number = isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
             raise _Invalid(
@@ -39,6 +54,7 @@ def _valid(value, kind: str, name: str):
         "list[str]": list,
         "list[int]": list,
         "list[float]": list,
+        "list[dict]": list,
         "dict[str, int]": dict,
     }
     if kind not in simple:  # a nested artifact type: its caller builds and checks it
@@ -77,6 +93,14 @@ def _typed(cls, fields: dict, where: str = ""):
             if f.name not in checked and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
         raise _Invalid(f"{where}{missing[0] if missing else '?'} is missing") from None
+
+
+def _inside(names: list[str], where: str) -> None:
+    """File names relative to the dataset folder that stay in it: no absolute path, '..', '.' or empty part."""
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+            raise _Invalid(f"{where} names {json.dumps(name)[:80]}, a path that leaves the dataset folder")
 
 
 def _check_stats(stats: dict, where: str) -> None:
@@ -187,6 +211,8 @@ class Manifest:
                     published = _typed(PublishedMatch, built[name].published, f"variants.{name}.published.")
                     built[name] = dataclasses.replace(built[name], published=published)
                 _check_stats(built[name].stats, f"variants.{name}.stats")
+                _inside(built[name].files, f"variants.{name}.files")
+            _inside([manifest.parts], "parts")
             heldout = manifest.heldout
             if heldout is not None:
                 heldout = _typed(HeldOut, heldout, "heldout.")
@@ -195,6 +221,13 @@ class Manifest:
                     heldout,
                     variants={name: _typed(VariantData, v, f"heldout.variants.{name}.") for name, v in held.items()},
                 )
+                _inside([heldout.file], "heldout.file")
+                training = {f for v in built.values() for f in v.files}
+                for name, v in heldout.variants.items():
+                    _inside(v.files, f"heldout.variants.{name}.files")
+                    same = name in built and v.rows and v.sha256 == built[name].sha256  # a copy of the training rows
+                    if training & {heldout.file, *v.files} or same:
+                        raise _Invalid(f"heldout.variants.{name} holds training rows")
             return dataclasses.replace(
                 manifest, source=_typed(SourceInfo, raw["source"], "source."), variants=built, heldout=heldout
             )
@@ -243,9 +276,9 @@ class LossRecord:
     elapsed_s: float  # over every attempt of the run, resumes included
     elapsed_time: str
     remaining_time: str
-    loss: float | None = None
-    eval_loss: float | None = None
-    grad_norm: float | None = None
+    loss: Loss | None = None
+    eval_loss: Loss | None = None
+    grad_norm: Loss | None = None
     lr: float | None = None
 
 
@@ -319,8 +352,8 @@ class RunRecord:
     tokens: int
     wall_time_s: float
     train_runtime_s: float
-    train_loss: float
-    final_loss: float | None
+    train_loss: Loss
+    final_loss: Loss | None
     method: str = "full"  # lora or full (a record without it was written before LoRA: full)
     lora: dict | None = None  # with lora: rank, alpha, dropout, target, bias, modules_to_save, adapter_dtype
     extra: dict = field(default_factory=dict)  # fields of a newer neosft, kept as read
@@ -376,12 +409,6 @@ def _check_benchmarks(benchmarks: dict) -> None:
                     raise _Invalid(f"{where}.{key} is {json.dumps(number)[:40]}, not a finite number")
 
 
-def _as_dict(value) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError("not a JSON object")
-    return value
-
-
 # a checkpoint's COMPLETE.json ----------------------------------------------------------------------------------
 
 CHECKPOINT_MARKER = "COMPLETE.json"  # in OUTPUT/checkpoints/checkpoint-N/, written last: the checkpoint is whole
@@ -420,10 +447,16 @@ EVAL_RECORD = "eval.json"  # under a run's OUTPUT, and under RUN/base/ for the b
 class LossSummary:
     """A token-weighted mean cross-entropy over `tokens` label tokens of `samples` samples, and its exp."""
 
-    loss: float
-    perplexity: float
+    loss: Loss
+    perplexity: Loss
     tokens: int
     samples: int
+
+
+@dataclass(frozen=True)
+class _Sample:
+    prompt: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -465,14 +498,24 @@ class EvalRecord:
         try:
             raw = json.loads(data)
             record = _typed(cls, raw)
-            chat = LossSummary(**_as_dict(raw["chat"]))
-            matrix = {n: LossSummary(**_as_dict(v)) for n, v in _as_dict(raw["matrix"]).items()}
-            record = dataclasses.replace(record, chat=chat, matrix=matrix)
+            samples = [_typed(_Sample, s, f"samples[{i}].") for i, s in enumerate(record.samples)]
+            chat = _typed(LossSummary, record.chat, "chat.")
+            record = dataclasses.replace(
+                record,
+                chat=chat,
+                matrix={
+                    n: _typed(LossSummary, v, f"matrix.{n}.")
+                    for n, v in _valid(record.matrix, "dict", "matrix").items()
+                },
+                samples=[dataclasses.asdict(s) for s in samples],
+            )
             _check_benchmarks(record.benchmarks)
+        except (ValueError, RecursionError):
+            raise UserError(f"{where} is not an eval record (not valid JSON): run `neosft eval` again") from None
         except _Invalid as e:
-            raise UserError(f"{where}: {e}: run `neosft eval` again") from None
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise UserError(f"{where} is not an eval record of this neosft version: run `neosft eval` again") from None
+            raise UserError(
+                f"{where} is not an eval record of this neosft version ({e}): run `neosft eval` again"
+            ) from None
         n, tokens = len(record.conversation_loss), record.conversation_tokens
         if len(tokens) != n or n != chat.samples or sum(tokens) != chat.tokens:
             raise UserError(

@@ -400,6 +400,7 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens, benchma
       neosft eval .neosft/store/neosft/runs/local-20261201-120000/multi
       neosft eval --base .neosft/store/neosft/runs/local-20261201-120000
     """
+    from neosft.artifacts import shown
     from neosft.eval.evaluate import Settings
     from neosft.eval.outputs import eval_base, eval_output, in_run, run_of
     from neosft.eval.report import summary, warning
@@ -422,7 +423,7 @@ def eval_command(target, base, model, data_uri, samples, max_new_tokens, benchma
             click.secho(f"warning: {too_wide}", err=True, fg="yellow")
     else:
         click.echo(
-            f"{record.name}: chat loss {record.chat.loss:.4f}, perplexity {record.chat.perplexity:.2f} "
+            f"{record.name}: chat loss {shown(record.chat.loss)}, perplexity {shown(record.chat.perplexity, 2)} "
             f"({record.chat.tokens:,} tokens)"
         )
 
@@ -701,6 +702,8 @@ def status(run, namespace, store) -> None:
         )
         return
     report = backend.status(run)
+    from neosft.artifacts import shown
+
     rows = [
         [
             p.kind,
@@ -711,7 +714,7 @@ def status(run, namespace, store) -> None:
             str(p.restarts),
             "-"
             if p.progress is None or p.progress.loss is None
-            else f"{p.progress.loss:.4f} @ step {p.progress.step}/{p.progress.total_steps}",
+            else f"{shown(p.progress.loss)} @ step {p.progress.step}/{p.progress.total_steps}",
         ]
         for p in report.parts
     ]

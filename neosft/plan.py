@@ -11,18 +11,17 @@ from dataclasses import dataclass
 from neosft.artifacts import Manifest, VariantData
 from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS
 from neosft.train.spec import EVAL_SAMPLES
-from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
+from neosft.variants import (
+    NUM_DEVICES,
+    QWEN2_7B,
+    SHARED,
+    TOTAL_TRAIN_BATCH,
+    VARIANTS,
+    Lora,
+    gradient_accumulation,
+)
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
-QWEN2_7B = {
-    "vocab_size": 152064,
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "tie_word_embeddings": False,
-}
 DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
 # LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
 # backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from neosft.artifacts import LossRecord, Manifest, read_losses, train_losses
+from neosft.artifacts import LossRecord, Manifest, read_losses, shown, train_losses
 from neosft.backends.base import ExecutionBackend
 from neosft.backends.types import RenderedRun
 from neosft.errors import UserError
@@ -181,8 +181,8 @@ def summary(result: Result) -> str:
         records = train_losses(result.losses.get(name, []))
         if records:
             lines.append(
-                f"{name:<14}{entry.rows:>7,}{records[-1].current_steps:>7}{records[0].loss:>12.3f}"
-                f"{records[-1].loss:>11.3f}  {folder}/{name}/loss.png"
+                f"{name:<14}{entry.rows:>7,}{records[-1].current_steps:>7}{shown(records[0].loss, 3):>12}"
+                f"{shown(records[-1].loss, 3):>11}  {folder}/{name}/loss.png"
             )
         else:
             lines.append(f"{name:<14}{entry.rows:>7,}{'-':>7}")

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from neosft.artifacts import LOSSES, MANIFEST, EvalRecord, read_losses
+from neosft.artifacts import LOSSES, MANIFEST, EvalRecord, read_losses, shown
 from neosft.errors import UserError
 from neosft.progress import hms
 from neosft.storage import EMBEDDED_STORE, Location, location
@@ -42,7 +42,7 @@ class TrainingProgress:
     def row(self) -> list[str]:
         return [
             f"{self.step}/{self.total_steps}",
-            "-" if self.loss is None else f"{self.loss:.4f}",
+            shown(self.loss),
             "-" if self.tokens_per_s is None else f"{self.tokens_per_s:,.0f}",
             hms(self.elapsed_s),
             "-" if self.eta_s is None else hms(self.eta_s),
@@ -105,7 +105,7 @@ def store_rows(store: str, run_id: str) -> list[list[str]]:
                 [
                     name,
                     *(done.row() if done else ["0", "-", "-", "-", "-"]),
-                    f"{evaluated.chat.loss:.4f}" if evaluated else "-",
+                    shown(evaluated.chat.loss if evaluated else None),
                 ]
             )
     return rows

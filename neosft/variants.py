@@ -196,6 +196,22 @@ class Lora:
             raise UserError(f"--lora-target {self.target!r}: expected `all` or comma-separated module names")
         return self
 
+    def fits(self, linear: dict[str, tuple[int, int]], model: str) -> list[str]:
+        """The modules the adapter wraps on a model whose linear modules (`all`'s, name: (in, out) features) are
+        `linear`; a `UserError` for a target the model lacks, or a rank above a wrapped module's smaller side (its
+        LoRA factors would only add parameters, and a huge rank ends in an allocation failure)."""
+        targets = list(linear) if self.targets() == [ALL_LINEAR] else self.targets()
+        missing = [t for t in targets if t not in linear]
+        if missing:
+            raise UserError(
+                f"--lora-target {missing[0]}: {model} has no such module (its linear modules: "
+                f"{', '.join(sorted(linear))}, or `all`)"
+            )
+        bound = min(min(linear[t]) for t in targets)
+        if self.rank > bound:
+            raise UserError(f"--lora-rank {self.rank}: above {bound}, the smallest side of {model}'s wrapped modules")
+        return targets
+
     def targets(self) -> list[str]:
         """The target as given: ["all"] or the module names."""
         return [name.strip() for name in self.target.split(",") if name.strip()]
@@ -217,6 +233,33 @@ class Lora:
 
 
 LORA = Lora()
+
+# Qwen2-7B's config.json (the dimensions `neosft plan` and the submit-time LoRA check use)
+QWEN2_7B = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+}
+
+
+def qwen2_linear(config: dict = QWEN2_7B) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear projection of a Qwen2 decoder layer (transformers' Qwen2Attention, Qwen2MLP)."""
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    return {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }
+
 
 # REILX's own run of the seed, as its published artifacts show it (the README's "REILX's run"): REILX's conversion
 # scripts byte for byte, every record (no held-out split), LoRA adapters at the settings above, and the table's

@@ -166,7 +166,13 @@ LOSS = {
 
 @pytest.mark.parametrize(
     "field,value",
-    [("loss", "1.5"), ("current_steps", "1"), ("loss", float("nan")), ("elapsed_s", 1e300), ("total_steps", -2)],
+    [
+        ("loss", "1.5"),
+        ("current_steps", "1"),
+        ("loss", float("-inf")),
+        ("elapsed_s", 1e300),
+        ("total_steps", -2),
+    ],  # NaN: diverged
 )
 def test_a_loss_log_of_wrong_types_is_one_line_naming_it(tmp_path, field, value):
     from conftest import write_loss_log

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import assert_user_error, neosft
 
 from neosft.artifacts import RunRecord
+from neosft.data.build import build
 from neosft.storage import location
 from neosft.variants import LORA
 
@@ -224,3 +227,52 @@ def test_variants_prints_the_lora_settings_from_the_one_table():
     assert "method: lora" in text and all(f"  {key} = {value}" in text for key, value in LORA.record().items())
     table = json.loads(neosft("variants", "--json").stdout)
     assert table["method"] == "lora" and table["lora"] == {**LORA.record()} and LORA.scaling == 2
+
+
+def _retarget(output: Path, base: Path) -> None:
+    """OUTPUT's run record and adapter config naming `base` as the model they trained from."""
+    for name in ("final/run.json", "final/adapter_config.json"):
+        fields = json.loads((output / name).read_text())
+        fields["model" if name.endswith("run.json") else "base_model_name_or_path"] = str(base)
+        (output / name).write_text(json.dumps(fields))
+
+
+def _truncated(output: Path) -> None:
+    weights = output / "final" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+
+
+def _another_rank(output: Path) -> None:
+    config = output / "final" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "r": 4}))
+
+
+def _base_deleted(output: Path) -> None:  # as `neosft delete` removes a local run's tiny model
+    base = output.parent / "base"
+    shutil.copytree(json.loads((output / "final" / "run.json").read_text())["model"], base)
+    _retarget(output, base)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (_truncated, "adapter_model.safetensors: not a readable safetensors file"),
+        (_another_rank, "adapter_config.json: rank 4, but adapter_model.safetensors holds rank 16"),
+        (_base_deleted, "does not exist"),
+    ],
+)
+def test_a_damaged_adapter_is_one_line_naming_the_file_in_merge_and_eval(lora_run, tmp_path, damage, needle):
+    """Issue 27 item 13: each was a traceback from safetensors or peft."""
+    output = tmp_path / "run" / "single"
+    shutil.copytree(lora_run, output)
+    damage(output)
+    build("sample", str(tmp_path / "held"), holdout="20%")  # the run's own dataset has none
+    for result in (
+        neosft("merge", output, "--to", tmp_path / "m"),
+        neosft("eval", output, "--data", tmp_path / "held", "--samples", "0"),
+    ):  # progress lines, then one error line naming the run's file
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"error: {output}/final/") and needle in error, error
+    assert not (tmp_path / "m").exists()

@@ -60,6 +60,10 @@ def test_run_builds_trains_and_plots_where_a_cluster_run_would(tmp_path):
     plotted = neosft("plot", run / "single", "--out", tmp_path / "single.png")
     assert plotted.returncode == 0 and (tmp_path / "single.png").read_bytes()[:4] == b"\x89PNG"
     assert_user_error(neosft("status", "r2", "--store", store), "no run r2 in")
+    # `neosft eval OUTPUT` exactly as its --help shows it: the run's s3://neosft/data/r1 is read in the store folder
+    unset = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    again = neosft("eval", run / "single", "--samples", "1", "--max-new-tokens", "2", cwd=tmp_path, env=unset)
+    assert again.returncode == 0 and "single" in again.stdout, again.stderr[-2000:]
 
     # it ran what the chart renders: the manifests kept in the run folder hold the command that ran (a TrainJob:
     # its runtime's torchrun, with the TrainJob's arguments and the rendezvous Trainer's torch plugin injects)

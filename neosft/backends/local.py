@@ -42,6 +42,7 @@ from neosft.k8s.render import merge, with_defaults
 from neosft.local_s3 import LocalS3
 from neosft.runfolder import LOCAL_BUCKET, progress
 from neosft.storage import EMBEDDED_STORE, Location
+from neosft.storage.s3 import s3_location
 
 WORK = Path(".neosft")
 PROGRESS_EVERY_S = 10.0
@@ -97,7 +98,8 @@ class Local(ExecutionBackend):
         """The store's chart values (s3.*), its keys and its local folder; a local S3 server over a folder store."""
         if self._served is None:
             if self.store_arg and self.store_arg.startswith("s3://"):
-                bucket, _, prefix = self.store_arg[5:].rstrip("/").partition("/")
+                parsed = s3_location(self.store_arg)  # refuses credentials in the URI, never printing them
+                bucket, prefix = parsed.bucket, parsed.key
                 endpoint, folder = os.environ.get("NEOSFT_S3_ENDPOINT", ""), None
                 keys = (os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
             else:

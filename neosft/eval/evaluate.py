@@ -8,8 +8,10 @@ answers to the first round of the first K held-out conversations.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +59,45 @@ def read_heldout(dataset: str) -> HeldOutSet:
     held = manifest.heldout
     if held is None or not held.records:
         raise UserError(f"{dataset} has no held-out records: rebuild it with `neosft data build --holdout N|P%`")
-    conversations = [parse_record(json.loads(line)) for line in (folder / held.file).read_bytes().splitlines()]
-    rows = {
-        name: [json.loads(line) for f in v.files for line in (folder / f).read_bytes().splitlines()]
-        for name, v in held.variants.items()
+    parsed = [parse_record(record) for record in _checked(folder, [held.file], held.sha256, "record")]
+    rows: dict[str, list] = {
+        name: list(_checked(folder, v.files, v.sha256, "row")) for name, v in held.variants.items()
     }
-    return HeldOutSet(dataset, held.sha256, [c for c in conversations if not isinstance(c, str)], rows)
+    conversations = [c for c in parsed if not isinstance(c, str)]
+    for number, reason in enumerate(parsed, 1):
+        if isinstance(reason, str):
+            raise UserError(f"{folder}/{held.file} line {number} is not a conversation ({reason}); {_REBUILD}")
+    return HeldOutSet(dataset, held.sha256, conversations, rows)
+
+
+_REBUILD = "rebuild the dataset with `neosft data build --holdout`"
+
+
+def _checked(folder: Location, files: list[str], sha256: str, what: str) -> Iterator[object]:
+    """The JSON lines of `files` in `folder`, each a row of the right shape where `what` is "row"; at the end,
+    refused unless their bytes hash to the manifest's `sha256` (a truncated, damaged or replaced file)."""
+    from neosft.train.dataset import is_row
+
+    digest = hashlib.sha256()
+    for name in files:
+        with (folder / name).open() as f:
+            for number, line in enumerate(f, 1):
+                digest.update(line)
+                try:
+                    value = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise UserError(
+                        f"{folder}/{name} line {number} is not JSON (a truncated or damaged file); {_REBUILD}"
+                    ) from None
+                if what == "row" and not is_row(value):
+                    raise UserError(
+                        f"{folder}/{name} line {number} is not a row of string instruction and output; {_REBUILD}"
+                    )
+                yield value
+    if digest.hexdigest() != sha256:
+        raise UserError(
+            f"{folder}: the held-out {', '.join(files)} do not match the sha256 in manifest.json; {_REBUILD}"
+        )
 
 
 def prompts(held: HeldOutSet, settings: Settings) -> list[str]:
@@ -164,17 +199,18 @@ def adapter_base(final: Path) -> str | None:
     return json.loads(config.read_text())["base_model_name_or_path"] if config.exists() else None
 
 
-def load_output(final: Path):
+def load_output(final: Path, name: str | None = None):
     """(model, tokenizer, method) of a run's final/: a PEFT adapter over the base its adapter_config.json names, or
-    full weights; the base's tokenizer must be the run's."""
+    full weights; the base's tokenizer must be the run's. `name`: where the user knows `final` (a copy's source)."""
     tokenizer = load_tokenizer(final)
     base = adapter_base(final)
     if base is None:
         return load_model(final), tokenizer, "full"
-    from peft import PeftModel
+    from neosft.train.lora import checked_adapter, load_adapter
 
+    base = checked_adapter(final, name)
     same_tokenizer(load_tokenizer(base), tokenizer, f"the adapter's base model {base}", str(final))
-    return PeftModel.from_pretrained(load_model(base), str(final)).eval(), tokenizer, "lora"
+    return load_adapter(load_model(base), final).eval(), tokenizer, "lora"
 
 
 def finished_run(output: Location) -> RunRecord:

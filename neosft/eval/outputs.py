@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from neosft.artifacts import EvalRecord
+from neosft.artifacts import MANIFEST, EvalRecord
 from neosft.errors import UserError
 from neosft.eval import benchmarks, report
 from neosft.eval.evaluate import (
@@ -38,6 +38,19 @@ def run_of(output: str) -> str:
     """RUN: the folder above OUTPUT."""
     output = output.rstrip("/")
     return output.rsplit("/", 1)[0] if "/" in output else "."
+
+
+def dataset_of(uri: str, output: str) -> str:
+    """The dataset `uri` a run's record names, as this machine reaches it. A run whose OUTPUT is a folder here
+    (`neosft run`'s store, which its local S3 server served as s3://BUCKET/) names it s3://BUCKET/KEY: that is
+    the folder KEY under the BUCKET/ folder that holds OUTPUT, when its manifest is there."""
+    if not uri.startswith("s3://") or "://" in output:
+        return uri
+    bucket, _, key = uri[5:].partition("/")
+    for parent in Path(output).resolve().parents:
+        if parent.name == bucket and (parent / key / MANIFEST).is_file():
+            return str(parent / key)
+    return uri
 
 
 def in_run(output: str, variant: str) -> bool:
@@ -70,11 +83,11 @@ def eval_output(
     of its final/ (default: read from OUTPUT)."""
     out = location(output.rstrip("/"))
     record = finished_run(out)
-    held = read_heldout(data or record.dataset["uri"])
+    held = read_heldout(data or dataset_of(record.dataset["uri"], output))
     run = location(run_of(output)) if in_run(output, record.variant) else None
     with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:
         local = final or local_final(out, Path(work))
-        model, tokenizer, method = load_output(local)
+        model, tokenizer, method = load_output(local, f"{out}/final")
         result = _finish(evaluate(model, tokenizer, held, record.variant, method, f"{out}/final", settings), out, run)
         if settings.benchmarks:
             del model  # the harness loads its own copy
@@ -91,7 +104,7 @@ def eval_base(run: str, model: str | None = None, data: str | None = None, setti
     if not records and not (model and data):
         raise UserError(f"{run} holds no finished variant (RUN/<variant>/final/run.json): name --model and --data")
     name = model or records[0].model
-    held = read_heldout(data or records[0].dataset["uri"])
+    held = read_heldout(data or dataset_of(records[0].dataset["uri"], run))
     tokenizer = load_tokenizer(name)
     if records:
         with tempfile.TemporaryDirectory(prefix="neosft-eval-") as work:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neosft.artifacts import EvalRecord, RunRecord
+from neosft.artifacts import EvalRecord, RunRecord, diverged, shown
 from neosft.errors import UserError
 from neosft.eval.uncertainty import RESAMPLES, SEED, Paired, conversations_needed, paired
 from neosft.progress import text_table
@@ -48,7 +48,9 @@ def comparable(variants: list[Evaluated], base: EvalRecord | None) -> list[tuple
 
 
 def uncertainty(models: list[tuple[str, EvalRecord]]) -> Paired | None:
-    """The paired bootstrap over the models' per-conversation scores (None without a model)."""
+    """The paired bootstrap over the models' per-conversation scores (None without a model); a diverged model has
+    no interval and takes no part."""
+    models = [(name, e) for name, e in models if not diverged(e.chat.loss)]
     if not models:
         return None
     return paired({name: (e.conversation_loss, e.conversation_tokens) for name, e in models})
@@ -68,7 +70,7 @@ def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired 
 
     def loss(name: str, e: EvalRecord) -> str:
         iv = bootstrap.loss.get(name) if bootstrap else None
-        return f"{e.chat.loss:.4f}" + (f" {_interval(iv.low, iv.high)}" if iv else "")
+        return shown(e.chat.loss) + (f" {_interval(iv.low, iv.high)}" if iv and not diverged(e.chat.loss) else "")
 
     def vs_base(name: str, e: EvalRecord) -> str:
         if base is None:
@@ -87,7 +89,7 @@ def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired 
                 "-",
                 "-",
                 loss(BASE, base),
-                f"{base.chat.perplexity:.2f}",
+                shown(base.chat.perplexity, 2),
                 "-",
                 str(ranks.get(BASE, "-")),
             ]
@@ -99,9 +101,9 @@ def table(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired 
                 v.name,
                 e.method if e else "-",
                 str(v.run.steps) if v.run else "-",
-                f"{v.run.final_loss:.4f}" if v.run and v.run.final_loss is not None else "-",
+                shown(v.run.final_loss if v.run else None),
                 loss(v.name, e) if e else "-",
-                f"{e.chat.perplexity:.2f}" if e else "-",
+                shown(e.chat.perplexity, 2) if e else "-",
                 vs_base(v.name, e) if e else "-",
                 str(ranks.get(v.name, "-")) if e else "-",
             ]
@@ -234,7 +236,7 @@ def markdown(title: str, variants: list[Evaluated], base: EvalRecord | None, boo
             *_markdown_table(
                 ["model", *columns],
                 [
-                    [name, *(f"{e.matrix[c].loss:.4f}" if c in e.matrix else "-" for c in columns)]
+                    [name, *(shown(e.matrix[c].loss) if c in e.matrix else "-" for c in columns)]
                     for name, e in evaluated
                 ],
             ),
@@ -251,7 +253,7 @@ def markdown(title: str, variants: list[Evaluated], base: EvalRecord | None, boo
 
 def plot(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired | None) -> bytes:
     """PNG: a bar of chat loss per evaluated variant with its 95 % interval, the base model's as a dashed line and
-    its interval as a band."""
+    its interval as a band; a diverged model's loss is named so on an empty bar."""
     from matplotlib.figure import Figure
 
     from neosft.train.lossplot import png
@@ -259,25 +261,29 @@ def plot(variants: list[Evaluated], base: EvalRecord | None, bootstrap: Paired |
     scored = [(v.name, v.eval.chat.loss) for v in variants if v.eval]
     figure = Figure(figsize=(8, 4.5))
     ax = figure.subplots()
-    losses = [loss for _, loss in scored]
-    intervals = [bootstrap.loss.get(name) if bootstrap else None for name, _ in scored]
+    losses = [0.0 if diverged(loss) else loss for _, loss in scored]
+    intervals = [bootstrap.loss.get(name) if bootstrap and not diverged(loss) else None for name, loss in scored]
     errors = [
         [loss - iv.low if iv else 0.0 for loss, iv in zip(losses, intervals)],
         [iv.high - loss if iv else 0.0 for loss, iv in zip(losses, intervals)],
     ]
     bars = ax.bar([name for name, _ in scored], losses, color="#1f77b4", yerr=errors, capsize=6, ecolor="#333333")
-    ax.bar_label(bars, fmt="%.4f", label_type="center", color="white")
-    shown = [iv.low for iv in intervals if iv] + [iv.high for iv in intervals if iv] + losses
-    if base:
-        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({base.chat.loss:.4f})")
+    ax.bar_label(bars, labels=[shown(loss) for _, loss in scored], label_type="center", color="white")
+    drawn = (
+        [iv.low for iv in intervals if iv]
+        + [iv.high for iv in intervals if iv]
+        + [loss for _, loss in scored if not diverged(loss)]
+    )
+    if base and not diverged(base.chat.loss):
+        ax.axhline(base.chat.loss, color="#d62728", linestyle="--", label=f"base ({shown(base.chat.loss)})")
         band = bootstrap.loss.get(BASE) if bootstrap else None
         if band:
             ax.axhspan(band.low, band.high, color="#d62728", alpha=0.12, label="base 95 % interval")
-            shown += [band.low, band.high]
-        shown.append(base.chat.loss)
+            drawn += [band.low, band.high]
+        drawn.append(base.chat.loss)
         ax.legend()
-    if shown:  # differences between fine-tunes are small: the axis spans the values, not zero to them
-        low, high = min(shown), max(shown)
+    if drawn:  # differences between fine-tunes are small: the axis spans the values, not zero to them
+        low, high = min(drawn), max(drawn)
         margin = max(high - low, 0.01 * high, 1e-3)
         ax.set_ylim(max(0.0, low - margin), high + margin)
     ax.set(ylabel="chat loss (held-out, lower is better)", title="chat loss per variant, 95 % intervals")

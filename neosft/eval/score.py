@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neosft.artifacts import LossSummary
+from neosft.artifacts import MAX_NUMBER, LossSummary
 from neosft.eval import GENERATE_BATCH
 from neosft.train import dist
 from neosft.train.tokenize import IGNORE_INDEX
@@ -106,6 +106,14 @@ def greedy(model, tokenizer, max_new_tokens: int):
     if config.eos_token_id is None:
         config.eos_token_id = tokenizer.eos_token_id
     return config
+
+
+def summary(loss_sum: float, tokens: int, samples: int) -> LossSummary:
+    """The token-weighted mean and its perplexity (NaN where there is no label token or the model diverged;
+    Infinity past what an eval record holds)."""
+    loss = loss_sum / tokens if tokens else math.nan
+    perplexity = math.inf if loss > math.log(MAX_NUMBER) else math.exp(loss)  # NaN stays NaN
+    return LossSummary(round(loss, 6), round(perplexity, 4), tokens, samples)
 
 
 @torch.inference_mode()

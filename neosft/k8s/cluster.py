@@ -353,7 +353,7 @@ class Cluster:
             events,
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "",
         )
-        return f"{latest.get('reason') or 'Warning'}: {' '.join(str(latest.get('message') or '').split())}"
+        return f"{printable(str(latest.get('reason') or 'Warning'))}: {printable(str(latest.get('message') or ''))}"
 
     def _list_custom(self, r: Resource, kw: dict) -> list[dict]:
         from kubernetes.client.exceptions import ApiException  # the client: only once a cluster is asked
@@ -533,3 +533,10 @@ def _typed(items: list[dict], kind: str, api_version: str) -> list[dict]:
     """A list's items with their kind and apiVersion: a real API server leaves both out of each item of a list
     (kubernetes/kubernetes: staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/types.go, List)."""
     return [{**item, "kind": kind, "apiVersion": api_version} for item in items]
+
+
+def printable(text: str) -> str:
+    """`text` as one line safe for a terminal: whitespace runs as one space, every other character that is not
+    printable (ESC, BEL, a bidirectional override, ...) as its Python escape: what the cluster says is shown,
+    never obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(text.split()))

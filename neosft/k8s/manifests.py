@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import secrets
@@ -14,7 +15,7 @@ from neosft.k8s.names import check_derived_names
 from neosft.k8s.render import is_helm_only, is_test, render, with_defaults, without_hook
 from neosft.k8s.validate import validate
 from neosft.train.args import checked_overrides
-from neosft.variants import TOTAL_TRAIN_BATCH, gradient_accumulation
+from neosft.variants import LORA, TOTAL_TRAIN_BATCH, gradient_accumulation, qwen2_linear
 
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$")
 
@@ -55,14 +56,32 @@ def _check_trainer_settings(objects: list[dict]) -> None:
         if obj["kind"] not in TRAINING_KINDS:
             continue
         args = _train_arguments(obj)
+        variant = next(a.split("=", 1)[1] for a in args if a.startswith("--variant="))
+        _check_lora(args, variant)
         pairs = [value for flag, value in itertools.pairwise(args) if flag == "--set"]
         if not pairs:
             continue
-        variant = next(a.split("=", 1)[1] for a in args if a.startswith("--variant="))
         try:
             checked_overrides(variant, pairs)
         except UserError as e:
             raise UserError(f"train.set / train.variantSet.{variant}: {e}") from None
+
+
+def _check_lora(args: list[str], variant: str) -> None:
+    """train.lora's rank and target, rendered as `--lora-*`, checked against the architecture of the default
+    model (Qwen2-7B, from its table in `neosft.plan`); another model's are checked by `neosft train`."""
+    from neosft.train import DEFAULT_MODEL
+
+    given = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    if given.get("method") != "lora" or given.get("model", DEFAULT_MODEL) != DEFAULT_MODEL:
+        return
+    lora = dataclasses.replace(
+        LORA, rank=int(given.get("lora-rank", LORA.rank)), target=given.get("lora-target", LORA.target)
+    )
+    try:
+        lora.check().fits(qwen2_linear(), DEFAULT_MODEL)
+    except UserError as e:
+        raise UserError(f"train.lora ({variant}): {e}") from None
 
 
 def _train_arguments(obj: dict) -> list[str]:

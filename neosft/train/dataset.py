@@ -43,13 +43,13 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
             for number, line in enumerate(f, 1):
                 digest.update(line)
                 try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                    row = orjson.loads(line) if not reilx else _reilx_row(line)
+                except (orjson.JSONDecodeError, ValueError, RecursionError):
                     raise UserError(
                         f"{data_uri}/{name} line {number} is not a JSON row (a truncated or damaged "
                         "part); rebuild the dataset"
                     ) from None
-                if not _is_row(row):
+                if not is_row(row):
                     if reilx and isinstance(row, dict):
                         left_out += 1
                         continue
@@ -67,7 +67,17 @@ def rows(data_uri: str, variant: str, entry: VariantData, reilx: bool = False) -
         )
 
 
-def _is_row(row) -> bool:
+def _reilx_row(line: bytes):
+    """A row as REILX's `single` script writes it: `json.dump` writes a NaN or Infinity it copied as the bare
+    words, which orjson refuses and the standard library reads back (such a row is then not one of strings)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+def is_row(row) -> bool:
+    """Whether `row` is a row of string instruction and output (and input, system where present)."""
     return (
         isinstance(row, dict)
         and all(isinstance(row.get(k), str) for k in ROW_KEYS)

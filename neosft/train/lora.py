@@ -3,6 +3,8 @@ file in the training dtype, and `neosft merge` (base + adapter -> plain transfor
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from neosft.artifacts import RunRecord
 from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import location
-from neosft.variants import ALL_LINEAR, Lora
+from neosft.variants import Lora
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 EXCLUDED = "lm_head"  # LLaMA-Factory's forbidden module for a decoder such as Qwen2
@@ -30,18 +32,19 @@ def linear_modules(model) -> list[str]:
 
 
 def target_modules(model, lora: Lora) -> list[str]:
-    """The module names the adapter wraps: `all` resolved on `model`, or the names given, each checked present."""
-    targets = lora.targets()
-    if targets == [ALL_LINEAR]:
-        return linear_modules(model)
-    present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in present]
-    if missing:
-        raise UserError(
-            f"--lora-target {missing[0]}: the model has no such module (its linear modules: "
-            f"{', '.join(linear_modules(model))}, or `all`)"
-        )
-    return targets
+    """The module names the adapter wraps (`all` resolved on `model`), each checked present and its rank in bounds
+    (`Lora.fits`)."""
+    wanted = set(linear_modules(model)) | set(lora.targets())
+    linear: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        last = name.split(".")[-1]
+        if last in wanted:  # a Linear's features, an Embedding's size; another module is not bound here
+            sides = (
+                getattr(module, "in_features", getattr(module, "num_embeddings", sys.maxsize)),
+                getattr(module, "out_features", getattr(module, "embedding_dim", sys.maxsize)),
+            )
+            linear[last] = min(linear.get(last, sides), sides)
+    return lora.fits(linear, "the model")
 
 
 def config_targets(config, lora: Lora) -> list[str]:
@@ -90,6 +93,43 @@ def cast_adapter(folder: Path, bf16: bool) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def checked_adapter(folder: Path, name: str | None = None) -> str:
+    """The base model that the adapter in `folder` (a run's final/) names, once the adapter is checked whole: a
+    `UserError` names the file and what is wrong (an unreadable config, a local base model that is gone, as
+    `neosft delete` removes a local run's, a truncated weights file, a config of another rank than its weights).
+    `name`: where the user knows `folder` (a local copy's source)."""
+    from safetensors import SafetensorError, safe_open
+
+    config, weights = f"{name or folder}/adapter_config.json", f"{name or folder}/{ADAPTER_WEIGHTS}"
+    try:
+        fields = json.loads((folder / "adapter_config.json").read_text())
+        base, rank = fields.get("base_model_name_or_path"), fields.get("r")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{config}: not a readable adapter config (damaged?); train the run again") from None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{config}: names no base model (base_model_name_or_path)")
+    if base.startswith(("/", ".")) and not Path(base).is_dir():
+        raise UserError(f"{config}: its base model {base} does not exist (deleted with its run?)")
+    try:
+        with safe_open(str(folder / ADAPTER_WEIGHTS), "pt") as f:
+            ranks = {f.get_slice(k).get_shape()[0] for k in f.keys() if ".lora_A." in k}  # noqa: SIM118  # no __iter__
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{weights}: not a readable safetensors file (truncated or damaged: {e})") from None
+    if ranks and ranks != {rank}:
+        raise UserError(f"{config}: rank {rank}, but {ADAPTER_WEIGHTS} holds rank {min(ranks)}: not this adapter's")
+    return base
+
+
+def load_adapter(base, folder: Path):
+    """`base` (a loaded model) with the adapter in `folder` (checked by `checked_adapter`), a `peft.PeftModel`."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(base, str(folder))
+    except (RuntimeError, ValueError, KeyError) as e:  # peft: weights that do not fit the model or the config
+        raise UserError(f"{folder}: the adapter does not fit its base model ({str(e).splitlines()[0][:200]})") from None
+
+
 def merge(output: str, dest: str, dtype: str = "bf16") -> None:
     """Merge OUTPUT's LoRA adapter into its base model and write plain transformers weights (safetensors), config and
     tokenizer to DEST (config.json last): in bf16, or with `base` in the base model's own dtype."""
@@ -102,12 +142,12 @@ def merge(output: str, dest: str, dtype: str = "bf16") -> None:
     if record.method != "lora":
         raise UserError(f"{output} was trained with --method {record.method}: final/ already holds full weights")
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory(prefix="neosft-merge-") as tmp:
         adapter, merged = Path(tmp) / "adapter", Path(tmp) / "merged"
         (run / "final").download_dir(adapter)
+        checked_adapter(adapter, f"{output.rstrip('/')}/final")
         log(f"merging {output}/final into {record.model} ({dtype})")
         try:
             base = AutoModelForCausalLM.from_pretrained(
@@ -115,7 +155,7 @@ def merge(output: str, dest: str, dtype: str = "bf16") -> None:
             )
         except (OSError, ValueError) as e:
             raise UserError(f"base model {record.model} of {output}: cannot load it ({e})") from None
-        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        model = load_adapter(base, adapter).merge_and_unload()
         model.save_pretrained(str(merged))
         AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(merged))
         target = location(dest.rstrip("/"))
