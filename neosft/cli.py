@@ -910,10 +910,10 @@ def train(
 @click.option("--to", "dest", required=True, help="Folder for the merged model: a local path or s3://bucket/prefix.")
 @click.option(
     "--dtype",
-    default="bf16",
+    default="base",
     show_default=True,
-    type=click.Choice(["bf16", "base"]),
-    help="Weights in bf16, or in the base model's own dtype.",
+    type=click.Choice(["base", "bf16"]),
+    help="Weights in the base model's own dtype (a float32 base merges to float32), or in bf16.",
 )
 def merge(output, dest, dtype) -> None:
     """Merge the LoRA adapter of a finished run (its OUTPUT folder) into the base model: plain transformers weights.

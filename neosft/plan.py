@@ -278,7 +278,7 @@ class Memory:
 
     stage: str
     model_states: int  # DeepSpeed's estimate: weights, gradients, fp32 master weights and Adam moments
-    activations: int  # gradient checkpointing: every layer's input, plus one layer recomputed in full
+    activations: int  # with checkpointing: every layer's input plus one layer recomputed in full; else every layer
     logits: int  # bf16 logits, their fp32 copy for the loss and its gradient (none with Liger's fused loss)
 
     @property
@@ -287,10 +287,17 @@ class Memory:
 
 
 def memory(
-    stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B, lora: Lora | None = None
+    stage: str,
+    gpus: int,
+    cutoff_len: int,
+    liger: bool = False,
+    config: dict = QWEN2_7B,
+    lora: Lora | None = None,
+    checkpointing: bool = True,
 ) -> Memory:
     """Per-GPU memory under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs: of full fine-tuning, or with `lora` of
-    a frozen bf16 base (whole on each GPU under ZeRO-2, sharded under ZeRO-3) with the adapter's trainable states."""
+    a frozen bf16 base (whole on each GPU under ZeRO-2, sharded under ZeRO-3) with the adapter's trainable states;
+    activations with activation checkpointing, or without it (`checkpointing=False`: every layer's kept)."""
     with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
         from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
@@ -308,7 +315,8 @@ def memory(
         )
         frozen = math.ceil(frozen / gpus) + (4 * largest if lora else 0)
     per_token_layer = 2 * (6 * h + 2 * kv + 4 * inter)  # bf16: norms, q/k/v, attention out, residual, MLP
-    activations = cutoff_len * (config["num_hidden_layers"] * 2 * h + per_token_layer)
+    layers = config["num_hidden_layers"]
+    activations = cutoff_len * (layers * 2 * h + per_token_layer if checkpointing else layers * per_token_layer)
     logits = 0 if liger else cutoff_len * config["vocab_size"] * (2 + 4 + 4)
     return Memory(stage, int(states) + frozen, activations, logits)
 

@@ -15,7 +15,7 @@ from neosft.variants import ALL_LINEAR, Lora
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 EXCLUDED = "lm_head"  # LLaMA-Factory's forbidden module for a decoder such as Qwen2
-MERGE_DTYPES = ("bf16", "base")
+MERGE_DTYPES = ("base", "bf16")
 
 
 def linear_modules(model) -> list[str]:
@@ -91,9 +91,9 @@ def cast_adapter(folder: Path, bf16: bool) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def merge(output: str, dest: str, dtype: str = "bf16") -> None:
+def merge(output: str, dest: str, dtype: str = "base") -> None:
     """Merge OUTPUT's LoRA adapter into its base model and write plain transformers weights (safetensors), config and
-    tokenizer to DEST (config.json last): in bf16, or with `base` in the base model's own dtype."""
+    tokenizer to DEST (config.json last): in the base model's own dtype (`base`, its config's), or in bf16."""
     if dtype not in MERGE_DTYPES:
         raise UserError(f"--dtype {dtype}: choose from {', '.join(MERGE_DTYPES)}")
     run = location(output.rstrip("/"))
