@@ -22,7 +22,15 @@ QWEN2_7B = {
     "num_key_value_heads": 4,
     "tie_word_embeddings": False,
 }
-DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
+# LoRA training throughput of a 7B Qwen on one H100 at sequence length 4096, bf16, as NVIDIA measured and published it:
+# NeMo AutoModel's performance summary (docs.nvidia.com/nemo/automodel/latest/performance/performance-summary.html,
+# "Fine-Tuning (LoRA) Performance", System DGX-H100: Qwen2.5 7B, 1 GPU, seq 4096, 14,110.05 tokens/s/GPU, 423 model
+# TFLOPs/s). Other GPUs scale it by their dense bf16 peak (NVIDIA's datasheets: A100 SXM 312 TFLOPS; H100 SXM and
+# H200 SXM 989 TFLOPS, the same Hopper compute), and full fine-tuning by LORA_SPEEDUP below. A finished run's own
+# measurement replaces them: `neosft plan --from RUN`.
+H100_LORA_TOKENS_PER_S = 14110
+BF16_PEAK_TFLOPS = {"a100": 312, "h100": 989, "h200": 989}
+DEFAULT_GPU = "h100"
 # LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
 # backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second
 LORA_SPEEDUP = 8 / 6
@@ -59,8 +67,16 @@ def trainable(lora: Lora | None, config: dict = QWEN2_7B) -> int:
     return lora_parameters(config, lora.rank) if lora else parameters(config)
 
 
-def default_tokens_per_gpu_s(lora: Lora | None) -> float:
-    return DEFAULT_TOKENS_PER_GPU_S * (LORA_SPEEDUP if lora else 1)
+def default_tokens_per_gpu_s(lora: Lora | None, gpu: str = DEFAULT_GPU) -> float:
+    """Training tokens/s per `gpu` ("a100", "h100", "h200"): the published H100 LoRA measurement above, scaled by the
+    GPU's bf16 peak, and for full fine-tuning by 1 / LORA_SPEEDUP; rounded to 100."""
+    lora_rate = H100_LORA_TOKENS_PER_S * BF16_PEAK_TFLOPS[gpu] / BF16_PEAK_TFLOPS["h100"]
+    return round((lora_rate if lora else lora_rate / LORA_SPEEDUP) / 100) * 100
+
+
+def measured_tokens_per_gpu_s(record) -> float:
+    """A finished run's own training tokens/s per GPU (its run.json: tokens / train runtime / world size)."""
+    return record.tokens / record.train_runtime_s / record.world_size
 
 
 def zero3_checkpoint_bytes(params: int) -> int:
@@ -102,10 +118,12 @@ def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: i
 
 
 def plan(
-    data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S, gpus: int = NUM_DEVICES
+    data_uri: str, variants: list[str], tokens_per_gpu_s: float | None = None, gpus: int = NUM_DEVICES
 ) -> list[VariantPlan]:
+    """Each variant's plan at `tokens_per_gpu_s` (default: full fine-tuning's on the default GPU)."""
     manifest = Manifest.read(data_uri)
-    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s, gpus) for v in variants]
+    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(None)
+    return [plan_variant(v, manifest.variant(v, data_uri), speed, gpus) for v in variants]
 
 
 def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES, lora: Lora | None = None) -> str:
@@ -149,7 +167,7 @@ def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DE
         (
             f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
             f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
-            "(--tokens-per-gpu-s)."
+            "(--tokens-per-gpu-s, --gpu, --from)."
         )
     ]
     if lora:

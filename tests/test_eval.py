@@ -304,7 +304,7 @@ def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_data
     assert e.models == 5 and e.tokens > 0 and e.gpu_minutes > 0
     bigger = plan_eval(Manifest.read(str(run_dataset)), plans, 3000, samples=200)
     assert bigger.gpu_minutes > e.gpu_minutes  # the samples cost decode time
-    result = neosft("plan", "--data", run_dataset, "--method", "full")  # full: the 3000 tokens/s above
+    result = neosft("plan", "--data", run_dataset, "--method", "full", "--tokens-per-gpu-s", "3000")
     assert result.returncode == 0 and render_eval(e) in result.stdout
     assert "eval: none" in neosft("plan", "--data", sample_dataset).stdout
 
