@@ -58,7 +58,11 @@ BF16_PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 N
 def probe(cpu: bool) -> dict:
     import torch
 
-    info: dict[str, object] = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
     if not cpu and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info |= {

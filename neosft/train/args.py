@@ -29,6 +29,9 @@ POSITIVE = {
     "num_train_epochs",
 }
 CHECKPOINTING = ("gradient_checkpointing", "activation_checkpointing")  # decided in neosft.train.checkpointing
+# NCCL's collective timeout: transformers' default, 1800 s, would end a run whose rank 0 still tokenizes or uploads a
+# checkpoint (107-122 GB under full fine-tuning) while the other ranks wait in a barrier
+DDP_TIMEOUT_S = 3 * 3600
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
 FLAGS = {
     "report_to": "--report-to tensorboard|wandb|mlflow|none",
@@ -178,6 +181,7 @@ def training_arguments(
         "eval_strategy": "steps" if evaluate else "no",
         "eval_steps": save_steps,
         "logging_steps": 1,
+        "ddp_timeout": DDP_TIMEOUT_S,
         "include_num_input_tokens_seen": "non_padding",
         "remove_unused_columns": False,
         "report_to": report_to,
