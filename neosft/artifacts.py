@@ -241,6 +241,9 @@ class LossRecord:
 _LOSS_FIELDS = {f.name for f in dataclasses.fields(LossRecord)}
 
 
+LOSSES = "loss.jsonl"  # under a run's OUTPUT, and in each of its checkpoints
+
+
 def losses_jsonl(records: list[LossRecord]) -> bytes:
     """loss.jsonl: one JSON object per record, without the fields that do not apply."""
     return b"".join(
@@ -248,7 +251,7 @@ def losses_jsonl(records: list[LossRecord]) -> bytes:
     )
 
 
-def read_losses(data: bytes, where: str = "loss.jsonl") -> list[LossRecord]:
+def read_losses(data: bytes, where: str = LOSSES) -> list[LossRecord]:
     """The records of a loss.jsonl; a line that is not one is a `UserError` naming `where`."""
     records = []
     for number, line in enumerate(data.splitlines(), 1):

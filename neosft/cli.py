@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from neosft import __version__
-from neosft.chat import DEFAULT_SYSTEM
 from neosft.data.holdout import CLUSTER_DEFAULT as HOLDOUT_DEFAULT
 from neosft.errors import UserError, redact
-from neosft.eval import MAX_NEW_TOKENS, SAMPLES
+from neosft.eval import MAX_NEW_TOKENS
 from neosft.progress import text_table
-from neosft.train import DEFAULT_MODEL
+from neosft.train.spec import EVAL_SAMPLES, Finite, click_options, from_params
 from neosft.variants import (
     DEFAULT_METHOD,
     LORA,
@@ -41,18 +39,6 @@ class _UserFailure(click.ClickException):
 
     def show(self, file=None) -> None:
         click.secho(f"error: {self.message}", err=True, fg="red")
-
-
-class Finite(click.FloatRange):
-    """A number option that refuses nan and inf (click's FloatRange lets nan through any bound)."""
-
-    name = "finite number"
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
 
 
 class _Group(click.Group):
@@ -389,7 +375,7 @@ def run_pipeline(variant, source, store, steps, run_id, trainer_kind, method, ru
 @click.option("--data", "data_uri", help="Dataset folder with held-out records  [default: the run's]")
 @click.option(
     "--samples",
-    default=SAMPLES,
+    default=EVAL_SAMPLES,
     show_default=True,
     type=click.IntRange(min=0),
     help="Greedy answers to the first N held-out prompts.",
@@ -776,129 +762,8 @@ def await_runtime(runtime, namespace) -> None:
 
 
 @cli.command()
-@click.option("--variant", required=True, type=click.Choice(list(VARIANTS)), help="Which dataset and hyper-parameters.")
-@click.option("--data", "data_uri", required=True, help="The built dataset folder: a local path or s3://bucket/prefix.")
-@click.option(
-    "--output", "output_uri", required=True, help="Where this run writes: a local path or s3://bucket/prefix."
-)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model ID or local folder.")
-@_method
-@click.option("--lora-rank", default=LORA.rank, show_default=True, type=click.IntRange(min=1), help="LoRA rank r.")
-@click.option(
-    "--lora-alpha",
-    default=LORA.alpha,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="LoRA alpha (the update is scaled by alpha / r).",
-)
-@click.option(
-    "--lora-dropout",
-    default=LORA.dropout,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Dropout on the LoRA path.",
-)
-@click.option(
-    "--lora-target",
-    default=LORA.target,
-    show_default=True,
-    help="Modules wrapped: `all` (every linear module but lm_head, LLaMA-Factory's rule) or names (q_proj,v_proj).",
-)
-@click.option(
-    "--merge", "merge_after", is_flag=True, help="LoRA: once trained, also write OUTPUT/merged (plain weights)."
-)
-@click.option(
-    "--deepspeed", help="zero3, zero2, none (plain DDP) or a JSON config  [default: zero2 with lora, zero3 with full]"
-)
-@click.option("--packing", is_flag=True, help="Pack several samples per sequence, without attention across them.")
-@click.option(
-    "--max-steps", default=-1, show_default=True, type=int, help="Stop after N optimizer steps (-1: all epochs)."
-)
-@click.option(
-    "--save-steps", default=100, show_default=True, type=click.IntRange(min=1), help="Checkpoint every N steps."
-)
-@click.option(
-    "--val-size", default=0.0, show_default=True, type=Finite(), help="Fraction of rows held out for eval loss."
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a table hyper-parameter or any TrainingArguments field (recorded in run.json).",
-)
-@click.option("--work-dir", envvar="NEOSFT_WORK_DIR", help="Local scratch folder for checkpoints and tokens.")
-@click.option(
-    "--default-system",
-    default=DEFAULT_SYSTEM,
-    show_default=True,
-    help="System prompt of rows without one (or with an empty one); recorded in run.json.",
-)
-@click.option(
-    "--chat-format",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "chatml"]),
-    help="auto: the tokenizer's chat template when it has one, else ChatML (Qwen2's format).",
-)
-@click.option(
-    "--report-to",
-    default="none",
-    show_default=True,
-    type=click.Choice(["tensorboard", "wandb", "mlflow", "none"]),
-    help="Experiment tracker; tensorboard writes event files to OUTPUT/tensorboard.",
-)
-@click.option("--liger", is_flag=True, help="Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.")
-@click.option(
-    "--upload-every",
-    "upload_every_s",
-    default=60.0,
-    show_default=True,
-    type=Finite(min=1),
-    help="Seconds between uploads of loss.jsonl, loss.png and events to OUTPUT.",
-)
-@click.option(
-    "--eval/--no-eval",
-    "evaluate",
-    default=True,
-    show_default=True,
-    help="Then score the model on the dataset's held-out records into OUTPUT/eval.json (if it has any).",
-)
-@click.option(
-    "--eval-samples",
-    default=SAMPLES,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Greedy answers to the first N held-out prompts.",
-)
-@click.option("--eval-base", is_flag=True, help="Also score MODEL itself into the run's base/ (RUN: OUTPUT's folder).")
-def train(
-    variant,
-    data_uri,
-    output_uri,
-    model,
-    method,
-    lora_rank,
-    lora_alpha,
-    lora_dropout,
-    lora_target,
-    merge_after,
-    deepspeed,
-    packing,
-    max_steps,
-    save_steps,
-    val_size,
-    overrides,
-    work_dir,
-    default_system,
-    chat_format,
-    report_to,
-    liger,
-    upload_every_s,
-    evaluate,
-    eval_samples,
-    eval_base,
-) -> None:
+@click_options
+def train(**params) -> None:
     """Fine-tune MODEL on one variant's dataset (a LoRA adapter, or with --method full every weight); resumes from
     OUTPUT's newest complete checkpoint.
 
@@ -913,36 +778,9 @@ def train(
       torchrun --nproc-per-node=8 -m neosft train --variant single \\
         --data s3://my-bucket/neosft/data --output s3://my-bucket/neosft/runs/r1/single
     """
-    from neosft.train.recipe import Options, fine_tune
-    from neosft.variants import Lora
+    from neosft.step import train_step
 
-    lora = Lora(lora_rank, lora_alpha, lora_dropout, lora_target)
-    fine_tune(
-        Options(
-            variant=variant,
-            data=data_uri,
-            output=output_uri,
-            model=model,
-            deepspeed=deepspeed,
-            packing=packing,
-            max_steps=max_steps,
-            save_steps=save_steps,
-            val_size=val_size,
-            overrides=list(overrides),
-            work_dir=work_dir,
-            default_system=default_system,
-            chat_format=chat_format,
-            report_to=report_to,
-            liger=liger,
-            upload_every_s=upload_every_s,
-            method=method,
-            lora=lora,
-            merge=merge_after,
-            eval=evaluate,
-            eval_samples=eval_samples,
-            eval_base=eval_base,
-        )
-    )
+    train_step(from_params(params))
 
 
 @cli.command()
@@ -978,13 +816,13 @@ def plot(outputs, dest) -> None:
     Example:
       neosft plot s3://my-bucket/neosft/runs/r1/{conversations,multi,single,all_pair} --out compare.png
     """
-    from neosft.artifacts import read_losses
+    from neosft.artifacts import LOSSES, read_losses
     from neosft.storage import location
     from neosft.train.lossplot import compare_plot
 
     runs = {}
     for output in outputs:
-        where = location(output.rstrip("/")) / "loss.jsonl"
+        where = location(output.rstrip("/")) / LOSSES
         runs[output.rstrip("/")] = read_losses(where.read_bytes(), str(where))
     location(dest).write_bytes(compare_plot(runs))
     click.echo(f"wrote {dest}")

@@ -15,12 +15,7 @@ import time
 from pathlib import Path
 
 from neosft.errors import UserError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from neosft.ports import free_port
 
 
 def _rclone() -> str:
@@ -43,7 +38,7 @@ class LocalS3:
     ):
         self.root = Path(root)
         self.access_key, self.secret_key = access_key, secret_key
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

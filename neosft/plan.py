@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass
 
 from neosft.artifacts import Manifest, VariantData
-from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS, SAMPLES
+from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS
+from neosft.train.spec import EVAL_SAMPLES
 from neosft.variants import NUM_DEVICES, SHARED, TOTAL_TRAIN_BATCH, VARIANTS, Lora, gradient_accumulation
 
 # Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
@@ -211,7 +212,7 @@ def plan_eval(
     plans: list[VariantPlan],
     tokens_per_gpu_s: float,
     gpus: int = NUM_DEVICES,
-    samples: int = SAMPLES,
+    samples: int = EVAL_SAMPLES,
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> EvalPlan | None:
     """What the eval at the end of each variant's training (and the base's, once) adds; None without held-out records."""

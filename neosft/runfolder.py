@@ -6,16 +6,26 @@ sub-folder of a local store folder, so a local store may also be given as that f
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from neosft.artifacts import MANIFEST, EvalRecord, read_losses
+from neosft.artifacts import LOSSES, MANIFEST, EvalRecord, read_losses
 from neosft.errors import UserError
 from neosft.progress import hms
 from neosft.storage import EMBEDDED_STORE, Location, location
 from neosft.variants import VARIANTS
 
 LOCAL_BUCKET = "neosft"  # the bucket `neosft run`'s local S3 server serves from <store>/neosft/
+
+
+def output_and_work_dir(output: str, work_dir: str | None) -> tuple[Location, Path]:
+    """OUTPUT (checked reachable) and the local work folder: `work_dir`, else one per OUTPUT in the temp folder."""
+    out = location(output)
+    out.check()
+    work = Path(work_dir or Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(out.uri.encode()).hexdigest()[:12]}")
+    return out, work
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ def run_folder(store: str, run_id: str) -> Location:
     if not store.startswith("s3://") and not (root / "runs").exists() and (root / LOCAL_BUCKET / "runs").exists():
         root = root / LOCAL_BUCKET
     folder = root / "runs" / run_id
-    if not any((folder / name / "loss.jsonl").exists() for name in VARIANTS):
+    if not any((folder / name / LOSSES).exists() for name in VARIANTS):
         raise UserError(f"no run {run_id} in {store}: no {root}/runs/{run_id}/<variant>/loss.jsonl yet")
     return folder
 
@@ -62,7 +72,7 @@ def newest_local_dataset() -> str:
 
 def progress(output: Location) -> TrainingProgress | None:
     """Progress of the variant training into `output`; None before its first logged step."""
-    log = output / "loss.jsonl"
+    log = output / LOSSES
     if not log.exists():
         return None
     records = [r for r in read_losses(log.read_bytes()) if r.loss is not None]
@@ -89,7 +99,7 @@ def store_rows(store: str, run_id: str) -> list[list[str]]:
     rows = []
     for name in VARIANTS:
         done = progress(folder / name)
-        if done is not None or (folder / name / "loss.jsonl").exists():
+        if done is not None or (folder / name / LOSSES).exists():
             evaluated = EvalRecord.read(folder / name)
             rows.append(
                 [

@@ -124,8 +124,8 @@ def test_the_seams_hold_nothing_in_k8s_reads_storage_and_only_backends_builds_a_
 )
 def test_what_rendering_decided_is_what_the_objects_say(values):
     from neosft.backends import backend_for
+    from neosft.backends.state import variant_of
     from neosft.k8s.cluster import OUTPUT_ANNOTATION
-    from neosft.k8s.state import variant_of
 
     run = backend_for(offline=True).render(values, "r1", None, print)
     annotated = {

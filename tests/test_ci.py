@@ -100,11 +100,12 @@ def test_the_code_is_formatted_as_ruff_formats_it():
 
 
 def test_mypy_finds_nothing_in_the_package_and_finds_mistakes(tmp_path):
-    done = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True)
+    """With the project's persistent cache (pyproject's cache_dir): a re-run checks only what changed."""
+    done = subprocess.run([MYPY], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     (tmp_path / "bad.py").write_text("def f(x: int) -> str:\n    return x\n")
     found = subprocess.run(
-        [MYPY, "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "bad.py")],
+        [MYPY, str(tmp_path / "bad.py")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -418,3 +419,22 @@ def test_the_submit_extra_plots(tmp_path):
     done = neosft_with_submit_extra_only("plot", tmp_path / "single", "--out", tmp_path / "loss.png")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ci_runs_the_readme_command_then_the_slow_and_cluster_tiers():
+    run = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.endswith(".venv/bin/python -m pytest"))
+    assert command in run.splitlines()
+    assert "for tier in slow cluster; do" in run and '[ "$rc" -eq 5 ]' in run  # an empty tier passes
+    fast = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_ci.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert fast.returncode == 0, fast.stdout  # plain pytest: the fast tier by pyproject's addopts
+    empty = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "cluster", "tests/test_ci.py"], cwd=ROOT, capture_output=True
+    )
+    assert empty.returncode == 5  # nothing selected: the code .ci/run lets pass

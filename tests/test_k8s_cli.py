@@ -573,7 +573,7 @@ def test_data_wait_and_check_storage(tmp_path, s3):
     ],
 )
 def test_state_of_jobs_and_pytorchjobs(kind, status, expected):
-    from neosft.k8s.state import state
+    from neosft.backends.state import state
 
     assert state({"kind": kind, "status": status}) == expected
 
@@ -1017,7 +1017,7 @@ def test_submit_names_what_the_controllers_accept_or_refuses_in_one_line():
     ],
 )
 def test_state_of_trainjobs(spec, status, expected):
-    from neosft.k8s.state import state
+    from neosft.backends.state import state
 
     assert state({"kind": "TrainJob", "spec": spec, "status": status}) == expected
 

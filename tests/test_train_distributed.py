@@ -310,7 +310,8 @@ def test_zero2_with_packing_and_eval(sample_dataset, tiny_model, tmp_path, metho
 
 DDP_CHECK = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
-    from neosft.train.recipe import Options, setup, train
+    from neosft.train.recipe import setup, train
+    from neosft.train.spec import TrainSpec as Options
     data, output, model, work, method = sys.argv[1:6]
     run = setup(Options("single", data, output, model, deepspeed="none", max_steps=2, save_steps=100,
                         overrides=sys.argv[6:], work_dir=work, method=method))

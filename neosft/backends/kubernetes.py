@@ -2,8 +2,8 @@
 or TrainJobs (Kubeflow Trainer v2).
 
 What differs between the two trainer kinds (where suspend lives, how to install them) is
-`neosft.k8s.kinds`; the API calls are `neosft.k8s.cluster`; states and waiting `neosft.k8s.state`;
-what status shows `neosft.k8s.view`. The loss column is read here, from the store the pods write to.
+`neosft.k8s.kinds`; the API calls are `neosft.k8s.cluster`; states and waiting `neosft.backends.state`;
+what status shows `neosft.backends.view`. The loss column is read here, from the store the pods write to.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 
+from neosft.backends import state, view
 from neosft.backends.base import Echo, ExecutionBackend
 from neosft.backends.types import RenderedRun, RunStatus, RunSummary, Store
 from neosft.errors import UserError
-from neosft.k8s import state, view
 from neosft.k8s.cluster import GATE, GATE_ANNOTATION, KUEUE_CONFIG, OPERATOR_TEMPLATE, QUEUE_LABEL, Cluster
 from neosft.k8s.kinds import PYTORCHJOB, TRAINER_KINDS, TrainerKind, none_installed, pod_spec
 from neosft.runfolder import progress

@@ -27,12 +27,12 @@ from pathlib import Path
 
 from neosft.backends import pods
 from neosft.backends.base import Echo, ExecutionBackend
+from neosft.backends.state import report, timed_out, variant_of
 from neosft.backends.types import Part, RenderedRun, RunStatus, RunSummary, Store
+from neosft.backends.view import count
 from neosft.errors import UserError
 from neosft.k8s.kinds import TRAINER_KINDS, TRAINING_KINDS, TRAINJOB, TrainerKind, pod_spec
 from neosft.k8s.render import merge, with_defaults
-from neosft.k8s.state import report, timed_out, variant_of
-from neosft.k8s.view import count
 from neosft.local_s3 import LocalS3
 from neosft.runfolder import LOCAL_BUCKET, progress
 from neosft.storage import EMBEDDED_STORE, Location

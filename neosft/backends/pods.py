@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from neosft.errors import UserError
 from neosft.k8s.kinds import TRAINJOB, TrainerKind
+from neosft.ports import free_port
 
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # Kubernetes' dependent environment variable syntax
 LAUNCHERS = {"neosft": [sys.executable, "-m", "neosft"], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
@@ -79,9 +79,7 @@ def start_logged(process: Process, log: Path, base_env: dict[str, str]) -> subpr
 def torch_injected(trainer: TrainerKind, procs_per_node: int) -> dict[str, str]:
     """What the operator injects into a single-node job's rank-0 pod: the training operator's MASTER_* for a
     PyTorchJob, Trainer's torch plugin's PET_* for a TrainJob."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     if trainer is TRAINJOB:
         return {
             "PET_MASTER_ADDR": "127.0.0.1",

@@ -81,24 +81,7 @@ def build(
                 for n in names
             ]
             held = (
-                _HeldOut(
-                    staging,
-                    [
-                        _VariantOutput(
-                            VARIANTS[n],
-                            staging,
-                            joiner,
-                            input_prompt,
-                            shard_rows,
-                            tokenizer,
-                            writer,
-                            under=HELDOUT + "/",
-                        )
-                        for n in names
-                    ],
-                )
-                if rule.enabled
-                else None
+                _held_out(staging, names, joiner, input_prompt, shard_rows, tokenizer, writer) if rule.enabled else None
             )
             reasons = SKIP_REASONS if rules == "seed" else [r for n in names for r in reilx.skip_reasons(n)]
             skipped = dict.fromkeys(reasons, 0)
@@ -108,66 +91,97 @@ def build(
             ):
                 for batch in reader:
                     for item in batch:
-                        if isinstance(item, str):
-                            skipped[item] += 1
-                        elif isinstance(item, reilx.More):  # more lines of the record before
-                            outputs[item.variant].add_lines(item.lines)
-                        elif isinstance(item, list):  # reilx: each variant's lines, or its skip reason
-                            for o, lines in zip(outputs, item):
-                                o.add_lines(lines)
-                            if all(isinstance(lines, str) for lines in item):
-                                skipped[item[0]] += 1
-                        else:
-                            for o in outputs:
-                                o.add(*item)
+                        _route(item, outputs, skipped)
                     if held:
                         held.add(reader.held)
                     progress.update(reader.bytes, reader.count)
-            kept = reader.count - sum(skipped.values())
-            if not kept:
-                raise UserError(
-                    f"{redact(source)}: no usable record among {reader.count:,} (skipped: "
-                    + ", ".join(f"{k} {v:,}" for k, v in skipped.items())
-                    + f"); each record must look like {EXPECTED_SHAPE}"
-                )
+            kept = _kept(source, reader.count, skipped)
             built = {o.variant.name: o.finish(reader.stats[o.variant.name], skipped, reader.sha256) for o in outputs}
             heldout = held.finish(rule, holdout, reader.heldout_stats) if held else None
         finally:
             writer.close()
-        parts = (
-            "parts-"
-            + hashlib.sha256(
-                orjson.dumps(
-                    {n: [v.sha256, v.files] for n, v in built.items()}
-                    | ({"heldout": heldout.sha256} if heldout else {})
-                )
-            ).hexdigest()[:16]
-        )
-        if heldout:
-            heldout = dataclasses.replace(
-                heldout,
-                file=f"{parts}/{heldout.file}",
-                variants={
-                    n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files])
-                    for n, v in heldout.variants.items()
-                },
-            )
-        manifest = Manifest(
-            source=SourceInfo(redact(source), reader.sha256, reader.bytes, reader.count, reader.revision),
-            options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
-            skipped=skipped,
-            kept=kept,
-            variants={n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in built.items()},
-            parts=parts,
-            build_id=build_id,
-            neosft_version=__version__,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
-            rules=rules,
-            heldout=heldout,
+        manifest = _manifest(
+            source, reader, joiner, input_prompt, shard_rows, build_id, rules, skipped, kept, built, heldout
         )
         _publish_parts_then_manifest(staging, out, manifest)
     return manifest
+
+
+def _held_out(staging, names, joiner, input_prompt, shard_rows, tokenizer, writer) -> _HeldOut:
+    """The held-out records' outputs: one per variant, under HELDOUT/."""
+    return _HeldOut(
+        staging,
+        [
+            _VariantOutput(
+                VARIANTS[n], staging, joiner, input_prompt, shard_rows, tokenizer, writer, under=HELDOUT + "/"
+            )
+            for n in names
+        ],
+    )
+
+
+def _route(item, outputs: list[_VariantOutput], skipped: dict[str, int]) -> None:
+    """One item of the reader's batch to the variants' outputs, or to the skip counts."""
+    if isinstance(item, str):
+        skipped[item] += 1
+    elif isinstance(item, reilx.More):  # more lines of the record before
+        outputs[item.variant].add_lines(item.lines)
+    elif isinstance(item, list):  # reilx: each variant's lines, or its skip reason
+        for o, lines in zip(outputs, item):
+            o.add_lines(lines)
+        if all(isinstance(lines, str) for lines in item):
+            skipped[item[0]] += 1
+    else:
+        for o in outputs:
+            o.add(*item)
+
+
+def _kept(source: str, count: int, skipped: dict[str, int]) -> int:
+    """The records kept; none is a `UserError` naming the skip counts and the expected shape."""
+    kept = count - sum(skipped.values())
+    if not kept:
+        raise UserError(
+            f"{redact(source)}: no usable record among {count:,} (skipped: "
+            + ", ".join(f"{k} {v:,}" for k, v in skipped.items())
+            + f"); each record must look like {EXPECTED_SHAPE}"
+        )
+    return kept
+
+
+def _manifest(
+    source, reader, joiner, input_prompt, shard_rows, build_id, rules, skipped, kept, built, heldout
+) -> Manifest:
+    """The build's manifest, its files moved under the content-addressed parts folder."""
+    parts = (
+        "parts-"
+        + hashlib.sha256(
+            orjson.dumps(
+                {n: [v.sha256, v.files] for n, v in built.items()} | ({"heldout": heldout.sha256} if heldout else {})
+            )
+        ).hexdigest()[:16]
+    )
+    if heldout:
+        heldout = dataclasses.replace(
+            heldout,
+            file=f"{parts}/{heldout.file}",
+            variants={
+                n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in heldout.variants.items()
+            },
+        )
+    return Manifest(
+        source=SourceInfo(redact(source), reader.sha256, reader.bytes, reader.count, reader.revision),
+        options={"joiner": joiner, "input_prompt": input_prompt, "shard_rows": shard_rows},
+        skipped=skipped,
+        kept=kept,
+        variants={n: dataclasses.replace(v, files=[f"{parts}/{f}" for f in v.files]) for n, v in built.items()},
+        parts=parts,
+        build_id=build_id,
+        neosft_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        warnings=[f"{n} has no rows: {VARIANTS[n].rule}" for n, v in built.items() if not v.rows],
+        rules=rules,
+        heldout=heldout,
+    )
 
 
 def _check_options(source, dest, names, joiner, input_prompt, shard_rows, tokenizer, build_id) -> None:

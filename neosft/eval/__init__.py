@@ -2,6 +2,5 @@
 greedy samples (`evaluate`), and the run's comparison (`report`)."""
 
 CHAT_CUTOFF = 8192  # the chat loss's cutoff_len, the longest variant's
-SAMPLES = 20  # greedy answers per model, to the first held-out prompts
 MAX_NEW_TOKENS = 512  # the longest answer
 GENERATE_BATCH = 8  # prompts per generate call on one rank

@@ -18,9 +18,10 @@ from neosft.artifacts import EvalRecord, Manifest, RunRecord
 from neosft.chat import DEFAULT_SYSTEM, ChatFormat, turns
 from neosft.data.records import Conversation, parse_record
 from neosft.errors import UserError
-from neosft.eval import CHAT_CUTOFF, MAX_NEW_TOKENS, SAMPLES
+from neosft.eval import CHAT_CUTOFF, MAX_NEW_TOKENS
 from neosft.progress import log
 from neosft.storage import Location, location
+from neosft.train.spec import EVAL_SAMPLES
 from neosft.variants import VARIANTS
 
 
@@ -28,7 +29,7 @@ from neosft.variants import VARIANTS
 class Settings:
     """What an eval asks for: greedy samples and their length, the chat loss's cutoff_len and default system."""
 
-    samples: int = SAMPLES
+    samples: int = EVAL_SAMPLES
     max_new_tokens: int = MAX_NEW_TOKENS
     cutoff_len: int = CHAT_CUTOFF
     default_system: str = DEFAULT_SYSTEM

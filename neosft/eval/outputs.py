@@ -26,6 +26,7 @@ from neosft.eval.evaluate import (
     same_tokenizer,
 )
 from neosft.progress import log
+from neosft.runfolder import output_and_work_dir
 from neosft.storage import Location, location
 from neosft.train import dist
 
@@ -90,8 +91,15 @@ def eval_base(run: str, model: str | None = None, data: str | None = None, setti
     return _finish(result, folder / report.BASE, folder)
 
 
-def after_training(options) -> None:
-    """The end of `neosft train --eval` on every rank: OUTPUT/eval.json (and, with --eval-base, RUN/base/eval.json)
+def after_training(
+    output: str,
+    data: str,
+    model: str,
+    work_dir: str | None = None,
+    samples: int = DEFAULTS.samples,
+    base: bool = False,
+) -> None:
+    """The end of `neosft train --eval` on every rank: OUTPUT/eval.json (and, with `base`, RUN/base/eval.json)
     unless already there or the dataset has no held-out records. Each rank scores its share with its own copy of
     the model, read from this node's final/ (downloaded once per node where training saved it elsewhere)."""
     import gc
@@ -99,14 +107,13 @@ def after_training(options) -> None:
     import torch
 
     from neosft.artifacts import Manifest
-    from neosft.train.recipe import _setup_output
 
-    output, work = _setup_output(options)
-    if EvalRecord.read(output) is not None:
-        log(f"{output}/eval.json exists: not evaluated again")
+    out, work = output_and_work_dir(output, work_dir)
+    if EvalRecord.read(out) is not None:
+        log(f"{out}/eval.json exists: not evaluated again")
         return
-    if Manifest.read(options.data).heldout is None:
-        log(f"{options.data} has no held-out records (built with --holdout 0): no eval")
+    if Manifest.read(data).heldout is None:
+        log(f"{data} has no held-out records (built with --holdout 0): no eval")
         return
     gc.collect()
     if torch.cuda.is_available():
@@ -115,9 +122,9 @@ def after_training(options) -> None:
     if not any((final / name).exists() for name in ("config.json", "adapter_config.json")):
         final = work / "eval-final"
         if dist.local_rank() == 0:
-            (output / "final").download_dir(final)
+            (out / "final").download_dir(final)
         dist.barrier()
-    settings = Settings(samples=options.eval_samples)
-    eval_output(options.output, options.data, settings, final)
-    if options.eval_base:
-        eval_base(run_of(options.output), options.model, options.data, settings)
+    settings = Settings(samples=samples)
+    eval_output(output, data, settings, final)
+    if base:
+        eval_base(run_of(output), model, data, settings)

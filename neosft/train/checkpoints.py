@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from neosft.artifacts import LOSSES
 from neosft.progress import log
 from neosft.storage import Location
 from neosft.storage.base import patiently
@@ -88,7 +89,7 @@ class CheckpointUploader(TrainerCallback):
         shutil.rmtree(staged, ignore_errors=True)
         shutil.copytree(Path(args.output_dir) / name, staged, copy_function=os.link)  # rotation may delete the original
         if dist.node() == 0:
-            (staged / "loss.jsonl").write_bytes(self.losses())
+            (staged / LOSSES).write_bytes(self.losses())
         self.wait()
         self.pending = self.pool.submit(self._upload, staged, name)
 

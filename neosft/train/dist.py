@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
+
+from neosft.ports import free_port
 
 
 def rank() -> int:
@@ -36,9 +37,7 @@ def barrier() -> None:
 def single_process_env() -> None:
     """DeepSpeed wants torchrun's variables even in one process: provide them when torchrun did not."""
     if "RANK" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         os.environ.update(
             RANK="0",
             LOCAL_RANK="0",

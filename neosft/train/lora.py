@@ -13,7 +13,6 @@ from neosft.storage import location
 from neosft.variants import ALL_LINEAR, Lora
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 EXCLUDED = "lm_head"  # LLaMA-Factory's forbidden module for a decoder such as Qwen2
 MERGE_DTYPES = ("base", "bf16")
 

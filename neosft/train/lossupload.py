@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from neosft.artifacts import losses_jsonl
+from neosft.artifacts import LOSSES, losses_jsonl
 from neosft.errors import UserError
 from neosft.progress import log
 from neosft.storage import Location
@@ -59,7 +59,7 @@ class LossUploader(TrainerCallback):
         patiently(lambda: self._write(list(self.loss_log.records)), log)
 
     def _write(self, records) -> None:
-        (self.output / "loss.jsonl").write_bytes(losses_jsonl(records))
+        (self.output / LOSSES).write_bytes(losses_jsonl(records))
         (self.output / "loss.png").write_bytes(run_plot(records, self.title))
         if self.events is not None and self.events.is_dir():
             (self.output / TENSORBOARD).upload_dir(self.events)

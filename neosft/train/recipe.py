@@ -4,9 +4,7 @@ last)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -14,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neosft import __version__
-from neosft.artifacts import Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
-from neosft.chat import DEFAULT_SYSTEM, ChatFormat
+from neosft.artifacts import LOSSES, Manifest, RunRecord, VariantData, losses_jsonl, read_losses, train_losses
+from neosft.chat import ChatFormat
 from neosft.errors import UserError
 from neosft.progress import log
+from neosft.runfolder import output_and_work_dir
 from neosft.storage import Location, location
-from neosft.train import DEFAULT_MODEL, dist
+from neosft.train import dist
 from neosft.train.args import (
-    DEFAULT_DEEPSPEED,
     REPORT_TO,
     arguments_record,
     checked_overrides,
@@ -29,7 +27,8 @@ from neosft.train.args import (
     training_arguments,
 )
 from neosft.train.dataset import held_out, manifest_entry, split, tokenized
-from neosft.variants import DEFAULT_METHOD, LORA, METHODS, Lora
+from neosft.train.spec import TrainSpec
+from neosft.variants import LORA, METHODS
 
 MERGED = "merged"  # OUTPUT/merged: the adapter merged into the base, with --merge
 
@@ -45,43 +44,10 @@ if TYPE_CHECKING:  # transformers and torch: imported by the steps that use them
 
 
 @dataclass
-class Options:
-    """The `neosft train` command line."""
-
-    variant: str
-    data: str
-    output: str
-    model: str = DEFAULT_MODEL
-    deepspeed: str | None = None  # None: the method's default (DEFAULT_DEEPSPEED)
-    packing: bool = False
-    max_steps: int = -1
-    save_steps: int = 100
-    val_size: float = 0.0
-    overrides: list[str] = field(default_factory=list)
-    work_dir: str | None = None
-    default_system: str = DEFAULT_SYSTEM
-    chat_format: str = "auto"  # auto: the tokenizer's chat template when it has one, else ChatML; chatml: ChatML
-    report_to: str = "none"
-    liger: bool = False
-    upload_every_s: float = 60.0
-    method: str = DEFAULT_METHOD
-    lora: Lora = LORA
-    merge: bool = False  # lora: also write OUTPUT/merged (base + adapter as plain weights) once the run finished
-    eval: bool = False  # then score the trained model on the dataset's held-out records (see neosft.eval)
-    eval_samples: int = 20
-    eval_base: bool = False  # also the base model, into the run's base/ (one variant of a run does it)
-
-    @property
-    def zero(self) -> str:
-        """The DeepSpeed config asked for, else the method's default."""
-        return self.deepspeed or DEFAULT_DEEPSPEED[self.method]
-
-
-@dataclass
 class Prepared:
     """Everything `setup` prepared."""
 
-    options: Options
+    options: TrainSpec
     trainer: Trainer
     hyperparameters: dict
     overrides: dict
@@ -100,27 +66,26 @@ class Prepared:
     started: float = field(default_factory=time.monotonic)
 
 
-def fine_tune(options: Options) -> RunRecord:
-    """Train one variant end to end; returns its run record. A run that already finished is not trained again
-    (with --merge, a finished run without its merged weights is merged)."""
+def fine_tune(options: TrainSpec) -> RunRecord:
+    """Train one variant and save it; returns its run record. A run that already finished is not trained again.
+    Merging and evaluating come after, in `neosft.step`."""
     record = finished(options)
     if record is None:
         prepared = setup(options)
         record = save(prepared, train(prepared))
-        del prepared  # the Trainer and its optimizer: their memory goes back before the merge or the eval loads a model
+    return record
+
+
+def merge_output(options: TrainSpec) -> None:
+    """With --merge, write OUTPUT/merged (base + adapter as plain weights) on rank 0 unless already there."""
     if options.merge and dist.rank() == 0 and not (location(options.output) / MERGED / "config.json").exists():
         from neosft.train.lora import merge
 
         merge(options.output, f"{options.output.rstrip('/')}/{MERGED}")
         log(f"wrote {options.output.rstrip('/')}/{MERGED}")
-    if options.eval:
-        from neosft.eval.outputs import after_training
-
-        after_training(options)
-    return record
 
 
-def finished(options: Options) -> RunRecord | None:
+def finished(options: TrainSpec) -> RunRecord | None:
     """The run record at OUTPUT when that run is complete."""
     output = location(options.output)
     record = RunRecord.read(output)
@@ -132,7 +97,7 @@ def finished(options: Options) -> RunRecord | None:
     return record
 
 
-def setup(options: Options) -> Prepared:
+def setup(options: TrainSpec) -> Prepared:
     """The steps, in order: check the inputs, find the dataset and the output, check the model's config and weights
     (and LoRA's targets), decide the arguments, load the tokenizer and tokenize (once), find the resume point, build
     the Trainer."""
@@ -141,7 +106,7 @@ def setup(options: Options) -> Prepared:
     warnings.filterwarnings("ignore", "`torch.distributed.*` is deprecated", FutureWarning)  # DeepSpeed's, per step
     overrides, hp = _setup_inputs(options)
     manifest, entry = _setup_dataset(options)
-    output, work_dir = _setup_output(options)
+    output, work_dir = output_and_work_dir(options.output, options.work_dir)
     model_config = _setup_model_config(options)
     lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
     _setup_weights(options, model_config)
@@ -167,7 +132,7 @@ def setup(options: Options) -> Prepared:
     tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
     train_set, eval_set, collator = _datasets(tokens, tokenizer, options, hp["cutoff_len"], args.seed)
     resume = _setup_resume(output, work_dir)
-    loss_log = LossLog(read_losses((resume / "loss.jsonl").read_bytes()) if resume else [])
+    loss_log = LossLog(read_losses((resume / LOSSES).read_bytes()) if resume else [])
     title = (
         f"{options.variant}: lr {hp['learning_rate']:g}, cutoff_len {hp['cutoff_len']}, "
         f"batch {args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{dist.world_size()}, "
@@ -208,7 +173,7 @@ def setup(options: Options) -> Prepared:
     )
 
 
-def _setup_inputs(options: Options) -> tuple[dict, dict]:
+def _setup_inputs(options: TrainSpec) -> tuple[dict, dict]:
     """(overrides, hyper-parameters), every value checked: a bad one is one line before anything loads."""
     if options.method not in METHODS:
         raise UserError(f"--method {options.method}: choose from {', '.join(METHODS)}")
@@ -239,7 +204,7 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _setup_checkpointing(options: Options, overrides: dict, hp: dict, model_config):
+def _setup_checkpointing(options: TrainSpec, overrides: dict, hp: dict, model_config):
     """Activation checkpointing: the user's `--set`, else the memory plan's decision for this GPU (see
     `neosft.train.checkpointing`); logged with its reason, recorded in run.json."""
     import torch
@@ -261,7 +226,7 @@ def _setup_checkpointing(options: Options, overrides: dict, hp: dict, model_conf
     return decision
 
 
-def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
+def _setup_dataset(options: TrainSpec) -> tuple[Manifest, VariantData]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
     if not entry.rows:
@@ -275,18 +240,7 @@ def _setup_dataset(options: Options) -> tuple[Manifest, VariantData]:
     return manifest, entry
 
 
-def _setup_output(options: Options) -> tuple[Location, Path]:
-    """OUTPUT (checked reachable) and the local work folder: --work-dir, else one per OUTPUT in the temp folder."""
-    output = location(options.output)
-    output.check()
-    work_dir = Path(
-        options.work_dir
-        or Path(tempfile.gettempdir()) / f"neosft-{hashlib.sha256(output.uri.encode()).hexdigest()[:12]}"
-    )
-    return output, work_dir
-
-
-def _setup_lora_targets(options: Options, config) -> list[str]:
+def _setup_lora_targets(options: TrainSpec, config) -> list[str]:
     """The modules the LoRA adapter wraps, resolved on the model's config before any weights load; none for full."""
     if options.method != "lora":
         return []
@@ -295,7 +249,7 @@ def _setup_lora_targets(options: Options, config) -> list[str]:
     return config_targets(config, options.lora)
 
 
-def _setup_tokenizer(options: Options):
+def _setup_tokenizer(options: TrainSpec):
     """(tokenizer, chat format) of --model."""
     from transformers import AutoTokenizer
 
@@ -306,7 +260,7 @@ def _setup_tokenizer(options: Options):
     return tokenizer, ChatFormat(tokenizer, options.default_system, use_template=options.chat_format == "auto")
 
 
-def _setup_model_config(options: Options):
+def _setup_model_config(options: TrainSpec):
     """--model's config, read before any work: an unknown model_type is one line."""
     from transformers import AutoConfig
 
@@ -316,7 +270,7 @@ def _setup_model_config(options: Options):
         raise UserError(f"--model {options.model}: no usable config ({_first_line(e)})") from None
 
 
-def _setup_weights(options: Options, config) -> None:
+def _setup_weights(options: TrainSpec, config) -> None:
     """A local --model folder's weights checked before any work: none, corrupt headers, or weights that do not fit
     the config are one line."""
     folder = Path(options.model)
@@ -366,7 +320,7 @@ def _check_safetensors(file: Path) -> None:
 
 
 def _setup_tokens(
-    options: Options,
+    options: TrainSpec,
     manifest: Manifest,
     entry: VariantData,
     tokenizer,
@@ -396,7 +350,7 @@ def _setup_resume(output: Location, work_dir: Path) -> Path | None:
 
 
 def _setup_trainer(
-    options: Options,
+    options: TrainSpec,
     args,
     ds_config,
     model_config,
@@ -442,7 +396,7 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
+def _datasets(tokens, tokenizer, options: TrainSpec, cutoff_len: int, seed: int):
     """(train set, eval set or None, collator): LLaMA-Factory's `--val-size` split, packed or one sample per item."""
     from transformers import DataCollatorForSeq2Seq
 
@@ -462,7 +416,7 @@ def _datasets(tokens, tokenizer, options: Options, cutoff_len: int, seed: int):
     return make(train_idx), make(eval_idx) if len(eval_idx) else None, collator
 
 
-def _model(options: Options, args, ds_config: str | None, config, lora_targets: list[str]):
+def _model(options: TrainSpec, args, ds_config: str | None, config, lora_targets: list[str]):
     """The model to train; created after TrainingArguments so that ZeRO-3 partitions it while it loads. With LoRA,
     the frozen base with a new adapter (`neosft.train.lora`).
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from neosft.backends.state import FINAL, WATCHED, held_reason, state, variant_of, watched
 from neosft.backends.types import Part, RunSummary
 from neosft.k8s.cluster import OUTPUT_ANNOTATION, RUN_LABEL
-from neosft.k8s.state import FINAL, WATCHED, held_reason, state, variant_of, watched
 
 
 def parts(objects: dict[str, list[dict]]) -> list[Part]:
