@@ -299,7 +299,7 @@ def test_training_on_a_dataset_without_held_out_records_skips_the_eval(sample_da
 def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_dataset):
     from neosft.plan import plan, plan_eval, render_eval
 
-    plans = plan(str(run_dataset), list(VARIANTS))
+    plans = plan(str(run_dataset), list(VARIANTS), 3000)
     e = plan_eval(Manifest.read(str(run_dataset)), plans, 3000)
     assert e.models == 5 and e.tokens > 0 and e.gpu_minutes > 0
     bigger = plan_eval(Manifest.read(str(run_dataset)), plans, 3000, samples=200)
