@@ -10,10 +10,10 @@ from conftest import assert_user_error, neosft
 
 from neosft.artifacts import RunRecord
 from neosft.errors import UserError
-from neosft.plan import QWEN2_7B
 from neosft.storage import location
 from neosft.train.checkpointing import decide
 from neosft.train.dataset import held_out, split
+from neosft.train.memory import QWEN2_7B
 from neosft.variants import LORA
 
 

@@ -43,7 +43,7 @@ def decide(
 ) -> Checkpointing:
     """The user's value, else off without a GPU (`gpu_memory_gb` None), else the plan's: off when one micro-step
     at `cutoff_len` without checkpointing fits `HEADROOM` of the GPU's memory under ZeRO `stage`."""
-    from neosft.plan import HEADROOM, memory  # DeepSpeed's estimators: only once training starts
+    from neosft.train.memory import HEADROOM, memory  # DeepSpeed's estimators: only once training starts
 
     value = asked(overrides)
     if value is not None:
