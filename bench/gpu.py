@@ -1,284 +1,385 @@
-"""GPU training throughput of `neosft train`: a Qwen2-shaped model (Qwen2-0.5B's config, random bf16 weights, no
-download) on every GPU of this machine, for ZeRO-2 / ZeRO-3 x unpacked / packed x Liger off / on, full fine-tuning or
-with `--method lora` a LoRA adapter (the table's LoRA settings). Prints and writes tokens/s per GPU, MFU against the
-GPU's bf16 peak and peak GPU memory.
+"""The first ten minutes on a GPU machine: probe it, check correctness in bf16, measure training throughput.
 
-    PYTHONPATH=. python bench/gpu.py [--steps 30] [--out bench-gpu.json]     # about 5 minutes on one H100
-    PYTHONPATH=. python bench/gpu.py --method lora                            # the same configurations, LoRA
-    PYTHONPATH=. python bench/gpu.py --cpu                                    # reduced: tiny model, CPU, 2 configs
+    sh bench/wheelhouse.sh                       # here, once: .whl/ with what the GPU machine lacks (< 64 MiB)
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+    python3 bench/gpu.py --out "$OUT"            # there: about 5 minutes on one H100
+    python3 bench/gpu.py --cpu --out DIR         # here: the same script on a tiny model (tests/test_bench_gpu.py)
 
-Each configuration is one real `neosft train` (under torchrun on several GPUs) on the `single` variant of a synthetic corpus, at
-cutoff_len 4096 with gradient accumulation 4 (an explicit override; the table's total batch 64 would make a step take
-16 times longer on one GPU). Throughput counts the steps after the first `--warmup` ones, from the run's loss.jsonl.
+It writes OUT/gpu.json and OUT/gpu.md:
+- probe: GPU, driver, CUDA, torch, flash-attn (whether it imports);
+- correctness: the loss of rows packed into one sequence (neosft's FlattenCollator, position_ids restarting at each
+  row) equals their token-weighted unpacked loss; the ZeRO-3 train -> merge -> eval path of `neosft train` on one
+  process ends in merged/ and eval.json;
+- throughput: a Qwen2-7B-shaped model with random bf16 weights built on the GPU (full fine-tuning keeps FULL_LAYERS
+  of its 28 layers, so that weights, gradients and Adam's states fit one GPU; tokens/s per layer are the same),
+  rows of realistic lengths (log-normal, median ROW_MEDIAN tokens), LoRA and full, at cutoff 4096 and 8192, with
+  activation checkpointing on and off, one row per micro-step or several packed up to the cutoff: tokens/s, MFU
+  against the GPU's dense bf16 peak, peak memory. A configuration that runs out of memory is recorded as such.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import math
 import os
+import platform
+import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-import corpus
-
-QWEN2_0_5B = {
-    "vocab_size": 151936,
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
+QWEN2_7B_SHAPE = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+}  # Qwen/Qwen2-7B-Instruct's config.json
+TINY_SHAPE = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "tie_word_embeddings": True,
-    "max_position_embeddings": 32768,
-    "rope_theta": 1000000.0,
 }
-BF16_PEAK_TFLOPS = {
-    "H200": 989,
-    "H100 SXM": 989,
-    "H100 80GB HBM3": 989,
-    "H100 NVL": 835,
-    "H100 PCIe": 756,
-    "H100": 756,
-    "A100": 312,
-    "L40S": 362,
-    "A10G": 70,
-    "L4": 121,
-}  # dense, no sparsity
-CUTOFF, ACCUMULATION = 4096, 4
+FULL_LAYERS = 8  # full fine-tuning on one GPU: 8 of 28 layers (~3.1B parameters, ~50 GB of states with Adam)
+ROW_MEDIAN = 600  # tokens: the seed's rows are mostly a few hundred tokens, with a long tail
+BF16_PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 NVL": 835, "H100": 756, "A100": 312}
 
 
-def configs(cpu: bool) -> list[dict]:
-    if cpu:
-        return [
-            {"deepspeed": "zero2", "packing": False, "liger": False},
-            {"deepspeed": "zero3", "packing": True, "liger": True},
-        ]
-    return [
-        {"deepspeed": d, "packing": p, "liger": lg}
-        for d, p, lg in itertools.product(("zero2", "zero3"), (False, True), (False, True))
-    ]
-
-
-def prepare(work: Path, cpu: bool) -> tuple[Path, Path]:
-    """(dataset folder, model folder): the synthetic corpus built, and a random model of the benchmark's shape."""
+def probe(cpu: bool) -> dict:
     import torch
 
-    from neosft.data.build import build
-    from neosft.train.tiny import make_tiny_qwen2
-
-    data, source = work / "data", work / "corpus.json"
-    corpus.write(str(source), 0.3 if cpu else 4)
-    part = data / build(str(source), str(data), ["single"]).variants["single"].files[0]
-    texts = [json.loads(line)["output"] for line in part.open(encoding="utf-8")]
-    if cpu:
-        return data, make_tiny_qwen2(work / "model", texts[:2000])
-    shape = {k: v for k, v in QWEN2_0_5B.items() if k not in ("vocab_size", "hidden_size", "num_hidden_layers")}
-    return data, make_tiny_qwen2(
-        work / "model",
-        texts[:2000],
-        hidden_size=QWEN2_0_5B["hidden_size"],
-        layers=QWEN2_0_5B["num_hidden_layers"],
-        model_vocab_size=QWEN2_0_5B["vocab_size"],
-        dtype=torch.bfloat16,
-        **shape,
-    )
-
-
-class PeakMemory:
-    """Peak memory while a process runs: the most any GPU used (nvidia-smi), or on CPU the resident set of the process
-    and its descendants (torchrun and its workers)."""
-
-    def __init__(self, pid: int, cpu: bool):
-        self.pid, self.cpu, self.peak, self.done = pid, cpu, 0, threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-
-    def _poll(self) -> None:
-        while not self.done.wait(0.5):
-            self.peak = max(self.peak, self._now())
-
-    def _now(self) -> int:
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+    if not cpu and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info |= {
+            "gpu": props.name,
+            "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+            "gpus": torch.cuda.device_count(),
+        }
         try:
-            if self.cpu:
-                return sum(_rss(pid) for pid in _tree(self.pid))
             out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                 capture_output=True,
                 text=True,
-                check=True,
-            ).stdout
-            return max(int(v) for v in out.split()) * 2**20
-        except (OSError, StopIteration, ValueError, subprocess.CalledProcessError):
-            return 0
-
-    def stop(self) -> int:
-        self.done.set()
-        self.thread.join()
-        return self.peak
-
-
-def _tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(p for child in children for p in _tree(int(child)))]
-
-
-def _rss(pid: int) -> int:
+                timeout=30,
+            )
+            info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+        except (OSError, subprocess.TimeoutExpired):
+            info["driver"] = None
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # ended meanwhile
-        return 0
-    return int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0)) * 1024
+        import flash_attn
+
+        info["flash_attn"] = flash_attn.__version__
+    except (ImportError, OSError) as e:
+        info["flash_attn"] = f"not usable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return info
 
 
-def train_flops_per_token(model: Path, method: str = "full") -> float:
-    """6 x the parameters a token passes through (embeddings are a lookup, the output projection is not); 4 x with
-    LoRA, whose frozen weights get no gradient (the adapter's own FLOPs are negligible)."""
-    config = json.loads((model / "config.json").read_text())
-    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
-    return (6 if method == "full" else 4) * (layers * per_layer + config["vocab_size"] * h)
+def peak_tflops(name: str | None) -> float | None:
+    for key, value in BF16_PEAK_TFLOPS.items():  # most specific first
+        if name and key in name:
+            return value
+    return None
 
 
-def run_one(
-    cfg: dict, data: Path, model: Path, work: Path, steps: int, warmup: int, gpus: int, cpu: bool, method: str
-) -> dict:
-    from neosft.artifacts import RunRecord, read_losses, train_losses
-    from neosft.storage import location
+def build_model(shape: dict, device: str, dtype, layers: int | None = None, packing: bool = True):
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
 
-    name = f"{cfg['deepspeed']}-{'packed' if cfg['packing'] else 'unpacked'}-{'liger' if cfg['liger'] else 'plain'}"
-    output = work / "runs" / name
-    cutoff = 128 if cpu else CUTOFF
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
-    command = [
-        sys.executable,
-        *launcher,
-        "-m",
-        "neosft",
-        "train",
-        "--variant",
-        "single",
-        "--data",
-        str(data),
-        "--output",
-        str(output),
-        "--model",
-        str(model),
-        "--method",
-        method,
-        "--deepspeed",
-        cfg["deepspeed"],
-        "--max-steps",
-        str(steps),
-        "--save-steps",
-        str(10 * steps),
-        "--work-dir",
-        str(work / "work" / name),
-        "--set",
-        f"cutoff_len={cutoff}",
-        "--set",
-        f"gradient_accumulation_steps={ACCUMULATION}",
-        "--set",
-        f"per_device_eval_batch_size={ACCUMULATION}",
-        *(["--packing"] if cfg["packing"] else []),
-        *(["--liger"] if cfg["liger"] else []),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if cpu else "8")}
-    log = work / f"{name}.log"
-    started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        memory = PeakMemory(proc.pid, cpu)
-        proc.wait()
-        peak = memory.stop()
-    if proc.returncode:
-        return {**cfg, "name": name, "error": log.read_text(errors="replace").strip().splitlines()[-1:]}
-    records = train_losses(read_losses((output / "loss.jsonl").read_bytes()))
-    first, last = records[min(warmup, len(records) - 2)], records[-1]
-    tokens_per_s = (last.total_tokens - first.total_tokens) / max(last.elapsed_s - first.elapsed_s, 1e-9) / gpus
-    run = RunRecord.read(location(str(output)))
+    from neosft.train.packing import attention_implementation
+
+    config = Qwen2Config(**{**shape, "num_hidden_layers": layers or shape["num_hidden_layers"]}, use_cache=False)
+    config._attn_implementation = attention_implementation(packing) if device != "cpu" or packing else "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model
+
+
+def row_lengths(count: int, cutoff: int, seed: int) -> list[int]:
+    """Log-normal row lengths, median ROW_MEDIAN (at most an eighth of the cutoff: the tiny CPU cutoffs still pack)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    median = min(ROW_MEDIAN, cutoff // 8)
+    return [int(n) for n in np.clip(rng.lognormal(math.log(median), 0.8, count), 8, cutoff)]
+
+
+def rows(lengths: list[int], vocab: int, seed: int) -> list[dict]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(0, vocab, (n,), generator=g)
+        labels = ids.clone()
+        labels[: n // 3] = -100  # the prompt: not trained on
+        out.append({"input_ids": ids.tolist(), "labels": labels.tolist()})
+    return out
+
+
+def packed_equals_unpacked(shape: dict, device: str, dtype) -> dict:
+    """The loss of three rows packed into one sequence equals their token-weighted loss one by one."""
+    import torch
+
+    from neosft.train.packing import FlattenCollator
+
+    model = build_model(shape, device, dtype, packing=True).eval()
+    samples = rows([40, 17, 64], shape["vocab_size"], 1)
+    with torch.no_grad():
+        total, tokens = 0.0, 0
+        for s in samples:
+            ids = torch.tensor([s["input_ids"]], device=device)
+            labels = torch.tensor([s["labels"]], device=device)
+            n = int((labels[0, 1:] != -100).sum())
+            total += float(model(input_ids=ids, labels=labels).loss) * n
+            tokens += n
+        batch = {k: v.to(device) for k, v in FlattenCollator()([{"samples": samples}]).items()}
+        packed = float(model(**batch).loss)
+    unpacked = total / tokens
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-4
     return {
-        **cfg,
-        "name": name,
-        "liger_active": run.liger,
-        "steps": run.steps,
-        "tokens": run.tokens,
-        "tokens_per_s_per_gpu": round(tokens_per_s, 1),
-        "peak_memory_gb": round(peak / 1e9, 2),
-        "wall_s": round(time.monotonic() - started, 1),
-        "final_loss": run.final_loss,
+        "packed": packed,
+        "unpacked": unpacked,
+        "ok": abs(packed - unpacked) <= tolerance * max(1.0, abs(unpacked)),
+        "attention": model.config._attn_implementation,
     }
 
 
-def peak_tflops(override: float | None) -> tuple[str, float | None]:
+def zero3_path(work: Path) -> dict:
+    """`neosft train --deepspeed zero3 --method lora --merge --eval` on one process, on a tiny model and a dataset
+    with held-out records: it must end in merged/ and eval.json."""
+    from neosft.artifacts import Manifest
+    from neosft.data.build import build
+    from neosft.sample import SAMPLE_CORPUS
+    from neosft.train.tiny import make_tiny_qwen2
+
+    data, output = work / "data", work / "out"
+    build(str(SAMPLE_CORPUS), str(data), ["single"], holdout="12")
+    part = data / Manifest.read(str(data)).variants["single"].files[0]
+    texts = [r["instruction"] + r["output"] for r in map(json.loads, part.open(encoding="utf-8"))]
+    model = make_tiny_qwen2(work / "model", texts)
+    command = [
+        sys.executable, "-m", "neosft", "train", "--variant", "single", "--data", data, "--output", output,
+        "--model", model, "--deepspeed", "zero3", "--max-steps", "2", "--work-dir", work / "work", "--merge",
+        "--eval", "--eval-samples", "2", "--set", "cutoff_len=256", "--set", "gradient_accumulation_steps=2",
+    ]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env={**os.environ})
+    ok = result.returncode == 0 and (output / "merged" / "config.json").exists() and (output / "eval.json").exists()
+    report: dict[str, object] = {"ok": ok, "seconds": round(time.monotonic() - started, 1)}
+    if not ok:
+        report["error"] = result.stderr.strip()[-2000:]
+    return report
+
+
+def flops_per_token(model, method: str, context: float) -> float:
+    """Model FLOPs per trained token (no recompute): 6 per weight (full) or 4 (LoRA: no frozen weight gradients) per
+    matmul weight, plus causal attention's 6 (or 4) x layers x hidden x context."""
+    config = model.config
+    matmul = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n)
+    per = 6 if method == "full" else 4
+    return per * matmul + per * config.num_hidden_layers * config.hidden_size * context
+
+
+def throughput(model, method: str, cutoff: int, checkpointing: bool, packed: bool, steps: int, device: str) -> dict:
     import torch
 
-    if not torch.cuda.is_available():
-        return "cpu", override
-    name = torch.cuda.get_device_name(0)
-    return name, override or next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    from neosft.train.packing import FlattenCollator
 
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device == "cuda")
+    lengths = row_lengths(64 * (steps + 2), cutoff, seed=cutoff)
+    samples = rows(lengths, model.config.vocab_size, 2)
+    collate = FlattenCollator()
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", action="store_true", help="Reduced mode: tiny model, CPU, two configurations.")
-    parser.add_argument("--steps", type=int, help="Optimizer steps per configuration [30; 3 with --cpu].")
-    parser.add_argument("--warmup", type=int, help="Steps left out of the throughput [5; 1 with --cpu].")
-    parser.add_argument("--gpus", type=int, help="Processes (GPUs) per run [every visible GPU; 1 with --cpu].")
-    parser.add_argument("--peak-tflops", type=float, help="The GPU's dense bf16 peak, when not in the table.")
-    parser.add_argument("--method", default="full", choices=("full", "lora"), help="What each run trains [full].")
-    parser.add_argument("--out", default="bench-gpu.json", help="JSON results.")
-    parser.add_argument("--work", help="Scratch folder [a temporary one].")
-    a = parser.parse_args()
-    import torch
+    def micro_steps():
+        i = 0
+        while True:
+            take = [samples[i % len(samples)]]
+            i += 1
+            while (
+                packed
+                and sum(len(s["input_ids"]) for s in take) + len(samples[i % len(samples)]["input_ids"]) <= cutoff
+            ):
+                take.append(samples[i % len(samples)])
+                i += 1
+            yield {k: v.to(device) for k, v in collate([{"samples": take}]).items()}, len(take)
 
-    if not a.cpu and not torch.cuda.is_available():
-        sys.exit("no CUDA GPU here: run with --cpu for the reduced mode")
-    steps, warmup = a.steps or (3 if a.cpu else 30), a.warmup if a.warmup is not None else (1 if a.cpu else 5)
-    gpus = a.gpus or (1 if a.cpu else torch.cuda.device_count())
-    device, peak = peak_tflops(a.peak_tflops)
-    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-        work = Path(tmp)
-        data, model = prepare(work, a.cpu)
-        flops = train_flops_per_token(model, a.method)
-        rows = []
-        for cfg in configs(a.cpu):
-            row = run_one(cfg, data, model, work, steps, warmup, gpus, a.cpu, a.method)
-            if "error" not in row:
-                row["mfu"] = round(row["tokens_per_s_per_gpu"] * flops / (peak * 1e12), 4) if peak else None
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    result = {
-        "device": device,
-        "gpus": gpus,
-        "bf16_peak_tflops": peak,
-        "method": a.method,
-        "model": "cpu-tiny" if a.cpu else "Qwen2-0.5B shape",
-        "cutoff_len": 128 if a.cpu else CUTOFF,
-        "gradient_accumulation_steps": ACCUMULATION,
-        "steps": steps,
-        "warmup_steps": warmup,
-        "train_flops_per_token": flops,
-        "runs": rows,
+    def step(batch):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    batches = micro_steps()
+    try:
+        step(next(batches)[0])  # warm-up: kernels, allocator
+        if device == "cuda":
+            torch.cuda.synchronize()
+        tokens, rows_done, started = 0, 0, time.perf_counter()
+        for _ in range(steps):
+            batch, n = next(batches)
+            step(batch)
+            tokens += batch["input_ids"].numel()
+            rows_done += n
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    except torch.cuda.OutOfMemoryError:
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.state.clear()
+        torch.cuda.empty_cache()
+        return {"error": "out of memory"}
+    optimizer.state.clear()  # Adam's moments go before the next configuration
+    per_s = tokens / seconds
+    report = {
+        "tokens_per_s_per_gpu": round(per_s, 1),
+        "rows_per_micro_step": round(rows_done / steps, 2),
+        "tokens_per_micro_step": round(tokens / steps, 1),
+        "flops_per_token": flops_per_token(model, method, tokens / rows_done),
     }
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    print(f"\n{'configuration':<26}{'tokens/s/GPU':>14}{'MFU':>8}{'peak GB':>9}")
-    for r in rows:
+    if device == "cuda":
+        report["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        torch.cuda.empty_cache()
+    else:
+        report["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    return report
+
+
+def with_lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    from neosft.variants import LORA
+
+    config = LoraConfig(
+        r=LORA.rank,
+        lora_alpha=LORA.alpha,
+        lora_dropout=LORA.dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    model.enable_input_require_grads()  # checkpointed layers of a frozen base still pass gradients to the adapter
+    return model
+
+
+def measure(cpu: bool, steps: int, peak: float | None) -> list[dict]:
+    import torch
+
+    device, dtype = ("cpu", torch.float32) if cpu else ("cuda", torch.bfloat16)
+    shape = TINY_SHAPE if cpu else QWEN2_7B_SHAPE
+    cutoffs = (128, 256) if cpu else (4096, 8192)
+    runs = []
+    for method in ("lora", "full"):
+        layers = None if method == "lora" or cpu else FULL_LAYERS
+        model = build_model(shape, device, dtype, layers, packing=True)
+        if method == "lora":
+            model = with_lora(model)
+        for cutoff in cutoffs:
+            for checkpointing in (True, False):
+                for packed in (False, True):
+                    name = f"{method}-{cutoff}-{'ckpt' if checkpointing else 'nockpt'}-{'packed' if packed else 'row'}"
+                    report = throughput(model, method, cutoff, checkpointing, packed, steps, device)
+                    run = {"name": name, "method": method, "cutoff": cutoff, "checkpointing": checkpointing}
+                    run |= {"packed": packed, "layers": model.config.num_hidden_layers, **report}
+                    if peak and "tokens_per_s_per_gpu" in report:
+                        run["mfu"] = round(
+                            report["tokens_per_s_per_gpu"] * report["flops_per_token"] / (peak * 1e12), 3
+                        )
+                    print(f"{name}: {report}", flush=True)
+                    runs.append(run)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return runs
+
+
+def markdown(report: dict) -> str:
+    p = report["probe"]
+    lines = [
+        f"GPU {p.get('gpu', 'none (CPU)')}, driver {p.get('driver')}, CUDA {p['cuda']}, torch {p['torch']}, "
+        f"flash-attn {p['flash_attn']}",
+        "",
+        f"packed loss = unpacked loss: {report['correctness']['packed_equals_unpacked']['ok']}; "
+        f"ZeRO-3 train -> merge -> eval: {report['correctness']['zero3'].get('ok')}",
+        "",
+        "| configuration | layers | rows/micro-step | tokens/s/GPU | MFU | peak GB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
         if "error" in r:
-            print(f"{r['name']:<26}  failed: {r['error']}")
+            lines.append(f"| {r['name']} | {r['layers']} | | {r['error']} | | |")
         else:
-            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-            print(f"{r['name']:<26}{r['tokens_per_s_per_gpu']:>14,.0f}{mfu:>8}{r['peak_memory_gb']:>9.1f}")
-    print(f"wrote {a.out}")
+            lines.append(
+                f"| {r['name']} | {r['layers']} | {r['rows_per_micro_step']} | {r['tokens_per_s_per_gpu']:,.0f} | "
+                f"{r.get('mfu', '')} | {r['peak_memory_gb']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="a tiny model on CPU (the same code paths)")
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench-gpu"), help="folder for gpu.json and gpu.md")
+    parser.add_argument("--steps", type=int, default=None, help="timed micro-steps per configuration")
+    parser.add_argument("--skip-zero3", action="store_true", help="leave out the ZeRO-3 train -> merge -> eval check")
+    args = parser.parse_args()
+    import torch
+
+    if not args.cpu and not torch.cuda.is_available():
+        print("error: no CUDA GPU here: run with --cpu", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or (2 if args.cpu else 8)
+    info = probe(args.cpu)
+    print(f"probe: {info}", flush=True)
+    shape, device = (TINY_SHAPE, "cpu") if args.cpu else (QWEN2_7B_SHAPE | {"num_hidden_layers": 2}, "cuda")
+    dtype = torch.float32 if args.cpu else torch.bfloat16
+    correctness = {"packed_equals_unpacked": packed_equals_unpacked(shape, device, dtype)}
+    print(f"packed = unpacked: {correctness['packed_equals_unpacked']}", flush=True)
+    if args.skip_zero3:
+        correctness["zero3"] = {"ok": None, "skipped": True}
+    else:
+        with tempfile.TemporaryDirectory(prefix="neosft-bench-") as tmp:
+            correctness["zero3"] = zero3_path(Path(tmp))
+        print(f"zero3 train -> merge -> eval: {correctness['zero3']}", flush=True)
+    peak = None if args.cpu else peak_tflops(info.get("gpu"))
+    report = {
+        "device": "cpu" if args.cpu else "cuda",
+        "probe": info,
+        "peak_bf16_tflops": peak,
+        "steps": steps,
+        "correctness": correctness,
+        "runs": measure(args.cpu, steps, peak),
+    }
+    (out / "gpu.json").write_text(json.dumps(report, indent=2))
+    (out / "gpu.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

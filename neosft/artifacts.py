@@ -356,6 +356,7 @@ class RunRecord:
     final_loss: Loss | None
     method: str = "full"  # lora or full (a record without it was written before LoRA: full)
     lora: dict | None = None  # with lora: rank, alpha, dropout, target, bias, modules_to_save, adapter_dtype
+    checkpointing: dict | None = None  # activation checkpointing: enabled, reason (None: written before it)
     extra: dict = field(default_factory=dict)  # fields of a newer neosft, kept as read
 
     def to_json(self) -> bytes:

@@ -187,7 +187,20 @@ def data_build(source, dest, variants, joiner, input_prompt, shard_rows, tokeniz
     "--tokens-per-gpu-s",
     default=None,
     type=Finite(min=1),
-    help="Training throughput per GPU [default: 3000 full, 4000 lora].",
+    help="Training throughput per GPU [default: --gpu's, from a published measurement].",
+)
+@click.option(
+    "--gpu",
+    "gpu_type",
+    default="h100",
+    show_default=True,
+    type=click.Choice(["a100", "h100", "h200"]),
+    help="GPU type whose published throughput the hours assume.",
+)
+@click.option(
+    "--from",
+    "from_run",
+    help="A finished run's OUTPUT folder (local or s3://): plan at the tokens/s per GPU it measured.",
 )
 @click.option(
     "--gpus", default=NUM_DEVICES, show_default=True, type=click.IntRange(min=1), help="GPUs in all (world size)."
@@ -210,6 +223,8 @@ def plan(
     variant: str,
     data_uri: str,
     tokens_per_gpu_s: float | None,
+    gpu_type: str,
+    from_run: str | None,
     gpus: int,
     gpu_memory: float | None,
     method: str,
@@ -234,7 +249,9 @@ def plan(
         largest = ", ".join(n for n in names if VARIANTS[n].cutoff_len == cutoff)
         click.echo(render_memory(gpu_memory, gpus, cutoff, largest, lora))
         click.echo()
-    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(lora)
+    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(lora, gpu_type)
+    if from_run:
+        speed = _measured_speed(from_run, tokens_per_gpu_s)
     try:
         if data_uri is None:
             from neosft.runfolder import newest_local_dataset
@@ -253,6 +270,24 @@ def plan(
         if not gpu_memory:
             raise
         click.secho(f"warning: no steps or hours: {e}", err=True, fg="yellow")
+
+
+def _measured_speed(run: str, tokens_per_gpu_s: float | None) -> float:
+    """The tokens/s per GPU the finished run at `run` measured; refused beside --tokens-per-gpu-s."""
+    from neosft.artifacts import RunRecord
+    from neosft.plan import measured_tokens_per_gpu_s
+    from neosft.storage import location
+
+    if tokens_per_gpu_s:
+        raise UserError("--from and --tokens-per-gpu-s both set the throughput: give one")
+    record = RunRecord.read(location(run.rstrip("/")))
+    if record is None or not record.train_runtime_s or not record.tokens:
+        raise UserError(f"--from {run}: no finished run with measured tokens there (no final/run.json)")
+    speed = measured_tokens_per_gpu_s(record)
+    click.echo(
+        f"throughput measured by {run}: {speed:,.0f} tokens/s per GPU ({record.method}, {record.world_size} GPUs)"
+    )
+    return speed
 
 
 @cli.command("run")
@@ -812,10 +847,10 @@ def train(**params) -> None:
 @click.option("--to", "dest", required=True, help="Folder for the merged model: a local path or s3://bucket/prefix.")
 @click.option(
     "--dtype",
-    default="bf16",
+    default="base",
     show_default=True,
-    type=click.Choice(["bf16", "base"]),
-    help="Weights in bf16, or in the base model's own dtype.",
+    type=click.Choice(["base", "bf16"]),
+    help="Weights in the base model's own dtype (a float32 base merges to float32), or in bf16.",
 )
 def merge(output, dest, dtype) -> None:
     """Merge the LoRA adapter of a finished run (its OUTPUT folder) into the base model: plain transformers weights.

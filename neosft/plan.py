@@ -3,13 +3,12 @@ before any GPU is paid for."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from dataclasses import dataclass
 
 from neosft.artifacts import Manifest, VariantData
 from neosft.eval import GENERATE_BATCH, MAX_NEW_TOKENS
+from neosft.train.memory import HEADROOM, OVERHEAD_BYTES, Memory, lora_parameters, memory, parameters
 from neosft.train.spec import EVAL_SAMPLES
 from neosft.variants import (
     NUM_DEVICES,
@@ -21,8 +20,15 @@ from neosft.variants import (
     gradient_accumulation,
 )
 
-# Qwen/Qwen2-7B-Instruct's config.json, the model the cluster run fine-tunes.
-DEFAULT_TOKENS_PER_GPU_S = 3000  # full fine-tuning with ZeRO-3 on an A100-80GB class GPU, ~40% MFU
+# LoRA training throughput of a 7B Qwen on one H100 at sequence length 4096, bf16, as NVIDIA measured and published it:
+# NeMo AutoModel's performance summary (docs.nvidia.com/nemo/automodel/latest/performance/performance-summary.html,
+# "Fine-Tuning (LoRA) Performance", System DGX-H100: Qwen2.5 7B, 1 GPU, seq 4096, 14,110.05 tokens/s/GPU, 423 model
+# TFLOPs/s). Other GPUs scale it by their dense bf16 peak (NVIDIA's datasheets: A100 SXM 312 TFLOPS; H100 SXM and
+# H200 SXM 989 TFLOPS, the same Hopper compute), and full fine-tuning by LORA_SPEEDUP below. A finished run's own
+# measurement replaces them: `neosft plan --from RUN`.
+H100_LORA_TOKENS_PER_S = 14110
+BF16_PEAK_TFLOPS = {"a100": 312, "h100": 989, "h200": 989}
+DEFAULT_GPU = "h100"
 # LoRA skips the frozen weights' gradients: per parameter and token, gradient checkpointing's forward, recompute and
 # backward cost 2 + 2 + 2 FLOPs instead of 2 + 2 + 4, so the same GPU trains 8/6 as many tokens per second
 LORA_SPEEDUP = 8 / 6
@@ -30,37 +36,21 @@ CHARS_PER_TOKEN = 2.0  # Qwen2 BPE on mixed Chinese/English text (2.3 on the sam
 CHAT_TEMPLATE_TOKENS = 21  # ChatML scaffolding with the default system prompt, around one row
 
 
-def parameters(config: dict) -> int:
-    """Parameter count of a Qwen2 decoder from its config."""
-    h, layers, inter, vocab = (
-        config["hidden_size"],
-        config["num_hidden_layers"],
-        config["intermediate_size"],
-        config["vocab_size"],
-    )
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o without
-    layer = attention + 3 * h * inter + 2 * h  # gate, up, down; two RMSNorms
-    embeddings = vocab * h * (1 if config["tie_word_embeddings"] else 2)
-    return layers * layer + embeddings + h
-
-
-def lora_parameters(config: dict, rank: int) -> int:
-    """Parameters of a LoRA adapter of `rank` on every linear projection of a Qwen2 decoder (q, k, v, o, gate, up,
-    down: rank x (in + out) each); lm_head excluded, as LLaMA-Factory's `lora_target: all` excludes it."""
-    h, inter = config["hidden_size"], config["intermediate_size"]
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    per_layer = (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + inter) + (inter + h)
-    return rank * per_layer * config["num_hidden_layers"]
-
-
 def trainable(lora: Lora | None, config: dict = QWEN2_7B) -> int:
     """The parameters an optimizer updates: the adapter's with LoRA, else every one."""
     return lora_parameters(config, lora.rank) if lora else parameters(config)
 
 
-def default_tokens_per_gpu_s(lora: Lora | None) -> float:
-    return DEFAULT_TOKENS_PER_GPU_S * (LORA_SPEEDUP if lora else 1)
+def default_tokens_per_gpu_s(lora: Lora | None, gpu: str = DEFAULT_GPU) -> float:
+    """Training tokens/s per `gpu` ("a100", "h100", "h200"): the published H100 LoRA measurement above, scaled by the
+    GPU's bf16 peak, and for full fine-tuning by 1 / LORA_SPEEDUP; rounded to 100."""
+    lora_rate = H100_LORA_TOKENS_PER_S * BF16_PEAK_TFLOPS[gpu] / BF16_PEAK_TFLOPS["h100"]
+    return round((lora_rate if lora else lora_rate / LORA_SPEEDUP) / 100) * 100
+
+
+def measured_tokens_per_gpu_s(record) -> float:
+    """A finished run's own training tokens/s per GPU (its run.json: tokens / train runtime / world size)."""
+    return record.tokens / record.train_runtime_s / record.world_size
 
 
 def zero3_checkpoint_bytes(params: int) -> int:
@@ -102,10 +92,12 @@ def plan_variant(name: str, entry: VariantData, tokens_per_gpu_s: float, gpus: i
 
 
 def plan(
-    data_uri: str, variants: list[str], tokens_per_gpu_s: float = DEFAULT_TOKENS_PER_GPU_S, gpus: int = NUM_DEVICES
+    data_uri: str, variants: list[str], tokens_per_gpu_s: float | None = None, gpus: int = NUM_DEVICES
 ) -> list[VariantPlan]:
+    """Each variant's plan at `tokens_per_gpu_s` (default: full fine-tuning's on the default GPU)."""
     manifest = Manifest.read(data_uri)
-    return [plan_variant(v, manifest.variant(v, data_uri), tokens_per_gpu_s, gpus) for v in variants]
+    speed = tokens_per_gpu_s or default_tokens_per_gpu_s(None)
+    return [plan_variant(v, manifest.variant(v, data_uri), speed, gpus) for v in variants]
 
 
 def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DEVICES, lora: Lora | None = None) -> str:
@@ -149,7 +141,7 @@ def render(plans: list[VariantPlan], tokens_per_gpu_s: float, gpus: int = NUM_DE
         (
             f"{SHARED['num_train_epochs']} epochs, total batch {TOTAL_TRAIN_BATCH} ({gpus} GPUs x gradient "
             f"accumulation {gradient_accumulation(gpus)}), at {tokens_per_gpu_s:,.0f} tokens/s per GPU "
-            "(--tokens-per-gpu-s)."
+            "(--tokens-per-gpu-s, --gpu, --from)."
         )
     ]
     if lora:
@@ -294,50 +286,6 @@ def disk(plans: list[VariantPlan], gpus: int, lora: Lora | None = None) -> Disk:
 
 
 # GPU memory -----------------------------------------------------------------------------------------------------
-
-OVERHEAD_BYTES = 4 * 10**9  # CUDA context, NCCL buffers, ZeRO buckets, allocator fragmentation
-HEADROOM = 0.9  # plan for at most this share of the GPU's memory
-
-
-@dataclass
-class Memory:
-    """Per-GPU memory of one configuration at micro-batch 1, in bytes."""
-
-    stage: str
-    model_states: int  # DeepSpeed's estimate: weights, gradients, fp32 master weights and Adam moments
-    activations: int  # gradient checkpointing: every layer's input, plus one layer recomputed in full
-    logits: int  # bf16 logits, their fp32 copy for the loss and its gradient (none with Liger's fused loss)
-
-    @property
-    def total(self) -> int:
-        return self.model_states + self.activations + self.logits + OVERHEAD_BYTES
-
-
-def memory(
-    stage: str, gpus: int, cutoff_len: int, liger: bool = False, config: dict = QWEN2_7B, lora: Lora | None = None
-) -> Memory:
-    """Per-GPU memory under ZeRO `stage` ("zero2" or "zero3") on `gpus` GPUs: of full fine-tuning, or with `lora` of
-    a frozen bf16 base (whole on each GPU under ZeRO-2, sharded under ZeRO-3) with the adapter's trainable states."""
-    with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator choice to stdout on import
-        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
-
-    params, h, inter = parameters(config), config["hidden_size"], config["intermediate_size"]
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    updated = lora_parameters(config, lora.rank) if lora else params
-    frozen = 2 * params if lora else 0  # the base's bf16 weights, besides the trainable states
-    if stage == "zero2":
-        _, states = estimate_zero2_model_states_mem_needs(updated, num_gpus_per_node=gpus, cpu_offload=False)
-    else:
-        largest = config["vocab_size"] * h  # the embedding (and lm_head) matrix, gathered whole
-        _, states, _ = estimate_zero3_model_states_mem_needs(
-            updated, 0 if lora else largest, num_gpus_per_node=gpus, cpu_offload=False
-        )
-        frozen = math.ceil(frozen / gpus) + (4 * largest if lora else 0)
-    per_token_layer = 2 * (6 * h + 2 * kv + 4 * inter)  # bf16: norms, q/k/v, attention out, residual, MLP
-    activations = cutoff_len * (config["num_hidden_layers"] * 2 * h + per_token_layer)
-    logits = 0 if liger else cutoff_len * config["vocab_size"] * (2 + 4 + 4)
-    return Memory(stage, int(states) + frozen, activations, logits)
 
 
 def recommend(gpu_memory_gb: float, gpus: int, cutoff_len: int, lora: Lora | None = None) -> tuple[list[Memory], str]:

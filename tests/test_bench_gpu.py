@@ -1,4 +1,4 @@
-"""bench/gpu.py cannot rot: its reduced CPU mode runs the real trainer in the benchmark's configurations."""
+"""bench/gpu.py cannot rot: its CPU mode runs the device script's code paths on a tiny model and writes gpu.json."""
 
 import json
 import os
@@ -12,39 +12,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_gpu_bench_runs_in_its_reduced_cpu_mode(tmp_path, method):
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/neosft-torch-ext")),
-    }
-    out = tmp_path / "gpu.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            ROOT / "bench" / "gpu.py",
-            "--cpu",
-            "--steps",
-            "3",
-            "--out",
-            out,
-            "--work",
-            tmp_path,
-            "--method",
-            method,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+def test_gpu_bench_cpu_mode_writes_its_json(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    command = [sys.executable, ROOT / "bench" / "gpu.py", "--cpu", "--out", out, "--steps", "1", "--skip-zero3"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["device"] == "cpu" and report["gradient_accumulation_steps"] == 4 and report["method"] == method
-    assert [r["name"] for r in report["runs"]] == ["zero2-unpacked-plain", "zero3-packed-liger"]
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["device"] == "cpu" and report["probe"]["torch"]
+    assert report["correctness"]["packed_equals_unpacked"]["ok"] is True
+    names = [r["name"] for r in report["runs"]]
+    assert len(names) == 16 and {"lora-128-ckpt-row", "full-256-nockpt-packed"} <= set(names)
     for run in report["runs"]:
         assert "error" not in run, run
-        assert run["steps"] == 3 and run["tokens_per_s_per_gpu"] > 0 and run["peak_memory_gb"] > 0.1
-        assert run["liger_active"] is False  # no GPU: Liger falls back cleanly
-    assert "tokens/s/GPU" in result.stdout and "zero3-packed-liger" in result.stdout
+        assert run["tokens_per_s_per_gpu"] > 0 and run["peak_memory_gb"] > 0
+        assert run["rows_per_micro_step"] > 1 if run["packed"] else run["rows_per_micro_step"] == 1
+    assert "| configuration |" in (out / "gpu.md").read_text()
+
+
+def test_gpu_bench_refuses_to_run_without_a_gpu_unless_asked(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, ROOT / "bench" / "gpu.py", "--out", tmp_path], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 2 and result.stderr.strip() == "error: no CUDA GPU here: run with --cpu"

@@ -308,12 +308,12 @@ def test_training_on_a_dataset_without_held_out_records_skips_the_eval(sample_da
 def test_plan_adds_the_eval_and_says_when_there_is_none(run_dataset, sample_dataset):
     from neosft.plan import plan, plan_eval, render_eval
 
-    plans = plan(str(run_dataset), list(VARIANTS))
+    plans = plan(str(run_dataset), list(VARIANTS), 3000)
     e = plan_eval(Manifest.read(str(run_dataset)), plans, 3000)
     assert e.models == 5 and e.tokens > 0 and e.gpu_minutes > 0
     bigger = plan_eval(Manifest.read(str(run_dataset)), plans, 3000, samples=200)
     assert bigger.gpu_minutes > e.gpu_minutes  # the samples cost decode time
-    result = neosft("plan", "--data", run_dataset, "--method", "full")  # full: the 3000 tokens/s above
+    result = neosft("plan", "--data", run_dataset, "--method", "full", "--tokens-per-gpu-s", "3000")
     assert result.returncode == 0 and render_eval(e) in result.stdout
     assert "eval: none" in neosft("plan", "--data", sample_dataset).stdout
     assert "held-out: 48 conversations resolve a chat-loss difference of about" in result.stdout

@@ -490,7 +490,10 @@ def test_method_and_lora_settings_become_trainer_flags():
         "--lora-target=q_proj,v_proj",
         "--merge",
     ]
+    [job] = kinds(render({"train": {"liger": True}}, "r1", "ml"), "PyTorchJob")
+    assert "--liger" in command(job)
     [job] = kinds(render({}, "r1", "ml"), "PyTorchJob")  # the trainer's own LoRA settings: no flag repeats them
+    assert "--liger" not in command(job)
     assert "--method=lora" in command(job) and not [a for a in command(job) if a.startswith(("--lora", "--merge"))]
     [job] = kinds(render({"train": {"method": "full"}}, "r1", "ml"), "PyTorchJob")
     assert "--method=full" in command(job) and not [a for a in command(job) if a.startswith("--lora")]

@@ -125,14 +125,15 @@ def test_merge_gives_plain_weights_with_the_same_logits(lora_run, tiny_model, tm
         base = AutoModelForCausalLM.from_pretrained(tiny_model)
         expected = PeftModel.from_pretrained(base, str(lora_run / "final"))(ids).logits
 
-    result = neosft("merge", lora_run, "--to", tmp_path / "fp32", "--dtype", "base")
+    result = neosft("merge", lora_run, "--to", tmp_path / "fp32")  # by default in the base's dtype: float32
     assert result.returncode == 0, result.stderr[-3000:]
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "fp32")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "fp32", dtype="auto")
+    assert merged.dtype == torch.float32 == AutoModelForCausalLM.from_pretrained(tiny_model, dtype="auto").dtype
     assert not any("lora" in name for name, _ in merged.named_parameters())
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, expected, atol=1e-5)
 
-    result = neosft("merge", lora_run, "--to", tmp_path / "bf16")
+    result = neosft("merge", lora_run, "--to", tmp_path / "bf16", "--dtype", "bf16")
     assert result.returncode == 0, result.stderr[-3000:]
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype="auto")
     assert merged.dtype == torch.bfloat16 and (tmp_path / "bf16" / "tokenizer.json").exists()
@@ -216,7 +217,7 @@ def test_train_merge_writes_merged_weights_beside_final_once(lora_run, sample_da
     assert result.returncode == 0, result.stderr[-3000:]
     assert "holds a finished run" in result.stderr and (lora_run / "merged" / "config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(lora_run / "merged", dtype="auto")
-    assert merged.dtype == torch.bfloat16 and not any("lora" in name for name, _ in merged.named_parameters())
+    assert merged.dtype == torch.float32 and not any("lora" in name for name, _ in merged.named_parameters())
     stamp = (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns
     assert neosft(*args).returncode == 0
     assert (lora_run / "merged" / "model.safetensors").stat().st_mtime_ns == stamp  # merged already: left as it is

@@ -148,8 +148,34 @@ def test_lora_plan_prints_the_adapter_its_checkpoints_disk_and_faster_hours(data
     result = neosft("plan", "--variant", "single", "--data", uri, "--method", "lora")
     assert result.returncode == 0, result.stderr
     assert "adapter 80.7 MB in bf16" in result.stdout and "2,523,136 per unit of rank" in result.stdout
-    assert "4,000 tokens/s per GPU" in result.stdout
+    assert "14,100 tokens/s per GPU" in result.stdout  # NVIDIA's published Qwen2.5-7B LoRA on one H100
     full_run = neosft("plan", "--variant", "single", "--data", uri, "--method", "full")
     assert "107 GB" in full_run.stdout and "adapter" not in full_run.stdout
     hours = lambda text: float(next(line for line in text.splitlines() if line.startswith("single")).split()[-2])  # noqa: E731
     assert hours(result.stdout) == pytest.approx(hours(full_run.stdout) * 3 / 4, rel=0.05)
+
+
+def test_plan_per_gpu_type_and_from_a_finished_run(data, tmp_path):
+    """Hours scale with the GPU's published throughput (A100: 312 of H100's 989 bf16 TFLOPS), and `--from RUN`
+    plans at the tokens/s that run measured (tokens / train runtime / world size in its run.json)."""
+    from neosft.artifacts import RunRecord
+    from neosft.storage import location
+
+    uri, _ = data
+    hours = lambda text: float(next(line for line in text.splitlines() if line.startswith("single")).split()[-2])  # noqa: E731
+    args = ("plan", "--variant", "single", "--data", uri, "--method", "full")
+    a100, h100 = neosft(*args, "--gpu", "a100"), neosft(*args, "--gpu", "h100")
+    assert a100.returncode == 0 and h100.returncode == 0, a100.stderr + h100.stderr
+    assert hours(a100.stdout) == pytest.approx(hours(h100.stdout) * 989 / 312, rel=0.05)
+    run = tmp_path / "run"
+    RunRecord(
+        **dict.fromkeys(("variant", "model", "deepspeed", "chat_format", "default_system", "report_to", "neosft_version"), "x"),
+        **dict.fromkeys(("hyperparameters", "overrides", "training_arguments", "batch", "dataset"), {}),
+        packing=False, liger=False, samples=1, truncated=0, resumed_from=None, steps=1, wall_time_s=1.0,
+        train_loss=1.0, final_loss=1.0, tokens=8_000_000, train_runtime_s=100.0, world_size=8,
+    ).write(location(str(run)))  # fmt: skip
+    measured = neosft(*args, "--from", run)
+    assert measured.returncode == 0, measured.stderr
+    assert "10,000 tokens/s per GPU" in measured.stdout and "measured by" in measured.stdout
+    assert_user_error(neosft(*args, "--from", run, "--tokens-per-gpu-s", "5"), "--from")
+    assert_user_error(neosft(*args, "--from", tmp_path / "none"), "no finished run")

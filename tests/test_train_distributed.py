@@ -418,3 +418,41 @@ def test_two_ranks_train_at_total_batch_64_and_leave_tensorboard_events(sample_d
     assert [e.value for e in accumulator.Scalars("train/loss")] == pytest.approx(
         [r.loss for r in train_losses(records(str(output)))]
     )
+
+
+@pytest.fixture(scope="module")
+def heldout_dataset(tmp_path_factory) -> Path:
+    """The sample corpus built with 12 records held out, which `--eval` scores."""
+    dest = tmp_path_factory.mktemp("heldout") / "data"
+    build(str(SAMPLE_CORPUS), str(dest), ["single"], holdout="12")
+    return dest
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_zero3_trains_merges_and_evaluates(heldout_dataset, tiny_model, tmp_path, method, procs):
+    """After ZeRO-3 training, the merge and the eval load plain (not partitioned) models: the DeepSpeed config that
+    transformers and accelerate registered was released when training ended."""
+    output = tmp_path / "out"
+    args = train_args(heldout_dataset, output, tiny_model, tmp_path / "work", "--deepspeed", "zero3", method=method)
+    args = [*args, "--eval", "--eval-samples", "2", *(["--merge"] if method == "lora" else [])]
+    args[args.index("--max-steps") + 1] = 2
+    log = tmp_path / "log"
+    if procs == 2:
+        proc = torchrun(*args, env={}, log=log)
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+    finished(proc, log)
+    from neosft.artifacts import EvalRecord
+
+    assert run_record(output).deepspeed == "zero3" and run_record(output).world_size == procs
+    assert EvalRecord.read(location(str(output))) is not None
+    if method == "lora":
+        from transformers import AutoModelForCausalLM
+
+        merged = AutoModelForCausalLM.from_pretrained(output / "merged")
+        assert merged.model.embed_tokens.weight.dim() == 2
+        assert not any("lora" in name for name, _ in merged.named_parameters())

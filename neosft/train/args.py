@@ -11,6 +11,7 @@ from typing import Any
 
 from neosft.errors import UserError
 from neosft.progress import log
+from neosft.train.checkpointing import asked as asked_checkpointing
 from neosft.variants import get, gradient_accumulation, per_device_eval_batch
 
 DEEPSPEED_CONFIGS = ("zero3", "zero2")
@@ -27,6 +28,10 @@ POSITIVE = {
     "learning_rate",
     "num_train_epochs",
 }
+CHECKPOINTING = ("gradient_checkpointing", "activation_checkpointing")  # decided in neosft.train.checkpointing
+# NCCL's collective timeout: transformers' default, 1800 s, would end a run whose rank 0 still tokenizes or uploads a
+# checkpoint (107-122 GB under full fine-tuning) while the other ranks wait in a barrier
+DDP_TIMEOUT_S = 3 * 3600
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
 FLAGS = {
     "report_to": "--report-to tensorboard|wandb|mlflow|none",
@@ -69,6 +74,7 @@ def checked_overrides(variant: str, pairs: tuple[str, ...] | list[str]) -> tuple
     unknown = sorted(outside - set(fields)) if fields else []
     if unknown:
         raise UserError(f"--set {unknown[0]}: not a hyper-parameter of the table nor a TrainingArguments field")
+    asked_checkpointing(overrides)  # both names, disagreeing: refused here
     return overrides, hyperparameters(variant, overrides)
 
 
@@ -146,10 +152,12 @@ def training_arguments(
     world_size: int = 1,
     report_to: str = "none",
     liger: bool = False,
+    checkpointing: bool = False,
 ):
     """`transformers.TrainingArguments`: the table, the batches for `world_size`, neosft's defaults, then every override.
 
-    On GPU: bf16, gradient checkpointing and, with `liger`, the Trainer's Liger kernels. On CPU without DeepSpeed:
+    On GPU: bf16 and, with `liger`, the Trainer's Liger kernels. Activation checkpointing as decided
+    (`neosft.train.checkpointing`), under whichever name this transformers reads. On CPU without DeepSpeed:
     `use_cpu`, without which DDP may skip the gradient sync (with DeepSpeed it would keep DeepSpeed's process group
     from starting).
     """
@@ -159,7 +167,7 @@ def training_arguments(
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     renamed = {old: new for old, new in RENAMED.items() if old not in fields}
     table = {renamed.get(k, k): v for k, v in hp.items() if k not in TOKENIZER_KEYS}
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     gpu = torch.cuda.is_available()
     settings = {
         **table,
@@ -173,15 +181,16 @@ def training_arguments(
         "eval_strategy": "steps" if evaluate else "no",
         "eval_steps": save_steps,
         "logging_steps": 1,
+        "ddp_timeout": DDP_TIMEOUT_S,
         "include_num_input_tokens_seen": "non_padding",
         "remove_unused_columns": False,
         "report_to": report_to,
         "use_liger_kernel": liger and gpu,
         "bf16": gpu,
-        checkpointing: gpu,
-        f"{checkpointing}_kwargs": {"use_reentrant": False},
+        name: checkpointing,
+        f"{name}_kwargs": {"use_reentrant": False},
         "use_cpu": not gpu and not deepspeed,
-        **{k: v for k, v in overrides.items() if k in fields},
+        **{k: v for k, v in overrides.items() if k in fields and k not in CHECKPOINTING},
     }
     try:
         return TrainingArguments(**settings)
@@ -192,3 +201,8 @@ def training_arguments(
 def arguments_record(hp: dict, overrides: dict, args) -> dict:
     """The arguments as run.json records them: the table row, the overrides, and every TrainingArguments field."""
     return {"hyperparameters": hp, "overrides": overrides, "training_arguments": args.to_dict()}
+
+
+def checkpointing_of(args) -> bool:
+    """Whether `args` (TrainingArguments) checkpoint activations, under whichever name this transformers reads."""
+    return bool(getattr(args, "activation_checkpointing", args.gradient_checkpointing))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +128,24 @@ def _tokenizer_id(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def held_out(samples: int, val_size: float) -> int:
+    """How many samples `--val-size` holds out: LLaMA-Factory's `val_size` as `datasets`' `train_test_split` reads a
+    fraction, ceil(val_size * samples) (datasets/arrow_dataset.py, `n_test = ceil(test_size * n_samples)`)."""
+    return math.ceil(samples * val_size)
+
+
+def split(samples: int, val_size: float, seed: int):
+    """(train indices, eval indices) as LLaMA-Factory splits its dataset (src/llamafactory/data/data_utils.py,
+    `split_dataset`: `dataset.train_test_split(test_size=val_size, seed=seed)`, whose rows are
+    `np.random.default_rng(seed).permutation(n)`: the first ceil(val_size * n) held out, the rest trained on in that
+    order). With nothing held out LLaMA-Factory does not split: the rows stay in the file's order. Either way the
+    Trainer's own sampler then shuffles them, in LLaMA-Factory's trainer as in neosft's."""
+    import numpy as np
+
+    n_eval = held_out(samples, val_size)
+    if not n_eval:
+        return np.arange(samples), np.arange(0)
+    order = np.random.default_rng(seed).permutation(samples)
+    return order[n_eval:], order[:n_eval]

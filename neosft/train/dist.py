@@ -85,3 +85,14 @@ def all_gather_objects(obj) -> list:
     out = [None] * td.get_world_size()
     td.all_gather_object(out, obj)
     return out
+
+
+def release_deepspeed() -> None:
+    """Forget the DeepSpeed config that training registered: transformers' (its `is_deepspeed_zero3_enabled` weakref)
+    and accelerate's (the shared AcceleratorState holding the DeepSpeed plugin, which keeps that config alive). Left
+    registered, every later `from_pretrained` in this process (the merge, the eval) is partitioned under ZeRO-3."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    AcceleratorState._reset_state()  # the process group (PartialState) stays: the merge and the eval still use it

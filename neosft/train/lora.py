@@ -16,7 +16,7 @@ from neosft.variants import Lora
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 EXCLUDED = "lm_head"  # LLaMA-Factory's forbidden module for a decoder such as Qwen2
-MERGE_DTYPES = ("bf16", "base")
+MERGE_DTYPES = ("base", "bf16")
 
 
 def linear_modules(model) -> list[str]:
@@ -130,9 +130,9 @@ def load_adapter(base, folder: Path):
         raise UserError(f"{folder}: the adapter does not fit its base model ({str(e).splitlines()[0][:200]})") from None
 
 
-def merge(output: str, dest: str, dtype: str = "bf16") -> None:
+def merge(output: str, dest: str, dtype: str = "base") -> None:
     """Merge OUTPUT's LoRA adapter into its base model and write plain transformers weights (safetensors), config and
-    tokenizer to DEST (config.json last): in bf16, or with `base` in the base model's own dtype."""
+    tokenizer to DEST (config.json last): in the base model's own dtype (`base`, its config's), or in bf16."""
     if dtype not in MERGE_DTYPES:
         raise UserError(f"--dtype {dtype}: choose from {', '.join(MERGE_DTYPES)}")
     run = location(output.rstrip("/"))

@@ -114,13 +114,28 @@ def varlen_sdpa(
 
 
 def attention_implementation(packing: bool) -> str:
-    """flash-attention 2 on a GPU where it is installed (packed rows: variable-length attention); on CPU, one SDPA
-    per packed sample with packing, else SDPA."""
-    import importlib.util
-
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+    """flash-attention 2 on a GPU where it imports (packed rows: variable-length attention); else, with packing, one
+    SDPA per packed sample, else SDPA. An installed flash_attn whose import fails (a wheel built for another torch or
+    CUDA: undefined symbols) is not chosen: the run says so and uses the fallback."""
+    if torch.cuda.is_available() and flash_attn_imports():
         return "flash_attention_2"
     return register_varlen_attention() if packing else "sdpa"
+
+
+def flash_attn_imports() -> bool:
+    """Whether `import flash_attn` works here (a found package whose extension does not load is logged, not used)."""
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except (ImportError, OSError) as e:
+        from neosft.progress import log
+
+        log(f"warning: flash_attn is installed but does not import ({e}); attention falls back to SDPA")
+        return False
+    return True
 
 
 def register_varlen_attention() -> str:

@@ -26,7 +26,7 @@ from neosft.train.args import (
     deepspeed_config,
     training_arguments,
 )
-from neosft.train.dataset import manifest_entry, tokenized
+from neosft.train.dataset import held_out, manifest_entry, split, tokenized
 from neosft.train.spec import TrainSpec
 from neosft.variants import LORA, METHODS
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # transformers and torch: imported by the steps that use them
     from torch.utils.data import Dataset
     from transformers import Trainer
 
+    from neosft.train.checkpointing import Checkpointing
     from neosft.train.losslog import LossLog
     from neosft.train.lossupload import LossUploader
 
@@ -61,6 +62,7 @@ class Prepared:
     samples: int
     truncated: int
     lora_targets: list[str]  # the modules the adapter wraps (empty with full fine-tuning)
+    checkpointing: Checkpointing
     started: float = field(default_factory=time.monotonic)
 
 
@@ -108,6 +110,7 @@ def setup(options: TrainSpec) -> Prepared:
     model_config = _setup_model_config(options)
     lora_targets = _setup_lora_targets(options, model_config)  # before ZeRO-3 is configured: a meta model
     _setup_weights(options, model_config)
+    checkpointing = _setup_checkpointing(options, overrides, hp, model_config)
     ds_config = deepspeed_config(options.zero)
     if ds_config:
         dist.single_process_env()
@@ -123,6 +126,7 @@ def setup(options: TrainSpec) -> Prepared:
         world_size=dist.world_size(),
         report_to=options.report_to,
         liger=options.liger,
+        checkpointing=checkpointing.enabled,
     )
     tokenizer, chat = _setup_tokenizer(options)
     tokens = _setup_tokens(options, manifest, entry, tokenizer, chat, hp["cutoff_len"], output, work_dir)
@@ -167,6 +171,7 @@ def setup(options: TrainSpec) -> Prepared:
         len(tokens),
         tokens.truncated,
         lora_targets,
+        checkpointing,
     )
 
 
@@ -201,12 +206,34 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def _setup_checkpointing(options: TrainSpec, overrides: dict, hp: dict, model_config):
+    """Activation checkpointing: the user's `--set`, else the memory plan's decision for this GPU (see
+    `neosft.train.checkpointing`); logged with its reason, recorded in run.json."""
+    import torch
+
+    from neosft.train.checkpointing import decide
+
+    gpu = torch.cuda.get_device_properties(0).total_memory / 1e9 if torch.cuda.is_available() else None
+    decision = decide(
+        overrides,
+        gpu_memory_gb=gpu,
+        stage=options.zero,
+        gpus=dist.world_size(),
+        cutoff_len=hp["cutoff_len"],
+        config=model_config.to_dict(),
+        lora=options.lora if options.method == "lora" else None,
+        liger=options.liger,
+    )
+    log(f"activation checkpointing {'on' if decision.enabled else 'off'}: {decision.reason}")
+    return decision
+
+
 def _setup_dataset(options: TrainSpec) -> tuple[Manifest, VariantData]:
     """The manifest and its entry for the variant; an empty variant is refused before any model loads."""
     manifest, entry = manifest_entry(options.data, options.variant)
     if not entry.rows:
         raise UserError(f"{options.data}: the {options.variant} dataset has no rows; nothing to train on")
-    train_rows = entry.rows - round(entry.rows * options.val_size)
+    train_rows = entry.rows - held_out(entry.rows, options.val_size)
     if train_rows < 1:
         raise UserError(
             f"--val-size {options.val_size} holds out all {entry.rows} {options.variant} rows: "
@@ -387,16 +414,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def _datasets(tokens, tokenizer, options: TrainSpec, cutoff_len: int, seed: int):
-    """(train set, eval set or None, collator): a seeded `--val-size` split, packed or one sample per item."""
-    import numpy as np
+    """(train set, eval set or None, collator): LLaMA-Factory's `--val-size` split, packed or one sample per item."""
     from transformers import DataCollatorForSeq2Seq
 
     from neosft.train.packing import FlattenCollator, PackedDataset, SampleDataset
     from neosft.train.tokenize import IGNORE_INDEX
 
-    order = np.random.default_rng(seed).permutation(len(tokens))
-    n_eval = round(len(tokens) * options.val_size)
-    make: Callable[[np.ndarray], Dataset]
+    train_idx, eval_idx = split(len(tokens), options.val_size, seed)
+    make: Callable[[Any], Dataset]
     collator: Callable
     if options.packing:
         make, collator = (lambda idx: PackedDataset(tokens, idx, cutoff_len)), FlattenCollator()
@@ -405,7 +430,7 @@ def _datasets(tokens, tokenizer, options: TrainSpec, cutoff_len: int, seed: int)
             (lambda idx: SampleDataset(tokens, idx)),
             DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX),
         )
-    return make(order[n_eval:]), make(order[:n_eval]) if n_eval else None, collator
+    return make(train_idx), make(eval_idx) if len(eval_idx) else None, collator
 
 
 def _model(options: TrainSpec, args, ds_config: str | None, config, lora_targets: list[str]):
@@ -418,6 +443,7 @@ def _model(options: TrainSpec, args, ds_config: str | None, config, lora_targets
     import torch
     from transformers import AutoModelForCausalLM
 
+    from neosft.train.args import checkpointing_of
     from neosft.train.packing import attention_implementation
 
     # full fine-tuning under DDP keeps fp32 weights under autocast; a frozen LoRA base needs no fp32 copy
@@ -438,7 +464,7 @@ def _model(options: TrainSpec, args, ds_config: str | None, config, lora_targets
     if options.method == "lora":
         from neosft.train.lora import with_adapter
 
-        model = with_adapter(model, options.lora, lora_targets, args.gradient_checkpointing, args.seed)
+        model = with_adapter(model, options.lora, lora_targets, checkpointing_of(args), args.seed)
     return model
 
 
@@ -466,6 +492,7 @@ def save(prepared: Prepared, result) -> RunRecord:
             f"{record.tokens:,} tokens, {record.wall_time_s:.0f} s)"
         )
     dist.barrier()
+    dist.release_deepspeed()  # training ended: a later from_pretrained (merge, eval) loads whole weights
     return record
 
 
@@ -505,6 +532,7 @@ def run_record(prepared: Prepared, result) -> RunRecord:
         default_system=options.default_system,
         report_to=options.report_to,
         liger=bool(args.use_liger_kernel),
+        checkpointing=prepared.checkpointing.record(),
         world_size=world,
         dataset={
             "uri": options.data,

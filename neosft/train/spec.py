@@ -160,7 +160,9 @@ class TrainSpec:
     )
     liger: bool = field(
         default=False,
-        metadata=option("--liger", "Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU."),
+        metadata=option(
+            "--liger", "Liger kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on GPU.", "train.liger"
+        ),
     )
     upload_every_s: float = field(
         default=60.0,

@@ -250,6 +250,9 @@ operator sets MASTER_ADDR/MASTER_PORT, Trainer v2's torch plugin PET_MASTER_ADDR
 {{- if $t.packing }}
 - --packing
 {{- end }}
+{{- if $t.liger }}
+- --liger
+{{- end }}
 {{- with $t.maxSteps }}
 - {{ printf "--max-steps=%d" (int .) | quote }}
 {{- end }}
