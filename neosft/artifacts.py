@@ -54,6 +54,7 @@ def _valid(value, kind: str, name: str):
         "list[str]": list,
         "list[int]": list,
         "list[float]": list,
+        "list[Loss]": list,
         "list[dict]": list,
         "dict[str, int]": dict,
     }
@@ -63,7 +64,7 @@ def _valid(value, kind: str, name: str):
         raise _Invalid(f"{name} is {json.dumps(value)[:40]}, not {kind}")
     if kind == "list[str]" and not all(isinstance(v, str) for v in value):
         raise _Invalid(f"{name} holds a value that is not a string")
-    if kind in ("list[int]", "list[float]"):
+    if kind in ("list[int]", "list[float]", "list[Loss]"):
         for i, number in enumerate(value):
             _valid(number, kind[5:-1], f"{name}[{i}]")
     if kind == "dict[str, int]":
@@ -477,7 +478,7 @@ class EvalRecord:
     heldout_sha256: str
     cutoff_len: int
     chat: LossSummary
-    conversation_loss: list[float]
+    conversation_loss: list[Loss]  # NaN where the model diverged
     conversation_tokens: list[int]
     matrix: dict[str, LossSummary]
     samples: list[dict]  # {"prompt", "answer"}

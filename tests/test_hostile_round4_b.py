@@ -100,8 +100,8 @@ def loss_record(step: int, loss: float) -> LossRecord:
 def eval_record(loss: float) -> EvalRecord:
     summary = LossSummary(loss, math.exp(loss) if math.isfinite(loss) else loss, 40, 2)
     return EvalRecord(
-        "single", "lora", "out/final", "data", "0" * 64, 1024, summary, {"single": summary},
-        [{"prompt": "q", "answer": "a"}], 1, 1.0, 10.0, "0",
+        "single", "lora", "out/final", "data", "0" * 64, 1024, summary, [loss * 20, loss * 20], [20, 20],
+        {"single": summary}, [{"prompt": "q", "answer": "a"}], 1, 1.0, 10.0, "0",
     )  # fmt: skip
 
 
