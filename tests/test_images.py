@@ -61,7 +61,7 @@ def test_images_run_neosft_as_non_root(name):
     assert any("useradd --uid 1000" in s["value"] for s in final if s["instruction"] == "RUN")
 
 
-@pytest.mark.parametrize(("name", "extras"), [("data", "data"), ("train", "train,eval")])
+@pytest.mark.parametrize(("name", "extras"), [("data", "data"), ("train", "train,gpu,eval")])
 def test_dependencies_are_installed_before_the_source_is_copied(name, extras):
     build = [(s["instruction"], s["value"]) for s in stages(dockerfile(name))[0]]
     deps = next(
