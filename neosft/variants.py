@@ -200,7 +200,7 @@ class Lora:
         """The modules the adapter wraps on a model whose linear modules (`all`'s, name: (in, out) features) are
         `linear`; a `UserError` for a target the model lacks, or a rank above a wrapped module's smaller side (its
         LoRA factors would only add parameters, and a huge rank ends in an allocation failure)."""
-        targets = list(linear) if self.targets() == [ALL_LINEAR] else self.targets()
+        targets = sorted(linear) if self.targets() == [ALL_LINEAR] else self.targets()
         missing = [t for t in targets if t not in linear]
         if missing:
             raise UserError(

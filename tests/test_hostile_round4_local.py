@@ -147,10 +147,14 @@ def test_a_reused_pid_is_neither_reported_running_nor_signalled(tmp_path, monkey
         backend._set_state(RUN, name, "Running", print, pid=ours.pid)  # as `wait` records its pod
     ours.kill()
     ours.wait()
+    path = tmp_path / ".neosft" / "runs" / RUN / "state.json"
+    recorded = json.loads(path.read_text())
     stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    while pods.started_at(stranger.pid) == recorded[name]["started"]:  # the same clock tick: not yet another process
+        stranger.kill()
+        stranger.wait()
+        stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
     try:
-        path = tmp_path / ".neosft" / "runs" / RUN / "state.json"
-        recorded = json.loads(path.read_text())
         recorded[name]["pid"] = stranger.pid  # the kernel gave our dead pod's pid to another process
         path.write_text(json.dumps(recorded))
         found = backend_for(RUN)
