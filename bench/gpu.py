@@ -34,14 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-QWEN2_7B_SHAPE = {
-    "vocab_size": 152064,
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-}  # Qwen/Qwen2-7B-Instruct's config.json
+from neosft.variants import QWEN2_7B  # noqa: E402 - the one table's Qwen2-7B shape, light to import
+
 TINY_SHAPE = {
     "vocab_size": 512,
     "hidden_size": 64,
@@ -288,7 +282,7 @@ def measure(cpu: bool, steps: int, peak: float | None) -> list[dict]:
     import torch
 
     device, dtype = ("cpu", torch.float32) if cpu else ("cuda", torch.bfloat16)
-    shape = TINY_SHAPE if cpu else QWEN2_7B_SHAPE
+    shape = TINY_SHAPE if cpu else QWEN2_7B
     cutoffs = (128, 256) if cpu else (4096, 8192)
     runs = []
     for method in ("lora", "full"):
@@ -355,7 +349,7 @@ def main() -> int:
     steps = args.steps or (2 if args.cpu else 8)
     info = probe(args.cpu)
     print(f"probe: {info}", flush=True)
-    shape, device = (TINY_SHAPE, "cpu") if args.cpu else (QWEN2_7B_SHAPE | {"num_hidden_layers": 2}, "cuda")
+    shape, device = (TINY_SHAPE, "cpu") if args.cpu else (QWEN2_7B | {"num_hidden_layers": 2}, "cuda")
     dtype = torch.float32 if args.cpu else torch.bfloat16
     correctness = {"packed_equals_unpacked": packed_equals_unpacked(shape, device, dtype)}
     print(f"packed = unpacked: {correctness['packed_equals_unpacked']}", flush=True)
