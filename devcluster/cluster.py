@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devcluster import build, controllers
+from neosft.backends import pods
 
 READY_TIMEOUT_S = 120.0
 _SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "6Gi"}}
@@ -60,17 +60,8 @@ class Ports:
         return [self.base + i for i in (*range(7), 10, 11)]
 
 
-def _proc_start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])  # a zombie has ended
-
-
 def _alive(comp: Component) -> bool:
-    return comp.pid > 0 and _proc_start_time(comp.pid) == comp.start_time
+    return comp.pid > 0 and pods.started_at(comp.pid) == comp.start_time
 
 
 def _port_busy(port: int) -> bool:
@@ -244,7 +235,7 @@ def _start(d: Path, comp: Component) -> None:
             start_new_session=True,
         )
     comp.pid = proc.pid
-    comp.start_time = _proc_start_time(proc.pid) or 0
+    comp.start_time = pods.started_at(proc.pid) or 0
 
 
 def _wait_ready(d: Path, comp: Component) -> None:
@@ -355,14 +346,8 @@ def _mount_jobset_certs(d: Path, bins: Path) -> None:
 
 def _stop(comps: list[Component]) -> None:
     for comp in reversed(comps):
-        if not _alive(comp):
-            continue
-        os.killpg(comp.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _alive(comp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(comp):
-            os.killpg(comp.pid, signal.SIGKILL)
+        if comp.pid > 0:
+            pods.stop(comp.pid, comp.start_time, grace_s=15)
 
 
 def down(d: Path, log=print) -> None:
